@@ -1,0 +1,62 @@
+use crate::{Change, Entry};
+
+/// Why a change could not be applied to a tree value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The tree does not hold what the change expected at that path.
+    #[error("'{0}' does not hold what the change expected")]
+    Mismatch(String),
+    /// The change's parent is missing or not a directory.
+    #[error("parent of '{0}' is not a directory")]
+    NoParent(String),
+}
+
+/// Applies `changes` to a tree value, checking each change's `old` like the filesystem applier
+/// does. Used to predict a side after its transitions and by the property tests.
+pub fn apply_changes(
+    mut tree: Option<Entry>,
+    changes: &[Change],
+) -> Result<Option<Entry>, ApplyError> {
+    for ch in changes {
+        let path = ch.path.as_str();
+        let Some(parent_path) = ch.path.parent() else {
+            if tree != ch.old {
+                return Err(ApplyError::Mismatch(path.to_owned()));
+            }
+            tree = ch.new.clone();
+            continue;
+        };
+        let name = ch.path.name().unwrap_or_default();
+        let Some(Entry::Directory(siblings)) =
+            tree.as_mut().and_then(|t| get_mut(t, parent_path.as_str()))
+        else {
+            if ch.old.is_none() && ch.new.is_none() {
+                continue;
+            }
+            return Err(ApplyError::NoParent(path.to_owned()));
+        };
+        if siblings.get(name) != ch.old.as_ref() {
+            return Err(ApplyError::Mismatch(path.to_owned()));
+        }
+        match &ch.new {
+            Some(e) => {
+                siblings.insert(name.to_owned(), e.clone());
+            }
+            None => {
+                siblings.remove(name);
+            }
+        }
+    }
+    Ok(tree)
+}
+
+fn get_mut<'a>(tree: &'a mut Entry, path: &str) -> Option<&'a mut Entry> {
+    let mut cur = tree;
+    for name in path.split('/').filter(|n| !n.is_empty()) {
+        match cur {
+            Entry::Directory(c) => cur = c.get_mut(name)?,
+            _ => return None,
+        }
+    }
+    Some(cur)
+}

@@ -1,0 +1,163 @@
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A BLAKE3 content digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Digest(pub [u8; 32]);
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", &self.to_string()[..12])
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One node of an endpoint's tree, as a scan saw it. Only metadata and digests: content never
+/// lives in a tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entry {
+    /// A directory and its children by name.
+    Directory(BTreeMap<String, Entry>),
+    /// A regular file.
+    File {
+        /// BLAKE3 of the content.
+        digest: Digest,
+        /// Length in bytes.
+        size: u64,
+        /// Whether the owner-executable bit is set.
+        executable: bool,
+    },
+    /// A symbolic link whose target stays inside the root.
+    Symlink {
+        /// The link's target, as stored in the link.
+        target: String,
+    },
+    /// A path the scan could not read (permissions, a name that is not UTF-8, a link that
+    /// escapes the root, …). Never propagated, never deleted; reported.
+    Problem(String),
+}
+
+impl Entry {
+    /// A file entry.
+    pub fn file(digest: [u8; 32], size: u64, executable: bool) -> Entry {
+        Entry::File {
+            digest: Digest(digest),
+            size,
+            executable,
+        }
+    }
+
+    /// A directory entry from `(name, entry)` pairs.
+    pub fn dir<'a>(children: impl IntoIterator<Item = (&'a str, Entry)>) -> Entry {
+        Entry::Directory(
+            children
+                .into_iter()
+                .map(|(n, e)| (n.to_owned(), e))
+                .collect(),
+        )
+    }
+
+    /// A symlink entry.
+    pub fn symlink(target: &str) -> Entry {
+        Entry::Symlink {
+            target: target.to_owned(),
+        }
+    }
+
+    /// The children of a directory, `None` for anything else.
+    pub fn children(&self) -> Option<&BTreeMap<String, Entry>> {
+        match self {
+            Entry::Directory(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// True for directories.
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Entry::Directory(_))
+    }
+
+    /// True for problem entries.
+    pub fn is_problem(&self) -> bool {
+        matches!(self, Entry::Problem(_))
+    }
+
+    /// The entry at `path` below this one (`""` is this entry).
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        let mut cur = self;
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            cur = cur.children()?.get(name)?;
+        }
+        Some(cur)
+    }
+
+    /// Number of entries in this subtree, this one included.
+    pub fn count(&self) -> usize {
+        match self {
+            Entry::Directory(c) => 1 + c.values().map(Entry::count).sum::<usize>(),
+            _ => 1,
+        }
+    }
+
+    /// True if a problem entry lies anywhere in this subtree.
+    pub fn has_problems(&self) -> bool {
+        match self {
+            Entry::Problem(_) => true,
+            Entry::Directory(c) => c.values().any(Entry::has_problems),
+            _ => false,
+        }
+    }
+
+    /// This subtree with every problem entry left out (what can actually be created).
+    pub fn without_problems(&self) -> Entry {
+        match self {
+            Entry::Directory(c) => Entry::Directory(
+                c.iter()
+                    .filter(|(_, e)| !e.is_problem())
+                    .map(|(n, e)| (n.clone(), e.without_problems()))
+                    .collect(),
+            ),
+            e => e.clone(),
+        }
+    }
+
+    /// Calls `f(path, entry)` for every node in this subtree, parents before children;
+    /// `prefix` is this node's path.
+    pub fn walk<'a>(&'a self, prefix: &str, f: &mut impl FnMut(&str, &'a Entry)) {
+        f(prefix, self);
+        if let Entry::Directory(c) = self {
+            for (name, child) in c {
+                let p = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                child.walk(&p, f);
+            }
+        }
+    }
+}
+
+/// The set of file digests in a tree: the "content in the archive" test of the no-data-loss
+/// promise.
+pub fn digests(tree: Option<&Entry>) -> HashSet<Digest> {
+    let mut out = HashSet::new();
+    if let Some(t) = tree {
+        t.walk("", &mut |_, e| {
+            if let Entry::File { digest, .. } = e {
+                out.insert(*digest);
+            }
+        });
+    }
+    out
+}

@@ -1,0 +1,216 @@
+//! Three-way reconciliation of an ancestor (the archive) with alpha and beta.
+//!
+//! Invariants, each checked by the property tests in `tests/properties.rs`:
+//! - changes never nest: a change at a path means no other change at or below it on that side;
+//! - in the safe modes, no change removes a file whose content is not in the ancestor;
+//! - the one-way modes never produce a change for alpha;
+//! - after applying the plan, both sides are equal except at the conflicts (two-way modes).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Entry, Mode, RelPath};
+
+/// One transition for one side: replace `old` (what the scan saw there, `None` for nothing)
+/// with `new` (`None` to remove) at `path`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Where.
+    pub path: RelPath,
+    /// What the side has now, as scanned; the applier refuses if the disk no longer matches.
+    pub old: Option<Entry>,
+    /// What the side must have afterwards.
+    pub new: Option<Entry>,
+}
+
+/// A path changed differently on both sides; nothing is done there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// Where.
+    pub path: RelPath,
+    /// The last agreed state.
+    pub ancestor: Option<Entry>,
+    /// Alpha's state.
+    pub alpha: Option<Entry>,
+    /// Beta's state.
+    pub beta: Option<Entry>,
+}
+
+/// The result of [`reconcile`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Changes to make on alpha.
+    pub alpha: Vec<Change>,
+    /// Changes to make on beta.
+    pub beta: Vec<Change>,
+    /// Paths left alone because both sides changed them.
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Plan {
+    /// True when there is nothing to do and nothing to report.
+    pub fn is_empty(&self) -> bool {
+        self.alpha.is_empty() && self.beta.is_empty() && self.conflicts.is_empty()
+    }
+}
+
+/// Computes the changes that bring alpha and beta together from their common `ancestor`.
+///
+/// Problem entries (paths a scan could not read) are never touched nor propagated.
+pub fn reconcile(
+    ancestor: Option<&Entry>,
+    alpha: Option<&Entry>,
+    beta: Option<&Entry>,
+    mode: Mode,
+) -> Plan {
+    let mut plan = Plan::default();
+    walk(&RelPath::root(), ancestor, alpha, beta, mode, &mut plan);
+    plan
+}
+
+fn walk(
+    path: &RelPath,
+    a: Option<&Entry>,
+    x: Option<&Entry>,
+    y: Option<&Entry>,
+    mode: Mode,
+    plan: &mut Plan,
+) {
+    if x.is_some_and(Entry::is_problem) || y.is_some_and(Entry::is_problem) || x == y {
+        return;
+    }
+    if let (Some(Entry::Directory(xc)), Some(Entry::Directory(yc))) = (x, y) {
+        let ac = a.and_then(Entry::children);
+        let names: BTreeSet<&String> = xc
+            .keys()
+            .chain(yc.keys())
+            .chain(ac.into_iter().flat_map(|c| c.keys()))
+            .collect();
+        for name in names {
+            // Names come from scans that validated them; a bad one cannot be addressed, skip it.
+            let Ok(child) = path.join(name) else { continue };
+            walk(
+                &child,
+                ac.and_then(|c| c.get(name)),
+                xc.get(name),
+                yc.get(name),
+                mode,
+                plan,
+            );
+        }
+        return;
+    }
+    let alpha_changed = x != a;
+    let beta_changed = y != a;
+    let to_alpha = |plan: &mut Plan| plan.alpha.push(change(path, x, y));
+    let to_beta = |plan: &mut Plan| plan.beta.push(change(path, y, x));
+    match mode {
+        Mode::OneWayReplica => to_beta(plan),
+        Mode::TwoWaySafe | Mode::TwoWayResolved => {
+            if !alpha_changed {
+                to_alpha(plan);
+            } else if !beta_changed {
+                to_beta(plan);
+            } else if x.is_none() {
+                // A deletion never beats a modification: beta's version comes back whole.
+                to_alpha(plan);
+            } else if y.is_none() {
+                to_beta(plan);
+            } else if mode == Mode::TwoWayResolved {
+                to_beta(plan);
+            } else {
+                plan.conflicts.push(conflict(path, a, x, y));
+            }
+        }
+        Mode::OneWaySafe => {
+            if !beta_changed || y.is_none() {
+                // Beta untouched, or beta deleted something alpha has: alpha's version goes over.
+                to_beta(plan);
+            } else if !alpha_changed {
+                // Beta's own file or edit, alpha did nothing here: left alone, no conflict.
+            } else {
+                plan.conflicts.push(conflict(path, a, x, y));
+            }
+        }
+    }
+}
+
+fn change(path: &RelPath, old: Option<&Entry>, new: Option<&Entry>) -> Change {
+    Change {
+        path: path.clone(),
+        old: old.cloned(),
+        new: new.map(Entry::without_problems),
+    }
+}
+
+fn conflict(path: &RelPath, a: Option<&Entry>, x: Option<&Entry>, y: Option<&Entry>) -> Conflict {
+    Conflict {
+        path: path.clone(),
+        ancestor: a.cloned(),
+        alpha: x.cloned(),
+        beta: y.cloned(),
+    }
+}
+
+/// Why a cycle was stopped before reconciling: one root lost all its content.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{side}'s root was {what} while {other} still has content; refusing to propagate the wipe \
+     (re-run with --accept-wipe to let it through)"
+)]
+pub struct WipeRefusal {
+    /// `alpha` or `beta`.
+    pub side: &'static str,
+    /// `beta` or `alpha`.
+    pub other: &'static str,
+    /// `emptied` or `removed`.
+    pub what: &'static str,
+}
+
+/// Refuses to propagate a root that was emptied or removed while the other side still has
+/// content. `one-way-replica` is exempt; in `one-way-safe` only alpha's wipe matters (beta's
+/// deletions are restored from alpha anyway).
+pub fn check_wipe(
+    ancestor: Option<&Entry>,
+    alpha: Option<&Entry>,
+    beta: Option<&Entry>,
+    mode: Mode,
+) -> Result<(), WipeRefusal> {
+    fn has_content(e: Option<&Entry>) -> bool {
+        match e {
+            None => false,
+            Some(Entry::Directory(c)) => !c.is_empty(),
+            Some(_) => true,
+        }
+    }
+    if mode == Mode::OneWayReplica || !has_content(ancestor) {
+        return Ok(());
+    }
+    let wiped = |side: Option<&Entry>, other: Option<&Entry>| {
+        if has_content(side) || !has_content(other) {
+            None
+        } else if side.is_none() {
+            Some("removed")
+        } else {
+            Some("emptied")
+        }
+    };
+    if let Some(what) = wiped(alpha, beta) {
+        return Err(WipeRefusal {
+            side: "alpha",
+            other: "beta",
+            what,
+        });
+    }
+    if !mode.is_one_way() {
+        if let Some(what) = wiped(beta, alpha) {
+            return Err(WipeRefusal {
+                side: "beta",
+                other: "alpha",
+                what,
+            });
+        }
+    }
+    Ok(())
+}
