@@ -28,6 +28,6 @@ mod reconcile;
 pub use agree::agree;
 pub use apply::{ApplyError, apply_changes};
 pub use entry::{Digest, Entry, digests};
-pub use mode::Mode;
+pub use mode::{Mode, UnknownMode};
 pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, RelPath, validate_name};
 pub use reconcile::{Change, Conflict, Plan, WipeRefusal, check_wipe, reconcile};

@@ -101,8 +101,10 @@ fn walk(
         }
         return;
     }
-    let alpha_changed = x != a;
-    let beta_changed = y != a;
+    // A side that only removed things (its subtree is a part of the ancestor's) did not modify
+    // anything, so when the other side deleted the whole path the deletions agree.
+    let alpha_changed = x != a && !(y.is_none() && x.is_some_and(|x| pruned(x, a)));
+    let beta_changed = y != a && !(x.is_none() && y.is_some_and(|y| pruned(y, a)));
     let to_alpha = |plan: &mut Plan| plan.alpha.push(change(path, x, y));
     let to_beta = |plan: &mut Plan| plan.beta.push(change(path, y, x));
     match mode {
@@ -133,6 +135,18 @@ fn walk(
                 plan.conflicts.push(conflict(path, a, x, y));
             }
         }
+    }
+}
+
+/// True if `e` holds nothing that `a` does not: the same entry, or a directory whose children
+/// are all pruned versions of `a`'s.
+fn pruned(e: &Entry, a: Option<&Entry>) -> bool {
+    match (e, a) {
+        (Entry::Directory(ec), Some(Entry::Directory(ac))) => {
+            ec.iter().all(|(name, child)| pruned(child, ac.get(name)))
+        }
+        (e, Some(a)) => e == a,
+        (_, None) => false,
     }
 }
 

@@ -1,1 +1,144 @@
-fn main() {}
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use ferry::cli::{Cli, Command, SyncArgs};
+use ferry::endpoint::local::LocalEndpoint;
+use ferry::endpoint::{IgnoreSpec, Side, WatchEvent};
+use ferry::engine::{Engine, Finish, RunError, wake_channel};
+use ferry::output::Printer;
+use ferry::state::Session;
+
+/// The design's exit codes.
+#[derive(Clone, Copy)]
+enum Exit {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+    Conflicts = 3,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::from(if e.use_stderr() {
+                    Exit::Usage as u8
+                } else {
+                    Exit::Ok as u8
+                });
+            }
+            // One line: clap's reason, without the usage block.
+            let msg = e.to_string();
+            let first = msg
+                .lines()
+                .next()
+                .unwrap_or("bad usage")
+                .trim_start_matches("error: ");
+            eprintln!("ferry: {first} (see 'ferry --help')");
+            return ExitCode::from(Exit::Usage as u8);
+        }
+    };
+    let code = match cli.command {
+        Command::Sync(flags) => match flags.check() {
+            Ok(args) => sync(args),
+            Err(e) => {
+                eprintln!("ferry: {e}");
+                Exit::Usage
+            }
+        },
+    };
+    ExitCode::from(code as u8)
+}
+
+fn sync(args: SyncArgs) -> Exit {
+    let (Some(alpha_s), Some(beta_s)) = (args.alpha.to_str(), args.beta.to_str()) else {
+        eprintln!("ferry: endpoint paths must be valid UTF-8");
+        return Exit::Usage;
+    };
+    let session = match Session::open(alpha_s, beta_s) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return Exit::Failed;
+        }
+    };
+    if args.create_beta {
+        if let Err(e) = std::fs::create_dir(&args.beta) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                eprintln!("ferry: cannot create beta '{}': {e}", args.beta.display());
+                return Exit::Failed;
+            }
+        }
+    }
+    let spec = IgnoreSpec {
+        vcs: args.settings.ignore_vcs,
+        patterns: args.settings.ignores.clone(),
+    };
+    let endpoints = LocalEndpoint::new(Side::Alpha, args.alpha.clone(), &session.dir, &spec)
+        .and_then(|a| {
+            Ok((
+                a,
+                LocalEndpoint::new(Side::Beta, args.beta.clone(), &session.dir, &spec)?,
+            ))
+        });
+    let (alpha, beta) = match endpoints {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return Exit::Failed;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = wake_channel();
+    {
+        let stop = stop.clone();
+        let tx = tx.clone();
+        let handler = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                // A second signal: the user insists.
+                std::process::exit(130);
+            }
+            let _ = tx.try_send(WatchEvent::Stop);
+        });
+        if let Err(e) = handler {
+            eprintln!("ferry: cannot install the signal handler: {e}");
+            return Exit::Failed;
+        }
+    }
+    let printer = Printer::new(args.json);
+    let mut engine = match Engine::new(
+        Box::new(alpha),
+        Box::new(beta),
+        session,
+        args.settings,
+        printer,
+        stop,
+    ) {
+        Ok(e) => e,
+        Err(e) => return report(e),
+    };
+    match engine.run(Some((tx, rx))) {
+        Ok(Finish::InSync) => Exit::Ok,
+        Ok(Finish::Conflicts) => Exit::Conflicts,
+        Ok(Finish::Errors) => Exit::Failed,
+        Err(e) => report(e),
+    }
+}
+
+fn report(e: RunError) -> Exit {
+    eprintln!("ferry: {e}");
+    match e {
+        RunError::Ignore(_) => Exit::Usage,
+        _ => Exit::Failed,
+    }
+}

@@ -1,0 +1,213 @@
+//! Command-line parsing in two stages: raw flags ([`Cli`]), then checked, ready-to-use values
+//! ([`SyncArgs`]). Every refusal is a one-line [`UsageError`] (exit code 2).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ferry_core::Mode;
+
+use crate::engine::Settings;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Two-way file sync that never loses a byte"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Keep ALPHA and BETA in sync (continuously, until Ctrl-C, unless --once).
+    Sync(SyncFlags),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SyncFlags {
+    /// First endpoint (usually the host's source tree). Must exist.
+    pub alpha: String,
+    /// Second endpoint. Created if missing (its parent must exist).
+    pub beta: String,
+    /// two-way-safe, two-way-resolved, one-way-safe or one-way-replica.
+    #[arg(long, default_value = "two-way-safe")]
+    pub mode: String,
+    /// Ignore paths matching PATTERN (gitignore syntax; repeatable; after .ferryignore).
+    #[arg(long = "ignore", value_name = "PATTERN")]
+    pub ignores: Vec<String>,
+    /// Also sync .git, .hg and .svn.
+    #[arg(long)]
+    pub no_ignore_vcs: bool,
+    /// Sync until nothing is left to do, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// One JSON object per line on stdout for every event.
+    #[arg(long)]
+    pub json: bool,
+    /// Let a root that was emptied or removed propagate its wipe to the other side.
+    #[arg(long)]
+    pub accept_wipe: bool,
+    /// Quiet time after a change before syncing it, in milliseconds.
+    #[arg(long, default_value_t = 4, value_name = "MS")]
+    pub debounce_ms: u64,
+    /// Full rescan period while watching, in seconds (0: never); catches missed events.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub rescan_interval: u64,
+}
+
+/// A refusal of the command line or its endpoints (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A checked `sync` command.
+#[derive(Debug)]
+pub struct SyncArgs {
+    /// Canonical alpha root.
+    pub alpha: PathBuf,
+    /// Canonical beta root (may not exist yet: `create_beta` says so).
+    pub beta: PathBuf,
+    pub create_beta: bool,
+    pub settings: Settings,
+    pub json: bool,
+}
+
+impl SyncFlags {
+    /// Checks everything that can be checked before touching anything.
+    pub fn check(self) -> Result<SyncArgs, UsageError> {
+        let mode: Mode = self
+            .mode
+            .parse()
+            .map_err(|e: ferry_core::UnknownMode| UsageError(e.to_string()))?;
+        let alpha = local_endpoint("alpha", &self.alpha)?;
+        let beta = local_endpoint("beta", &self.beta)?;
+        let alpha = existing_dir("alpha", &alpha)?;
+        let (beta, create_beta) = match std::fs::symlink_metadata(&beta) {
+            Ok(_) => (existing_dir("beta", &beta)?, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (new_dir("beta", &beta)?, true),
+            Err(e) => return Err(UsageError(format!("beta '{}': {e}", beta.display()))),
+        };
+        if alpha == beta {
+            return Err(UsageError(format!(
+                "alpha and beta are the same directory ({})",
+                alpha.display()
+            )));
+        }
+        if beta.starts_with(&alpha) {
+            return Err(UsageError(format!(
+                "beta ({}) is inside alpha ({}); each would sync into itself",
+                beta.display(),
+                alpha.display()
+            )));
+        }
+        if alpha.starts_with(&beta) {
+            return Err(UsageError(format!(
+                "alpha ({}) is inside beta ({}); each would sync into itself",
+                alpha.display(),
+                beta.display()
+            )));
+        }
+        for p in &self.ignores {
+            crate::fs::ignore::Ignorer::new(&crate::fs::ignore::IgnoreSpec {
+                vcs: false,
+                patterns: vec![p.clone()],
+            })
+            .map_err(|e| UsageError(e.to_string()))?;
+        }
+        Ok(SyncArgs {
+            alpha,
+            beta,
+            create_beta,
+            json: self.json,
+            settings: Settings {
+                mode,
+                ignore_vcs: !self.no_ignore_vcs,
+                ignores: self.ignores,
+                once: self.once,
+                accept_wipe: self.accept_wipe,
+                debounce: Duration::from_millis(self.debounce_ms),
+                rescan_interval: (self.rescan_interval > 0)
+                    .then(|| Duration::from_secs(self.rescan_interval)),
+            },
+        })
+    }
+}
+
+/// Refuses the remote URL forms this build does not handle yet and returns a local path.
+fn local_endpoint(which: &str, s: &str) -> Result<PathBuf, UsageError> {
+    if s.is_empty() {
+        return Err(UsageError(format!("{which} is empty")));
+    }
+    for scheme in ["docker://", "ssh://", "k8s://"] {
+        if s.starts_with(scheme) {
+            return Err(UsageError(format!(
+                "{which} '{s}': {scheme} endpoints are not supported by this build yet (local directories only)"
+            )));
+        }
+    }
+    // scp-like `[user@]host:path`: a colon before any slash, not a relative or absolute path.
+    if let Some(i) = s.find(':') {
+        if !s.starts_with('/') && !s.starts_with('.') && !s[..i].contains('/') {
+            return Err(UsageError(format!(
+                "{which} '{s}' looks like an SSH endpoint, which this build does not support yet; write ./{s} for a local directory"
+            )));
+        }
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn existing_dir(which: &str, p: &Path) -> Result<PathBuf, UsageError> {
+    let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            UsageError(format!("{which} '{}' does not exist", p.display()))
+        }
+        _ => UsageError(format!("{which} '{}': {e}", p.display())),
+    })?;
+    if !meta.is_dir() {
+        return Err(UsageError(format!(
+            "{which} '{}' is not a directory (ferry syncs directories)",
+            p.display()
+        )));
+    }
+    let canon = p
+        .canonicalize()
+        .map_err(|e| UsageError(format!("{which} '{}': {e}", p.display())))?;
+    if canon.to_str().is_none() {
+        return Err(UsageError(format!(
+            "{which} '{}' is not a valid UTF-8 path",
+            p.display()
+        )));
+    }
+    Ok(canon)
+}
+
+fn new_dir(which: &str, p: &Path) -> Result<PathBuf, UsageError> {
+    let name = p
+        .file_name()
+        .ok_or_else(|| UsageError(format!("{which} '{}' has no name", p.display())))?;
+    let parent = match p.parent() {
+        Some(par) if !par.as_os_str().is_empty() => par,
+        _ => Path::new("."),
+    };
+    let parent = match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() => existing_dir(which, parent)?,
+        _ => {
+            return Err(UsageError(format!(
+                "{which} '{}' does not exist and neither does its parent '{}'",
+                p.display(),
+                parent.display()
+            )));
+        }
+    };
+    let full = parent.join(name);
+    if full.to_str().is_none() {
+        return Err(UsageError(format!(
+            "{which} '{}' is not a valid UTF-8 path",
+            p.display()
+        )));
+    }
+    Ok(full)
+}

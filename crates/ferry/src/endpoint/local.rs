@@ -1,0 +1,359 @@
+//! A directory on this machine.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_core::{Change, Digest, Entry, RelPath, apply_changes};
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use super::{
+    Endpoint, EndpointError, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side, WatchEvent,
+};
+use crate::fs::ignore::{Ignorer, STAGING_DIR_NAME};
+use crate::fs::scan::{
+    DirHook, LocalTree, NoHook, Scanner, StatCache, open_nofollow, parents_are_dirs,
+};
+use crate::fs::stage::Staging;
+use crate::fs::transition::Applier;
+use crate::state::{read_versioned, write_atomic, write_versioned};
+
+const CACHE_MAGIC: &[u8; 8] = b"FERRYSC1";
+
+pub struct LocalEndpoint {
+    side: Side,
+    root: PathBuf,
+    ignorer: Ignorer,
+    state: LocalTree,
+    staging: Staging,
+    backup_root: PathBuf,
+    cache_path: PathBuf,
+    watch: Option<WatchHook>,
+    /// The watcher channel overflowed: the engine must rescan everything.
+    overflow: Arc<AtomicBool>,
+}
+
+impl LocalEndpoint {
+    /// An endpoint for `root` (canonical, existing or not) keeping its staging, backups and
+    /// cache under `state_dir`.
+    pub fn new(
+        side: Side,
+        root: PathBuf,
+        state_dir: &Path,
+        ignore: &IgnoreSpec,
+    ) -> Result<Self, EndpointError> {
+        let io = |op, source| EndpointError::Io {
+            side: side.as_str(),
+            op,
+            source,
+        };
+        let ignorer =
+            Ignorer::new(ignore).map_err(|e| EndpointError::Other(e.to_string(), side.as_str()))?;
+        // Staging must share the root's filesystem so placing a file is one atomic rename.
+        let same_fs = match (fs::metadata(state_dir), fs::metadata(&root)) {
+            (Ok(s), Ok(r)) => s.dev() == r.dev(),
+            _ => false,
+        };
+        let staging_dir = if same_fs {
+            state_dir.join(format!("staging-{}", side.as_str()))
+        } else {
+            root.join(STAGING_DIR_NAME)
+        };
+        let staging =
+            Staging::open(staging_dir, !same_fs).map_err(|e| io("preparing staging", e))?;
+        let cache_path = state_dir.join(format!("{}.cache", side.as_str()));
+        let cache: StatCache = read_versioned(&cache_path, CACHE_MAGIC)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        Ok(LocalEndpoint {
+            side,
+            root,
+            ignorer,
+            state: LocalTree {
+                tree: None,
+                cache,
+                dirs: HashMap::new(),
+            },
+            staging,
+            backup_root: state_dir.join("backups").join(side.as_str()),
+            cache_path,
+            watch: None,
+            overflow: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn io_err(&self, op: &'static str, source: std::io::Error) -> EndpointError {
+        EndpointError::Io {
+            side: self.side.as_str(),
+            op,
+            source,
+        }
+    }
+
+    fn abs(&self, rel: &RelPath) -> PathBuf {
+        self.root.join(rel.as_str())
+    }
+}
+
+impl Endpoint for LocalEndpoint {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn set_ignore(&mut self, spec: &IgnoreSpec) -> Result<(), EndpointError> {
+        self.ignorer = Ignorer::new(spec)
+            .map_err(|e| EndpointError::Other(e.to_string(), self.side.as_str()))?;
+        Ok(())
+    }
+
+    fn scan(&mut self, req: &ScanRequest) -> Result<ScanReport, EndpointError> {
+        let mut nohook = NoHook;
+        let hook: &mut dyn DirHook = match self.watch.as_mut() {
+            Some(w) => w,
+            None => &mut nohook,
+        };
+        let mut scanner = Scanner::new(&self.root, &self.ignorer, hook);
+        let res = match req {
+            ScanRequest::Full => scanner.full(&self.state).map(|s| self.state = s),
+            ScanRequest::Paths(paths) => scanner.paths(&mut self.state, paths),
+        };
+        let stats = scanner.stats;
+        res.map_err(|e| EndpointError::Io {
+            side: self.side.as_str(),
+            op: "scanning",
+            source: e,
+        })?;
+        Ok(ScanReport {
+            entries: stats.entries,
+            hashed_files: stats.hashed_files,
+            hashed_bytes: stats.hashed_bytes,
+        })
+    }
+
+    fn tree(&self) -> Option<&Entry> {
+        self.state.tree.as_ref()
+    }
+
+    fn read_small(&mut self, path: &RelPath, limit: u64) -> Result<Option<Vec<u8>>, EndpointError> {
+        if !parents_are_dirs(&self.root, path) {
+            return Ok(None);
+        }
+        match open_nofollow(&self.abs(path)) {
+            Ok(f) => {
+                let mut buf = Vec::new();
+                f.take(limit)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| self.io_err("reading", e))?;
+                Ok(Some(buf))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_err("reading", e)),
+        }
+    }
+
+    fn stage_local(&mut self, wanted: &[(Digest, usize)]) -> Result<Vec<Digest>, EndpointError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A renamed or copied file's content is already here: copy it rather than transfer it.
+        let want: HashSet<Digest> = wanted.iter().map(|(d, _)| *d).collect();
+        let mut local: HashMap<Digest, String> = HashMap::new();
+        for (p, c) in &self.state.cache {
+            if want.contains(&c.digest) {
+                local.entry(c.digest).or_insert_with(|| p.clone());
+            }
+        }
+        let mut missing = Vec::new();
+        for (digest, uses) in wanted {
+            let staged = local.get(digest).is_some_and(|p| {
+                let Ok(rel) = RelPath::new(p) else {
+                    return false;
+                };
+                if !parents_are_dirs(&self.root, &rel) {
+                    return false;
+                }
+                match open_nofollow(&self.abs(&rel)) {
+                    Ok(mut f) => self.staging.receive(*digest, *uses, &mut f).is_ok(),
+                    Err(_) => false,
+                }
+            });
+            if !staged {
+                missing.push(*digest);
+            }
+        }
+        Ok(missing)
+    }
+
+    fn open(
+        &mut self,
+        path: &RelPath,
+        _digest: &Digest,
+    ) -> Result<Box<dyn Read + Send + '_>, EndpointError> {
+        if !parents_are_dirs(&self.root, path) {
+            return Err(EndpointError::Other(
+                format!("{path}: a parent is no longer a directory"),
+                self.side.as_str(),
+            ));
+        }
+        let f = open_nofollow(&self.abs(path)).map_err(|e| self.io_err("opening for copy", e))?;
+        Ok(Box::new(f))
+    }
+
+    fn stage(&mut self, digest: Digest, uses: usize, src: &mut dyn Read) -> Result<(), String> {
+        self.staging
+            .receive(digest, uses, src)
+            .map_err(|e| e.to_string())
+    }
+
+    fn transition(
+        &mut self,
+        changes: &[Change],
+        archive: &HashSet<Digest>,
+    ) -> Result<Vec<Outcome>, EndpointError> {
+        match fs::symlink_metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            _ => {
+                return Err(EndpointError::RootGone {
+                    side: self.side.as_str(),
+                    root: self.describe(),
+                });
+            }
+        }
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
+            .unwrap_or_default();
+        let backup_dir = self.backup_root.join(stamp);
+        let mut nohook = NoHook;
+        let hook: &mut dyn DirHook = match self.watch.as_mut() {
+            Some(w) => w,
+            None => &mut nohook,
+        };
+        let mut applier = Applier {
+            root: &self.root,
+            staging: &mut self.staging,
+            backup_dir: &backup_dir,
+            archive,
+            state: &mut self.state,
+            hook,
+        };
+        let outcomes: Vec<Outcome> = changes.iter().map(|ch| applier.apply(ch)).collect();
+        for o in &outcomes {
+            let Some(ch) = changes.iter().find(|c| c.path == o.path) else {
+                continue;
+            };
+            let done = Change {
+                path: o.path.clone(),
+                old: ch.old.clone(),
+                new: o.now.clone(),
+            };
+            match apply_changes(self.state.tree.take(), std::slice::from_ref(&done)) {
+                Ok(t) => self.state.tree = t,
+                // Our view disagrees with itself: forget it, the next scan is full.
+                Err(_) => self.state.tree = None,
+            }
+        }
+        self.staging.finish();
+        Ok(outcomes)
+    }
+
+    fn watch(&mut self, tx: SyncSender<WatchEvent>) -> Result<(), EndpointError> {
+        let side = self.side;
+        let root = self.root.clone();
+        let overflow = self.overflow.clone();
+        let handler = move |res: notify::Result<notify::Event>| {
+            let ev = match res {
+                Ok(ev) if ev.need_rescan() => WatchEvent::Rescan(side),
+                Ok(ev) => {
+                    if matches!(ev.kind, EventKind::Access(_)) {
+                        return;
+                    }
+                    let paths: Vec<RelPath> = ev
+                        .paths
+                        .iter()
+                        .filter_map(|p| p.strip_prefix(&root).ok())
+                        .filter_map(|p| p.to_str())
+                        .filter_map(|p| RelPath::new(p).ok())
+                        .collect();
+                    if paths.is_empty() {
+                        return;
+                    }
+                    WatchEvent::Paths(side, paths)
+                }
+                Err(e) => WatchEvent::Failed(side, watch_error_hint(&e)),
+            };
+            // Never block here: notify's thread also serves our watch/unwatch calls.
+            if tx.try_send(ev).is_err() {
+                overflow.store(true, Ordering::SeqCst);
+            }
+        };
+        let watcher = notify::RecommendedWatcher::new(handler, notify::Config::default())
+            .map_err(|e| EndpointError::Other(watch_error_hint(&e), self.side.as_str()))?;
+        self.watch = Some(WatchHook {
+            watcher,
+            failed: None,
+        });
+        Ok(())
+    }
+
+    fn poll_watch(&mut self) -> Option<WatchEvent> {
+        if let Some(msg) = self.watch.as_mut().and_then(|w| w.failed.take()) {
+            return Some(WatchEvent::Failed(self.side, msg));
+        }
+        self.overflow
+            .swap(false, Ordering::SeqCst)
+            .then_some(WatchEvent::Rescan(self.side))
+    }
+
+    fn backup_root(&self) -> PathBuf {
+        self.backup_root.clone()
+    }
+
+    fn save_cache(&mut self) -> Result<(), EndpointError> {
+        let bytes = write_versioned(CACHE_MAGIC, &self.state.cache)
+            .map_err(|e| self.io_err("saving the stat cache", e))?;
+        write_atomic(&self.cache_path, &bytes).map_err(|e| self.io_err("saving the stat cache", e))
+    }
+}
+
+struct WatchHook {
+    watcher: notify::RecommendedWatcher,
+    failed: Option<String>,
+}
+
+impl DirHook for WatchHook {
+    fn dir_added(&mut self, abs: &Path) {
+        if let Err(e) = self.watcher.watch(abs, RecursiveMode::NonRecursive) {
+            if self.failed.is_none() && !matches!(e.kind, notify::ErrorKind::PathNotFound) {
+                self.failed = Some(watch_error_hint(&e));
+            }
+        }
+    }
+
+    fn dir_removed(&mut self, abs: &Path) {
+        let _ = self.watcher.unwatch(abs);
+    }
+}
+
+/// Turns watcher errors a user can fix into advice.
+fn watch_error_hint(e: &notify::Error) -> String {
+    match &e.kind {
+        notify::ErrorKind::MaxFilesWatch => {
+            "too many watches: raise fs.inotify.max_user_watches (sysctl); falling back to periodic scans".into()
+        }
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+            "too many watches: raise fs.inotify.max_user_watches (sysctl); falling back to periodic scans".into()
+        }
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => {
+            "too many inotify instances: raise fs.inotify.max_user_instances (sysctl)".into()
+        }
+        _ => format!("watcher error: {e}"),
+    }
+}

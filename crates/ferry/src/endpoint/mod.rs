@@ -1,0 +1,143 @@
+//! The endpoint boundary: the engine drives both sides of a session through [`Endpoint`].
+//!
+//! Shaped for a remote agent as much as for a local directory: scans carry only metadata and
+//! digests, content moves as a byte stream, and every call can fail with a reason.
+//!
+//! Rules every implementation keeps:
+//! - An endpoint keeps its own view of its tree ([`Endpoint::tree`]): what the last scan saw,
+//!   updated by what its own transitions did. The engine never edits it.
+//! - [`Endpoint::transition`] applies each change only if the disk still holds the change's
+//!   `old` (no clobbering), places files whole (atomic rename of verified staged content),
+//!   keeps a backup of replaced or removed content whose digest is not in the archive, and
+//!   never writes outside the root or through a symlink.
+//! - A failure at one path is reported in that path's [`Outcome`]; `Err` is for failures of
+//!   the whole endpoint (root gone, connection lost).
+//! - Calls are made from one thread at a time; watch events arrive on the channel given to
+//!   [`Endpoint::watch`] from the endpoint's own threads.
+
+pub mod local;
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::Read;
+use std::path::PathBuf;
+
+use ferry_core::{Change, Digest, Entry, RelPath};
+
+pub use crate::fs::ignore::IgnoreSpec;
+pub use crate::fs::transition::Outcome;
+
+/// Which side of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Alpha,
+    Beta,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Alpha => "alpha",
+            Side::Beta => "beta",
+        }
+    }
+}
+
+/// A failure of a whole endpoint operation.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("{side}: the root {root} is gone or no longer a directory")]
+    RootGone { side: &'static str, root: String },
+    #[error("{side}: {op} failed: {source}")]
+    Io {
+        side: &'static str,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{side}: {0}", side = .1)]
+    Other(String, &'static str),
+}
+
+/// What to scan.
+#[derive(Clone, Debug)]
+pub enum ScanRequest {
+    /// Everything.
+    Full,
+    /// Just these paths (from watch events) and what they reveal.
+    Paths(BTreeSet<RelPath>),
+}
+
+/// Counters a scan reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScanReport {
+    pub entries: u64,
+    pub hashed_files: u64,
+    pub hashed_bytes: u64,
+}
+
+/// What a watcher reports.
+#[derive(Clone, Debug)]
+pub enum WatchEvent {
+    /// These paths changed.
+    Paths(Side, Vec<RelPath>),
+    /// Events were lost: scan everything.
+    Rescan(Side),
+    /// The watcher failed; the engine falls back to periodic full scans.
+    Failed(Side, String),
+    /// Not from a watcher: the process was asked to stop (SIGINT/SIGTERM).
+    Stop,
+}
+
+/// One side of a session.
+pub trait Endpoint: Send {
+    /// A human-readable name for messages (`/home/me/app`, `docker://web/app`).
+    fn describe(&self) -> String;
+
+    /// Sets the ignore rules. The next scan must be full.
+    fn set_ignore(&mut self, spec: &IgnoreSpec) -> Result<(), EndpointError>;
+
+    /// Scans and updates [`Endpoint::tree`]. A missing root gives a `None` tree, not an error.
+    fn scan(&mut self, req: &ScanRequest) -> Result<ScanReport, EndpointError>;
+
+    /// The tree as last scanned and transitioned (`None` if the root does not exist).
+    fn tree(&self) -> Option<&Entry>;
+
+    /// Reads a small file at `path` (for `.ferryignore`); `None` if absent.
+    fn read_small(&mut self, path: &RelPath, limit: u64) -> Result<Option<Vec<u8>>, EndpointError>;
+
+    /// Prepares staging for a cycle and stages every digest in `wanted` (with how many placements
+    /// need it) that this side can copy from its own files. Returns the digests still missing.
+    fn stage_local(&mut self, wanted: &[(Digest, usize)]) -> Result<Vec<Digest>, EndpointError>;
+
+    /// Opens the content of the file at `path`, which the scan saw with `digest`.
+    fn open(
+        &mut self,
+        path: &RelPath,
+        digest: &Digest,
+    ) -> Result<Box<dyn Read + Send + '_>, EndpointError>;
+
+    /// Stages content received from the other side; fails (for this digest only) if it does
+    /// not hash to `digest`.
+    fn stage(&mut self, digest: Digest, uses: usize, src: &mut dyn Read) -> Result<(), String>;
+
+    /// Applies changes; `archive` holds the digests whose content needs no backup. Drops
+    /// leftover staged content at the end.
+    fn transition(
+        &mut self,
+        changes: &[Change],
+        archive: &HashSet<Digest>,
+    ) -> Result<Vec<Outcome>, EndpointError>;
+
+    /// Starts watching; events go to `tx`.
+    fn watch(&mut self, tx: std::sync::mpsc::SyncSender<WatchEvent>) -> Result<(), EndpointError>;
+
+    /// Reports what the watcher could not send on the channel: lost events (`Rescan`) or a
+    /// failure to watch part of the tree (`Failed`). Called whenever the engine wakes.
+    fn poll_watch(&mut self) -> Option<WatchEvent>;
+
+    /// Where this side's backups go.
+    fn backup_root(&self) -> PathBuf;
+
+    /// Persists what makes the next start cheap (the stat cache). Best effort.
+    fn save_cache(&mut self) -> Result<(), EndpointError>;
+}

@@ -1,0 +1,685 @@
+//! The engine: the one place that runs a cycle (scan -> reconcile -> stage -> transition ->
+//! save) and the loop that triggers cycles from watch events.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
+
+use ferry_core::{
+    Change, Digest, Entry, Mode, RelPath, WipeRefusal, agree, check_wipe, digests, reconcile,
+};
+
+use crate::endpoint::{
+    Endpoint, EndpointError, IgnoreSpec, Outcome, ScanRequest, Side, WatchEvent,
+};
+use crate::fs::ignore::{Ignorer, parse_ignore_file};
+use crate::fs::transition::is_transient;
+use crate::output::{Backup, Event, Printer};
+use crate::state::{Archive, Session, StateError};
+
+/// What a session was asked to do.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mode: Mode,
+    pub ignore_vcs: bool,
+    /// `--ignore` patterns (applied after `.ferryignore`).
+    pub ignores: Vec<String>,
+    pub once: bool,
+    pub accept_wipe: bool,
+    /// Quiet time after the last watch event before a cycle starts.
+    pub debounce: Duration,
+    /// Full rescan period while watching (the fallback for missed events); `None`: never.
+    pub rescan_interval: Option<Duration>,
+}
+
+/// Why a session stopped before it was done.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Wipe(#[from] WipeRefusal),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}'s root {1} is gone; stopping (nothing was changed)")]
+    RootGone(&'static str, String),
+    #[error("bad ignore rules: {0}")]
+    Ignore(String),
+}
+
+/// How a session ended (maps to the design's exit codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    InSync,
+    Errors,
+    Conflicts,
+}
+
+const IGNORE_FILE: &str = ".ferryignore";
+const MAX_ONCE_CYCLES: usize = 10;
+/// Changes are applied in batches so a stop request is honoured between them.
+const BATCH: usize = 256;
+
+pub struct Engine {
+    alpha: Box<dyn Endpoint>,
+    beta: Box<dyn Endpoint>,
+    session: Session,
+    archive: Archive,
+    settings: Settings,
+    printer: Printer,
+    ignorer: Ignorer,
+    ignore_file: Option<Vec<u8>>,
+    cycle: u64,
+    stop: Arc<AtomicBool>,
+    reported: HashSet<(Side, String, String)>,
+    reported_conflicts: HashMap<String, (Option<Entry>, Option<Entry>)>,
+}
+
+/// What one cycle left behind.
+#[derive(Default)]
+struct CycleResult {
+    applied: u64,
+    conflicts: u64,
+    errors: u64,
+    /// Paths whose transient errors the next cycle should retry.
+    retry: BTreeSet<RelPath>,
+}
+
+impl Engine {
+    pub fn new(
+        alpha: Box<dyn Endpoint>,
+        beta: Box<dyn Endpoint>,
+        session: Session,
+        settings: Settings,
+        printer: Printer,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Engine, RunError> {
+        let archive = session.load_archive()?.unwrap_or_default();
+        let spec = IgnoreSpec {
+            vcs: settings.ignore_vcs,
+            patterns: settings.ignores.clone(),
+        };
+        let ignorer = Ignorer::new(&spec).map_err(|e| RunError::Ignore(e.to_string()))?;
+        let mut engine = Engine {
+            alpha,
+            beta,
+            session,
+            archive,
+            settings,
+            printer,
+            ignorer,
+            ignore_file: None,
+            cycle: 0,
+            stop,
+            reported: HashSet::new(),
+            reported_conflicts: HashMap::new(),
+        };
+        engine.archive.alpha = engine.alpha.describe();
+        engine.archive.beta = engine.beta.describe();
+        engine.reload_ignore()?;
+        Ok(engine)
+    }
+
+    /// Runs the session: `--once` cycles until done, or watches until stopped.
+    pub fn run(
+        &mut self,
+        wake: Option<(SyncSender<WatchEvent>, Receiver<WatchEvent>)>,
+    ) -> Result<Finish, RunError> {
+        self.printer.emit(&Event::SessionStart {
+            alpha: self.alpha.describe(),
+            beta: self.beta.describe(),
+            mode: self.settings.mode.to_string(),
+            state_dir: self.session.dir.display().to_string(),
+        });
+        let finish = match wake {
+            Some((tx, rx)) if !self.settings.once => self.watch_loop(tx, rx),
+            _ => self.once_loop(),
+        };
+        let _ = self.alpha.save_cache();
+        let _ = self.beta.save_cache();
+        finish
+    }
+
+    fn once_loop(&mut self) -> Result<Finish, RunError> {
+        let mut res = CycleResult::default();
+        for _ in 0..MAX_ONCE_CYCLES {
+            res = self.cycle(&ScanRequest::Full, &ScanRequest::Full)?;
+            if res.retry.is_empty() || self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        Ok(self.finish(&res))
+    }
+
+    fn finish(&mut self, res: &CycleResult) -> Finish {
+        let f = if res.errors > 0 {
+            Finish::Errors
+        } else if res.conflicts > 0 {
+            Finish::Conflicts
+        } else {
+            Finish::InSync
+        };
+        self.printer.emit(&Event::SessionEnd {
+            exit_code: match f {
+                Finish::InSync => 0,
+                Finish::Errors => 1,
+                Finish::Conflicts => 3,
+            },
+            conflicts: res.conflicts,
+            errors: res.errors,
+        });
+        f
+    }
+
+    fn watch_loop(
+        &mut self,
+        tx: SyncSender<WatchEvent>,
+        rx: Receiver<WatchEvent>,
+    ) -> Result<Finish, RunError> {
+        self.alpha.watch(tx.clone())?;
+        self.beta.watch(tx)?;
+        let mut res = self.cycle(&ScanRequest::Full, &ScanRequest::Full)?;
+        self.printer.emit(&Event::Watching {
+            alpha: self.alpha.describe(),
+            beta: self.beta.describe(),
+        });
+        let mut last_full = Instant::now();
+        let mut polling = false;
+        let mut backoff = Duration::from_millis(50);
+        let mut last_cache_save = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            let mut full = (false, false);
+            let mut dirty: (BTreeSet<RelPath>, BTreeSet<RelPath>) = Default::default();
+            // How long to sleep: until a retry is due, a periodic rescan is due, or forever.
+            let mut timeout = Duration::from_secs(3600);
+            if !res.retry.is_empty() {
+                timeout = backoff;
+            }
+            let period = if polling {
+                Some(Duration::from_secs(2))
+            } else {
+                self.settings.rescan_interval
+            };
+            if let Some(p) = period {
+                timeout = timeout.min(p.saturating_sub(last_full.elapsed()));
+            }
+            let mut got = Vec::new();
+            match rx.recv_timeout(timeout) {
+                Ok(ev) => {
+                    got.push(ev);
+                    // Debounce: wait for a quiet moment, but never longer than a bound, so a
+                    // long burst still makes progress.
+                    let deadline = Instant::now() + self.settings.debounce * 20;
+                    loop {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        match rx.recv_timeout(self.settings.debounce.min(deadline - now)) {
+                            Ok(ev) => got.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            got.extend(self.alpha.poll_watch());
+            got.extend(self.beta.poll_watch());
+            for ev in got {
+                match ev {
+                    WatchEvent::Paths(side, paths) => {
+                        let set = if side == Side::Alpha {
+                            &mut dirty.0
+                        } else {
+                            &mut dirty.1
+                        };
+                        set.extend(paths.into_iter().filter(|p| {
+                            !self.ignorer.is_ignored_or_below(p) || p.as_str() == IGNORE_FILE
+                        }));
+                    }
+                    WatchEvent::Rescan(Side::Alpha) => full.0 = true,
+                    WatchEvent::Rescan(Side::Beta) => full.1 = true,
+                    WatchEvent::Failed(side, msg) => {
+                        self.printer.emit(&Event::Problem {
+                            side: side.as_str(),
+                            path: ".".into(),
+                            message: msg,
+                        });
+                        polling = true;
+                        full = (true, true);
+                    }
+                    WatchEvent::Stop => {}
+                }
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if period.is_some_and(|p| last_full.elapsed() >= p) {
+                full = (true, true);
+            }
+            if !res.retry.is_empty() {
+                dirty.0.extend(res.retry.iter().cloned());
+                dirty.1.extend(res.retry.iter().cloned());
+            }
+            if !full.0 && !full.1 && dirty.0.is_empty() && dirty.1.is_empty() {
+                continue;
+            }
+            if full.0 && full.1 {
+                last_full = Instant::now();
+            }
+            let req = |full: bool, d: BTreeSet<RelPath>| {
+                if full {
+                    ScanRequest::Full
+                } else {
+                    ScanRequest::Paths(d)
+                }
+            };
+            let had_retry = !res.retry.is_empty();
+            res = self.cycle(&req(full.0, dirty.0), &req(full.1, dirty.1))?;
+            backoff = if had_retry && !res.retry.is_empty() {
+                (backoff * 2).min(Duration::from_secs(2))
+            } else {
+                Duration::from_millis(50)
+            };
+            if last_cache_save.elapsed() > Duration::from_secs(60) {
+                let _ = self.alpha.save_cache();
+                let _ = self.beta.save_cache();
+                last_cache_save = Instant::now();
+            }
+        }
+        // Stopped by a signal: the step in flight finished, the archive is saved.
+        self.printer.emit(&Event::SessionEnd {
+            exit_code: 0,
+            conflicts: self.reported_conflicts.len() as u64,
+            errors: res.errors,
+        });
+        Ok(Finish::InSync)
+    }
+
+    /// Reads alpha's `.ferryignore`; if it changed, installs the new rules on both sides and
+    /// returns true (both sides then need a full scan).
+    fn reload_ignore(&mut self) -> Result<bool, RunError> {
+        let content = self
+            .alpha
+            .read_small(&RelPath::new(IGNORE_FILE).unwrap_or_default(), 1 << 20)?;
+        if content == self.ignore_file && self.cycle > 0 {
+            return Ok(false);
+        }
+        let mut patterns = content
+            .as_deref()
+            .map(|c| parse_ignore_file(&String::from_utf8_lossy(c)))
+            .unwrap_or_default();
+        patterns.extend(self.settings.ignores.iter().cloned());
+        let spec = IgnoreSpec {
+            vcs: self.settings.ignore_vcs,
+            patterns,
+        };
+        let ignorer =
+            Ignorer::new(&spec).map_err(|e| RunError::Ignore(format!("{IGNORE_FILE}: {e}")))?;
+        self.alpha.set_ignore(&spec)?;
+        self.beta.set_ignore(&spec)?;
+        self.ignorer = ignorer;
+        self.ignore_file = content;
+        Ok(true)
+    }
+
+    fn scan(&mut self, ra: &ScanRequest, rb: &ScanRequest) -> Result<(), RunError> {
+        let (alpha, beta) = (&mut self.alpha, &mut self.beta);
+        let (a, b) = std::thread::scope(|s| {
+            let h = s.spawn(|| alpha.scan(ra));
+            let b = beta.scan(rb);
+            (h.join(), b)
+        });
+        match a {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(RunError::Endpoint(EndpointError::Other(
+                    "scan thread panicked".into(),
+                    "alpha",
+                )));
+            }
+        };
+        b?;
+        Ok(())
+    }
+
+    fn cycle(&mut self, ra: &ScanRequest, rb: &ScanRequest) -> Result<CycleResult, RunError> {
+        let started = Instant::now();
+        self.cycle += 1;
+        let cycle = self.cycle;
+        let full = matches!(ra, ScanRequest::Full) && matches!(rb, ScanRequest::Full);
+        self.printer.emit(&Event::CycleStart {
+            cycle,
+            full_scan: full,
+        });
+        self.scan(ra, rb)?;
+        let ignore_touched = match ra {
+            ScanRequest::Full => true,
+            ScanRequest::Paths(p) => p.iter().any(|p| p.as_str() == IGNORE_FILE),
+        };
+        if ignore_touched && self.reload_ignore()? && cycle > 1 {
+            self.scan(&ScanRequest::Full, &ScanRequest::Full)?;
+        }
+        let ancestor = self.archive.ancestor.as_ref();
+        let (a, b) = (self.alpha.tree(), self.beta.tree());
+        if !self.settings.accept_wipe {
+            check_wipe(ancestor, a, b, self.settings.mode)?;
+        }
+        if a.is_none() {
+            return Err(RunError::RootGone("alpha", self.alpha.describe()));
+        }
+        if b.is_none() {
+            return Err(RunError::RootGone("beta", self.beta.describe()));
+        }
+        let plan = reconcile(ancestor, a, b, self.settings.mode);
+        let archive_digests = digests(ancestor);
+        self.report_problems(ra, rb);
+        let mut res = CycleResult {
+            conflicts: plan.conflicts.len() as u64,
+            ..Default::default()
+        };
+        let current: HashSet<&str> = plan.conflicts.iter().map(|c| c.path.as_str()).collect();
+        self.reported_conflicts
+            .retain(|p, _| current.contains(p.as_str()));
+        for c in &plan.conflicts {
+            let key = (c.alpha.clone(), c.beta.clone());
+            if self.reported_conflicts.get(c.path.as_str()) == Some(&key) {
+                continue;
+            }
+            self.reported_conflicts
+                .insert(c.path.as_str().to_owned(), key);
+            self.printer.emit(&Event::Conflict {
+                cycle,
+                path: c.path.to_string(),
+                alpha: describe_side(c.ancestor.as_ref(), c.alpha.as_ref()),
+                beta: describe_side(c.ancestor.as_ref(), c.beta.as_ref()),
+            });
+        }
+        let mut bytes = 0;
+        let mut counts = (0u64, 0u64);
+        for (side, changes) in [(Side::Beta, &plan.beta), (Side::Alpha, &plan.alpha)] {
+            if changes.is_empty() || self.stop.load(Ordering::SeqCst) {
+                continue;
+            }
+            bytes += self.stage(side, changes, &mut res);
+            let outcomes = self.transition(side, changes, &archive_digests)?;
+            let n = self.report_outcomes(side, changes, &outcomes, &mut res);
+            if side == Side::Beta {
+                counts.1 = n;
+            } else {
+                counts.0 = n;
+            }
+        }
+        res.applied = counts.0 + counts.1;
+        let new_ancestor = agree(
+            self.archive.ancestor.as_ref(),
+            self.alpha.tree(),
+            self.beta.tree(),
+        );
+        if new_ancestor != self.archive.ancestor {
+            self.archive.ancestor = new_ancestor;
+            self.session.save_archive(&self.archive)?;
+        }
+        self.printer.emit(&Event::CycleEnd {
+            cycle,
+            to_alpha: counts.0,
+            to_beta: counts.1,
+            conflicts: res.conflicts,
+            errors: res.errors,
+            bytes,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+        Ok(res)
+    }
+
+    /// Stages the content `changes` need on `to`, copying locally where possible. Returns the
+    /// bytes that crossed from the other side.
+    fn stage(&mut self, to: Side, changes: &[Change], res: &mut CycleResult) -> u64 {
+        let mut wanted: BTreeMap<Digest, (usize, RelPath, u64)> = BTreeMap::new();
+        for ch in changes {
+            if let (Some(Entry::File { digest: od, .. }), Some(Entry::File { digest: nd, .. })) =
+                (&ch.old, &ch.new)
+            {
+                if od == nd {
+                    continue;
+                }
+            }
+            let Some(new) = &ch.new else { continue };
+            new.walk(ch.path.as_str(), &mut |p, e| {
+                if let Entry::File { digest, size, .. } = e {
+                    if let Ok(p) = RelPath::new(p) {
+                        wanted.entry(*digest).or_insert((0, p, *size)).0 += 1;
+                    }
+                }
+            });
+        }
+        let (src, dst) = match to {
+            Side::Beta => (&mut self.alpha, &mut self.beta),
+            Side::Alpha => (&mut self.beta, &mut self.alpha),
+        };
+        let list: Vec<(Digest, usize)> = wanted.iter().map(|(d, (n, _, _))| (*d, *n)).collect();
+        let missing = match dst.stage_local(&list) {
+            Ok(m) => m,
+            Err(e) => {
+                res.errors += 1;
+                self.printer.emit(&Event::Error {
+                    side: Some(to.as_str()),
+                    path: None,
+                    message: e.to_string(),
+                    retry: false,
+                });
+                return 0;
+            }
+        };
+        let total: u64 = missing
+            .iter()
+            .filter_map(|d| wanted.get(d))
+            .map(|w| w.2)
+            .sum();
+        self.printer.progress_start(total, missing.len() as u64);
+        let mut moved = 0;
+        for d in missing {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Some((uses, path, _)) = wanted.get(&d) else {
+                continue;
+            };
+            let staged = src.open(path, &d).map_err(|e| e.to_string()).and_then(|r| {
+                let mut counted = Counted {
+                    inner: r,
+                    n: 0,
+                    printer: &self.printer,
+                };
+                let out = dst.stage(d, *uses, &mut counted);
+                moved += counted.n;
+                out
+            });
+            if let Err(message) = staged {
+                // The transition reports each path that lacks content; say why here for logs.
+                self.printer.emit(&Event::Error {
+                    side: Some(to.as_str()),
+                    path: Some(path.to_string()),
+                    message,
+                    retry: true,
+                });
+            }
+        }
+        self.printer.progress_end();
+        moved
+    }
+
+    fn transition(
+        &mut self,
+        side: Side,
+        changes: &[Change],
+        archive: &HashSet<Digest>,
+    ) -> Result<Vec<Outcome>, RunError> {
+        let ep = match side {
+            Side::Alpha => &mut self.alpha,
+            Side::Beta => &mut self.beta,
+        };
+        let mut out = Vec::with_capacity(changes.len());
+        for batch in changes.chunks(BATCH) {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            out.extend(ep.transition(batch, archive)?);
+        }
+        Ok(out)
+    }
+
+    /// Emits change, backup and error events; returns the number of entries changed.
+    fn report_outcomes(
+        &mut self,
+        side: Side,
+        changes: &[Change],
+        outcomes: &[Outcome],
+        res: &mut CycleResult,
+    ) -> u64 {
+        let direction = match side {
+            Side::Beta => "alpha->beta",
+            Side::Alpha => "beta->alpha",
+        };
+        let mut n = 0;
+        for (ch, o) in changes.iter().zip(outcomes) {
+            for (path, message) in &o.errors {
+                let retry = is_transient(message);
+                if retry {
+                    res.retry.insert(path.clone());
+                }
+                res.errors += 1;
+                self.printer.emit(&Event::Error {
+                    side: Some(side.as_str()),
+                    path: Some(path.to_string()),
+                    message: message.clone(),
+                    retry,
+                });
+            }
+            if o.now == ch.old {
+                continue;
+            }
+            n += o
+                .now
+                .as_ref()
+                .or(ch.old.as_ref())
+                .map_or(1, |e| e.count() as u64);
+            let (action, kind) = describe_change(ch);
+            self.printer.emit(&Event::Change {
+                cycle: self.cycle,
+                direction,
+                side: side.as_str(),
+                path: ch.path.to_string(),
+                action,
+                kind,
+                backups: o
+                    .backups
+                    .iter()
+                    .map(|(p, b)| Backup {
+                        path: format!("{}/{}", side.as_str(), p),
+                        backup: b.display().to_string(),
+                    })
+                    .collect(),
+            });
+        }
+        n
+    }
+
+    /// Reports each unreadable path once (full scans look everywhere, partial ones only where
+    /// they looked).
+    fn report_problems(&mut self, ra: &ScanRequest, rb: &ScanRequest) {
+        let mut found = Vec::new();
+        for (side, req, tree) in [
+            (Side::Alpha, ra, self.alpha.tree()),
+            (Side::Beta, rb, self.beta.tree()),
+        ] {
+            let Some(tree) = tree else { continue };
+            let mut visit = |prefix: &str, e: &Entry| {
+                e.walk(prefix, &mut |p, e| {
+                    if let Entry::Problem(m) = e {
+                        found.push((side, p.to_owned(), m.clone()));
+                    }
+                })
+            };
+            match req {
+                ScanRequest::Full => visit("", tree),
+                ScanRequest::Paths(paths) => {
+                    for p in paths {
+                        if let Some(e) = tree.get(p.as_str()) {
+                            visit(p.as_str(), e);
+                        }
+                    }
+                }
+            }
+        }
+        for key in found {
+            if self.reported.insert(key.clone()) {
+                self.printer.emit(&Event::Problem {
+                    side: key.0.as_str(),
+                    path: key.1,
+                    message: key.2,
+                });
+            }
+        }
+    }
+}
+
+/// A reader that counts bytes for the progress bar.
+struct Counted<'a, R> {
+    inner: R,
+    n: u64,
+    printer: &'a Printer,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        self.printer.progress_inc(k as u64);
+        Ok(k)
+    }
+}
+
+fn kind(e: &Entry) -> &'static str {
+    match e {
+        Entry::Directory(_) => "directory",
+        Entry::File { .. } => "file",
+        Entry::Symlink { .. } => "symlink",
+        Entry::Problem(_) => "unreadable",
+    }
+}
+
+fn describe_change(ch: &Change) -> (&'static str, &'static str) {
+    match (&ch.old, &ch.new) {
+        (None, Some(n)) => ("create", kind(n)),
+        (Some(o), None) => ("delete", kind(o)),
+        (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b => {
+            ("chmod", "file")
+        }
+        (Some(Entry::File { .. }), Some(Entry::File { .. })) => ("modify", "file"),
+        (Some(_), Some(n)) => ("replace", kind(n)),
+        (None, None) => ("none", "none"),
+    }
+}
+
+/// How one side moved away from the ancestor, for conflict messages.
+fn describe_side(ancestor: Option<&Entry>, now: Option<&Entry>) -> String {
+    match (ancestor, now) {
+        (_, None) => "deleted".into(),
+        (None, Some(e)) => format!("created {}", kind(e)),
+        (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b => {
+            "changed the executable bit".into()
+        }
+        (Some(a), Some(e)) if kind(a) == kind(e) => format!("modified {}", kind(e)),
+        (Some(_), Some(e)) => format!("replaced it with a {}", kind(e)),
+    }
+}
+
+/// A channel for watch events, and a stop flag the signal handler sets.
+pub fn wake_channel() -> (SyncSender<WatchEvent>, Receiver<WatchEvent>) {
+    sync_channel(4096)
+}

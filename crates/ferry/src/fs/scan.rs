@@ -1,0 +1,478 @@
+//! Walking a local directory into an entry tree, with a stat cache so that an unchanged file
+//! is never read twice.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_core::{Digest, Entry, RelPath};
+use serde::{Deserialize, Serialize};
+
+use super::ignore::Ignorer;
+
+/// A file's identity and change markers: if all of these match, its content is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl Stat {
+    pub fn of(m: &Metadata) -> Stat {
+        Stat {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mode: m.mode(),
+            mtime_ns: m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
+            ctime_ns: m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec(),
+        }
+    }
+
+    /// True if the executable bit ferry syncs is set.
+    pub fn executable(&self) -> bool {
+        self.mode & 0o100 != 0
+    }
+}
+
+/// What the scan knew of one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cached {
+    pub stat: Stat,
+    pub digest: Digest,
+    /// False when the file was modified too close to the moment it was hashed for the stat to
+    /// prove a later write would be seen (coarse kernel timestamps): then it is hashed again.
+    pub trusted: bool,
+}
+
+/// Files changed less than this long before being hashed are not trusted from the cache: the
+/// kernel's file timestamps are only as fine as its clock tick.
+const RACY_NS: i64 = 50_000_000;
+
+/// Path -> what the last scan saw. Also the reference for the no-clobber check.
+pub type StatCache = HashMap<String, Cached>;
+
+/// Counters for one scan.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScanStats {
+    pub entries: u64,
+    pub hashed_files: u64,
+    pub hashed_bytes: u64,
+}
+
+/// Callbacks for directories entering and leaving the tree (the watcher follows them).
+pub trait DirHook {
+    fn dir_added(&mut self, abs: &Path);
+    fn dir_removed(&mut self, abs: &Path);
+}
+
+/// No watching.
+pub struct NoHook;
+
+impl DirHook for NoHook {
+    fn dir_added(&mut self, _: &Path) {}
+    fn dir_removed(&mut self, _: &Path) {}
+}
+
+/// The scanned state of one local root.
+#[derive(Debug, Default)]
+pub struct LocalTree {
+    pub tree: Option<Entry>,
+    pub cache: StatCache,
+    /// Directory path -> inode, to notice a directory replaced by another of the same name.
+    pub dirs: HashMap<String, u64>,
+}
+
+pub struct Scanner<'a> {
+    pub root: &'a Path,
+    pub ignorer: &'a Ignorer,
+    pub hook: &'a mut dyn DirHook,
+    pub stats: ScanStats,
+    now_ns: i64,
+    buf: Vec<u8>,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(root: &'a Path, ignorer: &'a Ignorer, hook: &'a mut dyn DirHook) -> Self {
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        Scanner {
+            root,
+            ignorer,
+            hook,
+            stats: ScanStats::default(),
+            now_ns,
+            buf: vec![0; 256 * 1024],
+        }
+    }
+
+    fn abs(&self, rel: &RelPath) -> PathBuf {
+        if rel.is_root() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(rel.as_str())
+        }
+    }
+
+    /// Scans the whole root. `old` supplies cached digests; the result replaces it.
+    pub fn full(&mut self, old: &LocalTree) -> io::Result<LocalTree> {
+        let mut new = LocalTree::default();
+        let meta = match fs::symlink_metadata(self.root) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(new),
+            Err(e) => return Err(e),
+        };
+        if !meta.is_dir() {
+            return Err(io::Error::other("the root is no longer a directory"));
+        }
+        for dir in old.dirs.keys() {
+            // Watches are re-added below for everything that still exists.
+            self.hook.dir_removed(&self.root.join(dir));
+        }
+        new.tree = self.entry(&RelPath::root(), &meta, &old.cache, &mut new);
+        Ok(new)
+    }
+
+    /// Rescans only `paths` (from watch events) on top of `state`. Each path is looked at
+    /// again; a directory that is new (or was replaced) is scanned whole, one that was already
+    /// known keeps its children (their own events name them).
+    pub fn paths(&mut self, state: &mut LocalTree, paths: &BTreeSet<RelPath>) -> io::Result<()> {
+        if state.tree.is_none() {
+            *state = self.full(state)?;
+            return Ok(());
+        }
+        match fs::symlink_metadata(self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) | Err(_) => {
+                *state = self.full(state)?;
+                return Ok(());
+            }
+        }
+        for p in paths {
+            // Climb to the nearest ancestor whose parent the tree knows as a directory.
+            let mut target = p.clone();
+            loop {
+                let Some(parent) = target.parent() else { break };
+                if matches!(
+                    state.tree.as_ref().and_then(|t| t.get(parent.as_str())),
+                    Some(Entry::Directory(_))
+                ) {
+                    break;
+                }
+                target = parent;
+            }
+            if target.is_root() || self.ignorer.is_ignored_or_below(&target) {
+                continue;
+            }
+            self.rescan_one(state, &target)?;
+        }
+        Ok(())
+    }
+
+    fn rescan_one(&mut self, state: &mut LocalTree, rel: &RelPath) -> io::Result<()> {
+        let abs = self.abs(rel);
+        // Never look through a parent that became a symlink since the tree saw it.
+        let meta = if parents_are_dirs(self.root, rel) {
+            match fs::symlink_metadata(&abs) {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        } else {
+            Ok(None)
+        };
+        if let Ok(Some(m)) = &meta {
+            let same_dir = m.is_dir()
+                && state.dirs.get(rel.as_str()) == Some(&m.ino())
+                && matches!(
+                    state.tree.as_ref().and_then(|t| t.get(rel.as_str())),
+                    Some(Entry::Directory(_))
+                );
+            if same_dir {
+                // Same directory as before: its children are rescanned by their own events.
+                return Ok(());
+            }
+        }
+        let old_cache = self.remove(state, rel);
+        let entry = match meta {
+            Ok(None) => None,
+            Ok(Some(m)) => {
+                let mut fresh = LocalTree::default();
+                let e = self.entry(rel, &m, &old_cache, &mut fresh);
+                state.cache.extend(fresh.cache);
+                state.dirs.extend(fresh.dirs);
+                e
+            }
+            Err(e) => Some(Entry::Problem(format!("cannot stat: {e}"))),
+        };
+        if let Some(e) = entry {
+            if let Some(Entry::Directory(siblings)) = state
+                .tree
+                .as_mut()
+                .and_then(|t| get_mut(t, rel.parent().unwrap_or_default().as_str()))
+            {
+                siblings.insert(rel.name().unwrap_or_default().to_owned(), e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the subtree at `rel` out of the tree, forgetting its directories (and their
+    /// watches); returns the cache entries it had, for reuse by a rescan.
+    fn remove(&mut self, state: &mut LocalTree, rel: &RelPath) -> StatCache {
+        let mut taken = StatCache::new();
+        let (Some(parent), Some(name)) = (rel.parent(), rel.name()) else {
+            return taken;
+        };
+        let Some(Entry::Directory(siblings)) = state
+            .tree
+            .as_mut()
+            .and_then(|t| get_mut(t, parent.as_str()))
+        else {
+            return taken;
+        };
+        let Some(old) = siblings.remove(name) else {
+            return taken;
+        };
+        old.walk(rel.as_str(), &mut |p, e| match e {
+            Entry::File { .. } => {
+                if let Some(c) = state.cache.remove(p) {
+                    taken.insert(p.to_owned(), c);
+                }
+            }
+            Entry::Directory(_) => {
+                if state.dirs.remove(p).is_some() {
+                    self.hook.dir_removed(&self.root.join(p));
+                }
+            }
+            _ => {}
+        });
+        taken
+    }
+
+    fn entry(
+        &mut self,
+        rel: &RelPath,
+        meta: &Metadata,
+        old: &StatCache,
+        new: &mut LocalTree,
+    ) -> Option<Entry> {
+        self.stats.entries += 1;
+        let ft = meta.file_type();
+        let abs = self.abs(rel);
+        if ft.is_dir() {
+            new.dirs.insert(rel.as_str().to_owned(), meta.ino());
+            // Watch before listing, so nothing created in between is missed.
+            self.hook.dir_added(&abs);
+            return Some(self.dir(rel, &abs, old, new));
+        }
+        if ft.is_file() {
+            let stat = Stat::of(meta);
+            if let Some(c) = old.get(rel.as_str()) {
+                if c.trusted && c.stat == stat {
+                    new.cache.insert(rel.as_str().to_owned(), *c);
+                    return Some(Entry::File {
+                        digest: c.digest,
+                        size: stat.size,
+                        executable: stat.executable(),
+                    });
+                }
+            }
+            return match self.hash(&abs, stat) {
+                Ok(Some((cached, size))) => {
+                    new.cache.insert(rel.as_str().to_owned(), cached);
+                    Some(Entry::File {
+                        digest: cached.digest,
+                        size,
+                        executable: cached.stat.executable(),
+                    })
+                }
+                // Vanished between listing and reading: as if it had never been there.
+                Ok(None) => None,
+                Err(e) => Some(Entry::Problem(format!("cannot read: {e}"))),
+            };
+        }
+        if ft.is_symlink() {
+            return Some(match fs::read_link(&abs) {
+                Ok(target) => match target.to_str() {
+                    Some(t) if link_stays_inside(rel, t) => Entry::Symlink {
+                        target: t.to_owned(),
+                    },
+                    Some(t) => Entry::Problem(format!(
+                        "symlink to '{t}' points outside the root; not synced"
+                    )),
+                    None => Entry::Problem("symlink target is not valid UTF-8; not synced".into()),
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+                Err(e) => Entry::Problem(format!("cannot read symlink: {e}")),
+            });
+        }
+        let kind = if ft.is_fifo() {
+            "a named pipe"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        Some(Entry::Problem(format!("{kind}; not synced")))
+    }
+
+    fn dir(&mut self, rel: &RelPath, abs: &Path, old: &StatCache, new: &mut LocalTree) -> Entry {
+        let rd = match fs::read_dir(abs) {
+            Ok(rd) => rd,
+            Err(e) => return Entry::Problem(format!("cannot list directory: {e}")),
+        };
+        let mut children = std::collections::BTreeMap::new();
+        for dent in rd {
+            let Ok(dent) = dent else { continue };
+            let os_name = dent.file_name();
+            let Some(name) = os_name.to_str() else {
+                let lossy = os_name.to_string_lossy().into_owned();
+                children.entry(lossy).or_insert_with(|| {
+                    Entry::Problem("name is not valid UTF-8; not synced".into())
+                });
+                continue;
+            };
+            let child = match rel.join(name) {
+                Ok(c) => c,
+                Err(e) => {
+                    children.insert(name.to_owned(), Entry::Problem(format!("{e}; not synced")));
+                    continue;
+                }
+            };
+            let is_dir = dent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if self.ignorer.is_ignored(child.as_str(), is_dir) {
+                continue;
+            }
+            let meta = match dent.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    children.insert(name.to_owned(), Entry::Problem(format!("cannot stat: {e}")));
+                    continue;
+                }
+            };
+            if let Some(e) = self.entry(&child, &meta, old, new) {
+                children.insert(name.to_owned(), e);
+            }
+        }
+        Entry::Directory(children)
+    }
+
+    /// Hashes a file. `Ok(None)` if it vanished.
+    fn hash(&mut self, abs: &Path, stat: Stat) -> io::Result<Option<(Cached, u64)>> {
+        let mut f = match open_nofollow(abs) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut h = blake3::Hasher::new();
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut self.buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&self.buf[..n]);
+            size += n as u64;
+        }
+        let after = Stat::of(&f.metadata()?);
+        self.stats.hashed_files += 1;
+        self.stats.hashed_bytes += size;
+        // If it changed while being read, or too recently to trust the stat, hash it again next
+        // time. The digest may be of a torn read; staging verifies content against it anyway.
+        let trusted = after == stat && size == stat.size && after.mtime_ns + RACY_NS < self.now_ns;
+        Ok(Some((
+            Cached {
+                stat: after,
+                digest: Digest(*h.finalize().as_bytes()),
+                trusted,
+            },
+            size,
+        )))
+    }
+}
+
+/// Opens a file for reading without following a symlink at the last component.
+pub fn open_nofollow(p: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p)
+}
+
+/// True if every parent of `rel` under `root` is a real directory (not a symlink).
+pub fn parents_are_dirs(root: &Path, rel: &RelPath) -> bool {
+    let mut cur = root.to_path_buf();
+    let Some(parent) = rel.parent() else {
+        return true;
+    };
+    for name in parent.components() {
+        cur.push(name);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// True if a relative symlink at `link` with `target` resolves (lexically) inside the root.
+pub fn link_stays_inside(link: &RelPath, target: &str) -> bool {
+    if target.is_empty() || target.starts_with('/') {
+        return false;
+    }
+    let mut depth = link.components().count() as i64 - 1;
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+fn get_mut<'a>(tree: &'a mut Entry, path: &str) -> Option<&'a mut Entry> {
+    let mut cur = tree;
+    for name in path.split('/').filter(|n| !n.is_empty()) {
+        match cur {
+            Entry::Directory(c) => cur = c.get_mut(name)?,
+            _ => return None,
+        }
+    }
+    Some(cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_confinement() {
+        let l = |p: &str| RelPath::new(p).unwrap();
+        assert!(link_stays_inside(&l("a"), "b"));
+        assert!(link_stays_inside(&l("d/a"), "../b"));
+        assert!(link_stays_inside(&l("d/e/a"), "../../b/c"));
+        assert!(!link_stays_inside(&l("a"), "../b"));
+        assert!(!link_stays_inside(&l("d/a"), "../../b"));
+        assert!(!link_stays_inside(&l("a"), "/etc/passwd"));
+        assert!(!link_stays_inside(&l("d/a"), "x/../../../y"));
+        assert!(!link_stays_inside(&l("a"), ""));
+    }
+}

@@ -1,0 +1,123 @@
+//! Staging: content arrives here, is verified against its digest, and waits to be renamed into
+//! place. The directory sits on the root's filesystem so the final rename is atomic.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use ferry_core::Digest;
+
+/// Why content could not be staged.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("content changed while it was copied (expected {expected}, got {got})")]
+    DigestMismatch { expected: Digest, got: Digest },
+    #[error("staging failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub struct Staging {
+    dir: PathBuf,
+    /// Remove the directory when done (the in-root `.ferry-staging`).
+    remove_when_done: bool,
+    staged: HashMap<Digest, (PathBuf, usize)>,
+    buf: Vec<u8>,
+}
+
+impl Staging {
+    /// Opens (and empties: leftovers of a killed run are never trusted) a staging directory.
+    pub fn open(dir: PathBuf, remove_when_done: bool) -> io::Result<Staging> {
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        Ok(Staging {
+            dir,
+            remove_when_done,
+            staged: HashMap::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// True if `digest` is staged and not used up.
+    pub fn has(&self, digest: &Digest) -> bool {
+        self.staged.contains_key(digest)
+    }
+
+    /// Writes `src` to staging, checking it hashes to `digest`. `uses` is how many placements
+    /// will take it.
+    pub fn receive(
+        &mut self,
+        digest: Digest,
+        uses: usize,
+        src: &mut dyn Read,
+    ) -> Result<(), StageError> {
+        fs::create_dir_all(&self.dir)?;
+        if self.buf.is_empty() {
+            self.buf = vec![0; 256 * 1024];
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".in-")
+            .tempfile_in(&self.dir)?;
+        let mut h = blake3::Hasher::new();
+        loop {
+            let n = match src.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            h.update(&self.buf[..n]);
+            tmp.write_all(&self.buf[..n])?;
+        }
+        let got = Digest(*h.finalize().as_bytes());
+        if got != digest {
+            return Err(StageError::DigestMismatch {
+                expected: digest,
+                got,
+            });
+        }
+        tmp.as_file().sync_data()?;
+        let path = self.dir.join(digest.to_string());
+        tmp.persist(&path).map_err(|e| e.error)?;
+        self.staged.insert(digest, (path, uses.max(1)));
+        Ok(())
+    }
+
+    /// A file holding `digest`'s content that the caller may rename into place. The last use
+    /// gets the staged file itself; earlier ones get a copy.
+    pub fn take(&mut self, digest: &Digest) -> io::Result<PathBuf> {
+        let Some((path, uses)) = self.staged.get_mut(digest) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "content was not staged",
+            ));
+        };
+        if *uses > 1 {
+            *uses -= 1;
+            let copy = tempfile::Builder::new()
+                .prefix(".cp-")
+                .tempfile_in(&self.dir)?;
+            fs::copy(&*path, copy.path())?;
+            let (_, p) = copy.keep().map_err(|e| e.error)?;
+            return Ok(p);
+        }
+        let path = path.clone();
+        self.staged.remove(digest);
+        Ok(path)
+    }
+
+    /// Drops whatever is left (content for changes that did not happen).
+    pub fn finish(&mut self) {
+        for (_, (p, _)) in self.staged.drain() {
+            let _ = fs::remove_file(p);
+        }
+        if self.remove_when_done {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! Applying changes to a local root with ferry's promises: nothing replaced that changed since
+//! the scan, every new file renamed into place whole, a backup of content not in the archive,
+//! nothing written through a symlink or outside the root.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ferry_core::{Change, Digest, Entry, RelPath};
+
+use super::scan::{Cached, DirHook, LocalTree, Stat, parents_are_dirs};
+use super::stage::Staging;
+
+/// What one change did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub path: RelPath,
+    /// What is at the path now, as far as ferry knows.
+    pub now: Option<Entry>,
+    /// Problems met (the change may be partly done: `now` says how far).
+    pub errors: Vec<(RelPath, String)>,
+    /// Copies kept of content that was replaced or removed: (path in the tree, backup file).
+    pub backups: Vec<(RelPath, PathBuf)>,
+}
+
+pub struct Applier<'a> {
+    pub root: &'a Path,
+    pub staging: &'a mut Staging,
+    /// Where this cycle's backups go (created on first use).
+    pub backup_dir: &'a Path,
+    /// Content digests in the archive: removing such content needs no backup.
+    pub archive: &'a HashSet<Digest>,
+    pub state: &'a mut LocalTree,
+    pub hook: &'a mut dyn DirHook,
+}
+
+struct Work {
+    errors: Vec<(RelPath, String)>,
+    backups: Vec<(RelPath, PathBuf)>,
+}
+
+impl Applier<'_> {
+    pub fn apply(&mut self, ch: &Change) -> Outcome {
+        let mut w = Work {
+            errors: Vec::new(),
+            backups: Vec::new(),
+        };
+        let now = self.apply_inner(ch, &mut w);
+        Outcome {
+            path: ch.path.clone(),
+            now,
+            errors: w.errors,
+            backups: w.backups,
+        }
+    }
+
+    fn apply_inner(&mut self, ch: &Change, w: &mut Work) -> Option<Entry> {
+        let rel = &ch.path;
+        if rel.is_root() {
+            w.errors
+                .push((rel.clone(), "refusing to replace the root itself".into()));
+            return ch.old.clone();
+        }
+        if !parents_are_dirs(self.root, rel) {
+            w.errors.push((
+                rel.clone(),
+                "a parent directory is missing or was replaced by a non-directory; not written"
+                    .into(),
+            ));
+            return ch.old.clone();
+        }
+        match (&ch.old, &ch.new) {
+            (None, None) => None,
+            (
+                Some(Entry::File { digest: od, .. }),
+                Some(Entry::File {
+                    digest: nd,
+                    executable,
+                    ..
+                }),
+            ) => {
+                if let Err(e) = self.verify(rel, ch.old.as_ref()) {
+                    w.errors.push((rel.clone(), e));
+                    return ch.old.clone();
+                }
+                let result = if od == nd {
+                    self.set_executable(rel, *executable)
+                } else {
+                    self.replace_file(rel, *od, ch.new.as_ref(), w)
+                };
+                match result {
+                    Ok(()) => ch.new.clone(),
+                    Err(e) => {
+                        w.errors.push((rel.clone(), e));
+                        ch.old.clone()
+                    }
+                }
+            }
+            (old, new) => {
+                if let Some(old) = old {
+                    let left = self.remove(rel, old, w);
+                    if left.is_some() {
+                        return left;
+                    }
+                }
+                new.as_ref().and_then(|n| self.create(rel, n, w))
+            }
+        }
+    }
+
+    fn abs(&self, rel: &RelPath) -> PathBuf {
+        self.root.join(rel.as_str())
+    }
+
+    /// Checks that the disk still holds what the scan saw at `rel` (the top level of `e`).
+    fn verify(&self, rel: &RelPath, e: Option<&Entry>) -> Result<(), String> {
+        let abs = self.abs(rel);
+        let meta = match fs::symlink_metadata(&abs) {
+            Ok(m) => Some(m),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+            Err(err) => return Err(format!("cannot check before writing: {err}")),
+        };
+        let changed =
+            || Err("changed since it was scanned; left alone until the next cycle".to_owned());
+        match (e, meta) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(
+                "something exists here that the scan did not see (created meanwhile, or a name \
+                 differing only in case on a case-insensitive filesystem); left alone"
+                    .to_owned(),
+            ),
+            (Some(_), None) => changed(),
+            (Some(Entry::File { .. }), Some(m)) => match self.state.cache.get(rel.as_str()) {
+                Some(c) if m.file_type().is_file() && c.stat == Stat::of(&m) => Ok(()),
+                _ => changed(),
+            },
+            (Some(Entry::Symlink { target }), Some(m)) => {
+                let same = m.file_type().is_symlink()
+                    && fs::read_link(&abs).ok().as_deref().and_then(Path::to_str)
+                        == Some(target.as_str());
+                if same { Ok(()) } else { changed() }
+            }
+            (Some(Entry::Directory(_)), Some(m)) => {
+                if m.is_dir() && self.state.dirs.get(rel.as_str()) == Some(&m.ino()) {
+                    Ok(())
+                } else {
+                    changed()
+                }
+            }
+            (Some(Entry::Problem(p)), _) => {
+                Err(format!("cannot change a path ferry cannot read ({p})"))
+            }
+        }
+    }
+
+    fn backup(&mut self, rel: &RelPath, digest: Digest, w: &mut Work) -> Result<(), String> {
+        if self.archive.contains(&digest) {
+            return Ok(());
+        }
+        let dest = self.backup_dir.join(rel.as_str());
+        let res = (|| {
+            if let Some(p) = dest.parent() {
+                fs::create_dir_all(p)?;
+            }
+            let src = self.abs(rel);
+            // A hard link keeps the bytes at no cost when the backup area shares the filesystem.
+            if fs::hard_link(&src, &dest).is_err() {
+                fs::copy(&src, &dest)?;
+            }
+            io::Result::Ok(())
+        })();
+        match res {
+            Ok(()) => {
+                w.backups.push((rel.clone(), dest));
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot keep a backup ({e}); left alone")),
+        }
+    }
+
+    fn set_executable(&mut self, rel: &RelPath, executable: bool) -> Result<(), String> {
+        let abs = self.abs(rel);
+        let m = fs::symlink_metadata(&abs).map_err(|e| e.to_string())?;
+        let mode = exec_mode(m.mode(), executable);
+        fs::set_permissions(&abs, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod failed: {e}"))?;
+        self.remember_file(rel, None);
+        Ok(())
+    }
+
+    fn replace_file(
+        &mut self,
+        rel: &RelPath,
+        old: Digest,
+        new: Option<&Entry>,
+        w: &mut Work,
+    ) -> Result<(), String> {
+        let Some(Entry::File {
+            digest, executable, ..
+        }) = new
+        else {
+            return Err("internal: not a file".into());
+        };
+        self.backup(rel, old, w)?;
+        let abs = self.abs(rel);
+        let base = fs::symlink_metadata(&abs)
+            .map(|m| m.mode())
+            .unwrap_or(0o100644);
+        let staged = self
+            .staging
+            .take(digest)
+            .map_err(|e| format!("content not available: {e}"))?;
+        fs::set_permissions(
+            &staged,
+            fs::Permissions::from_mode(exec_mode(base, *executable)),
+        )
+        .map_err(|e| format!("cannot set mode: {e}"))?;
+        fs::rename(&staged, &abs).map_err(|e| format!("cannot rename into place: {e}"))?;
+        self.remember_file(rel, Some(*digest));
+        Ok(())
+    }
+
+    /// Records a file ferry just wrote in the stat cache, so the next scan need not read it.
+    fn remember_file(&mut self, rel: &RelPath, digest: Option<Digest>) {
+        let Ok(m) = fs::symlink_metadata(self.abs(rel)) else {
+            return;
+        };
+        let digest = match digest.or_else(|| self.state.cache.get(rel.as_str()).map(|c| c.digest)) {
+            Some(d) => d,
+            None => return,
+        };
+        self.state.cache.insert(
+            rel.as_str().to_owned(),
+            Cached {
+                stat: Stat::of(&m),
+                digest,
+                trusted: true,
+            },
+        );
+    }
+
+    /// Removes `old` at `rel`, deepest first. Returns what is left (`None` when all is gone).
+    fn remove(&mut self, rel: &RelPath, old: &Entry, w: &mut Work) -> Option<Entry> {
+        if let Err(e) = self.verify(rel, Some(old)) {
+            w.errors.push((rel.clone(), e));
+            return Some(old.clone());
+        }
+        let abs = self.abs(rel);
+        match old {
+            Entry::File { digest, .. } => {
+                if let Err(e) = self.backup(rel, *digest, w) {
+                    w.errors.push((rel.clone(), e));
+                    return Some(old.clone());
+                }
+                match fs::remove_file(&abs) {
+                    Ok(()) => {
+                        self.state.cache.remove(rel.as_str());
+                        None
+                    }
+                    Err(e) => {
+                        w.errors.push((rel.clone(), format!("cannot remove: {e}")));
+                        Some(old.clone())
+                    }
+                }
+            }
+            Entry::Symlink { .. } => match fs::remove_file(&abs) {
+                Ok(()) => None,
+                Err(e) => {
+                    w.errors.push((rel.clone(), format!("cannot remove: {e}")));
+                    Some(old.clone())
+                }
+            },
+            Entry::Directory(children) => {
+                let mut left = std::collections::BTreeMap::new();
+                for (name, child) in children {
+                    let Ok(crel) = rel.join(name) else { continue };
+                    if let Some(l) = self.remove(&crel, child, w) {
+                        left.insert(name.clone(), l);
+                    }
+                }
+                if !left.is_empty() {
+                    return Some(Entry::Directory(left));
+                }
+                match fs::remove_dir(&abs) {
+                    Ok(()) => {
+                        self.state.dirs.remove(rel.as_str());
+                        self.hook.dir_removed(&abs);
+                        None
+                    }
+                    Err(e) => {
+                        let why = if e.raw_os_error() == Some(libc::ENOTEMPTY) {
+                            "directory still holds files ferry does not sync (ignored or unreadable); kept".to_owned()
+                        } else {
+                            format!("cannot remove directory: {e}")
+                        };
+                        w.errors.push((rel.clone(), why));
+                        Some(Entry::Directory(Default::default()))
+                    }
+                }
+            }
+            Entry::Problem(_) => Some(old.clone()),
+        }
+    }
+
+    /// Creates `new` at `rel`, where nothing may exist yet. Returns what now exists.
+    fn create(&mut self, rel: &RelPath, new: &Entry, w: &mut Work) -> Option<Entry> {
+        let abs = self.abs(rel);
+        let fail = |w: &mut Work, e: String| {
+            w.errors.push((rel.clone(), e));
+            None
+        };
+        match new {
+            Entry::File {
+                digest, executable, ..
+            } => {
+                let staged = match self.staging.take(digest) {
+                    Ok(p) => p,
+                    Err(e) => return fail(w, format!("content not available: {e}")),
+                };
+                if let Err(e) = fs::set_permissions(
+                    &staged,
+                    fs::Permissions::from_mode(exec_mode(0o100644, *executable)),
+                ) {
+                    let _ = fs::remove_file(&staged);
+                    return fail(w, format!("cannot set mode: {e}"));
+                }
+                // link() refuses to replace anything: a file that appeared since the scan wins.
+                let placed = match fs::hard_link(&staged, &abs) {
+                    Ok(()) => {
+                        let _ = fs::remove_file(&staged);
+                        Ok(())
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+                    Err(_) => match fs::symlink_metadata(&abs) {
+                        // Filesystems without hard links: check, then rename.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(&staged, &abs),
+                        _ => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+                    },
+                };
+                match placed {
+                    Ok(()) => {
+                        self.remember_file(rel, Some(*digest));
+                        Some(new.clone())
+                    }
+                    Err(e) => {
+                        let _ = fs::remove_file(&staged);
+                        if e.kind() == io::ErrorKind::AlreadyExists {
+                            fail(
+                                w,
+                                self.verify(rel, None)
+                                    .err()
+                                    .unwrap_or_else(|| e.to_string()),
+                            )
+                        } else {
+                            fail(w, format!("cannot place file: {e}"))
+                        }
+                    }
+                }
+            }
+            Entry::Symlink { target } => match std::os::unix::fs::symlink(target, &abs) {
+                Ok(()) => Some(new.clone()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fail(
+                    w,
+                    self.verify(rel, None)
+                        .err()
+                        .unwrap_or_else(|| e.to_string()),
+                ),
+                Err(e) => fail(w, format!("cannot create symlink: {e}")),
+            },
+            Entry::Directory(children) => {
+                match fs::create_dir(&abs) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        return fail(
+                            w,
+                            self.verify(rel, None)
+                                .err()
+                                .unwrap_or_else(|| e.to_string()),
+                        );
+                    }
+                    Err(e) => return fail(w, format!("cannot create directory: {e}")),
+                }
+                if let Ok(m) = fs::symlink_metadata(&abs) {
+                    self.state.dirs.insert(rel.as_str().to_owned(), m.ino());
+                }
+                self.hook.dir_added(&abs);
+                let mut made = std::collections::BTreeMap::new();
+                for (name, child) in children {
+                    let Ok(crel) = rel.join(name) else { continue };
+                    if let Some(e) = self.create(&crel, child, w) {
+                        made.insert(name.clone(), e);
+                    }
+                }
+                Some(Entry::Directory(made))
+            }
+            Entry::Problem(_) => None,
+        }
+    }
+}
+
+/// True for errors the next cycle is expected to clear: the disk moved under a cycle (a file
+/// written while it was copied, something created meanwhile).
+pub fn is_transient(message: &str) -> bool {
+    [
+        "changed since it was scanned",
+        "content not available",
+        "content changed while",
+        "the scan did not see",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+/// `mode` with the executable bits set (where the matching read bit is) or cleared.
+fn exec_mode(mode: u32, executable: bool) -> u32 {
+    let perm = mode & 0o7777;
+    if executable {
+        perm | 0o100 | ((perm & 0o044) >> 2)
+    } else {
+        perm & !0o111
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exec_mode;
+
+    #[test]
+    fn exec_bits_follow_read_bits() {
+        assert_eq!(exec_mode(0o100644, true), 0o755);
+        assert_eq!(exec_mode(0o100600, true), 0o700);
+        assert_eq!(exec_mode(0o100755, false), 0o644);
+    }
+}

@@ -1,0 +1,160 @@
+//! Per-session state on disk: the archive, the lock, atomic writes.
+//!
+//! Layout (see docs/archive.md): `$XDG_STATE_HOME/ferry/sessions/<key>/` holds `archive`,
+//! `alpha.cache`, `beta.cache`, `lock`, `staging-*/` and `backups/{alpha,beta}/<time>/`.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use ferry_core::Entry;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+const ARCHIVE_MAGIC: &[u8; 8] = b"FERRYAR1";
+
+/// The last state both sides agreed on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Archive {
+    pub alpha: String,
+    pub beta: String,
+    pub ancestor: Option<Entry>,
+}
+
+/// Errors opening or saving session state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("no state directory: set XDG_STATE_HOME or HOME")]
+    NoStateDir,
+    #[error("another ferry is already syncing this pair (state {0})")]
+    Locked(PathBuf),
+    #[error("state {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("archive {0} is corrupt or from an incompatible version; move it away to start over")]
+    Corrupt(PathBuf),
+}
+
+pub struct Session {
+    pub dir: PathBuf,
+    _lock: File,
+}
+
+/// The root of all sessions' state.
+pub fn state_root() -> Result<PathBuf, StateError> {
+    directories::ProjectDirs::from("", "", "ferry")
+        .and_then(|d| d.state_dir().map(Path::to_path_buf))
+        .ok_or(StateError::NoStateDir)
+}
+
+impl Session {
+    /// Opens (creating) the state of the session for this endpoint pair and locks it.
+    pub fn open(alpha: &str, beta: &str) -> Result<Session, StateError> {
+        let key = blake3::hash(format!("{alpha}\0{beta}").as_bytes()).to_hex();
+        let dir = state_root()?.join("sessions").join(&key.as_str()[..24]);
+        let io = |path: &Path, source| StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let lock_path = dir.join("lock");
+        let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(StateError::Locked(dir));
+        }
+        Ok(Session { dir, _lock: lock })
+    }
+
+    fn archive_path(&self) -> PathBuf {
+        self.dir.join("archive")
+    }
+
+    pub fn load_archive(&self) -> Result<Option<Archive>, StateError> {
+        let p = self.archive_path();
+        read_versioned(&p, ARCHIVE_MAGIC).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => StateError::Corrupt(p.clone()),
+            _ => StateError::Io {
+                path: p.clone(),
+                source: e,
+            },
+        })
+    }
+
+    pub fn save_archive(&self, a: &Archive) -> Result<(), StateError> {
+        let p = self.archive_path();
+        write_versioned(ARCHIVE_MAGIC, a)
+            .and_then(|b| write_atomic(&p, &b))
+            .map_err(|source| StateError::Io { path: p, source })
+    }
+}
+
+/// `magic` followed by the postcard encoding of `v`.
+pub fn write_versioned<T: Serialize>(magic: &[u8; 8], v: &T) -> io::Result<Vec<u8>> {
+    let mut out = magic.to_vec();
+    postcard::to_io(v, &mut out).map_err(io::Error::other)?;
+    Ok(out)
+}
+
+/// Reads what [`write_versioned`] wrote; `Ok(None)` if the file does not exist, an
+/// `InvalidData` error if it is not ours or is damaged.
+pub fn read_versioned<T: DeserializeOwned>(path: &Path, magic: &[u8; 8]) -> io::Result<Option<T>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(body) = bytes.strip_prefix(magic.as_slice()) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad magic"));
+    };
+    postcard::from_bytes(body)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new file: temp file
+/// in the same directory, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_round_trip_and_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a");
+        let a = Archive {
+            alpha: "/x".into(),
+            beta: "/y".into(),
+            ancestor: Some(Entry::dir([("f", Entry::file([7; 32], 3, true))])),
+        };
+        write_atomic(&p, &write_versioned(ARCHIVE_MAGIC, &a).unwrap()).unwrap();
+        assert_eq!(
+            read_versioned::<Archive>(&p, ARCHIVE_MAGIC).unwrap(),
+            Some(a)
+        );
+        fs::write(&p, b"FERRYAR1\xff\xff").unwrap();
+        assert_eq!(
+            read_versioned::<Archive>(&p, ARCHIVE_MAGIC)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert_eq!(
+            read_versioned::<Archive>(&d.path().join("none"), ARCHIVE_MAGIC).unwrap(),
+            None
+        );
+    }
+}
