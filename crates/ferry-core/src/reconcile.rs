@@ -105,8 +105,20 @@ fn walk(
     // anything, so when the other side deleted the whole path the deletions agree.
     let alpha_changed = x != a && !(y.is_none() && x.is_some_and(|x| pruned(x, a)));
     let beta_changed = y != a && !(x.is_none() && y.is_some_and(|y| pruned(y, a)));
-    let to_alpha = |plan: &mut Plan| plan.alpha.push(change(path, x, y));
-    let to_beta = |plan: &mut Plan| plan.beta.push(change(path, y, x));
+    // A subtree holding a path ferry cannot read can be neither backed up nor verified, so it
+    // is never replaced or removed: such a change becomes a conflict.
+    let push = |plan: &mut Plan, to_alpha: bool| {
+        let (old, new) = if to_alpha { (x, y) } else { (y, x) };
+        if old.is_some_and(Entry::has_problems) {
+            plan.conflicts.push(conflict(path, a, x, y));
+        } else if to_alpha {
+            plan.alpha.push(change(path, old, new));
+        } else {
+            plan.beta.push(change(path, old, new));
+        }
+    };
+    let to_alpha = |plan: &mut Plan| push(plan, true);
+    let to_beta = |plan: &mut Plan| push(plan, false);
     match mode {
         Mode::OneWayReplica => to_beta(plan),
         Mode::TwoWaySafe | Mode::TwoWayResolved => {
@@ -117,9 +129,7 @@ fn walk(
             } else if x.is_none() {
                 // A deletion never beats a modification: beta's version comes back whole.
                 to_alpha(plan);
-            } else if y.is_none() {
-                to_beta(plan);
-            } else if mode == Mode::TwoWayResolved {
+            } else if y.is_none() || mode == Mode::TwoWayResolved {
                 to_beta(plan);
             } else {
                 plan.conflicts.push(conflict(path, a, x, y));
@@ -142,9 +152,9 @@ fn walk(
 /// are all pruned versions of `a`'s.
 fn pruned(e: &Entry, a: Option<&Entry>) -> bool {
     match (e, a) {
-        (Entry::Directory(ec), Some(Entry::Directory(ac))) => {
-            ec.iter().all(|(name, child)| pruned(child, ac.get(name)))
-        }
+        (Entry::Directory(ec), Some(Entry::Directory(ac))) => ec
+            .iter()
+            .all(|(name, child)| pruned(child, ac.get(name))),
         (e, Some(a)) => e == a,
         (_, None) => false,
     }
