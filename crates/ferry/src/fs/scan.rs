@@ -160,8 +160,7 @@ impl<'a> Scanner<'a> {
         for p in paths {
             // Climb to the nearest ancestor whose parent the tree knows as a directory.
             let mut target = p.clone();
-            loop {
-                let Some(parent) = target.parent() else { break };
+            while let Some(parent) = target.parent() {
                 if matches!(
                     state.tree.as_ref().and_then(|t| t.get(parent.as_str())),
                     Some(Entry::Directory(_))
@@ -249,10 +248,8 @@ impl<'a> Scanner<'a> {
                     taken.insert(p.to_owned(), c);
                 }
             }
-            Entry::Directory(_) => {
-                if state.dirs.remove(p).is_some() {
-                    self.hook.dir_removed(&self.root.join(p));
-                }
+            Entry::Directory(_) if state.dirs.remove(p).is_some() => {
+                self.hook.dir_removed(&self.root.join(p));
             }
             _ => {}
         });
