@@ -161,3 +161,8 @@ pub fn digests(tree: Option<&Entry>) -> HashSet<Digest> {
     }
     out
 }
+
+/// The entry at `path` in an optional tree.
+pub(crate) fn at<'a>(tree: Option<&'a Entry>, path: &str) -> Option<&'a Entry> {
+    tree.and_then(|t| t.get(path))
+}

@@ -69,6 +69,53 @@ pub fn reconcile(
     plan
 }
 
+/// [`reconcile`] restricted to the subtrees at `paths` (the paths a watch-triggered cycle
+/// rescanned). Each path is first raised to the nearest ancestor whose parent is a directory on
+/// both sides, so every change it yields can be placed; paths below another are dropped.
+/// With `[root]` it is exactly [`reconcile`].
+pub fn reconcile_at(
+    ancestor: Option<&Entry>,
+    alpha: Option<&Entry>,
+    beta: Option<&Entry>,
+    mode: Mode,
+    paths: &[RelPath],
+) -> Plan {
+    let mut plan = Plan::default();
+    for p in scope(alpha, beta, paths) {
+        walk(&p, crate::entry::at(ancestor, p.as_str()), crate::entry::at(alpha, p.as_str()), crate::entry::at(beta, p.as_str()), mode, &mut plan);
+    }
+    plan
+}
+
+/// The top-most placeable paths covering `paths` (see [`reconcile_at`]).
+pub fn scope(alpha: Option<&Entry>, beta: Option<&Entry>, paths: &[RelPath]) -> Vec<RelPath> {
+    let is_dir = |t: Option<&Entry>, p: &RelPath| t.and_then(|t| t.get(p.as_str())).is_some_and(Entry::is_dir);
+    let mut raised: Vec<RelPath> = paths
+        .iter()
+        .map(|p| {
+            let mut q = p.clone();
+            while let Some(parent) = q.parent() {
+                if is_dir(alpha, &parent) && is_dir(beta, &parent) {
+                    break;
+                }
+                q = parent;
+            }
+            q
+        })
+        .collect();
+    raised.sort();
+    raised.dedup();
+    let mut out: Vec<RelPath> = Vec::with_capacity(raised.len());
+    for p in raised {
+        // Sorted order puts a path right after any ancestor of it that is kept.
+        if out.last().is_some_and(|q| p.starts_with(q)) {
+            continue;
+        }
+        out.push(p);
+    }
+    out
+}
+
 fn walk(
     path: &RelPath,
     a: Option<&Entry>,

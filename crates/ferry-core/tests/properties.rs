@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashSet};
 use common::*;
 use ferry_core::{
     Change, Digest, Entry, Mode, Plan, RelPath, agree, apply_changes, digests, reconcile,
+    reconcile_at,
 };
 use proptest::prelude::*;
 
@@ -432,5 +433,68 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+// --- Scoped reconciliation (watch-triggered cycles) -----------------------------------------
+
+/// Every path where the three trees do not hold the same thing (directories compared by kind
+/// only): what a watcher would have named.
+fn differing_paths(anc: &Option<Entry>, a: &Option<Entry>, b: &Option<Entry>) -> Vec<RelPath> {
+    fn shallow(e: Option<&Entry>) -> Option<Entry> {
+        e.map(|e| if e.is_dir() { d(&[]) } else { e.clone() })
+    }
+    let mut all = BTreeSet::new();
+    for t in [anc, a, b].into_iter().flatten() {
+        t.walk("", &mut |p, _| {
+            all.insert(p.to_owned());
+        });
+    }
+    all.into_iter()
+        .filter(|p| {
+            let get = |t: &Option<Entry>| shallow(t.as_ref().and_then(|t| t.get(p)));
+            let (x, y, z) = (get(anc), get(a), get(b));
+            !(x == y && y == z)
+        })
+        .map(|p| RelPath::new(&p).unwrap())
+        .collect()
+}
+
+fn sorted(mut v: Vec<Change>) -> Vec<Change> {
+    v.sort_by(|x, y| x.path.cmp(&y.path));
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn scoped_at_root_is_full_reconcile((anc, a, b) in trees()) {
+        for mode in Mode::ALL {
+            let full = reconcile(anc.as_ref(), a.as_ref(), b.as_ref(), mode);
+            let at = reconcile_at(anc.as_ref(), a.as_ref(), b.as_ref(), mode, &[RelPath::root()]);
+            prop_assert_eq!(full, at);
+        }
+    }
+
+    #[test]
+    fn scoped_at_every_difference_is_full_reconcile((anc, a, b) in trees()) {
+        let dirty = differing_paths(&anc, &a, &b);
+        let scope = ferry_core::scope(a.as_ref(), b.as_ref(), &dirty);
+        for mode in Mode::ALL {
+            let full = reconcile(anc.as_ref(), a.as_ref(), b.as_ref(), mode);
+            let at = reconcile_at(anc.as_ref(), a.as_ref(), b.as_ref(), mode, &dirty);
+            let full_conflicts = conflict_paths(&full);
+            prop_assert_eq!(sorted(full.alpha), sorted(at.alpha));
+            prop_assert_eq!(sorted(full.beta), sorted(at.beta));
+            prop_assert_eq!(full_conflicts, {
+                let mut c: Vec<RelPath> = at.conflicts.iter().map(|c| c.path.clone()).collect();
+                c.sort();
+                c
+            });
+        }
+        let mut scoped = anc.clone();
+        ferry_core::agree_at(&mut scoped, a.as_ref(), b.as_ref(), &scope);
+        prop_assert_eq!(agree(anc.as_ref(), a.as_ref(), b.as_ref()), scoped);
     }
 }

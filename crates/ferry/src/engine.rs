@@ -182,6 +182,9 @@ impl Engine {
         self.alpha.watch(tx.clone())?;
         self.beta.watch(tx)?;
         let mut res = self.cycle(&ScanRequest::Full, &ScanRequest::Full)?;
+        // The first scan hashed everything: keep that work even if this process is killed.
+        let _ = self.alpha.save_cache();
+        let _ = self.beta.save_cache();
         self.printer.emit(&Event::Watching {
             alpha: self.alpha.describe(),
             beta: self.beta.describe(),

@@ -1,0 +1,11 @@
+//! Integration tests: the `ferry` binary run against real directories, as a user would.
+//!
+//! Every test gets its own temporary alpha, beta and `XDG_STATE_HOME` (see `support`), so tests
+//! run in parallel and never touch the real home directory.
+
+mod modes;
+mod once;
+mod safety;
+mod support;
+mod usage;
+mod watch;

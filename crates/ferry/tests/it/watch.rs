@@ -1,0 +1,242 @@
+//! Continuous mode: `ferry sync --json` watching both sides. Every step waits for ferry to make
+//! the other side match (never a fixed sleep), then checks what it expects to see there.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::support::*;
+
+/// Waits until both sides match, then checks `expect`.
+fn step(s: &mut Session, fx: &Fixture, what: &str, expect: impl FnOnce()) {
+    s.wait_synced(fx, what);
+    expect();
+}
+
+#[test]
+fn changes_on_each_side_propagate_while_watching() {
+    let fx = Fixture::new();
+    write(&fx.a("existing.txt"), "before start\n");
+    write(&fx.b("existing_b.txt"), "beta before start\n");
+    let mut s = fx.watch(&[]);
+    // The first cycle ran before `watching`.
+    assert_content(&fx.b("existing.txt"), "before start\n");
+    assert_content(&fx.a("existing_b.txt"), "beta before start\n");
+
+    write(&fx.a("a1.txt"), "created on alpha\n");
+    step(&mut s, &fx, "alpha creates a file", || {
+        assert_content(&fx.b("a1.txt"), "created on alpha\n")
+    });
+    write(&fx.b("b1.txt"), "created on beta\n");
+    step(&mut s, &fx, "beta creates a file", || {
+        assert_content(&fx.a("b1.txt"), "created on beta\n")
+    });
+    write(&fx.a("a1.txt"), "modified on alpha\n");
+    step(&mut s, &fx, "alpha modifies a file", || {
+        assert_content(&fx.b("a1.txt"), "modified on alpha\n")
+    });
+    write(&fx.b("a1.txt"), "then modified on beta\n");
+    step(&mut s, &fx, "beta modifies the same file", || {
+        assert_content(&fx.a("a1.txt"), "then modified on beta\n")
+    });
+    write(&fx.a("dir/sub/x.txt"), "x\n");
+    write(&fx.a("dir/y.txt"), "y\n");
+    mkdir(&fx.a("dir/empty"));
+    step(&mut s, &fx, "alpha creates a directory tree", || {
+        assert_content(&fx.b("dir/sub/x.txt"), "x\n");
+        assert!(fx.b("dir/empty").is_dir());
+    });
+    rename(&fx.b("dir"), &fx.b("dir2"));
+    step(&mut s, &fx, "beta renames the directory", || {
+        assert_content(&fx.a("dir2/sub/x.txt"), "x\n");
+        assert_absent(&fx.a("dir"));
+    });
+    rename(&fx.a("b1.txt"), &fx.a("dir2/b1-renamed.txt"));
+    step(&mut s, &fx, "alpha moves a file into a directory", || {
+        assert_content(&fx.b("dir2/b1-renamed.txt"), "created on beta\n");
+        assert_absent(&fx.b("b1.txt"));
+    });
+    write(&fx.b("dir2/sub/x.txt"), "x edited on beta\n");
+    step(&mut s, &fx, "beta edits inside a renamed directory", || {
+        assert_content(&fx.a("dir2/sub/x.txt"), "x edited on beta\n")
+    });
+    remove(&fx.b("a1.txt"));
+    step(&mut s, &fx, "beta deletes a file", || {
+        assert_absent(&fx.a("a1.txt"))
+    });
+    set_exec(&fx.b("existing.txt"), true);
+    step(&mut s, &fx, "beta sets the executable bit", || {
+        assert!(is_exec(&fx.a("existing.txt")))
+    });
+    symlink("dir2/y.txt", &fx.a("link"));
+    step(&mut s, &fx, "alpha creates a symlink", || {
+        assert_eq!(
+            fs::read_link(fx.b("link")).unwrap(),
+            Path::new("dir2/y.txt")
+        )
+    });
+    remove(&fx.a("dir2"));
+    step(&mut s, &fx, "alpha deletes a directory tree", || {
+        assert_absent(&fx.b("dir2"))
+    });
+
+    assert!(s.events_since(0, "conflict").is_empty());
+    s.stop();
+    let end = s.events_since(0, "session_end");
+    assert!(
+        end.len() == 1 && end[0]["exit_code"] == 0,
+        "session_end: {end:?}"
+    );
+    fx.assert_converged(&[]);
+}
+
+/// How editors save `path`, each ending with `content` at `path`.
+fn save_atomic_rename(path: &Path, content: &str) {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-save",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    write(&tmp, content);
+    rename(&tmp, path);
+}
+
+fn save_backup_then_rewrite(path: &Path, content: &str) {
+    let backup = path.with_file_name(format!(
+        "{}~",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    rename(path, &backup);
+    write(path, content);
+    remove(&backup);
+}
+
+fn save_truncate_then_write(path: &Path, content: &str) {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    let (first, rest) = content.split_at(content.len() / 2);
+    f.write_all(first.as_bytes()).unwrap();
+    f.flush().unwrap();
+    f.write_all(rest.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn editor_save_patterns_propagate() {
+    let fx = Fixture::new();
+    write(&fx.a("doc.txt"), "version 0\n");
+    write(&fx.a("src/main.rs"), "fn main() {}\n");
+    let mut s = fx.watch(&[]);
+    s.wait_synced(&fx, "initial sync");
+    let saves: [(&str, fn(&Path, &str)); 3] = [
+        ("write a temp file and rename it over", save_atomic_rename),
+        ("rename to a backup, write anew, delete the backup", save_backup_then_rewrite),
+        ("truncate and write in place", save_truncate_then_write),
+    ];
+    let mut version = 0;
+    for (name, save) in saves {
+        for (side, other) in [(&fx.alpha, &fx.beta), (&fx.beta, &fx.alpha)] {
+            for rel in ["doc.txt", "src/main.rs"] {
+                version += 1;
+                let content = format!("version {version}, saved by: {name}\n").repeat(version);
+                save(&side.join(rel), &content);
+                let target = other.join(rel);
+                s.wait_until(&format!("{rel} saved ({name}) reaches the other side"), || {
+                    fs::read(&target).is_ok_and(|d| d == content.as_bytes())
+                });
+                s.wait_synced(&fx, name);
+                assert_content(&side.join(rel), &content);
+            }
+        }
+    }
+    let conflicts = s.events_since(0, "conflict");
+    assert!(conflicts.is_empty(), "editor saves caused conflicts: {conflicts:?}");
+    s.stop();
+    fx.assert_converged(&[]);
+}
+
+#[test]
+fn a_burst_of_2000_files_syncs_completely() {
+    let fx = Fixture::new();
+    write(&fx.a("README"), "readme\n");
+    mkdir(&fx.a("existing"));
+    let mut s = fx.watch(&[]);
+    s.wait_synced(&fx, "initial sync");
+
+    // Like a git checkout: many new directories and files, as fast as possible.
+    for i in 0..2000 {
+        let rel = if i % 4 == 0 {
+            format!("existing/f{i:04}.txt")
+        } else {
+            format!("pkg{:02}/mod{:02}/f{i:04}.rs", i % 20, (i / 20) % 5)
+        };
+        write(&fx.a(&rel), format!("file {i}\n").repeat(1 + i % 7));
+    }
+    s.wait_synced(&fx, "2000 files created on alpha");
+    assert_eq!(
+        tree(&fx.beta)
+            .values()
+            .filter(|n| matches!(n, Node::File { .. }))
+            .count(),
+        2001
+    );
+
+    // And back: the checkout of a branch without them, this time on beta.
+    for i in 0..20 {
+        remove(&fx.b(&format!("pkg{i:02}")));
+    }
+    s.wait_synced(&fx, "1500 files deleted on beta");
+    assert_absent(&fx.a("pkg00"));
+    assert_content(&fx.a("existing/f0000.txt"), "file 0\n");
+    s.stop();
+    fx.assert_converged(&[]);
+}
+
+#[test]
+fn ferryignore_edited_while_watching_takes_effect() {
+    let fx = Fixture::new();
+    write(&fx.a("keep.txt"), "k");
+    let mut s = fx.watch(&[]);
+    s.wait_synced(&fx, "initial sync");
+    write(&fx.a(".ferryignore"), "*.tmp\n");
+    s.wait_until("beta receives .ferryignore", || exists(&fx.b(".ferryignore")));
+    write(&fx.a("scratch.tmp"), "scratch");
+    write(&fx.a("real.txt"), "real");
+    s.wait_until("beta receives real.txt", || exists(&fx.b("real.txt")));
+    write(&fx.b("beta.tmp"), "beta's scratch");
+    write(&fx.b("marker.txt"), "m");
+    s.wait_until("alpha receives marker.txt", || exists(&fx.a("marker.txt")));
+    assert_absent(&fx.b("scratch.tmp"));
+    assert_absent(&fx.a("beta.tmp"));
+    s.stop();
+}
+
+fn stops_cleanly_on(sig: i32) {
+    let fx = Fixture::new();
+    write(&fx.a("f"), "f");
+    let mut s = fx.watch(&[]);
+    s.wait_synced(&fx, "initial sync");
+    write(&fx.b("g"), "g");
+    s.wait_synced(&fx, "beta's new file");
+    let st = s.signal_and_wait(sig);
+    assert_eq!(st.code(), Some(0), "signal {sig}: {st:?}\n{}", s.stderr());
+    let end = s.events_since(0, "session_end");
+    assert!(
+        end.len() == 1 && end[0]["exit_code"] == 0,
+        "session_end after signal {sig}: {end:?}"
+    );
+    // The archive was saved: a fresh run finds nothing to do.
+    fx.assert_converged(&[]);
+}
+
+#[test]
+fn sigterm_exits_zero() {
+    stops_cleanly_on(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_exits_zero() {
+    stops_cleanly_on(libc::SIGINT);
+}
