@@ -85,7 +85,7 @@ def latency(src, dst, samples, direction):
     w = Watch(b)
     out = []
     for i in range(samples):
-        name = f"lat-{direction[0]}-{i}.txt"
+        name = f"lat-{direction[0]}-{os.getpid()}-{i}.txt"
         t0 = time.perf_counter()
         with open(os.path.join(a, name), "wb") as f:
             f.write(b"x" * 100)
@@ -105,6 +105,7 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     corpus = os.path.join(args.work, f"corpus-{args.files}")
     make_corpus(corpus, args.files)
+    shutil.rmtree(os.path.join(corpus, "lat"), ignore_errors=True)  # a crashed run's leftovers
     mnt = os.path.join(args.work, "mnt")
     env = dict(os.environ, XDG_STATE_HOME=os.path.join(mnt, "state"))
     res = {"files": args.files, "machine": os.uname().nodename, "nproc": os.cpu_count()}
@@ -131,6 +132,9 @@ def main():
     for line in p.stdout:
         if '"watching"' in line:
             break
+    # Keep draining ferry's event lines: a full pipe would stall it.
+    import threading
+    threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
     lat_dir = os.path.join(corpus, "lat")
     os.makedirs(lat_dir, exist_ok=True)
     peer = os.path.join(mnt, "ferry", "lat")

@@ -35,12 +35,26 @@ pub fn agree(
 /// [`agree`] restricted to the subtrees at `paths` (already raised by
 /// [`scope`](crate::scope)), updating `ancestor` in place. Parents a path needs in the ancestor
 /// are created as directories (both sides have them as directories, by construction of the
-/// scope).
-pub fn agree_at(ancestor: &mut Option<Entry>, alpha: Option<&Entry>, beta: Option<&Entry>, paths: &[RelPath]) {
+/// scope). Returns true if the ancestor changed.
+pub fn agree_at(
+    ancestor: &mut Option<Entry>,
+    alpha: Option<&Entry>,
+    beta: Option<&Entry>,
+    paths: &[RelPath],
+) -> bool {
+    let mut changed = false;
     for p in paths {
-        let new = agree(ancestor.as_ref().and_then(|a| a.get(p.as_str())), crate::entry::at(alpha, p.as_str()), crate::entry::at(beta, p.as_str()));
-        set(ancestor, p, new);
+        let new = agree(
+            ancestor.as_ref().and_then(|a| a.get(p.as_str())),
+            crate::entry::at(alpha, p.as_str()),
+            crate::entry::at(beta, p.as_str()),
+        );
+        if crate::entry::at(ancestor.as_ref(), p.as_str()) != new.as_ref() {
+            set(ancestor, p, new);
+            changed = true;
+        }
     }
+    changed
 }
 
 fn set(tree: &mut Option<Entry>, path: &RelPath, value: Option<Entry>) {

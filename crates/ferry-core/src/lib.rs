@@ -30,4 +30,6 @@ pub use apply::{ApplyError, apply_changes};
 pub use entry::{Digest, Entry, digests};
 pub use mode::{Mode, UnknownMode};
 pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, RelPath, validate_name};
-pub use reconcile::{Change, Conflict, Plan, WipeRefusal, check_wipe, reconcile, reconcile_at, scope};
+pub use reconcile::{
+    Change, Conflict, Plan, WipeRefusal, check_wipe, reconcile, reconcile_at, scope,
+};

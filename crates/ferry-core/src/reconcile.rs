@@ -82,14 +82,23 @@ pub fn reconcile_at(
 ) -> Plan {
     let mut plan = Plan::default();
     for p in scope(alpha, beta, paths) {
-        walk(&p, crate::entry::at(ancestor, p.as_str()), crate::entry::at(alpha, p.as_str()), crate::entry::at(beta, p.as_str()), mode, &mut plan);
+        walk(
+            &p,
+            crate::entry::at(ancestor, p.as_str()),
+            crate::entry::at(alpha, p.as_str()),
+            crate::entry::at(beta, p.as_str()),
+            mode,
+            &mut plan,
+        );
     }
     plan
 }
 
 /// The top-most placeable paths covering `paths` (see [`reconcile_at`]).
 pub fn scope(alpha: Option<&Entry>, beta: Option<&Entry>, paths: &[RelPath]) -> Vec<RelPath> {
-    let is_dir = |t: Option<&Entry>, p: &RelPath| t.and_then(|t| t.get(p.as_str())).is_some_and(Entry::is_dir);
+    let is_dir = |t: Option<&Entry>, p: &RelPath| {
+        t.and_then(|t| t.get(p.as_str())).is_some_and(Entry::is_dir)
+    };
     let mut raised: Vec<RelPath> = paths
         .iter()
         .map(|p| {
@@ -199,9 +208,9 @@ fn walk(
 /// are all pruned versions of `a`'s.
 fn pruned(e: &Entry, a: Option<&Entry>) -> bool {
     match (e, a) {
-        (Entry::Directory(ec), Some(Entry::Directory(ac))) => ec
-            .iter()
-            .all(|(name, child)| pruned(child, ac.get(name))),
+        (Entry::Directory(ec), Some(Entry::Directory(ac))) => {
+            ec.iter().all(|(name, child)| pruned(child, ac.get(name)))
+        }
         (e, Some(a)) => e == a,
         (_, None) => false,
     }

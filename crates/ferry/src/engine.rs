@@ -9,7 +9,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use ferry_core::{
-    Change, Digest, Entry, Mode, RelPath, WipeRefusal, agree, check_wipe, digests, reconcile,
+    Change, Digest, Entry, Mode, RelPath, WipeRefusal, agree, agree_at, check_wipe, digests,
+    reconcile, reconcile_at, scope,
 };
 
 use crate::endpoint::{
@@ -62,6 +63,10 @@ const IGNORE_FILE: &str = ".ferryignore";
 const MAX_ONCE_CYCLES: usize = 10;
 /// Changes are applied in batches so a stop request is honoured between them.
 const BATCH: usize = 256;
+/// While cycles keep coming, the archive is written at most this often.
+const ARCHIVE_SAVE_EVERY: Duration = Duration::from_secs(1);
+/// ... and as soon as the session has been quiet this long.
+const ARCHIVE_SAVE_IDLE: Duration = Duration::from_millis(100);
 
 pub struct Engine {
     alpha: Box<dyn Endpoint>,
@@ -73,6 +78,8 @@ pub struct Engine {
     ignorer: Ignorer,
     ignore_file: Option<Vec<u8>>,
     cycle: u64,
+    archive_dirty: bool,
+    archive_saved: Instant,
     stop: Arc<AtomicBool>,
     reported: HashSet<(Side, String, String)>,
     reported_conflicts: HashMap<String, (Option<Entry>, Option<Entry>)>,
@@ -113,6 +120,8 @@ impl Engine {
             ignorer,
             ignore_file: None,
             cycle: 0,
+            archive_dirty: false,
+            archive_saved: Instant::now(),
             stop,
             reported: HashSet::new(),
             reported_conflicts: HashMap::new(),
@@ -209,6 +218,9 @@ impl Engine {
             if let Some(p) = period {
                 timeout = timeout.min(p.saturating_sub(last_full.elapsed()));
             }
+            if self.archive_dirty {
+                timeout = timeout.min(ARCHIVE_SAVE_IDLE);
+            }
             let mut got = Vec::new();
             match rx.recv_timeout(timeout) {
                 Ok(ev) => {
@@ -227,7 +239,11 @@ impl Engine {
                         }
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.archive_dirty {
+                        self.save_archive()?;
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             got.extend(self.alpha.poll_watch());
@@ -294,7 +310,10 @@ impl Engine {
                 last_cache_save = Instant::now();
             }
         }
-        // Stopped by a signal: the step in flight finished, the archive is saved.
+        // Stopped by a signal: the step in flight finished; save the archive.
+        if self.archive_dirty {
+            self.save_archive()?;
+        }
         self.printer.emit(&Event::SessionEnd {
             exit_code: 0,
             conflicts: self.reported_conflicts.len() as u64,
@@ -354,7 +373,7 @@ impl Engine {
         let started = Instant::now();
         self.cycle += 1;
         let cycle = self.cycle;
-        let full = matches!(ra, ScanRequest::Full) && matches!(rb, ScanRequest::Full);
+        let mut full = matches!(ra, ScanRequest::Full) || matches!(rb, ScanRequest::Full);
         self.printer.emit(&Event::CycleStart {
             cycle,
             full_scan: full,
@@ -366,7 +385,17 @@ impl Engine {
         };
         if ignore_touched && self.reload_ignore()? && cycle > 1 {
             self.scan(&ScanRequest::Full, &ScanRequest::Full)?;
+            full = true;
         }
+        // A watch-triggered cycle looks only where the events pointed (and retries): what was
+        // not rescanned on either side cannot have changed since the last cycle.
+        let scope: Option<Vec<RelPath>> = match (full, ra, rb) {
+            (false, ScanRequest::Paths(pa), ScanRequest::Paths(pb)) => {
+                let dirty: Vec<RelPath> = pa.union(pb).cloned().collect();
+                Some(scope(self.alpha.tree(), self.beta.tree(), &dirty))
+            }
+            _ => None,
+        };
         let ancestor = self.archive.ancestor.as_ref();
         let (a, b) = (self.alpha.tree(), self.beta.tree());
         if !self.settings.accept_wipe {
@@ -378,16 +407,24 @@ impl Engine {
         if b.is_none() {
             return Err(RunError::RootGone("beta", self.beta.describe()));
         }
-        let plan = reconcile(ancestor, a, b, self.settings.mode);
-        let archive_digests = digests(ancestor);
+        let plan = match &scope {
+            Some(paths) => reconcile_at(ancestor, a, b, self.settings.mode, paths),
+            None => reconcile(ancestor, a, b, self.settings.mode),
+        };
         self.report_problems(ra, rb);
         let mut res = CycleResult {
             conflicts: plan.conflicts.len() as u64,
             ..Default::default()
         };
         let current: HashSet<&str> = plan.conflicts.iter().map(|c| c.path.as_str()).collect();
-        self.reported_conflicts
-            .retain(|p, _| current.contains(p.as_str()));
+        // Forget conflicts that are gone; outside a partial cycle's scope nothing was looked at.
+        self.reported_conflicts.retain(|p, _| {
+            current.contains(p.as_str())
+                || scope.as_ref().is_some_and(|s| {
+                    let p = RelPath::new(p).unwrap_or_default();
+                    !s.iter().any(|q| p.starts_with(q))
+                })
+        });
         for c in &plan.conflicts {
             let key = (c.alpha.clone(), c.beta.clone());
             if self.reported_conflicts.get(c.path.as_str()) == Some(&key) {
@@ -409,7 +446,8 @@ impl Engine {
                 continue;
             }
             bytes += self.stage(side, changes, &mut res);
-            let outcomes = self.transition(side, changes, &archive_digests)?;
+            let backup = self.needs_backup(changes);
+            let outcomes = self.transition(side, changes, &backup)?;
             let n = self.report_outcomes(side, changes, &outcomes, &mut res);
             if side == Side::Beta {
                 counts.1 = n;
@@ -418,14 +456,31 @@ impl Engine {
             }
         }
         res.applied = counts.0 + counts.1;
-        let new_ancestor = agree(
-            self.archive.ancestor.as_ref(),
-            self.alpha.tree(),
-            self.beta.tree(),
-        );
-        if new_ancestor != self.archive.ancestor {
-            self.archive.ancestor = new_ancestor;
-            self.session.save_archive(&self.archive)?;
+        let changed = match &scope {
+            Some(paths) => agree_at(
+                &mut self.archive.ancestor,
+                self.alpha.tree(),
+                self.beta.tree(),
+                paths,
+            ),
+            None => {
+                let new = agree(
+                    self.archive.ancestor.as_ref(),
+                    self.alpha.tree(),
+                    self.beta.tree(),
+                );
+                let changed = new != self.archive.ancestor;
+                self.archive.ancestor = new;
+                changed
+            }
+        };
+        self.archive_dirty |= changed;
+        // Writing the archive is off the path to visibility; while busy, at most once a second
+        // (the watch loop saves it when things go quiet, and at exit).
+        if self.archive_dirty
+            && (self.settings.once || self.archive_saved.elapsed() > ARCHIVE_SAVE_EVERY)
+        {
+            self.save_archive()?;
         }
         self.printer.emit(&Event::CycleEnd {
             cycle,
@@ -437,6 +492,33 @@ impl Engine {
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         });
         Ok(res)
+    }
+
+    fn save_archive(&mut self) -> Result<(), RunError> {
+        self.session.save_archive(&self.archive)?;
+        self.archive_dirty = false;
+        self.archive_saved = Instant::now();
+        Ok(())
+    }
+
+    /// The digests of content that `changes` replace or remove and that is not in the archive:
+    /// what must be backed up first. Most removed files are the archive's own version at the
+    /// same path; only the others need the (lazily built) set of all archived digests.
+    fn needs_backup(&self, changes: &[Change]) -> HashSet<Digest> {
+        let ancestor = self.archive.ancestor.as_ref();
+        let mut all: Option<HashSet<Digest>> = None;
+        let mut out = HashSet::new();
+        for ch in changes {
+            let Some(old) = &ch.old else { continue };
+            old.walk(ch.path.as_str(), &mut |p, e| {
+                let Entry::File { digest, .. } = e else { return };
+                let same_path = matches!(ancestor.and_then(|a| a.get(p)), Some(Entry::File { digest: d, .. }) if d == digest);
+                if !same_path && !all.get_or_insert_with(|| digests(ancestor)).contains(digest) {
+                    out.insert(*digest);
+                }
+            });
+        }
+        out
     }
 
     /// Stages the content `changes` need on `to`, copying locally where possible. Returns the
@@ -520,7 +602,7 @@ impl Engine {
         &mut self,
         side: Side,
         changes: &[Change],
-        archive: &HashSet<Digest>,
+        backup: &HashSet<Digest>,
     ) -> Result<Vec<Outcome>, RunError> {
         let ep = match side {
             Side::Alpha => &mut self.alpha,
@@ -531,7 +613,7 @@ impl Engine {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            out.extend(ep.transition(batch, archive)?);
+            out.extend(ep.transition(batch, backup)?);
         }
         Ok(out)
     }

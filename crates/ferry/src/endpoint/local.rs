@@ -215,7 +215,7 @@ impl Endpoint for LocalEndpoint {
     fn transition(
         &mut self,
         changes: &[Change],
-        archive: &HashSet<Digest>,
+        backup: &HashSet<Digest>,
     ) -> Result<Vec<Outcome>, EndpointError> {
         match fs::symlink_metadata(&self.root) {
             Ok(m) if m.is_dir() => {}
@@ -240,15 +240,13 @@ impl Endpoint for LocalEndpoint {
             root: &self.root,
             staging: &mut self.staging,
             backup_dir: &backup_dir,
-            archive,
+            backup,
             state: &mut self.state,
             hook,
         };
         let outcomes: Vec<Outcome> = changes.iter().map(|ch| applier.apply(ch)).collect();
-        for o in &outcomes {
-            let Some(ch) = changes.iter().find(|c| c.path == o.path) else {
-                continue;
-            };
+        // Outcomes come in the order of the changes.
+        for (ch, o) in changes.iter().zip(&outcomes) {
             let done = Change {
                 path: o.path.clone(),
                 old: ch.old.clone(),

@@ -81,7 +81,9 @@ impl Staging {
                 got,
             });
         }
-        tmp.as_file().sync_data()?;
+        // No fsync per file (like rsync and Mutagen): the archive, written after the files and
+        // fsynced, never records a file whose placement a crash could undo unnoticed, since
+        // the next scan sees the disk as it really is.
         let path = self.dir.join(digest.to_string());
         tmp.persist(&path).map_err(|e| e.error)?;
         self.staged.insert(digest, (path, uses.max(1)));

@@ -30,8 +30,8 @@ pub struct Applier<'a> {
     pub staging: &'a mut Staging,
     /// Where this cycle's backups go (created on first use).
     pub backup_dir: &'a Path,
-    /// Content digests in the archive: removing such content needs no backup.
-    pub archive: &'a HashSet<Digest>,
+    /// Content that must be backed up before it is replaced or removed (not in the archive).
+    pub backup: &'a HashSet<Digest>,
     pub state: &'a mut LocalTree,
     pub hook: &'a mut dyn DirHook,
 }
@@ -156,7 +156,7 @@ impl Applier<'_> {
     }
 
     fn backup(&mut self, rel: &RelPath, digest: Digest, w: &mut Work) -> Result<(), String> {
-        if self.archive.contains(&digest) {
+        if !self.backup.contains(&digest) {
             return Ok(());
         }
         let dest = self.backup_dir.join(rel.as_str());

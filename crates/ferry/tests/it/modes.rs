@@ -70,7 +70,10 @@ fn two_way_safe_conflict_leaves_both_versions_untouched() {
     for round in 0..2 {
         let run = fx.once(&["--mode", mode]);
         run.expect_code(3);
-        assert!(run.conflict_at("f.txt"), "round {round}: conflict not listed\n{run}");
+        assert!(
+            run.conflict_at("f.txt"),
+            "round {round}: conflict not listed\n{run}"
+        );
         assert!(run.changes_at("f.txt").is_empty(), "{run}");
         assert_content(&fx.a("f.txt"), "alpha's version\n");
         assert_content(&fx.b("f.txt"), "beta's version, longer\n");
@@ -323,8 +326,8 @@ fn one_way_replica_makes_beta_a_copy_and_backs_up_what_it_removes() {
     // A removed directory's files are kept too.
     let kept: Vec<PathBuf> = fx.backup_files();
     assert!(
-        kept.iter().any(|p| p.ends_with(Path::new("beta_dir/f"))
-            && read(p) == b"mine in a dir\n"),
+        kept.iter()
+            .any(|p| p.ends_with(Path::new("beta_dir/f")) && read(p) == b"mine in a dir\n"),
         "beta_dir/f was not kept: {kept:?}\n{run}"
     );
 }

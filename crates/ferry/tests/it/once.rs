@@ -14,9 +14,9 @@ fn assert_changed(run: &Run, path: &str, to: &str, action: &str) {
         "beta->alpha"
     };
     assert!(
-        run.changes_at(path).iter().any(|e| e["side"] == to
-            && e["direction"] == direction
-            && e["action"] == action),
+        run.changes_at(path)
+            .iter()
+            .any(|e| e["side"] == to && e["direction"] == direction && e["action"] == action),
         "expected a `change` event {{path: {path}, side: {to}, direction: {direction}, action: \
          {action}}}\n{run}"
     );
@@ -175,7 +175,10 @@ fn executable_bit_syncs_both_ways() {
     let run = fx.once(&[]);
     run.expect_code(0);
     fx.assert_synced();
-    assert!(!is_exec(&fx.a("script.sh")), "beta's -x did not reach alpha");
+    assert!(
+        !is_exec(&fx.a("script.sh")),
+        "beta's -x did not reach alpha"
+    );
     assert!(is_exec(&fx.b("plain.txt")), "alpha's +x did not reach beta");
     assert_changed(&run, "script.sh", "alpha", "chmod");
     assert_changed(&run, "plain.txt", "beta", "chmod");
@@ -206,11 +209,18 @@ fn symlinks_inside_the_root_sync_as_links() {
         for side in [&fx.alpha, &fx.beta] {
             let p = side.join(rel);
             let m = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            assert!(m.file_type().is_symlink(), "{} is not a symlink", p.display());
+            assert!(
+                m.file_type().is_symlink(),
+                "{} is not a symlink",
+                p.display()
+            );
             assert_eq!(fs::read_link(&p).unwrap(), Path::new(target));
         }
     }
-    assert!(run.events("problem").is_empty(), "unexpected problems\n{run}");
+    assert!(
+        run.events("problem").is_empty(),
+        "unexpected problems\n{run}"
+    );
 
     // Retargeting a link propagates.
     remove(&fx.b("link"));
@@ -381,7 +391,14 @@ fn vcs_directories_are_ignored_by_default_and_synced_with_no_ignore_vcs() {
 #[test]
 fn edits_on_both_sides_while_stopped_propagate_both_ways() {
     let fx = Fixture::new();
-    for rel in ["a.txt", "b.txt", "del_a.txt", "del_b.txt", "r.txt", "shared/s.txt"] {
+    for rel in [
+        "a.txt",
+        "b.txt",
+        "del_a.txt",
+        "del_b.txt",
+        "r.txt",
+        "shared/s.txt",
+    ] {
         write(&fx.a(rel), format!("original {rel}\n"));
     }
     fx.once(&[]).expect_code(0);
@@ -416,7 +433,10 @@ fn edits_on_both_sides_while_stopped_propagate_both_ways() {
         assert_content(&side.join("shared/from_alpha.txt"), "alpha in shared\n");
         assert_content(&side.join("shared/from_beta.txt"), "beta in shared\n");
     }
-    assert!(run.events("conflict").is_empty(), "no conflict expected\n{run}");
+    assert!(
+        run.events("conflict").is_empty(),
+        "no conflict expected\n{run}"
+    );
     assert_changed(&run, "a.txt", "beta", "modify");
     assert_changed(&run, "b.txt", "alpha", "modify");
 }
@@ -478,7 +498,9 @@ fn json_events_follow_the_documented_shape() {
     }
     assert_eq!(run.transferred(), (0, 1), "{run}");
     assert_eq!(
-        ends.iter().map(|e| e["bytes"].as_u64().unwrap()).sum::<u64>(),
+        ends.iter()
+            .map(|e| e["bytes"].as_u64().unwrap())
+            .sum::<u64>(),
         3
     );
     let ch = run.changes_at("f.txt");
@@ -487,4 +509,34 @@ fn json_events_follow_the_documented_shape() {
     assert_eq!(ch[0]["side"], "beta");
     assert_eq!(ch[0]["action"], "create");
     assert_eq!(ch[0]["kind"], "file");
+}
+
+/// A formatter run or a branch switch rewrites thousands of existing files at once: one
+/// `--once` run must carry them all, without errors (nobody else is writing).
+#[test]
+fn modifying_3000_existing_files_in_one_run() {
+    let fx = Fixture::new();
+    for i in 0..3000 {
+        write(
+            &fx.a(&format!("m{:02}/f{i:04}", i % 30)),
+            format!("v1 {i}\n"),
+        );
+    }
+    fx.once(&[]).expect_code(0);
+    fx.assert_synced();
+    for i in 0..3000 {
+        write(
+            &fx.a(&format!("m{:02}/f{i:04}", i % 30)),
+            format!("v2 {i}\n"),
+        );
+    }
+    let run = fx.once(&[]);
+    run.expect_code(0);
+    fx.assert_synced();
+    assert_content(&fx.b("m29/f2999"), "v2 2999\n");
+    assert!(
+        run.events("error").is_empty(),
+        "errors in a run where nothing else was writing\n{run}"
+    );
+    assert_eq!(run.transferred(), (0, 3000), "{run}");
 }

@@ -300,7 +300,31 @@ impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "ferry {:?}", self.args)?;
         writeln!(f, "exit: {:?}", self.status)?;
-        writeln!(f, "--- stdout ---\n{}", truncate(&self.stdout, 8000))?;
+        writeln!(f, "--- stdout ---")?;
+        let lines: Vec<&str> = self.stdout.lines().collect();
+        if lines.len() <= 80 {
+            writeln!(f, "{}", truncate(&self.stdout, 8000))?;
+        } else {
+            // Long runs: plain `change` events would drown the rest; show at most 20 errors.
+            let (mut changes, mut errors) = (0usize, 0usize);
+            for l in &lines {
+                if l.contains(r#""event":"change""#) && !l.contains("backups") {
+                    changes += 1;
+                } else if l.contains(r#""event":"error""#) {
+                    errors += 1;
+                    if errors <= 20 {
+                        writeln!(f, "{}", truncate(l, 500))?;
+                    }
+                } else {
+                    writeln!(f, "{}", truncate(l, 500))?;
+                }
+            }
+            writeln!(
+                f,
+                "(not shown: {changes} `change` events without backups, {} `error` events)",
+                errors.saturating_sub(20)
+            )?;
+        }
         write!(f, "--- stderr ---\n{}", truncate(&self.stderr, 4000))
     }
 }
@@ -449,12 +473,7 @@ impl Session {
     }
 
     /// Waits for the first event at index `since` or later that satisfies `pred`.
-    pub fn wait_event(
-        &mut self,
-        since: usize,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
+    pub fn wait_event(&mut self, since: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let end = Instant::now() + DEADLINE;
         let mut checked = since;
         loop {
@@ -469,7 +488,9 @@ impl Session {
                 self.fail(&format!("timed out after {DEADLINE:?} waiting for {what}"));
             }
             if !self.pump(end - now) && self.eof {
-                self.fail(&format!("ferry ended its output while we waited for {what}"));
+                self.fail(&format!(
+                    "ferry ended its output while we waited for {what}"
+                ));
             }
         }
     }
@@ -483,7 +504,9 @@ impl Session {
                 return;
             }
             if Instant::now() >= end {
-                self.fail(&format!("timed out after {DEADLINE:?} waiting until {what}"));
+                self.fail(&format!(
+                    "timed out after {DEADLINE:?} waiting until {what}"
+                ));
             }
             self.pump(POLL);
             if self.eof && self.child_exited() {
@@ -562,7 +585,9 @@ impl Session {
                 return self.status.expect("exited");
             }
             if Instant::now() >= end {
-                self.fail(&format!("ferry did not exit within {DEADLINE:?} of signal {sig}"));
+                self.fail(&format!(
+                    "ferry did not exit within {DEADLINE:?} of signal {sig}"
+                ));
             }
             self.pump(POLL);
         }
@@ -587,7 +612,10 @@ impl Session {
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Panics with `msg`, the last events and stderr.
@@ -619,7 +647,10 @@ impl Drop for Session {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Node {
     Dir,
-    File { data: Vec<u8>, exec: bool },
+    File {
+        data: Vec<u8>,
+        exec: bool,
+    },
     Link(PathBuf),
     /// A FIFO, socket or device.
     Special,
@@ -630,11 +661,9 @@ impl std::fmt::Debug for Node {
         match self {
             Node::Dir => write!(f, "dir"),
             Node::File { data, exec } => {
-                let digest = data
-                    .iter()
-                    .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-                    });
+                let digest = data.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+                });
                 write!(
                     f,
                     "file({} bytes, fnv {digest:016x}{})",
@@ -738,11 +767,7 @@ pub fn diff_trees(a: &Tree, b: &Tree) -> Option<String> {
 /// Asserts the trees under `a` and `b` are identical.
 pub fn assert_same_trees(a: &Path, b: &Path) {
     if let Some(d) = diff_trees(&tree(a), &tree(b)) {
-        panic!(
-            "{} and {} differ:\n{d}",
-            a.display(),
-            b.display()
-        );
+        panic!("{} and {} differ:\n{d}", a.display(), b.display());
     }
 }
 
@@ -818,6 +843,9 @@ pub fn rename(from: &Path, to: &Path) {
 }
 
 pub fn symlink(target: &str, link: &Path) {
+    if let Some(p) = link.parent() {
+        mkdir(p);
+    }
     std::os::unix::fs::symlink(target, link)
         .unwrap_or_else(|e| panic!("symlink {} -> {target}: {e}", link.display()));
 }
@@ -859,8 +887,7 @@ pub fn temp_like_entries(t: &Tree) -> Vec<String> {
                 n.starts_with(".in-")
                     || n.starts_with(".cp-")
                     || n.starts_with(".tmp-")
-                    || n.starts_with(".ferry")
-                        && n != ".ferryignore"
+                    || n.starts_with(".ferry") && n != ".ferryignore"
             })
         })
         .cloned()

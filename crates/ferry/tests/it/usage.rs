@@ -168,8 +168,7 @@ fn an_unreadable_file_is_reported_and_the_rest_syncs() {
     write(&fx.a("d/also.txt"), "also");
     let secret = fx.a("d/secret.txt");
     write(&secret, "secret");
-    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000))
-        .unwrap();
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     // SAFETY: geteuid(2) has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let run = if root {

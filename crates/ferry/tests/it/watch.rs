@@ -101,10 +101,7 @@ fn save_atomic_rename(path: &Path, content: &str) {
 }
 
 fn save_backup_then_rewrite(path: &Path, content: &str) {
-    let backup = path.with_file_name(format!(
-        "{}~",
-        path.file_name().unwrap().to_string_lossy()
-    ));
+    let backup = path.with_file_name(format!("{}~", path.file_name().unwrap().to_string_lossy()));
     rename(path, &backup);
     write(path, content);
     remove(&backup);
@@ -132,7 +129,10 @@ fn editor_save_patterns_propagate() {
     s.wait_synced(&fx, "initial sync");
     let saves: [(&str, fn(&Path, &str)); 3] = [
         ("write a temp file and rename it over", save_atomic_rename),
-        ("rename to a backup, write anew, delete the backup", save_backup_then_rewrite),
+        (
+            "rename to a backup, write anew, delete the backup",
+            save_backup_then_rewrite,
+        ),
         ("truncate and write in place", save_truncate_then_write),
     ];
     let mut version = 0;
@@ -143,16 +143,20 @@ fn editor_save_patterns_propagate() {
                 let content = format!("version {version}, saved by: {name}\n").repeat(version);
                 save(&side.join(rel), &content);
                 let target = other.join(rel);
-                s.wait_until(&format!("{rel} saved ({name}) reaches the other side"), || {
-                    fs::read(&target).is_ok_and(|d| d == content.as_bytes())
-                });
+                s.wait_until(
+                    &format!("{rel} saved ({name}) reaches the other side"),
+                    || fs::read(&target).is_ok_and(|d| d == content.as_bytes()),
+                );
                 s.wait_synced(&fx, name);
                 assert_content(&side.join(rel), &content);
             }
         }
     }
     let conflicts = s.events_since(0, "conflict");
-    assert!(conflicts.is_empty(), "editor saves caused conflicts: {conflicts:?}");
+    assert!(
+        conflicts.is_empty(),
+        "editor saves caused conflicts: {conflicts:?}"
+    );
     s.stop();
     fx.assert_converged(&[]);
 }
@@ -170,7 +174,7 @@ fn a_burst_of_2000_files_syncs_completely() {
         let rel = if i % 4 == 0 {
             format!("existing/f{i:04}.txt")
         } else {
-            format!("pkg{:02}/mod{:02}/f{i:04}.rs", i % 20, (i / 20) % 5)
+            format!("pkg{:02}/mod{:02}/f{i:04}.rs", (i / 4) % 20, i % 5)
         };
         write(&fx.a(&rel), format!("file {i}\n").repeat(1 + i % 7));
     }
@@ -201,7 +205,9 @@ fn ferryignore_edited_while_watching_takes_effect() {
     let mut s = fx.watch(&[]);
     s.wait_synced(&fx, "initial sync");
     write(&fx.a(".ferryignore"), "*.tmp\n");
-    s.wait_until("beta receives .ferryignore", || exists(&fx.b(".ferryignore")));
+    s.wait_until("beta receives .ferryignore", || {
+        exists(&fx.b(".ferryignore"))
+    });
     write(&fx.a("scratch.tmp"), "scratch");
     write(&fx.a("real.txt"), "real");
     s.wait_until("beta receives real.txt", || exists(&fx.b("real.txt")));
