@@ -33,9 +33,9 @@ pub fn agree(
 }
 
 /// [`agree`] restricted to the subtrees at `paths` (already raised by
-/// [`scope`](crate::scope)), updating `ancestor` in place. Parents a path needs in the ancestor
-/// are created as directories (both sides have them as directories, by construction of the
-/// scope). Returns true if the ancestor changed.
+/// [`scope`](crate::scope)), updating `ancestor` in place and cloning only what changed.
+/// Parents a path needs in the ancestor are created as directories (both sides have them as
+/// directories, by construction of the scope). Returns true if the ancestor changed.
 pub fn agree_at(
     ancestor: &mut Option<Entry>,
     alpha: Option<&Entry>,
@@ -44,17 +44,82 @@ pub fn agree_at(
 ) -> bool {
     let mut changed = false;
     for p in paths {
-        let new = agree(
-            ancestor.as_ref().and_then(|a| a.get(p.as_str())),
+        let (x, y) = (
             crate::entry::at(alpha, p.as_str()),
             crate::entry::at(beta, p.as_str()),
         );
-        if crate::entry::at(ancestor.as_ref(), p.as_str()) != new.as_ref() {
-            set(ancestor, p, new);
+        if p.is_root() {
+            changed |= agree_in(ancestor, x, y);
+            continue;
+        }
+        let mut slot = crate::entry::at(ancestor.as_ref(), p.as_str()).cloned();
+        if agree_in(&mut slot, x, y) {
+            set(ancestor, p, slot);
             changed = true;
         }
     }
     changed
+}
+
+/// In-place [`agree`]: true if `slot` changed.
+fn agree_in(slot: &mut Option<Entry>, alpha: Option<&Entry>, beta: Option<&Entry>) -> bool {
+    if let (Some(Entry::Directory(xc)), Some(Entry::Directory(yc))) = (alpha, beta) {
+        let mut changed = false;
+        if !matches!(slot, Some(Entry::Directory(_))) {
+            *slot = Some(Entry::Directory(Default::default()));
+            changed = true;
+        }
+        let Some(Entry::Directory(ac)) = slot else {
+            return changed;
+        };
+        let before = ac.len();
+        // Names on neither side: both agree they are gone.
+        ac.retain(|k, _| xc.contains_key(k) || yc.contains_key(k));
+        changed |= ac.len() != before;
+        let names = xc.keys().chain(yc.keys().filter(|k| !xc.contains_key(*k)));
+        for name in names {
+            let (x, y) = (xc.get(name), yc.get(name));
+            match ac.get_mut(name) {
+                Some(existing) => {
+                    // Placeholder swap so the child can be updated without reallocating its name.
+                    let mut child =
+                        Some(std::mem::replace(existing, Entry::Problem(String::new())));
+                    changed |= agree_in(&mut child, x, y);
+                    match child {
+                        Some(e) => *existing = e,
+                        None => {
+                            ac.remove(name);
+                        }
+                    }
+                }
+                None => {
+                    let mut child = None;
+                    if agree_in(&mut child, x, y) {
+                        changed = true;
+                        if let Some(e) = child {
+                            ac.insert(name.clone(), e);
+                        }
+                    }
+                }
+            }
+        }
+        return changed;
+    }
+    let new = if alpha == beta && !alpha.is_some_and(Entry::has_problems) {
+        alpha
+    } else {
+        // Keep the old ancestor (never with problems in it).
+        if slot.as_ref().is_some_and(Entry::has_problems) {
+            *slot = None;
+            return true;
+        }
+        return false;
+    };
+    if slot.as_ref() != new {
+        *slot = new.cloned();
+        return true;
+    }
+    false
 }
 
 fn set(tree: &mut Option<Entry>, path: &RelPath, value: Option<Entry>) {

@@ -475,6 +475,11 @@ proptest! {
             let at = reconcile_at(anc.as_ref(), a.as_ref(), b.as_ref(), mode, &[RelPath::root()]);
             prop_assert_eq!(full, at);
         }
+        let mut in_place = anc.clone();
+        let changed = ferry_core::agree_at(&mut in_place, a.as_ref(), b.as_ref(), &[RelPath::root()]);
+        let expected = agree(anc.as_ref(), a.as_ref(), b.as_ref());
+        prop_assert_eq!(changed, expected != anc);
+        prop_assert_eq!(in_place, expected);
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use ferry_core::{
-    Change, Digest, Entry, Mode, RelPath, WipeRefusal, agree, agree_at, check_wipe, digests,
-    reconcile, reconcile_at, scope,
+    Change, Digest, Entry, Mode, RelPath, WipeRefusal, agree_at, check_wipe, digests, reconcile,
+    reconcile_at, scope,
 };
 
 use crate::endpoint::{
@@ -18,7 +18,7 @@ use crate::endpoint::{
 };
 use crate::fs::ignore::{Ignorer, parse_ignore_file};
 use crate::fs::transition::is_transient;
-use crate::output::{Backup, Event, Printer};
+use crate::output::{Backup, Event, Phases, Printer};
 use crate::state::{Archive, Session, StateError};
 
 /// What a session was asked to do.
@@ -378,6 +378,13 @@ impl Engine {
             cycle,
             full_scan: full,
         });
+        let mut phases = Phases::default();
+        let mut mark = Instant::now();
+        let mut lap = |slot: &mut f64| {
+            let now = Instant::now();
+            *slot += (now - mark).as_secs_f64() * 1000.0;
+            mark = now;
+        };
         self.scan(ra, rb)?;
         let ignore_touched = match ra {
             ScanRequest::Full => true,
@@ -411,7 +418,9 @@ impl Engine {
             Some(paths) => reconcile_at(ancestor, a, b, self.settings.mode, paths),
             None => reconcile(ancestor, a, b, self.settings.mode),
         };
+        lap(&mut phases.scan);
         self.report_problems(ra, rb);
+        lap(&mut phases.reconcile);
         let mut res = CycleResult {
             conflicts: plan.conflicts.len() as u64,
             ..Default::default()
@@ -446,8 +455,10 @@ impl Engine {
                 continue;
             }
             bytes += self.stage(side, changes, &mut res);
+            lap(&mut phases.stage);
             let backup = self.needs_backup(changes);
             let outcomes = self.transition(side, changes, &backup)?;
+            lap(&mut phases.transition);
             let n = self.report_outcomes(side, changes, &outcomes, &mut res);
             if side == Side::Beta {
                 counts.1 = n;
@@ -456,25 +467,16 @@ impl Engine {
             }
         }
         res.applied = counts.0 + counts.1;
-        let changed = match &scope {
-            Some(paths) => agree_at(
-                &mut self.archive.ancestor,
-                self.alpha.tree(),
-                self.beta.tree(),
-                paths,
-            ),
-            None => {
-                let new = agree(
-                    self.archive.ancestor.as_ref(),
-                    self.alpha.tree(),
-                    self.beta.tree(),
-                );
-                let changed = new != self.archive.ancestor;
-                self.archive.ancestor = new;
-                changed
-            }
-        };
+        let root = [RelPath::root()];
+        let paths = scope.as_deref().unwrap_or(&root);
+        let changed = agree_at(
+            &mut self.archive.ancestor,
+            self.alpha.tree(),
+            self.beta.tree(),
+            paths,
+        );
         self.archive_dirty |= changed;
+        lap(&mut phases.agree);
         // Writing the archive is off the path to visibility; while busy, at most once a second
         // (the watch loop saves it when things go quiet, and at exit).
         if self.archive_dirty
@@ -482,6 +484,7 @@ impl Engine {
         {
             self.save_archive()?;
         }
+        lap(&mut phases.save);
         self.printer.emit(&Event::CycleEnd {
             cycle,
             to_alpha: counts.0,
@@ -490,6 +493,7 @@ impl Engine {
             errors: res.errors,
             bytes,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            phases_ms: phases,
         });
         Ok(res)
     }

@@ -1,4 +1,3 @@
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,7 +18,14 @@ enum Exit {
     Conflicts = 3,
 }
 
-fn main() -> ExitCode {
+fn main() -> ! {
+    let code = run();
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // Exit without tearing down the session's large trees: the OS reclaims them faster.
+    std::process::exit(code as i32)
+}
+
+fn run() -> Exit {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -31,11 +37,11 @@ fn main() -> ExitCode {
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
                 let _ = e.print();
-                return ExitCode::from(if e.use_stderr() {
-                    Exit::Usage as u8
+                return if e.use_stderr() {
+                    Exit::Usage
                 } else {
-                    Exit::Ok as u8
-                });
+                    Exit::Ok
+                };
             }
             // One line: clap's reason, without the usage block.
             let msg = e.to_string();
@@ -45,10 +51,10 @@ fn main() -> ExitCode {
                 .unwrap_or("bad usage")
                 .trim_start_matches("error: ");
             eprintln!("ferry: {first} (see 'ferry --help')");
-            return ExitCode::from(Exit::Usage as u8);
+            return Exit::Usage;
         }
     };
-    let code = match cli.command {
+    match cli.command {
         Command::Sync(flags) => match flags.check() {
             Ok(args) => sync(args),
             Err(e) => {
@@ -56,8 +62,7 @@ fn main() -> ExitCode {
                 Exit::Usage
             }
         },
-    };
-    ExitCode::from(code as u8)
+    }
 }
 
 fn sync(args: SyncArgs) -> Exit {
@@ -127,12 +132,15 @@ fn sync(args: SyncArgs) -> Exit {
         Ok(e) => e,
         Err(e) => return report(e),
     };
-    match engine.run(Some((tx, rx))) {
+    let code = match engine.run(Some((tx, rx))) {
         Ok(Finish::InSync) => Exit::Ok,
         Ok(Finish::Conflicts) => Exit::Conflicts,
         Ok(Finish::Errors) => Exit::Failed,
         Err(e) => report(e),
-    }
+    };
+    // The process ends right after: freeing the session's trees one by one would only cost time.
+    std::mem::forget(engine);
+    code
 }
 
 fn report(e: RunError) -> Exit {

@@ -63,6 +63,8 @@ pub enum Event {
         errors: u64,
         bytes: u64,
         duration_ms: f64,
+        /// Where the time went: scan, reconcile, stage, transition, agree, save (ms).
+        phases_ms: Phases,
     },
     Watching {
         alpha: String,
@@ -73,6 +75,17 @@ pub enum Event {
         conflicts: u64,
         errors: u64,
     },
+}
+
+/// Milliseconds spent in each step of a cycle.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Phases {
+    pub scan: f64,
+    pub reconcile: f64,
+    pub stage: f64,
+    pub transition: f64,
+    pub agree: f64,
+    pub save: f64,
 }
 
 /// A kept copy.

@@ -1,7 +1,7 @@
 //! Walking a local directory into an entry tree, with a stat cache so that an unchanged file
 //! is never read twice.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_core::{Digest, Entry, RelPath};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::ignore::Ignorer;
@@ -57,7 +58,7 @@ pub struct Cached {
 const RACY_NS: i64 = 50_000_000;
 
 /// Path -> what the last scan saw. Also the reference for the no-clobber check.
-pub type StatCache = HashMap<String, Cached>;
+pub type StatCache = FxHashMap<String, Cached>;
 
 /// Counters for one scan.
 #[derive(Clone, Copy, Debug, Default)]
@@ -87,7 +88,7 @@ pub struct LocalTree {
     pub tree: Option<Entry>,
     pub cache: StatCache,
     /// Directory path -> inode, to notice a directory replaced by another of the same name.
-    pub dirs: HashMap<String, u64>,
+    pub dirs: FxHashMap<String, u64>,
 }
 
 pub struct Scanner<'a> {
@@ -125,7 +126,11 @@ impl<'a> Scanner<'a> {
 
     /// Scans the whole root. `old` supplies cached digests; the result replaces it.
     pub fn full(&mut self, old: &LocalTree) -> io::Result<LocalTree> {
-        let mut new = LocalTree::default();
+        let mut new = LocalTree {
+            tree: None,
+            cache: StatCache::with_capacity_and_hasher(old.cache.len(), Default::default()),
+            dirs: FxHashMap::with_capacity_and_hasher(old.dirs.len(), Default::default()),
+        };
         let meta = match fs::symlink_metadata(self.root) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(new),
@@ -134,11 +139,13 @@ impl<'a> Scanner<'a> {
         if !meta.is_dir() {
             return Err(io::Error::other("the root is no longer a directory"));
         }
-        for dir in old.dirs.keys() {
-            // Watches are re-added below for everything that still exists.
-            self.hook.dir_removed(&self.root.join(dir));
-        }
         new.tree = self.entry(&RelPath::root(), &meta, &old.cache, &mut new);
+        // Watching an existing directory again is harmless; stop watching the ones gone.
+        for dir in old.dirs.keys() {
+            if !new.dirs.contains_key(dir) {
+                self.hook.dir_removed(&self.root.join(dir));
+            }
+        }
         Ok(new)
     }
 
@@ -228,7 +235,7 @@ impl<'a> Scanner<'a> {
     /// Takes the subtree at `rel` out of the tree, forgetting its directories (and their
     /// watches); returns the cache entries it had, for reuse by a rescan.
     fn remove(&mut self, state: &mut LocalTree, rel: &RelPath) -> StatCache {
-        let mut taken = StatCache::new();
+        let mut taken = StatCache::default();
         let (Some(parent), Some(name)) = (rel.parent(), rel.name()) else {
             return taken;
         };
@@ -265,8 +272,8 @@ impl<'a> Scanner<'a> {
     ) -> Option<Entry> {
         self.stats.entries += 1;
         let ft = meta.file_type();
-        let abs = self.abs(rel);
         if ft.is_dir() {
+            let abs = self.abs(rel);
             new.dirs.insert(rel.as_str().to_owned(), meta.ino());
             // Watch before listing, so nothing created in between is missed.
             self.hook.dir_added(&abs);
@@ -284,7 +291,7 @@ impl<'a> Scanner<'a> {
                     });
                 }
             }
-            return match self.hash(&abs, stat) {
+            return match self.hash(&self.abs(rel), stat) {
                 Ok(Some((cached, size))) => {
                     new.cache.insert(rel.as_str().to_owned(), cached);
                     Some(Entry::File {
@@ -299,7 +306,7 @@ impl<'a> Scanner<'a> {
             };
         }
         if ft.is_symlink() {
-            return Some(match fs::read_link(&abs) {
+            return Some(match fs::read_link(self.abs(rel)) {
                 Ok(target) => match target.to_str() {
                     Some(t) if link_stays_inside(rel, t) => Entry::Symlink {
                         target: t.to_owned(),

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ferry_core::Digest;
@@ -23,6 +24,22 @@ pub struct Staging {
     remove_when_done: bool,
     staged: HashMap<Digest, (PathBuf, usize)>,
     buf: Vec<u8>,
+    counter: u64,
+}
+
+fn copy_hashing(src: &mut dyn Read, out: &mut fs::File, buf: &mut [u8]) -> io::Result<Digest> {
+    let mut h = blake3::Hasher::new();
+    loop {
+        let n = match src.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+    }
+    Ok(Digest(*h.finalize().as_bytes()))
 }
 
 impl Staging {
@@ -36,6 +53,7 @@ impl Staging {
             remove_when_done,
             staged: HashMap::new(),
             buf: Vec::new(),
+            counter: 0,
         })
     }
 
@@ -49,33 +67,38 @@ impl Staging {
     }
 
     /// Writes `src` to staging, checking it hashes to `digest`. `uses` is how many placements
-    /// will take it.
+    /// will take it. Staged files are created `0644` (no executable bits: placement adds them).
     pub fn receive(
         &mut self,
         digest: Digest,
         uses: usize,
         src: &mut dyn Read,
     ) -> Result<(), StageError> {
-        fs::create_dir_all(&self.dir)?;
         if self.buf.is_empty() {
+            fs::create_dir_all(&self.dir)?;
             self.buf = vec![0; 256 * 1024];
         }
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".in-")
-            .tempfile_in(&self.dir)?;
-        let mut h = blake3::Hasher::new();
-        loop {
-            let n = match src.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            h.update(&self.buf[..n]);
-            tmp.write_all(&self.buf[..n])?;
-        }
-        let got = Digest(*h.finalize().as_bytes());
+        self.counter += 1;
+        let path = self
+            .dir
+            .join(format!("{}.{}", &digest.to_string()[..16], self.counter));
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)?;
+        let res = copy_hashing(src, &mut out, &mut self.buf);
+        drop(out);
+        let got = match res {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e.into());
+            }
+        };
         if got != digest {
+            let _ = fs::remove_file(&path);
             return Err(StageError::DigestMismatch {
                 expected: digest,
                 got,
@@ -84,9 +107,9 @@ impl Staging {
         // No fsync per file (like rsync and Mutagen): the archive, written after the files and
         // fsynced, never records a file whose placement a crash could undo unnoticed, since
         // the next scan sees the disk as it really is.
-        let path = self.dir.join(digest.to_string());
-        tmp.persist(&path).map_err(|e| e.error)?;
-        self.staged.insert(digest, (path, uses.max(1)));
+        if let Some((old, _)) = self.staged.insert(digest, (path, uses.max(1))) {
+            let _ = fs::remove_file(old);
+        }
         Ok(())
     }
 

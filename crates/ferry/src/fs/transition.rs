@@ -319,26 +319,16 @@ impl Applier<'_> {
                     Ok(p) => p,
                     Err(e) => return fail(w, format!("content not available: {e}")),
                 };
-                if let Err(e) = fs::set_permissions(
-                    &staged,
-                    fs::Permissions::from_mode(exec_mode(0o100644, *executable)),
-                ) {
-                    let _ = fs::remove_file(&staged);
-                    return fail(w, format!("cannot set mode: {e}"));
-                }
-                // link() refuses to replace anything: a file that appeared since the scan wins.
-                let placed = match fs::hard_link(&staged, &abs) {
-                    Ok(()) => {
+                // Staged files are 0644; only executables need a chmod.
+                if *executable {
+                    let mode = fs::Permissions::from_mode(exec_mode(0o100644, true));
+                    if let Err(e) = fs::set_permissions(&staged, mode) {
                         let _ = fs::remove_file(&staged);
-                        Ok(())
+                        return fail(w, format!("cannot set mode: {e}"));
                     }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
-                    Err(_) => match fs::symlink_metadata(&abs) {
-                        // Filesystems without hard links: check, then rename.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(&staged, &abs),
-                        _ => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
-                    },
-                };
+                }
+                // Never replaces anything: a file that appeared since the scan wins.
+                let placed = rename_noreplace(&staged, &abs);
                 match placed {
                     Ok(()) => {
                         self.remember_file(rel, Some(*digest));
@@ -397,6 +387,43 @@ impl Applier<'_> {
             }
             Entry::Problem(_) => None,
         }
+    }
+}
+
+/// Moves `from` to `to` unless something exists at `to` (then `AlreadyExists`): one atomic
+/// `renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the filesystem lacks it.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(f), Ok(t)) = (
+        CString::new(from.as_os_str().as_bytes()),
+        CString::new(to.as_os_str().as_bytes()),
+    ) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: two valid NUL-terminated paths; the syscall reads them and keeps no reference.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
+            // link() refuses to replace anything too.
+            fs::hard_link(from, to)?;
+            let _ = fs::remove_file(from);
+            Ok(())
+        }
+        _ => Err(err),
     }
 }
 
