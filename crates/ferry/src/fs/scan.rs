@@ -164,6 +164,7 @@ impl<'a> Scanner<'a> {
                 return Ok(());
             }
         }
+        let mut targets = Vec::with_capacity(paths.len());
         for p in paths {
             // Climb to the nearest ancestor whose parent the tree knows as a directory.
             let mut target = p.clone();
@@ -176,10 +177,18 @@ impl<'a> Scanner<'a> {
                 }
                 target = parent;
             }
-            if target.is_root() || self.ignorer.is_ignored_or_below(&target) {
-                continue;
+            if !target.is_root() && !self.ignorer.is_ignored_or_below(&target) {
+                targets.push(target);
             }
-            self.rescan_one(state, &target)?;
+        }
+        // Paths that vanished first: a directory renamed to a name that sorts earlier keeps its
+        // inode, so inotify hands its new name the old watch; forgetting the old name after
+        // watching the new one would drop that watch.
+        let (gone, present): (Vec<RelPath>, Vec<RelPath>) = targets
+            .into_iter()
+            .partition(|t| fs::symlink_metadata(self.abs(t)).is_err());
+        for t in gone.iter().chain(&present) {
+            self.rescan_one(state, t)?;
         }
         Ok(())
     }
