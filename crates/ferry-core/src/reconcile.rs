@@ -236,8 +236,9 @@ fn conflict(path: &RelPath, a: Option<&Entry>, x: Option<&Entry>, y: Option<&Ent
 /// Why a cycle was stopped before reconciling: one root lost all its content.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{side}'s root was {what} while {other} still has content; refusing to propagate the wipe \
-     (re-run with --accept-wipe to let it through)"
+    "{side}'s root was {what} while {other} still has content; nothing was changed. Re-run with \
+     --reset to forget the last agreed state and refill {side} from {other} (nothing is deleted), \
+     or with --accept-wipe to delete {other}'s content too"
 )]
 pub struct WipeRefusal {
     /// `alpha` or `beta`.

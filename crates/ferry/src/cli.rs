@@ -48,8 +48,11 @@ pub struct SyncFlags {
     #[arg(long)]
     pub json: bool,
     /// Let a root that was emptied or removed propagate its wipe to the other side.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "reset")]
     pub accept_wipe: bool,
+    /// Forget the last agreed state and start over: both sides are merged, nothing is deleted.
+    #[arg(long)]
+    pub reset: bool,
     /// Quiet time after a change before syncing it, in milliseconds.
     #[arg(long, default_value_t = 4, value_name = "MS")]
     pub debounce_ms: u64,
@@ -128,6 +131,7 @@ impl SyncFlags {
                 ignores: self.ignores,
                 once: self.once,
                 accept_wipe: self.accept_wipe,
+                reset: self.reset,
                 debounce: Duration::from_millis(self.debounce_ms),
                 rescan_interval: (self.rescan_interval > 0)
                     .then(|| Duration::from_secs(self.rescan_interval)),

@@ -30,6 +30,8 @@ pub struct Settings {
     pub ignores: Vec<String>,
     pub once: bool,
     pub accept_wipe: bool,
+    /// Start from an empty archive (a first sync: nothing is deleted, differences conflict).
+    pub reset: bool,
     /// Quiet time after the last watch event before a cycle starts.
     pub debounce: Duration,
     /// Full rescan period while watching (the fallback for missed events); `None`: never.
@@ -104,7 +106,11 @@ impl Engine {
         printer: Printer,
         stop: Arc<AtomicBool>,
     ) -> Result<Engine, RunError> {
-        let archive = session.load_archive()?.unwrap_or_default();
+        let archive = if settings.reset {
+            Archive::default()
+        } else {
+            session.load_archive()?.unwrap_or_default()
+        };
         let spec = IgnoreSpec {
             vcs: settings.ignore_vcs,
             patterns: settings.ignores.clone(),
