@@ -540,3 +540,136 @@ fn modifying_3000_existing_files_in_one_run() {
     );
     assert_eq!(run.transferred(), (0, 3000), "{run}");
 }
+
+#[test]
+fn type_changes_propagate() {
+    let fx = Fixture::new();
+    write(&fx.a("file_to_dir"), "was a file");
+    write(&fx.a("dir_to_file/inner"), "was in a dir");
+    write(&fx.a("file_to_link"), "was a file");
+    write(&fx.a("target"), "target");
+    symlink("target", &fx.a("link_to_file"));
+    write(&fx.a("beta_file_to_dir"), "was a file");
+    fx.once(&[]).expect_code(0);
+
+    remove(&fx.a("file_to_dir"));
+    write(&fx.a("file_to_dir/now_inside"), "now a dir");
+    remove(&fx.a("dir_to_file"));
+    write(&fx.a("dir_to_file"), "now a file");
+    remove(&fx.a("file_to_link"));
+    symlink("target", &fx.a("file_to_link"));
+    remove(&fx.a("link_to_file"));
+    write(&fx.a("link_to_file"), "now a file");
+    remove(&fx.b("beta_file_to_dir"));
+    mkdir(&fx.b("beta_file_to_dir/sub"));
+    let run = fx.once(&[]);
+    run.expect_code(0);
+    fx.assert_synced();
+    assert_content(&fx.b("file_to_dir/now_inside"), "now a dir");
+    assert_content(&fx.b("dir_to_file"), "now a file");
+    assert_eq!(
+        fs::read_link(fx.b("file_to_link")).unwrap(),
+        Path::new("target")
+    );
+    assert_content(&fx.b("link_to_file"), "now a file");
+    assert!(fx.a("beta_file_to_dir/sub").is_dir());
+}
+
+#[test]
+fn unusual_but_valid_names_sync() {
+    let fx = Fixture::new();
+    let long = "n".repeat(255);
+    let deep = (0..40)
+        .map(|i| format!("level{i}"))
+        .collect::<Vec<_>>()
+        .join("/");
+    let names = [
+        "with space.txt".to_owned(),
+        " leading and trailing space ".to_owned(),
+        "ünïcödé-文件-😀.txt".to_owned(),
+        "quote'and\"double".to_owned(),
+        "back\\slash".to_owned(),
+        "new\nline".to_owned(),
+        "tab\there".to_owned(),
+        "colon:star*question?".to_owned(),
+        ".hidden".to_owned(),
+        ".config/nested/.dotfile".to_owned(),
+        "-dash-first".to_owned(),
+        "..double-dot-prefix".to_owned(),
+        "trailing.dot.".to_owned(),
+        long.clone(),
+        format!("{deep}/bottom.txt"),
+    ];
+    for (i, n) in names.iter().enumerate() {
+        write(&fx.a(n), format!("content {i}"));
+    }
+    write(&fx.b("from beta ✓.txt"), "beta");
+    let run = fx.once(&[]);
+    run.expect_code(0);
+    fx.assert_synced();
+    for (i, n) in names.iter().enumerate() {
+        assert_content(&fx.b(n), format!("content {i}"));
+    }
+    assert_content(&fx.a("from beta ✓.txt"), "beta");
+    assert!(run.events("problem").is_empty(), "{run}");
+}
+
+#[test]
+fn relative_endpoint_paths() {
+    let fx = Fixture::new();
+    write(&fx.a("f"), "f");
+    write(&fx.b("g"), "g");
+    // The fixture runs ferry in its temp dir, where alpha/ and beta/ are.
+    let run = fx.run(["sync", "./alpha", "beta/", "--once", "--json"]);
+    run.expect_code(0);
+    fx.assert_synced();
+    assert_content(&fx.b("f"), "f");
+    assert_content(&fx.a("g"), "g");
+}
+
+/// With the state directory on another filesystem, staging happens in `.ferry-staging` at the
+/// root: never synced, never left behind.
+#[test]
+fn staging_on_the_roots_filesystem_is_hidden_and_removed() {
+    let shm = Path::new("/dev/shm");
+    let fx = Fixture::new();
+    use std::os::unix::fs::MetadataExt;
+    let other_fs = fs::metadata(shm)
+        .is_ok_and(|m| m.is_dir() && m.dev() != fs::metadata(&fx.root).unwrap().dev());
+    if !other_fs {
+        eprintln!("skipped: /dev/shm is not a separate filesystem here");
+        return;
+    }
+    let state = tempfile::Builder::new()
+        .prefix("ferry-it-state-")
+        .tempdir_in(shm)
+        .unwrap();
+    write(&fx.a("f.txt"), "alpha");
+    write(&fx.a("d/big"), pseudo_random(3, 300_000));
+    write(&fx.b("g.txt"), "beta");
+    let run_with_state = || {
+        let mut cmd = fx.command();
+        cmd.env("XDG_STATE_HOME", state.path())
+            .args(["sync", "--once", "--json"])
+            .arg(&fx.alpha)
+            .arg(&fx.beta);
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run_with_state();
+    assert_eq!(code, Some(0), "{out}");
+    fx.assert_synced();
+    assert_absent(&fx.a(".ferry-staging"));
+    assert_absent(&fx.b(".ferry-staging"));
+    write(&fx.b("g.txt"), "beta edit");
+    write(&fx.a("d/big"), pseudo_random(4, 300_000));
+    let (code, out) = run_with_state();
+    assert_eq!(code, Some(0), "{out}");
+    fx.assert_synced();
+    assert_absent(&fx.a(".ferry-staging"));
+    assert_absent(&fx.b(".ferry-staging"));
+    assert_eq!(temp_like_entries(&tree(&fx.alpha)), Vec::<String>::new());
+}

@@ -90,6 +90,9 @@ fn changes_on_each_side_propagate_while_watching() {
     fx.assert_converged(&[]);
 }
 
+/// One way an editor saves a file: writes `content` to `path` somehow.
+type Save = fn(&Path, &str);
+
 /// How editors save `path`, each ending with `content` at `path`.
 fn save_atomic_rename(path: &Path, content: &str) {
     let tmp = path.with_file_name(format!(
@@ -127,7 +130,7 @@ fn editor_save_patterns_propagate() {
     write(&fx.a("src/main.rs"), "fn main() {}\n");
     let mut s = fx.watch(&[]);
     s.wait_synced(&fx, "initial sync");
-    let saves: [(&str, fn(&Path, &str)); 3] = [
+    let saves: [(&str, Save); 3] = [
         ("write a temp file and rename it over", save_atomic_rename),
         (
             "rename to a backup, write anew, delete the backup",
@@ -245,4 +248,67 @@ fn sigterm_exits_zero() {
 #[test]
 fn sigint_exits_zero() {
     stops_cleanly_on(libc::SIGINT);
+}
+
+#[test]
+fn directories_moved_in_out_and_replaced_while_watching() {
+    let fx = Fixture::new();
+    write(&fx.a("keep.txt"), "keep");
+    write(&fx.a("replace_me/old.txt"), "old");
+    let mut s = fx.watch(&[]);
+    s.wait_synced(&fx, "initial sync");
+
+    // A tree moved in from outside the root: the watcher sees only the top directory.
+    let outside = fx.root.join("outside");
+    for i in 0..50 {
+        write(
+            &outside.join(format!("pkg/sub{}/f{i}.txt", i % 5)),
+            format!("{i}"),
+        );
+    }
+    rename(&outside.join("pkg"), &fx.a("pkg"));
+    step(&mut s, &fx, "a directory tree moved into alpha", || {
+        assert_content(&fx.b("pkg/sub4/f49.txt"), "49")
+    });
+
+    // Moved out of beta: gone from alpha too.
+    rename(&fx.b("pkg"), &fx.root.join("moved-out"));
+    step(&mut s, &fx, "a directory tree moved out of beta", || {
+        assert_absent(&fx.a("pkg"))
+    });
+
+    // Replaced by a new directory of the same name (as a branch switch does); several times,
+    // since what can go wrong here depends on when the watcher's events arrive.
+    for round in 0..5 {
+        remove(&fx.a("replace_me"));
+        write(&fx.a(&format!("replace_me/new{round}.txt")), "new");
+        write(&fx.a("replace_me/deeper/x.txt"), format!("x{round}"));
+        step(
+            &mut s,
+            &fx,
+            &format!("a directory replaced by another, round {round}"),
+            || {
+                assert_absent(&fx.b("replace_me/old.txt"));
+                assert_content(&fx.b(&format!("replace_me/new{round}.txt")), "new");
+                assert_content(&fx.b("replace_me/deeper/x.txt"), format!("x{round}"));
+            },
+        );
+    }
+
+    // A new directory that is immediately filled, then a file in it edited at once.
+    write(&fx.b("fresh/a.txt"), "a1");
+    write(&fx.b("fresh/a.txt"), "a2");
+    set_exec(&fx.b("fresh/a.txt"), true);
+    step(
+        &mut s,
+        &fx,
+        "create, edit and chmod in quick succession",
+        || {
+            assert_content(&fx.a("fresh/a.txt"), "a2");
+            assert!(is_exec(&fx.a("fresh/a.txt")));
+        },
+    );
+    assert!(s.events_since(0, "conflict").is_empty());
+    s.stop();
+    fx.assert_converged(&[]);
 }
