@@ -619,12 +619,22 @@ impl Engine {
             Side::Beta => &mut self.beta,
         };
         let mut out = Vec::with_capacity(changes.len());
+        let mut result = Ok(());
         for batch in changes.chunks(BATCH) {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            out.extend(ep.transition(batch, backup)?);
+            match ep.transition(batch, backup) {
+                Ok(o) => out.extend(o),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
+        // Content is staged for the whole cycle; only now is what is left of it unneeded.
+        ep.discard_staged();
+        result?;
         Ok(out)
     }
 

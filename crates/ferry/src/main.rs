@@ -30,27 +30,20 @@ fn run() -> Exit {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
-                let _ = e.print();
-                return if e.use_stderr() {
-                    Exit::Usage
-                } else {
-                    Exit::Ok
-                };
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    return Exit::Ok;
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    eprintln!(
+                        "ferry: missing command (for example 'ferry sync ALPHA BETA'; see 'ferry --help')"
+                    );
+                    return Exit::Usage;
+                }
+                _ => {}
             }
-            // One line: clap's reason, without the usage block.
-            let msg = e.to_string();
-            let first = msg
-                .lines()
-                .next()
-                .unwrap_or("bad usage")
-                .trim_start_matches("error: ");
-            eprintln!("ferry: {first} (see 'ferry --help')");
+            eprintln!("ferry: {} (see 'ferry --help')", one_line(&e.to_string()));
             return Exit::Usage;
         }
     };
@@ -141,6 +134,18 @@ fn sync(args: SyncArgs) -> Exit {
     // The process ends right after: freeing the session's trees one by one would only cost time.
     std::mem::forget(engine);
     code
+}
+
+/// clap's reason on one line: the text before its usage block, lines joined.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_owned()
 }
 
 fn report(e: RunError) -> Exit {

@@ -259,7 +259,6 @@ impl Endpoint for LocalEndpoint {
                 Err(_) => self.state.tree = None,
             }
         }
-        self.staging.finish();
         self.cache_dirty = true;
         Ok(outcomes)
     }
@@ -301,6 +300,10 @@ impl Endpoint for LocalEndpoint {
             failed: None,
         });
         Ok(())
+    }
+
+    fn discard_staged(&mut self) {
+        self.staging.finish();
     }
 
     fn poll_watch(&mut self) -> Option<WatchEvent> {

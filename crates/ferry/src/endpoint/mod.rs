@@ -128,6 +128,9 @@ pub trait Endpoint: Send {
         archive: &HashSet<Digest>,
     ) -> Result<Vec<Outcome>, EndpointError>;
 
+    /// Drops whatever staged content the cycle's transitions did not use.
+    fn discard_staged(&mut self);
+
     /// Starts watching; events go to `tx`.
     fn watch(&mut self, tx: std::sync::mpsc::SyncSender<WatchEvent>) -> Result<(), EndpointError>;
 

@@ -205,18 +205,10 @@ impl<'a> Scanner<'a> {
         } else {
             Ok(None)
         };
-        if let Ok(Some(m)) = &meta {
-            let same_dir = m.is_dir()
-                && state.dirs.get(rel.as_str()) == Some(&m.ino())
-                && matches!(
-                    state.tree.as_ref().and_then(|t| t.get(rel.as_str())),
-                    Some(Entry::Directory(_))
-                );
-            if same_dir {
-                // Same directory as before: its children are rescanned by their own events.
-                return Ok(());
-            }
-        }
+        // A directory named by an event is scanned whole, even if an inode like its old one is
+        // there: it may be a new directory that reused the number (delete + recreate), whose
+        // children were created before any watch could see them. The stat cache keeps this
+        // cheap for a directory that did not really change.
         let old_cache = self.remove(state, rel);
         let entry = match meta {
             Ok(None) => None,
