@@ -132,9 +132,10 @@ def main():
     for line in p.stdout:
         if '"watching"' in line:
             break
-    # Keep draining ferry's event lines: a full pipe would stall it.
+    # Keep draining ferry's event lines (a full pipe would stall it) into a log for diagnosis.
     import threading
-    threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
+    log = open(os.path.join(args.work, "ferry-watch.log"), "w")
+    threading.Thread(target=lambda: [log.write(l) for l in p.stdout], daemon=True).start()
     lat_dir = os.path.join(corpus, "lat")
     os.makedirs(lat_dir, exist_ok=True)
     peer = os.path.join(mnt, "ferry", "lat")

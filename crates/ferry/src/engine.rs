@@ -14,7 +14,7 @@ use ferry_core::{
 };
 
 use crate::endpoint::{
-    Endpoint, EndpointError, IgnoreSpec, Outcome, ScanRequest, Side, WatchEvent,
+    Endpoint, EndpointError, IgnoreSpec, Outcome, ScanRequest, Side, Wanted, WatchEvent,
 };
 use crate::fs::ignore::{Ignorer, parse_ignore_file};
 use crate::fs::transition::is_transient;
@@ -556,7 +556,14 @@ impl Engine {
             Side::Beta => (&mut self.alpha, &mut self.beta),
             Side::Alpha => (&mut self.beta, &mut self.alpha),
         };
-        let list: Vec<(Digest, usize)> = wanted.iter().map(|(d, (n, _, _))| (*d, *n)).collect();
+        let list: Vec<Wanted> = wanted
+            .iter()
+            .map(|(d, (uses, _, size))| Wanted {
+                digest: *d,
+                uses: *uses,
+                size: *size,
+            })
+            .collect();
         let missing = match dst.stage_local(&list) {
             Ok(m) => m,
             Err(e) => {

@@ -14,7 +14,7 @@ use ferry_core::{Change, Digest, Entry, RelPath, apply_changes};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::{
-    Endpoint, EndpointError, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side, WatchEvent,
+    Endpoint, EndpointError, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side, Wanted, WatchEvent,
 };
 use crate::fs::ignore::{Ignorer, STAGING_DIR_NAME};
 use crate::fs::scan::{
@@ -25,6 +25,8 @@ use crate::fs::transition::Applier;
 use crate::state::{read_versioned, write_atomic, write_versioned};
 
 const CACHE_MAGIC: &[u8; 8] = b"FERRYSC1";
+/// Smallest content worth looking for a local copy of (see `stage_local`).
+const LOCAL_COPY_MIN: u64 = 64 * 1024;
 
 pub struct LocalEndpoint {
     side: Side,
@@ -163,21 +165,24 @@ impl Endpoint for LocalEndpoint {
         }
     }
 
-    fn stage_local(&mut self, wanted: &[(Digest, usize)]) -> Result<Vec<Digest>, EndpointError> {
-        if wanted.is_empty() {
-            return Ok(Vec::new());
+    fn stage_local(&mut self, wanted: &[Wanted]) -> Result<Vec<Digest>, EndpointError> {
+        // Finding a local copy means indexing every file by digest: worth it only for content
+        // big enough that copying beats receiving it (a renamed or moved large file).
+        let (big, small): (Vec<&Wanted>, Vec<&Wanted>) =
+            wanted.iter().partition(|w| w.size >= LOCAL_COPY_MIN);
+        let mut missing: Vec<Digest> = small.iter().map(|w| w.digest).collect();
+        if big.is_empty() {
+            return Ok(missing);
         }
-        // A renamed or copied file's content is already here: copy it rather than transfer it.
-        let want: HashSet<Digest> = wanted.iter().map(|(d, _)| *d).collect();
+        let want: HashSet<Digest> = big.iter().map(|w| w.digest).collect();
         let mut local: HashMap<Digest, String> = HashMap::new();
         for (p, c) in &self.state.cache {
             if want.contains(&c.digest) {
                 local.entry(c.digest).or_insert_with(|| p.clone());
             }
         }
-        let mut missing = Vec::new();
-        for (digest, uses) in wanted {
-            let staged = local.get(digest).is_some_and(|p| {
+        for w in big {
+            let staged = local.get(&w.digest).is_some_and(|p| {
                 let Ok(rel) = RelPath::new(p) else {
                     return false;
                 };
@@ -185,12 +190,12 @@ impl Endpoint for LocalEndpoint {
                     return false;
                 }
                 match open_nofollow(&self.abs(&rel)) {
-                    Ok(mut f) => self.staging.receive(*digest, *uses, &mut f).is_ok(),
+                    Ok(mut f) => self.staging.receive(w.digest, w.uses, &mut f).is_ok(),
                     Err(_) => false,
                 }
             });
             if !staged {
-                missing.push(*digest);
+                missing.push(w.digest);
             }
         }
         Ok(missing)

@@ -58,6 +58,15 @@ pub enum EndpointError {
     Other(String, &'static str),
 }
 
+/// Content a cycle needs on one side.
+#[derive(Clone, Copy, Debug)]
+pub struct Wanted {
+    pub digest: Digest,
+    /// How many placements use it.
+    pub uses: usize,
+    pub size: u64,
+}
+
 /// What to scan.
 #[derive(Clone, Debug)]
 pub enum ScanRequest {
@@ -105,9 +114,9 @@ pub trait Endpoint: Send {
     /// Reads a small file at `path` (for `.ferryignore`); `None` if absent.
     fn read_small(&mut self, path: &RelPath, limit: u64) -> Result<Option<Vec<u8>>, EndpointError>;
 
-    /// Prepares staging for a cycle and stages every digest in `wanted` (with how many placements
-    /// need it) that this side can copy from its own files. Returns the digests still missing.
-    fn stage_local(&mut self, wanted: &[(Digest, usize)]) -> Result<Vec<Digest>, EndpointError>;
+    /// Stages every digest in `wanted` that this side can copy from its own files (a renamed
+    /// or copied file) instead of receiving it. Returns the digests still missing.
+    fn stage_local(&mut self, wanted: &[Wanted]) -> Result<Vec<Digest>, EndpointError>;
 
     /// Opens the content of the file at `path`, which the scan saw with `digest`.
     fn open(

@@ -25,6 +25,8 @@ pub struct Staging {
     staged: HashMap<Digest, (PathBuf, usize)>,
     buf: Vec<u8>,
     counter: u64,
+    /// The directory exists (it is created on first use and may be removed by `finish`).
+    dir_ready: bool,
 }
 
 fn copy_hashing(src: &mut dyn Read, out: &mut fs::File, buf: &mut [u8]) -> io::Result<Digest> {
@@ -54,6 +56,7 @@ impl Staging {
             staged: HashMap::new(),
             buf: Vec::new(),
             counter: 0,
+            dir_ready: false,
         })
     }
 
@@ -74,8 +77,11 @@ impl Staging {
         uses: usize,
         src: &mut dyn Read,
     ) -> Result<(), StageError> {
-        if self.buf.is_empty() {
+        if !self.dir_ready {
             fs::create_dir_all(&self.dir)?;
+            self.dir_ready = true;
+        }
+        if self.buf.is_empty() {
             self.buf = vec![0; 256 * 1024];
         }
         self.counter += 1;
@@ -141,8 +147,9 @@ impl Staging {
         for (_, (p, _)) in self.staged.drain() {
             let _ = fs::remove_file(p);
         }
-        if self.remove_when_done {
+        if self.remove_when_done && self.dir_ready {
             let _ = fs::remove_dir_all(&self.dir);
+            self.dir_ready = false;
         }
     }
 }

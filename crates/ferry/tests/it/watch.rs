@@ -312,3 +312,46 @@ fn directories_moved_in_out_and_replaced_while_watching() {
     s.stop();
     fx.assert_converged(&[]);
 }
+
+/// Regression: with the state directory on another filesystem, staging lives in
+/// `.ferry-staging` at the root and is removed after each cycle; it must come back for the next
+/// one (it did not: every file after the first failed with "staging failed: No such file").
+#[test]
+fn staging_in_the_root_works_cycle_after_cycle() {
+    use std::os::unix::fs::MetadataExt;
+    let fx = Fixture::new();
+    let shm = Path::new("/dev/shm");
+    assert!(
+        fs::metadata(shm).is_ok_and(|m| m.dev() != fs::metadata(&fx.root).unwrap().dev()),
+        "this test needs /dev/shm on another filesystem than the temp dir (tmpfs on Debian)"
+    );
+    let state = tempfile::Builder::new()
+        .prefix("ferry-it-state-")
+        .tempdir_in(shm)
+        .unwrap();
+    let mut cmd = fx.command();
+    cmd.env("XDG_STATE_HOME", state.path());
+    let args = vec![
+        "sync".into(),
+        fx.alpha.clone().into_os_string(),
+        fx.beta.clone().into_os_string(),
+        "--json".into(),
+    ];
+    let mut s = Session::spawn(cmd, args);
+    s.wait_event(0, "the `watching` event", |e| is(e, "watching"));
+    for i in 0..4 {
+        let (from, to) = if i % 2 == 0 {
+            (&fx.alpha, &fx.beta)
+        } else {
+            (&fx.beta, &fx.alpha)
+        };
+        fs::write(from.join(format!("f{i}.txt")), format!("content {i}")).unwrap();
+        let target = to.join(format!("f{i}.txt"));
+        s.wait_until(&format!("f{i}.txt reaches the other side"), || {
+            target.exists()
+        });
+    }
+    s.wait_synced(&fx, "after four files");
+    s.stop();
+    assert!(!fx.a(".ferry-staging").exists() && !fx.b(".ferry-staging").exists());
+}
