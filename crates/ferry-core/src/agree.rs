@@ -63,6 +63,11 @@ pub fn agree_at(
 
 /// In-place [`agree`]: true if `slot` changed.
 fn agree_in(slot: &mut Option<Entry>, alpha: Option<&Entry>, beta: Option<&Entry>) -> bool {
+    // Most of a tree already agrees: comparing is much cheaper than walking it mutably. (The
+    // ancestor never holds problems, so equality with it rules them out.)
+    if slot.as_ref() == alpha && alpha == beta {
+        return false;
+    }
     if let (Some(Entry::Directory(xc)), Some(Entry::Directory(yc))) = (alpha, beta) {
         let mut changed = false;
         if !matches!(slot, Some(Entry::Directory(_))) {

@@ -134,15 +134,23 @@ impl Entry {
     /// Calls `f(path, entry)` for every node in this subtree, parents before children;
     /// `prefix` is this node's path.
     pub fn walk<'a>(&'a self, prefix: &str, f: &mut impl FnMut(&str, &'a Entry)) {
-        f(prefix, self);
+        // One buffer for the whole walk: no allocation per node.
+        let mut path = String::with_capacity(prefix.len() + 64);
+        path.push_str(prefix);
+        self.walk_in(&mut path, f);
+    }
+
+    fn walk_in<'a>(&'a self, path: &mut String, f: &mut impl FnMut(&str, &'a Entry)) {
+        f(path, self);
         if let Entry::Directory(c) = self {
             for (name, child) in c {
-                let p = if prefix.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{prefix}/{name}")
-                };
-                child.walk(&p, f);
+                let len = path.len();
+                if len > 0 {
+                    path.push('/');
+                }
+                path.push_str(name);
+                child.walk_in(path, f);
+                path.truncate(len);
             }
         }
     }
