@@ -6,6 +6,7 @@
 mod modes;
 mod once;
 mod safety;
+mod soak;
 mod support;
 mod usage;
 mod watch;
