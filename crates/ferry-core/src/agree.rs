@@ -127,6 +127,20 @@ fn agree_in(slot: &mut Option<Entry>, alpha: Option<&Entry>, beta: Option<&Entry
     false
 }
 
+/// Forgets what the archive knew at `path` (and below): the next cycle treats it like a first
+/// sync there, so nothing at that path can be taken for a deletion. Used for paths a crashed
+/// cycle may have changed after the archive was last written.
+pub fn forget(ancestor: &mut Option<Entry>, path: &RelPath) {
+    if crate::entry::at(ancestor.as_ref(), path.as_str()).is_some() {
+        set(ancestor, path, None);
+    }
+}
+
+/// Records `value` as the agreed state at `path` (parents become directories as needed).
+pub fn set_agreed(ancestor: &mut Option<Entry>, path: &RelPath, value: Option<Entry>) {
+    set(ancestor, path, value);
+}
+
 fn set(tree: &mut Option<Entry>, path: &RelPath, value: Option<Entry>) {
     let Some(name) = path.name() else {
         *tree = value;

@@ -25,11 +25,11 @@ mod mode;
 mod path;
 mod reconcile;
 
-pub use agree::{agree, agree_at};
+pub use agree::{agree, agree_at, forget, set_agreed};
 pub use apply::{ApplyError, apply_changes};
 pub use entry::{Digest, Entry, digests};
 pub use mode::{Mode, UnknownMode};
-pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, RelPath, validate_name};
+pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, RelPath, link_stays_inside, validate_name};
 pub use reconcile::{
     Change, Conflict, Plan, WipeRefusal, check_wipe, reconcile, reconcile_at, scope,
 };

@@ -170,6 +170,30 @@ impl<'de> Deserialize<'de> for RelPath {
     }
 }
 
+/// True if a symlink at `link` with `target` stays inside the root, whatever the other links
+/// in the tree are. Only relative targets whose `..` all come first (no more of them than the
+/// link's depth) qualify; `.` and empty components are allowed anywhere (they stay put).
+/// Every link in a tree passing this check can only lead to places inside the root: leading
+/// `..` climb real directories (a scan never follows links), and each name descends, through
+/// a directory or through another link that passed the same check. A `..` after a name could
+/// climb out of a link's target: `u -> .` with `e -> u/..` leads to the root's parent.
+pub fn link_stays_inside(link: &RelPath, target: &str) -> bool {
+    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+        return false;
+    }
+    let depth = link.components().count().saturating_sub(1);
+    let (mut ups, mut names) = (0usize, 0usize);
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." if names == 0 => ups += 1,
+            ".." => return false,
+            _ => names += 1,
+        }
+    }
+    ups <= depth
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +232,44 @@ mod tests {
             long_path.as_str(),
         ] {
             assert!(RelPath::new(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn symlink_confinement() {
+        let l = |p: &str| RelPath::new(p).unwrap();
+        for (link, target) in [
+            ("a", "b"),
+            ("d/a", "../b"),
+            ("d/e/a", "../../b/c"),
+            ("d/a", ".."),
+            ("a", "b/c"),
+            ("g", "./x"),
+            ("u", "."),
+            ("i", "x//y"),
+            ("j", "x/"),
+            ("d/k", "./../x"),
+        ] {
+            assert!(
+                link_stays_inside(&l(link), target),
+                "{link} -> {target} should stay inside"
+            );
+        }
+        for (link, target) in [
+            ("a", "../b"),
+            ("d/a", "../../b"),
+            ("a", "/etc/passwd"),
+            ("d/a", "x/../../../y"),
+            ("a", ""),
+            ("e", "u/.."),
+            ("f", "u/u/../../.."),
+            ("h", "x/../y"),
+            ("w", "d/../d/inner.txt"),
+        ] {
+            assert!(
+                !link_stays_inside(&l(link), target),
+                "{link} -> {target} must be refused"
+            );
         }
     }
 

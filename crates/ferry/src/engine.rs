@@ -9,8 +9,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use ferry_core::{
-    Change, Digest, Entry, Mode, RelPath, WipeRefusal, agree_at, check_wipe, digests, reconcile,
-    reconcile_at, scope,
+    Change, Digest, Entry, Mode, RelPath, WipeRefusal, agree_at, check_wipe, forget, reconcile,
+    reconcile_at, scope, set_agreed,
 };
 
 use crate::endpoint::{
@@ -19,7 +19,7 @@ use crate::endpoint::{
 use crate::fs::ignore::{Ignorer, parse_ignore_file};
 use crate::fs::transition::is_transient;
 use crate::output::{Backup, Event, Phases, Printer};
-use crate::state::{Archive, Session, StateError};
+use crate::state::{Archive, Pending, Session, StateError};
 
 /// What a session was asked to do.
 #[derive(Clone, Debug)]
@@ -67,6 +67,12 @@ const MAX_ONCE_CYCLES: usize = 10;
 const BATCH: usize = 256;
 /// While cycles keep coming, the archive is written at most this often.
 const ARCHIVE_SAVE_EVERY: Duration = Duration::from_secs(1);
+/// While watching, this many deleted entries within [`DELETE_WINDOW`] look like a wipe in
+/// progress (`rm -rf` of a root takes many cycles): deletions are then held until changes
+/// stop for [`SETTLE`], and a full scan decides.
+const MASS_DELETE: u64 = 100;
+const DELETE_WINDOW: Duration = Duration::from_secs(2);
+const SETTLE: Duration = Duration::from_secs(1);
 /// ... and as soon as the session has been quiet this long.
 const ARCHIVE_SAVE_IDLE: Duration = Duration::from_millis(100);
 
@@ -81,7 +87,14 @@ pub struct Engine {
     ignore_file: Option<Vec<u8>>,
     cycle: u64,
     archive_dirty: bool,
+    /// Journalled changes of a run that died before saving the archive.
+    recovering: Vec<Pending>,
     archive_saved: Instant,
+    /// Watch-triggered cycles hold mass deletions (see [`MASS_DELETE`]).
+    watching: bool,
+    recent_deletes: std::collections::VecDeque<(Instant, u64)>,
+    /// Deletions are held; a full cycle runs once nothing was deleted for [`SETTLE`].
+    settle_at: Option<Instant>,
     stop: Arc<AtomicBool>,
     reported: HashSet<(Side, String, String)>,
     reported_conflicts: HashMap<String, (Option<Entry>, Option<Entry>)>,
@@ -111,6 +124,10 @@ impl Engine {
         } else {
             session.load_archive()?.unwrap_or_default()
         };
+        // A run that died between changing files and saving the archive left those changes in
+        // the journal; the first cycle settles them against what its scan finds (`recover`).
+        let recovering = session.pending();
+        let archive_dirty = !recovering.is_empty();
         let spec = IgnoreSpec {
             vcs: settings.ignore_vcs,
             patterns: settings.ignores.clone(),
@@ -126,8 +143,12 @@ impl Engine {
             ignorer,
             ignore_file: None,
             cycle: 0,
-            archive_dirty: false,
+            archive_dirty,
+            recovering,
             archive_saved: Instant::now(),
+            watching: false,
+            recent_deletes: Default::default(),
+            settle_at: None,
             stop,
             reported: HashSet::new(),
             reported_conflicts: HashMap::new(),
@@ -153,6 +174,13 @@ impl Engine {
             Some((tx, rx)) if !self.settings.once => self.watch_loop(tx, rx),
             _ => self.once_loop(),
         };
+        // Whatever ended the session, keep what the cycles that ran have learnt.
+        if self.archive_dirty {
+            let saved = self.save_archive();
+            if finish.is_ok() {
+                saved?;
+            }
+        }
         let _ = self.alpha.save_cache();
         let _ = self.beta.save_cache();
         finish
@@ -200,6 +228,7 @@ impl Engine {
         // The first scan hashed everything: keep that work even if this process is killed.
         let _ = self.alpha.save_cache();
         let _ = self.beta.save_cache();
+        self.watching = true;
         self.printer.emit(&Event::Watching {
             alpha: self.alpha.describe(),
             beta: self.beta.describe(),
@@ -226,6 +255,9 @@ impl Engine {
             }
             if self.archive_dirty {
                 timeout = timeout.min(ARCHIVE_SAVE_IDLE);
+            }
+            if let Some(at) = self.settle_at {
+                timeout = timeout.min(at.saturating_duration_since(Instant::now()));
             }
             let mut got = Vec::new();
             match rx.recv_timeout(timeout) {
@@ -286,6 +318,11 @@ impl Engine {
             if period.is_some_and(|p| last_full.elapsed() >= p) {
                 full = (true, true);
             }
+            if self.settle_at.is_some_and(|at| Instant::now() >= at) {
+                // Held deletions: things went quiet; a full scan shows what really happened.
+                self.settle_at = None;
+                full = (true, true);
+            }
             if !res.retry.is_empty() {
                 dirty.0.extend(res.retry.iter().cloned());
                 dirty.1.extend(res.retry.iter().cloned());
@@ -331,10 +368,25 @@ impl Engine {
     /// Reads alpha's `.ferryignore`; if it changed, installs the new rules on both sides and
     /// returns true (both sides then need a full scan).
     fn reload_ignore(&mut self) -> Result<bool, RunError> {
-        let content = self
-            .alpha
-            .read_small(&RelPath::new(IGNORE_FILE).unwrap_or_default(), 1 << 20)?;
-        if content == self.ignore_file && self.cycle > 0 {
+        let starting = self.cycle == 0;
+        let path = RelPath::new(IGNORE_FILE).unwrap_or_default();
+        let content = match self.alpha.read_small(&path, 1 << 20) {
+            Ok(c) => c,
+            // Mid-session, a .ferryignore that cannot be read keeps the rules in force.
+            Err(e) if !starting => {
+                self.report_once(
+                    Side::Alpha,
+                    IGNORE_FILE,
+                    &format!("{e}; keeping the previous ignore rules"),
+                );
+                return Ok(false);
+            }
+            Err(e) => {
+                self.report_once(Side::Alpha, IGNORE_FILE, &format!("{e}; ignored"));
+                None
+            }
+        };
+        if content == self.ignore_file && !starting {
             return Ok(false);
         }
         let mut patterns = content
@@ -346,8 +398,20 @@ impl Engine {
             vcs: self.settings.ignore_vcs,
             patterns,
         };
-        let ignorer =
-            Ignorer::new(&spec).map_err(|e| RunError::Ignore(format!("{IGNORE_FILE}: {e}")))?;
+        let ignorer = match Ignorer::new(&spec) {
+            Ok(i) => i,
+            // Bad input at start is a usage error; later, a typo must not end the session.
+            Err(e) if starting => return Err(RunError::Ignore(format!("{IGNORE_FILE}: {e}"))),
+            Err(e) => {
+                self.report_once(
+                    Side::Alpha,
+                    IGNORE_FILE,
+                    &format!("{e}; keeping the previous ignore rules"),
+                );
+                self.ignore_file = content;
+                return Ok(false);
+            }
+        };
         self.alpha.set_ignore(&spec)?;
         self.beta.set_ignore(&spec)?;
         self.ignorer = ignorer;
@@ -355,18 +419,39 @@ impl Engine {
         Ok(true)
     }
 
+    /// Emits a problem unless the same one was already reported.
+    fn report_once(&mut self, side: Side, path: &str, message: &str) {
+        let key = (side, path.to_owned(), message.to_owned());
+        if self.reported.insert(key) {
+            self.printer.emit(&Event::Problem {
+                side: side.as_str(),
+                path: path.to_owned(),
+                message: message.to_owned(),
+            });
+        }
+    }
+
     fn scan(&mut self, ra: &ScanRequest, rb: &ScanRequest) -> Result<(), RunError> {
         let (alpha, beta) = (&mut self.alpha, &mut self.beta);
         let (a, b) = std::thread::scope(|s| {
-            let h = s.spawn(|| alpha.scan(ra));
+            // Deep trees recurse deeply: the same generous stack as the main engine thread.
+            let h = std::thread::Builder::new()
+                .stack_size(256 << 20)
+                .spawn_scoped(s, || alpha.scan(ra));
             let b = beta.scan(rb);
-            (h.join(), b)
+            (h.map(|h| h.join()), b)
         });
         match a {
-            Ok(r) => r?,
-            Err(_) => {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => {
                 return Err(RunError::Endpoint(EndpointError::Other(
                     "scan thread panicked".into(),
+                    "alpha",
+                )));
+            }
+            Err(e) => {
+                return Err(RunError::Endpoint(EndpointError::Other(
+                    format!("cannot start a scan thread: {e}"),
                     "alpha",
                 )));
             }
@@ -409,6 +494,9 @@ impl Engine {
             }
             _ => None,
         };
+        if !self.recovering.is_empty() {
+            self.recover();
+        }
         let ancestor = self.archive.ancestor.as_ref();
         let (a, b) = (self.alpha.tree(), self.beta.tree());
         if !self.settings.accept_wipe {
@@ -420,10 +508,13 @@ impl Engine {
         if b.is_none() {
             return Err(RunError::RootGone("beta", self.beta.describe()));
         }
-        let plan = match &scope {
+        let mut plan = match &scope {
             Some(paths) => reconcile_at(ancestor, a, b, self.settings.mode, paths),
             None => reconcile(ancestor, a, b, self.settings.mode),
         };
+        if self.watching && scope.is_some() {
+            self.hold_mass_deletions(&mut plan, cycle);
+        }
         lap(&mut phases.scan);
         self.report_problems(ra, rb);
         lap(&mut phases.reconcile);
@@ -453,6 +544,20 @@ impl Engine {
                 alpha: describe_side(c.ancestor.as_ref(), c.alpha.as_ref()),
                 beta: describe_side(c.ancestor.as_ref(), c.beta.as_ref()),
             });
+        }
+        if !plan.alpha.is_empty() || !plan.beta.is_empty() {
+            let records: Vec<Pending> = [(true, &plan.alpha), (false, &plan.beta)]
+                .into_iter()
+                .flat_map(|(alpha, changes)| {
+                    changes.iter().map(move |c| Pending {
+                        alpha,
+                        path: c.path.clone(),
+                        old: c.old.clone(),
+                        new: c.new.clone(),
+                    })
+                })
+                .collect();
+            self.session.journal_pending(&records)?;
         }
         let mut bytes = 0;
         let mut counts = (0u64, 0u64);
@@ -504,6 +609,67 @@ impl Engine {
         Ok(res)
     }
 
+    /// Settles the journal of a run that died before saving its archive, against this cycle's
+    /// (full) scan: a change whose side now holds its `new` state happened, so that state is
+    /// what both sides agreed on; one whose side still holds `old` did not, so the archive
+    /// stands; anything else (half a directory, an edit since) is forgotten, and the sides are
+    /// merged there as in a first sync. Nothing is taken for a deletion that was not one.
+    fn recover(&mut self) {
+        for r in std::mem::take(&mut self.recovering) {
+            let side = if r.alpha {
+                self.alpha.tree()
+            } else {
+                self.beta.tree()
+            };
+            let now = side.and_then(|t| t.get(r.path.as_str()));
+            if now == r.new.as_ref() {
+                set_agreed(&mut self.archive.ancestor, &r.path, r.new);
+            } else if now != r.old.as_ref() {
+                forget(&mut self.archive.ancestor, &r.path);
+            }
+        }
+    }
+
+    /// Takes deletions out of a watch-triggered plan while they come in bulk (see
+    /// [`MASS_DELETE`]); the full cycle after [`SETTLE`] brings them back if they are real.
+    fn hold_mass_deletions(&mut self, plan: &mut ferry_core::Plan, cycle: u64) {
+        let removes = |c: &Change| {
+            c.new.is_none()
+                || c.old
+                    .as_ref()
+                    .is_some_and(|o| o.is_dir() && !c.new.as_ref().is_some_and(Entry::is_dir))
+        };
+        let deletions: u64 = plan
+            .alpha
+            .iter()
+            .chain(&plan.beta)
+            .filter(|c| removes(c))
+            .filter_map(|c| c.old.as_ref())
+            .map(|o| o.count() as u64)
+            .sum();
+        if deletions == 0 {
+            return;
+        }
+        let now = Instant::now();
+        while self
+            .recent_deletes
+            .front()
+            .is_some_and(|(t, _)| now - *t > DELETE_WINDOW)
+        {
+            self.recent_deletes.pop_front();
+        }
+        let recent: u64 = self.recent_deletes.iter().map(|(_, n)| n).sum();
+        if self.settle_at.is_none() && recent + deletions < MASS_DELETE {
+            self.recent_deletes.push_back((now, deletions));
+            return;
+        }
+        plan.alpha.retain(|c| !removes(c));
+        plan.beta.retain(|c| !removes(c));
+        self.settle_at = Some(now + SETTLE);
+        self.recent_deletes.clear();
+        self.printer.emit(&Event::Hold { cycle, deletions });
+    }
+
     fn save_archive(&mut self) -> Result<(), RunError> {
         self.session.save_archive(&self.archive)?;
         self.archive_dirty = false;
@@ -511,19 +677,18 @@ impl Engine {
         Ok(())
     }
 
-    /// The digests of content that `changes` replace or remove and that is not in the archive:
-    /// what must be backed up first. Most removed files are the archive's own version at the
-    /// same path; only the others need the (lazily built) set of all archived digests.
+    /// The digests of content that `changes` replace or remove and that the archive does not
+    /// hold at that same path: what must be backed up first. (A digest elsewhere in the
+    /// archive is not enough: that copy may be gone by now, or go in this very cycle.)
     fn needs_backup(&self, changes: &[Change]) -> HashSet<Digest> {
         let ancestor = self.archive.ancestor.as_ref();
-        let mut all: Option<HashSet<Digest>> = None;
         let mut out = HashSet::new();
         for ch in changes {
             let Some(old) = &ch.old else { continue };
             old.walk(ch.path.as_str(), &mut |p, e| {
                 let Entry::File { digest, .. } = e else { return };
-                let same_path = matches!(ancestor.and_then(|a| a.get(p)), Some(Entry::File { digest: d, .. }) if d == digest);
-                if !same_path && !all.get_or_insert_with(|| digests(ancestor)).contains(digest) {
+                let archived = matches!(ancestor.and_then(|a| a.get(p)), Some(Entry::File { digest: d, .. }) if d == digest);
+                if !archived {
                     out.insert(*digest);
                 }
             });
@@ -728,14 +893,8 @@ impl Engine {
                 }
             }
         }
-        for key in found {
-            if self.reported.insert(key.clone()) {
-                self.printer.emit(&Event::Problem {
-                    side: key.0.as_str(),
-                    path: key.1,
-                    message: key.2,
-                });
-            }
+        for (side, path, message) in found {
+            self.report_once(side, &path, &message);
         }
     }
 }

@@ -18,8 +18,20 @@ enum Exit {
     Conflicts = 3,
 }
 
+/// Scans, reconciliation and the archive codec recurse once per directory level; a legal path
+/// can be 2,000 levels deep. Virtual memory only: untouched stack costs nothing.
+const STACK: usize = 256 << 20;
+
 fn main() -> ! {
-    let code = run();
+    let code = std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(run)
+        .map_err(|e| eprintln!("ferry: cannot start: {e}"))
+        .and_then(|h| {
+            h.join()
+                .map_err(|_| eprintln!("ferry: internal error (panic)"))
+        })
+        .unwrap_or(Exit::Failed);
     let _ = std::io::Write::flush(&mut std::io::stdout());
     // Exit without tearing down the session's large trees: the OS reclaims them faster.
     std::process::exit(code as i32)
@@ -63,6 +75,10 @@ fn sync(args: SyncArgs) -> Exit {
         eprintln!("ferry: endpoint paths must be valid UTF-8");
         return Exit::Usage;
     };
+    if let Err(e) = state_dir_outside(&args.alpha, &args.beta) {
+        eprintln!("ferry: {e}");
+        return Exit::Usage;
+    }
     let session = match Session::open(alpha_s, beta_s) {
         Ok(s) => s,
         Err(e) => {
@@ -103,8 +119,9 @@ fn sync(args: SyncArgs) -> Exit {
         let tx = tx.clone();
         let handler = ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
-                // A second signal: the user insists.
-                std::process::exit(130);
+                // A second signal: the user insists. What was applied is on disk; the archive
+                // may lag, which the next run's pending-paths journal accounts for.
+                std::process::exit(Exit::Failed as i32);
             }
             let _ = tx.try_send(WatchEvent::Stop);
         });
@@ -146,6 +163,39 @@ fn one_line(msg: &str) -> String {
         .join(" ")
         .trim_start_matches("error: ")
         .to_owned()
+}
+
+/// Refuses a state directory inside a root: it would be synced (backups included) and every
+/// archive save would trigger another cycle.
+fn state_dir_outside(alpha: &std::path::Path, beta: &std::path::Path) -> Result<(), String> {
+    let root = ferry::state::state_root().map_err(|e| e.to_string())?;
+    // Canonicalise the part that exists (the rest is created later, below it).
+    let mut existing = root.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(|n| n.to_owned()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut canon = existing.canonicalize().unwrap_or(existing);
+    canon.extend(rest.iter().rev());
+    for (which, r) in [("alpha", alpha), ("beta", beta)] {
+        if canon.starts_with(r) {
+            return Err(format!(
+                "the state directory {} is inside {which} ({}); set XDG_STATE_HOME to a directory outside both",
+                canon.display(),
+                r.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn report(e: RunError) -> Exit {

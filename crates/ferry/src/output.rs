@@ -70,6 +70,12 @@ pub enum Event {
         alpha: String,
         beta: String,
     },
+    /// Many deletions arrived at once (a wipe in progress?): they wait until changes stop, then
+    /// a full scan decides (a wiped root stops the session; otherwise they are applied).
+    Hold {
+        cycle: u64,
+        deletions: u64,
+    },
     SessionEnd {
         exit_code: i32,
         conflicts: u64,
@@ -187,6 +193,9 @@ impl Printer {
                 }
                 format!("synced {} in {:.0} ms", parts.join(", "), duration_ms)
             }
+            Event::Hold { deletions, .. } => format!(
+                "holding {deletions} deletions until changes stop (checking for a wiped root first)"
+            ),
             Event::Watching { alpha, beta } => {
                 format!("watching {alpha} ⇄ {beta} (Ctrl-C to stop)")
             }

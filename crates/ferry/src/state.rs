@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use ferry_core::Entry;
+use ferry_core::{Entry, RelPath};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 const ARCHIVE_MAGIC: &[u8; 8] = b"FERRYAR1";
@@ -19,6 +19,17 @@ pub struct Archive {
     pub alpha: String,
     pub beta: String,
     pub ancestor: Option<Entry>,
+}
+
+/// A change a cycle was about to make (journalled so a crash before the archive is saved can
+/// be accounted for: see `Engine::recover`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The side written: true for alpha.
+    pub alpha: bool,
+    pub path: RelPath,
+    pub old: Option<Entry>,
+    pub new: Option<Entry>,
 }
 
 /// Errors opening or saving session state.
@@ -74,6 +85,56 @@ impl Session {
         self.dir.join("archive")
     }
 
+    fn pending_path(&self) -> PathBuf {
+        self.dir.join("pending")
+    }
+
+    /// Notes the changes a cycle is about to make, before it makes them. No fsync: this guards
+    /// against the process dying (kill -9), whose writes the kernel still completes.
+    pub fn journal_pending(&self, records: &[Pending]) -> Result<(), StateError> {
+        let p = self.pending_path();
+        let mut buf = Vec::new();
+        for r in records {
+            let body = postcard::to_stdvec(r).map_err(|e| StateError::Io {
+                path: p.clone(),
+                source: io::Error::other(e),
+            })?;
+            buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&body);
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .and_then(|mut f| f.write_all(&buf))
+            .map_err(|source| StateError::Io { path: p, source })
+    }
+
+    /// The changes journalled since the archive was last saved, in order (a torn last record,
+    /// from a kill mid-write, is dropped: its change had not started).
+    pub fn pending(&self) -> Vec<Pending> {
+        let Ok(bytes) = fs::read(self.pending_path()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut rest = bytes.as_slice();
+        while rest.len() >= 4 {
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let Some(body) = rest.get(4..4 + len) else {
+                break;
+            };
+            match postcard::from_bytes(body) {
+                Ok(r) => out.push(r),
+                Err(_) => break,
+            }
+            rest = &rest[4 + len..];
+        }
+        out
+    }
+
     pub fn load_archive(&self) -> Result<Option<Archive>, StateError> {
         let p = self.archive_path();
         read_versioned(&p, ARCHIVE_MAGIC).map_err(|e| match e.kind() {
@@ -85,11 +146,20 @@ impl Session {
         })
     }
 
+    /// Writes the archive atomically, then clears the pending journal it now accounts for.
     pub fn save_archive(&self, a: &Archive) -> Result<(), StateError> {
         let p = self.archive_path();
         write_versioned(ARCHIVE_MAGIC, a)
             .and_then(|b| write_atomic(&p, &b))
-            .map_err(|source| StateError::Io { path: p, source })
+            .map_err(|source| StateError::Io { path: p, source })?;
+        match fs::remove_file(self.pending_path()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Io {
+                path: self.pending_path(),
+                source,
+            }),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,20 +149,29 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn read_small(&mut self, path: &RelPath, limit: u64) -> Result<Option<Vec<u8>>, EndpointError> {
-        if !parents_are_dirs(&self.root, path) {
+        let abs = self.abs(path);
+        let err = |msg: String| EndpointError::Other(format!("{path}: {msg}"), self.side.as_str());
+        if fs::symlink_metadata(&abs).is_err() {
             return Ok(None);
         }
-        match open_nofollow(&self.abs(path)) {
-            Ok(f) => {
-                let mut buf = Vec::new();
-                f.take(limit)
-                    .read_to_end(&mut buf)
-                    .map_err(|e| self.io_err("reading", e))?;
-                Ok(Some(buf))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io_err("reading", e)),
+        // A link (`.ferryignore -> .gitignore`) is fine as long as it resolves inside the root.
+        let real = abs.canonicalize().map_err(|e| err(e.to_string()))?;
+        if !real.starts_with(&self.root) {
+            return Err(err("is a symlink leading outside the root; not read".into()));
         }
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&real)
+            .map_err(|e| err(e.to_string()))?;
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(err("is not a regular file; not read".into()));
+        }
+        let mut buf = Vec::new();
+        f.take(limit)
+            .read_to_end(&mut buf)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Some(buf))
     }
 
     fn stage_local(&mut self, wanted: &[Wanted]) -> Result<Vec<Digest>, EndpointError> {

@@ -37,7 +37,7 @@ impl Ignorer {
         // The builder's root only matters for anchored patterns; our paths are relative, so
         // give it the empty root and always pass relative paths.
         let mut b = GitignoreBuilder::new("");
-        let mut lines: Vec<&str> = vec![STAGING_DIR_NAME];
+        let mut lines: Vec<&str> = Vec::new();
         if spec.vcs {
             lines.extend([".git", ".hg", ".svn"]);
         }
@@ -56,8 +56,9 @@ impl Ignorer {
     }
 
     /// True if `path` itself is ignored (callers walk top-down, so parents are already checked).
+    /// The staging directory at the root is always ignored, whatever the user's rules say.
     pub fn is_ignored(&self, path: &str, is_dir: bool) -> bool {
-        self.rules.matched(path, is_dir).is_ignore()
+        path == STAGING_DIR_NAME || self.rules.matched(path, is_dir).is_ignore()
     }
 
     /// True if `path` or any of its parents is ignored (for watch events, which arrive for any
@@ -119,6 +120,16 @@ mod tests {
         assert!(!i.is_ignored("node_modules", false));
         assert!(i.is_ignored("docs/a/b/tmp", true));
         assert!(i.is_ignored(".git", true));
+        assert!(i.is_ignored(STAGING_DIR_NAME, true));
+        assert!(
+            !i.is_ignored("sub/.ferry-staging", true),
+            "only the root's is ferry's"
+        );
+    }
+
+    #[test]
+    fn staging_cannot_be_reincluded() {
+        let i = ig(&["!.ferry-staging", "!/.ferry-staging"]);
         assert!(i.is_ignored(STAGING_DIR_NAME, true));
     }
 

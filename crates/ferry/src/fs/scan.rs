@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ferry_core::{Digest, Entry, RelPath};
+use ferry_core::{Digest, Entry, RelPath, link_stays_inside};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,16 @@ pub struct Cached {
 /// kernel's file timestamps are only as fine as its clock tick.
 const RACY_NS: i64 = 50_000_000;
 
+/// True if a file with this stat was last changed long enough ago (both mtime and ctime: tools
+/// like `cp -p` set an old mtime on new content) that a later write would show in its stat.
+pub fn stat_is_settled(stat: &Stat) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    stat.mtime_ns.max(stat.ctime_ns) + RACY_NS < now
+}
+
 /// Path -> what the last scan saw. Also the reference for the no-clobber check.
 pub type StatCache = FxHashMap<String, Cached>;
 
@@ -96,22 +106,16 @@ pub struct Scanner<'a> {
     pub ignorer: &'a Ignorer,
     pub hook: &'a mut dyn DirHook,
     pub stats: ScanStats,
-    now_ns: i64,
     buf: Vec<u8>,
 }
 
 impl<'a> Scanner<'a> {
     pub fn new(root: &'a Path, ignorer: &'a Ignorer, hook: &'a mut dyn DirHook) -> Self {
-        let now_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
         Scanner {
             root,
             ignorer,
             hook,
             stats: ScanStats::default(),
-            now_ns,
             buf: vec![0; 256 * 1024],
         }
     }
@@ -163,6 +167,13 @@ impl<'a> Scanner<'a> {
                 *state = self.full(state)?;
                 return Ok(());
             }
+        }
+        if paths.iter().any(RelPath::is_root) {
+            // The root itself changed (moved away, replaced): watch whatever is there now and
+            // look at everything.
+            self.hook.dir_removed(self.root);
+            *state = self.full(state)?;
+            return Ok(());
         }
         let mut targets = Vec::with_capacity(paths.len());
         for p in paths {
@@ -313,7 +324,7 @@ impl<'a> Scanner<'a> {
                         target: t.to_owned(),
                     },
                     Some(t) => Entry::Problem(format!(
-                        "symlink to '{t}' points outside the root; not synced"
+                        "symlink to '{t}' may lead outside the root (only targets like '../dir/name' are synced); not synced"
                     )),
                     None => Entry::Problem("symlink target is not valid UTF-8; not synced".into()),
                 },
@@ -395,7 +406,7 @@ impl<'a> Scanner<'a> {
         self.stats.hashed_bytes += size;
         // If it changed while being read, or too recently to trust the stat, hash it again next
         // time. The digest may be of a torn read; staging verifies content against it anyway.
-        let trusted = after == stat && size == stat.size && after.mtime_ns + RACY_NS < self.now_ns;
+        let trusted = after == stat && size == stat.size && stat_is_settled(&after);
         Ok(Some((
             Cached {
                 stat: after,
@@ -412,7 +423,8 @@ pub fn open_nofollow(p: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        // O_NONBLOCK: a FIFO swapped in after the scan saw a file must not hang a cycle.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(p)
 }
 
@@ -432,27 +444,6 @@ pub fn parents_are_dirs(root: &Path, rel: &RelPath) -> bool {
     true
 }
 
-/// True if a relative symlink at `link` with `target` resolves (lexically) inside the root.
-pub fn link_stays_inside(link: &RelPath, target: &str) -> bool {
-    if target.is_empty() || target.starts_with('/') {
-        return false;
-    }
-    let mut depth = link.components().count() as i64 - 1;
-    for c in target.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    true
-}
-
 fn get_mut<'a>(tree: &'a mut Entry, path: &str) -> Option<&'a mut Entry> {
     let mut cur = tree;
     for name in path.split('/').filter(|n| !n.is_empty()) {
@@ -462,22 +453,4 @@ fn get_mut<'a>(tree: &'a mut Entry, path: &str) -> Option<&'a mut Entry> {
         }
     }
     Some(cur)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn symlink_confinement() {
-        let l = |p: &str| RelPath::new(p).unwrap();
-        assert!(link_stays_inside(&l("a"), "b"));
-        assert!(link_stays_inside(&l("d/a"), "../b"));
-        assert!(link_stays_inside(&l("d/e/a"), "../../b/c"));
-        assert!(!link_stays_inside(&l("a"), "../b"));
-        assert!(!link_stays_inside(&l("d/a"), "../../b"));
-        assert!(!link_stays_inside(&l("a"), "/etc/passwd"));
-        assert!(!link_stays_inside(&l("d/a"), "x/../../../y"));
-        assert!(!link_stays_inside(&l("a"), ""));
-    }
 }

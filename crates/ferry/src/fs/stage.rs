@@ -45,11 +45,11 @@ fn copy_hashing(src: &mut dyn Read, out: &mut fs::File, buf: &mut [u8]) -> io::R
 }
 
 impl Staging {
-    /// Opens (and empties: leftovers of a killed run are never trusted) a staging directory.
+    /// Opens a staging directory, dropping what a killed run left there (never trusted). Only
+    /// ferry's own files (`ferry-*`) are ever removed: a user's directory of the same name at a
+    /// root keeps its content.
     pub fn open(dir: PathBuf, remove_when_done: bool) -> io::Result<Staging> {
-        if dir.exists() {
-            fs::remove_dir_all(&dir)?;
-        }
+        remove_ours(&dir);
         Ok(Staging {
             dir,
             remove_when_done,
@@ -62,6 +62,23 @@ impl Staging {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A fresh path in the staging directory (on the root's filesystem) to move a file aside
+    /// to before removing it.
+    pub fn scratch(&mut self) -> io::Result<PathBuf> {
+        if !self.dir_ready {
+            fs::create_dir_all(&self.dir)?;
+            if !fs::symlink_metadata(&self.dir).is_ok_and(|m| m.is_dir()) {
+                return Err(io::Error::other(format!(
+                    "{} is not a directory",
+                    self.dir.display()
+                )));
+            }
+            self.dir_ready = true;
+        }
+        self.counter += 1;
+        Ok(self.dir.join(format!("ferry-aside.{}", self.counter)))
     }
 
     /// True if `digest` is staged and not used up.
@@ -79,6 +96,12 @@ impl Staging {
     ) -> Result<(), StageError> {
         if !self.dir_ready {
             fs::create_dir_all(&self.dir)?;
+            // Never stage through a symlink planted at the staging name.
+            if !fs::symlink_metadata(&self.dir).is_ok_and(|m| m.is_dir()) {
+                return Err(
+                    io::Error::other(format!("{} is not a directory", self.dir.display())).into(),
+                );
+            }
             self.dir_ready = true;
         }
         if self.buf.is_empty() {
@@ -148,8 +171,28 @@ impl Staging {
             let _ = fs::remove_file(p);
         }
         if self.remove_when_done && self.dir_ready {
-            let _ = fs::remove_dir_all(&self.dir);
+            remove_ours(&self.dir);
             self.dir_ready = false;
         }
     }
+}
+
+/// Removes ferry's files (`ferry-*`) from a staging directory, then the directory if that left
+/// it empty. Anything else in it is left alone.
+fn remove_ours(dir: &Path) {
+    if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let ours = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("ferry-"));
+            if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }

@@ -8,9 +8,9 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ferry_core::{Change, Digest, Entry, RelPath};
+use ferry_core::{Change, Digest, Entry, RelPath, link_stays_inside};
 
-use super::scan::{Cached, DirHook, LocalTree, Stat, parents_are_dirs};
+use super::scan::{Cached, DirHook, LocalTree, Stat, parents_are_dirs, stat_is_settled};
 use super::stage::Staging;
 
 /// What one change did.
@@ -86,7 +86,7 @@ impl Applier<'_> {
                     return ch.old.clone();
                 }
                 let result = if od == nd {
-                    self.set_executable(rel, *executable)
+                    self.set_executable(rel, *nd, *executable)
                 } else {
                     self.replace_file(rel, *od, ch.new.as_ref(), w)
                 };
@@ -155,7 +155,15 @@ impl Applier<'_> {
         }
     }
 
-    fn backup(&mut self, rel: &RelPath, digest: Digest, w: &mut Work) -> Result<(), String> {
+    /// Keeps a copy of `src` (the content at `rel`) in the backup area unless its content is in
+    /// the archive at that path.
+    fn backup(
+        &mut self,
+        rel: &RelPath,
+        digest: Digest,
+        src: &Path,
+        w: &mut Work,
+    ) -> Result<(), String> {
         if !self.backup.contains(&digest) {
             return Ok(());
         }
@@ -164,10 +172,9 @@ impl Applier<'_> {
             if let Some(p) = dest.parent() {
                 fs::create_dir_all(p)?;
             }
-            let src = self.abs(rel);
             // A hard link keeps the bytes at no cost when the backup area shares the filesystem.
-            if fs::hard_link(&src, &dest).is_err() {
-                fs::copy(&src, &dest)?;
+            if fs::hard_link(src, &dest).is_err() {
+                fs::copy(src, &dest)?;
             }
             io::Result::Ok(())
         })();
@@ -180,13 +187,53 @@ impl Applier<'_> {
         }
     }
 
-    fn set_executable(&mut self, rel: &RelPath, executable: bool) -> Result<(), String> {
+    /// The file moved aside is not the one the scan saw (written after the check): put it back,
+    /// or, if something new took its place meanwhile, keep it in the backup area.
+    fn restore_aside(&mut self, rel: &RelPath, aside: &Path, w: &mut Work) -> String {
         let abs = self.abs(rel);
-        let m = fs::symlink_metadata(&abs).map_err(|e| e.to_string())?;
-        let mode = exec_mode(m.mode(), executable);
-        fs::set_permissions(&abs, fs::Permissions::from_mode(mode))
+        if rename_noreplace(aside, &abs).is_ok() {
+            return "changed since it was scanned; left alone until the next cycle".into();
+        }
+        let dest = self.backup_dir.join(rel.as_str());
+        let kept = dest
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| {
+                fs::rename(aside, &dest).or_else(|_| fs::copy(aside, &dest).map(|_| ()))
+            });
+        match kept {
+            Ok(()) => {
+                w.backups.push((rel.clone(), dest.clone()));
+                format!(
+                    "changed while ferry replaced it; that version is kept at {}",
+                    dest.display()
+                )
+            }
+            Err(e) => format!(
+                "changed while ferry replaced it and could not be put back ({e}); it is at {}",
+                aside.display()
+            ),
+        }
+    }
+
+    fn set_executable(
+        &mut self,
+        rel: &RelPath,
+        digest: Digest,
+        executable: bool,
+    ) -> Result<(), String> {
+        // Through a descriptor opened without following links: a file swapped for a symlink
+        // since the check is never chmod-ed (nor is anything it points to).
+        let f = super::scan::open_nofollow(&self.abs(rel))
+            .map_err(|e| format!("cannot open for chmod: {e}"))?;
+        let m = f.metadata().map_err(|e| e.to_string())?;
+        if !m.is_file() {
+            return Err("changed since it was scanned; left alone until the next cycle".into());
+        }
+        f.set_permissions(fs::Permissions::from_mode(exec_mode(m.mode(), executable)))
             .map_err(|e| format!("chmod failed: {e}"))?;
-        self.remember_file(rel, None);
+        drop(f);
+        self.remember_file(rel, digest);
         Ok(())
     }
 
@@ -203,42 +250,97 @@ impl Applier<'_> {
         else {
             return Err("internal: not a file".into());
         };
-        self.backup(rel, old, w)?;
         let abs = self.abs(rel);
-        let base = fs::symlink_metadata(&abs)
-            .map(|m| m.mode())
-            .unwrap_or(0o100644);
+        let Some(seen) = self.state.cache.get(rel.as_str()).map(|c| c.stat) else {
+            return Err("changed since it was scanned; left alone until the next cycle".into());
+        };
         let staged = self
             .staging
             .take(digest)
             .map_err(|e| format!("content not available: {e}"))?;
         fs::set_permissions(
             &staged,
-            fs::Permissions::from_mode(exec_mode(base, *executable)),
+            fs::Permissions::from_mode(exec_mode(seen.mode, *executable)),
         )
         .map_err(|e| format!("cannot set mode: {e}"))?;
-        fs::rename(&staged, &abs).map_err(|e| format!("cannot rename into place: {e}"))?;
-        self.remember_file(rel, Some(*digest));
+        self.backup(rel, old, &abs, w)?;
+        // Swap rather than overwrite, then look at what was swapped out: if a write landed after
+        // the check, it is put back instead of lost.
+        match rename_exchange(&staged, &abs) {
+            Ok(()) => {
+                let out = fs::symlink_metadata(&staged);
+                if out.as_ref().is_ok_and(|m| same_file(&seen, m)) {
+                    let _ = fs::remove_file(&staged);
+                } else {
+                    let msg = self.restore_aside(rel, &staged, w);
+                    // Our content went back to `staged` by the swap; it is no longer needed.
+                    let _ = fs::remove_file(&staged);
+                    return Err(msg);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                ) =>
+            {
+                // No RENAME_EXCHANGE here: the plain rename's window is as small as it gets.
+                fs::rename(&staged, &abs).map_err(|e| format!("cannot rename into place: {e}"))?;
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&staged);
+                return Err(format!("cannot rename into place: {e}"));
+            }
+        }
+        self.remember_file(rel, *digest);
         Ok(())
     }
 
-    /// Records a file ferry just wrote in the stat cache, so the next scan need not read it.
-    fn remember_file(&mut self, rel: &RelPath, digest: Option<Digest>) {
+    /// Records a file ferry just wrote in the stat cache, so the next scan need not read it
+    /// (unless it was written too recently for its timestamps to reveal a later same-size
+    /// write: then, like any racy entry, it is hashed again).
+    fn remember_file(&mut self, rel: &RelPath, digest: Digest) {
         let Ok(m) = fs::symlink_metadata(self.abs(rel)) else {
             return;
         };
-        let digest = match digest.or_else(|| self.state.cache.get(rel.as_str()).map(|c| c.digest)) {
-            Some(d) => d,
-            None => return,
-        };
+        let stat = Stat::of(&m);
         self.state.cache.insert(
             rel.as_str().to_owned(),
             Cached {
-                stat: Stat::of(&m),
+                stat,
                 digest,
-                trusted: true,
+                trusted: stat_is_settled(&stat),
             },
         );
+    }
+
+    /// Removes the file at `rel`: moved aside first, checked to be the one the scan saw, backed
+    /// up if its content is not in the archive, then unlinked.
+    fn remove_file(&mut self, rel: &RelPath, digest: Digest, w: &mut Work) -> Result<(), String> {
+        let abs = self.abs(rel);
+        let Some(seen) = self.state.cache.get(rel.as_str()).map(|c| c.stat) else {
+            return Err("changed since it was scanned; left alone until the next cycle".into());
+        };
+        let aside = self
+            .staging
+            .scratch()
+            .map_err(|e| format!("cannot prepare removal: {e}"))?;
+        if let Err(e) = fs::rename(&abs, &aside) {
+            if e.kind() == io::ErrorKind::NotFound {
+                return Err("changed since it was scanned; left alone until the next cycle".into());
+            }
+            return Err(format!("cannot remove: {e}"));
+        }
+        if !fs::symlink_metadata(&aside).is_ok_and(|m| same_file(&seen, &m)) {
+            return Err(self.restore_aside(rel, &aside, w));
+        }
+        if let Err(e) = self.backup(rel, digest, &aside, w) {
+            let _ = rename_noreplace(&aside, &abs);
+            return Err(e);
+        }
+        let _ = fs::remove_file(&aside);
+        self.state.cache.remove(rel.as_str());
+        Ok(())
     }
 
     /// Removes `old` at `rel`, deepest first. Returns what is left (`None` when all is gone).
@@ -249,22 +351,13 @@ impl Applier<'_> {
         }
         let abs = self.abs(rel);
         match old {
-            Entry::File { digest, .. } => {
-                if let Err(e) = self.backup(rel, *digest, w) {
+            Entry::File { digest, .. } => match self.remove_file(rel, *digest, w) {
+                Ok(()) => None,
+                Err(e) => {
                     w.errors.push((rel.clone(), e));
-                    return Some(old.clone());
+                    Some(old.clone())
                 }
-                match fs::remove_file(&abs) {
-                    Ok(()) => {
-                        self.state.cache.remove(rel.as_str());
-                        None
-                    }
-                    Err(e) => {
-                        w.errors.push((rel.clone(), format!("cannot remove: {e}")));
-                        Some(old.clone())
-                    }
-                }
-            }
+            },
             Entry::Symlink { .. } => match fs::remove_file(&abs) {
                 Ok(()) => None,
                 Err(e) => {
@@ -331,7 +424,7 @@ impl Applier<'_> {
                 let placed = rename_noreplace(&staged, &abs);
                 match placed {
                     Ok(()) => {
-                        self.remember_file(rel, Some(*digest));
+                        self.remember_file(rel, *digest);
                         Some(new.clone())
                     }
                     Err(e) => {
@@ -349,6 +442,12 @@ impl Applier<'_> {
                     }
                 }
             }
+            // The same rule as the scan's, again here: whatever sent this change, a link that
+            // could lead outside the root is never created.
+            Entry::Symlink { target } if !link_stays_inside(rel, target) => fail(
+                w,
+                format!("refusing to create a symlink to '{target}': it may lead outside the root"),
+            ),
             Entry::Symlink { target } => match std::os::unix::fs::symlink(target, &abs) {
                 Ok(()) => Some(new.clone()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fail(
@@ -390,9 +489,23 @@ impl Applier<'_> {
     }
 }
 
-/// Moves `from` to `to` unless something exists at `to` (then `AlreadyExists`): one atomic
-/// `renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the filesystem lacks it.
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+/// True if `m` is the file the scan saw as `seen` (same inode, size and modification time;
+/// not ctime, which a backup's hard link changes).
+fn same_file(seen: &Stat, m: &fs::Metadata) -> bool {
+    let now = Stat::of(m);
+    m.file_type().is_file()
+        && now.dev == seen.dev
+        && now.ino == seen.ino
+        && now.size == seen.size
+        && now.mtime_ns == seen.mtime_ns
+}
+
+/// Atomically swaps `a` and `b` (`renameat2(RENAME_EXCHANGE)`).
+fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
+    renameat2(a, b, libc::RENAME_EXCHANGE)
+}
+
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let (Ok(f), Ok(t)) = (
@@ -409,21 +522,32 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
             f.as_ptr(),
             libc::AT_FDCWD,
             t.as_ptr(),
-            libc::RENAME_NOREPLACE,
+            flags,
         )
     };
     if rc == 0 {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
+}
+
+/// Moves `from` to `to` unless something exists at `to` (then `AlreadyExists`): one atomic
+/// `renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the filesystem lacks it.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    match renameat2(from, to, libc::RENAME_NOREPLACE) {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            ) =>
+        {
             // link() refuses to replace anything too.
             fs::hard_link(from, to)?;
             let _ = fs::remove_file(from);
             Ok(())
         }
-        _ => Err(err),
+        r => r,
     }
 }
 
