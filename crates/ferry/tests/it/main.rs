@@ -5,6 +5,7 @@
 
 mod modes;
 mod once;
+mod review;
 mod safety;
 mod soak;
 mod support;
