@@ -108,9 +108,11 @@ impl Staging {
             self.buf = vec![0; 256 * 1024];
         }
         self.counter += 1;
-        let path = self
-            .dir
-            .join(format!("{}.{}", &digest.to_string()[..16], self.counter));
+        let path = self.dir.join(format!(
+            "ferry-{}.{}",
+            &digest.to_string()[..16],
+            self.counter
+        ));
         let mut out = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -154,7 +156,7 @@ impl Staging {
         if *uses > 1 {
             *uses -= 1;
             let copy = tempfile::Builder::new()
-                .prefix(".cp-")
+                .prefix("ferry-cp-")
                 .tempfile_in(&self.dir)?;
             fs::copy(&*path, copy.path())?;
             let (_, p) = copy.keep().map_err(|e| e.error)?;
