@@ -51,6 +51,16 @@ pub enum RunError {
     RootGone(&'static str, String),
     #[error("bad ignore rules: {0}")]
     Ignore(String),
+    #[error(
+        "{deleted} of {side}'s {total} entries were about to be deleted at once (a wipe in \
+         progress?); nothing was deleted. Re-run with --accept-wipe to let it through, or with \
+         --reset to bring them back"
+    )]
+    MassDeletion {
+        side: &'static str,
+        deleted: u64,
+        total: u64,
+    },
 }
 
 /// How a session ended (maps to the design's exit codes).
@@ -73,6 +83,7 @@ const ARCHIVE_SAVE_EVERY: Duration = Duration::from_secs(1);
 const MASS_DELETE: u64 = 100;
 const DELETE_WINDOW: Duration = Duration::from_secs(2);
 const SETTLE: Duration = Duration::from_secs(1);
+const MAX_HOLD: Duration = Duration::from_secs(10);
 /// ... and as soon as the session has been quiet this long.
 const ARCHIVE_SAVE_IDLE: Duration = Duration::from_millis(100);
 
@@ -89,12 +100,17 @@ pub struct Engine {
     archive_dirty: bool,
     /// Journalled changes of a run that died before saving the archive.
     recovering: Vec<Pending>,
+    /// The journal holds records the saved archive does not account for.
+    journal_open: bool,
     archive_saved: Instant,
     /// Watch-triggered cycles hold mass deletions (see [`MASS_DELETE`]).
     watching: bool,
     recent_deletes: std::collections::VecDeque<(Instant, u64)>,
     /// Deletions are held; a full cycle runs once nothing was deleted for [`SETTLE`].
     settle_at: Option<Instant>,
+    hold_started: Option<Instant>,
+    /// This cycle is the full one that decides held deletions.
+    settling: bool,
     stop: Arc<AtomicBool>,
     reported: HashSet<(Side, String, String)>,
     reported_conflicts: HashMap<String, (Option<Entry>, Option<Entry>)>,
@@ -126,8 +142,13 @@ impl Engine {
         };
         // A run that died between changing files and saving the archive left those changes in
         // the journal; the first cycle settles them against what its scan finds (`recover`).
-        let recovering = session.pending();
-        let archive_dirty = !recovering.is_empty();
+        // `--reset` forgets everything, the journal included (it describes the old archive).
+        let recovering = if settings.reset {
+            Vec::new()
+        } else {
+            session.pending()
+        };
+        let archive_dirty = settings.reset || !recovering.is_empty();
         let spec = IgnoreSpec {
             vcs: settings.ignore_vcs,
             patterns: settings.ignores.clone(),
@@ -144,11 +165,14 @@ impl Engine {
             ignore_file: None,
             cycle: 0,
             archive_dirty,
+            journal_open: !recovering.is_empty(),
             recovering,
             archive_saved: Instant::now(),
             watching: false,
             recent_deletes: Default::default(),
             settle_at: None,
+            hold_started: None,
+            settling: false,
             stop,
             reported: HashSet::new(),
             reported_conflicts: HashMap::new(),
@@ -174,12 +198,11 @@ impl Engine {
             Some((tx, rx)) if !self.settings.once => self.watch_loop(tx, rx),
             _ => self.once_loop(),
         };
-        // Whatever ended the session, keep what the cycles that ran have learnt.
-        if self.archive_dirty {
-            let saved = self.save_archive();
-            if finish.is_ok() {
-                saved?;
-            }
+        // A session that ends normally saves what its cycles learnt. One that failed does not:
+        // a cycle may have stopped half way, and the journal with the last saved archive
+        // settles that correctly at the next start.
+        if finish.is_ok() && self.archive_dirty {
+            self.save_archive()?;
         }
         let _ = self.alpha.save_cache();
         let _ = self.beta.save_cache();
@@ -318,9 +341,11 @@ impl Engine {
             if period.is_some_and(|p| last_full.elapsed() >= p) {
                 full = (true, true);
             }
-            if self.settle_at.is_some_and(|at| Instant::now() >= at) {
+            let settle = self.settle_at.is_some_and(|at| Instant::now() >= at);
+            if settle {
                 // Held deletions: things went quiet; a full scan shows what really happened.
                 self.settle_at = None;
+                self.hold_started = None;
                 full = (true, true);
             }
             if !res.retry.is_empty() {
@@ -341,7 +366,10 @@ impl Engine {
                 }
             };
             let had_retry = !res.retry.is_empty();
-            res = self.cycle(&req(full.0, dirty.0), &req(full.1, dirty.1))?;
+            self.settling = settle;
+            let out = self.cycle(&req(full.0, dirty.0), &req(full.1, dirty.1));
+            self.settling = false;
+            res = out?;
             backoff = if had_retry && !res.retry.is_empty() {
                 (backoff * 2).min(Duration::from_secs(2))
             } else {
@@ -512,8 +540,11 @@ impl Engine {
             Some(paths) => reconcile_at(ancestor, a, b, self.settings.mode, paths),
             None => reconcile(ancestor, a, b, self.settings.mode),
         };
-        if self.watching && scope.is_some() {
+        if self.watching && !self.settling {
             self.hold_mass_deletions(&mut plan, cycle);
+        }
+        if self.settling && !self.settings.accept_wipe {
+            self.refuse_mass_deletion(&plan)?;
         }
         lap(&mut phases.scan);
         self.report_problems(ra, rb);
@@ -549,7 +580,7 @@ impl Engine {
             let records: Vec<Pending> = [(true, &plan.alpha), (false, &plan.beta)]
                 .into_iter()
                 .flat_map(|(alpha, changes)| {
-                    changes.iter().map(move |c| Pending {
+                    changes.iter().map(move |c| Pending::Planned {
                         alpha,
                         path: c.path.clone(),
                         old: c.old.clone(),
@@ -558,6 +589,9 @@ impl Engine {
                 })
                 .collect();
             self.session.journal_pending(&records)?;
+            self.journal_open = true;
+            // The journal only shrinks when the archive is written: keep that coming.
+            self.archive_dirty = true;
         }
         let mut bytes = 0;
         let mut counts = (0u64, 0u64);
@@ -589,11 +623,26 @@ impl Engine {
         self.archive_dirty |= changed;
         lap(&mut phases.agree);
         // Writing the archive is off the path to visibility; while busy, at most once a second
-        // (the watch loop saves it when things go quiet, and at exit).
+        // (the watch loop saves it when things go quiet, and at exit). Until then the journal
+        // records what this cycle agreed on.
         if self.archive_dirty
             && (self.settings.once || self.archive_saved.elapsed() > ARCHIVE_SAVE_EVERY)
         {
             self.save_archive()?;
+        } else if self.journal_open {
+            let agreed = paths
+                .iter()
+                .map(|p| {
+                    let value = self
+                        .archive
+                        .ancestor
+                        .as_ref()
+                        .and_then(|a| a.get(p.as_str()));
+                    (p.clone(), value.cloned())
+                })
+                .collect();
+            self.session
+                .journal_pending(&[Pending::Committed { agreed }])?;
         }
         lap(&mut phases.save);
         self.printer.emit(&Event::CycleEnd {
@@ -615,17 +664,40 @@ impl Engine {
     /// stands; anything else (half a directory, an edit since) is forgotten, and the sides are
     /// merged there as in a first sync. Nothing is taken for a deletion that was not one.
     fn recover(&mut self) {
+        // Finished cycles first: their agreed values are exact. What follows the last commit
+        // is a cycle that died half way: judge each of its changes by what the disk shows.
+        let mut unfinished = Vec::new();
         for r in std::mem::take(&mut self.recovering) {
-            let side = if r.alpha {
+            match r {
+                Pending::Committed { agreed } => {
+                    for (path, value) in agreed {
+                        set_agreed(&mut self.archive.ancestor, &path, value);
+                    }
+                    unfinished.clear();
+                }
+                planned => unfinished.push(planned),
+            }
+        }
+        for r in unfinished {
+            let Pending::Planned {
+                alpha,
+                path,
+                old,
+                new,
+            } = r
+            else {
+                continue;
+            };
+            let side = if alpha {
                 self.alpha.tree()
             } else {
                 self.beta.tree()
             };
-            let now = side.and_then(|t| t.get(r.path.as_str()));
-            if now == r.new.as_ref() {
-                set_agreed(&mut self.archive.ancestor, &r.path, r.new);
-            } else if now != r.old.as_ref() {
-                forget(&mut self.archive.ancestor, &r.path);
+            let now = side.and_then(|t| t.get(path.as_str()));
+            if now == new.as_ref() {
+                set_agreed(&mut self.archive.ancestor, &path, new);
+            } else if now != old.as_ref() {
+                forget(&mut self.archive.ancestor, &path);
             }
         }
     }
@@ -665,14 +737,45 @@ impl Engine {
         }
         plan.alpha.retain(|c| !removes(c));
         plan.beta.retain(|c| !removes(c));
-        self.settle_at = Some(now + SETTLE);
+        let started = *self.hold_started.get_or_insert(now);
+        // Only bulk keeps the hold going (a stray temp file must not starve it), and never past
+        // MAX_HOLD: then a full cycle decides, whatever is still going on.
+        if self.settle_at.is_none() || deletions >= MASS_DELETE / 10 {
+            self.settle_at = Some((now + SETTLE).min(started + MAX_HOLD));
+        }
         self.recent_deletes.clear();
         self.printer.emit(&Event::Hold { cycle, deletions });
+    }
+
+    /// In the cycle that decides held deletions: removing half or more of a side's entries
+    /// at once is treated like a wipe (a partly observed `rm -rf` looks just like this).
+    fn refuse_mass_deletion(&self, plan: &ferry_core::Plan) -> Result<(), RunError> {
+        for (side, changes, tree) in [
+            ("alpha", &plan.alpha, self.alpha.tree()),
+            ("beta", &plan.beta, self.beta.tree()),
+        ] {
+            let deleted: u64 = changes
+                .iter()
+                .filter(|c| c.new.is_none())
+                .filter_map(|c| c.old.as_ref())
+                .map(|o| o.count() as u64)
+                .sum();
+            let total = tree.map_or(0, |t| t.count() as u64);
+            if deleted >= MASS_DELETE && deleted * 2 >= total {
+                return Err(RunError::MassDeletion {
+                    side,
+                    deleted,
+                    total,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn save_archive(&mut self) -> Result<(), RunError> {
         self.session.save_archive(&self.archive)?;
         self.archive_dirty = false;
+        self.journal_open = false;
         self.archive_saved = Instant::now();
         Ok(())
     }

@@ -21,15 +21,22 @@ pub struct Archive {
     pub ancestor: Option<Entry>,
 }
 
-/// A change a cycle was about to make (journalled so a crash before the archive is saved can
-/// be accounted for: see `Engine::recover`).
+/// A journal record (see `docs/archive.md`): what a cycle was about to change, and what it
+/// agreed on once done, so a crash before the archive is saved can be accounted for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pending {
-    /// The side written: true for alpha.
-    pub alpha: bool,
-    pub path: RelPath,
-    pub old: Option<Entry>,
-    pub new: Option<Entry>,
+pub enum Pending {
+    /// A change about to be made on one side.
+    Planned {
+        /// The side written: true for alpha.
+        alpha: bool,
+        path: RelPath,
+        old: Option<Entry>,
+        new: Option<Entry>,
+    },
+    /// The cycle finished: the archive's new values at the paths it looked at.
+    Committed {
+        agreed: Vec<(RelPath, Option<Entry>)>,
+    },
 }
 
 /// Errors opening or saving session state.

@@ -81,6 +81,17 @@ impl Staging {
         Ok(self.dir.join(format!("ferry-aside.{}", self.counter)))
     }
 
+    /// A fresh path in the staging directory for a version ferry must keep but could not put
+    /// anywhere else. Not named `ferry-*`, so no cleanup ever removes it.
+    pub fn keep_path(&mut self) -> PathBuf {
+        self.counter += 1;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        self.dir.join(format!("kept-{stamp}-{}", self.counter))
+    }
+
     /// True if `digest` is staged and not used up.
     pub fn has(&self, digest: &Digest) -> bool {
         self.staged.contains_key(digest)

@@ -188,30 +188,39 @@ impl Applier<'_> {
     }
 
     /// The file moved aside is not the one the scan saw (written after the check): put it back,
-    /// or, if something new took its place meanwhile, keep it in the backup area.
+    /// or, if something new took its place meanwhile, keep it (see [`Self::park`]).
     fn restore_aside(&mut self, rel: &RelPath, aside: &Path, w: &mut Work) -> String {
-        let abs = self.abs(rel);
-        if rename_noreplace(aside, &abs).is_ok() {
+        if rename_noreplace(aside, &self.abs(rel)).is_ok() {
             return "changed since it was scanned; left alone until the next cycle".into();
         }
+        self.park(rel, aside, w)
+    }
+
+    /// Keeps a version of `rel` that could not go back to its path: in the backup area if
+    /// possible, else under a name in staging that no cleanup removes. Never deletes it.
+    /// Returns the message saying where it is.
+    fn park(&mut self, rel: &RelPath, from: &Path, w: &mut Work) -> String {
         let dest = self.backup_dir.join(rel.as_str());
-        let kept = dest
+        let moved = dest
             .parent()
             .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| {
-                fs::rename(aside, &dest).or_else(|_| fs::copy(aside, &dest).map(|_| ()))
-            });
-        match kept {
-            Ok(()) => {
-                w.backups.push((rel.clone(), dest.clone()));
-                format!(
-                    "changed while ferry replaced it; that version is kept at {}",
-                    dest.display()
-                )
-            }
-            Err(e) => format!(
-                "changed while ferry replaced it and could not be put back ({e}); it is at {}",
-                aside.display()
+            .and_then(|()| fs::rename(from, &dest));
+        if moved.is_ok() {
+            w.backups.push((rel.clone(), dest.clone()));
+            return format!(
+                "changed while ferry replaced it; that version is kept at {}",
+                dest.display()
+            );
+        }
+        let kept = self.staging.keep_path();
+        match fs::rename(from, &kept) {
+            Ok(()) => format!(
+                "changed while ferry replaced it and the backup area is unusable; that version is kept at {}",
+                kept.display()
+            ),
+            Err(_) => format!(
+                "changed while ferry replaced it and could not be moved; that version is at {}",
+                from.display()
             ),
         }
     }
@@ -250,33 +259,52 @@ impl Applier<'_> {
         else {
             return Err("internal: not a file".into());
         };
+        const CHANGED: &str = "changed since it was scanned; left alone until the next cycle";
         let abs = self.abs(rel);
         let Some(seen) = self.state.cache.get(rel.as_str()).map(|c| c.stat) else {
-            return Err("changed since it was scanned; left alone until the next cycle".into());
+            return Err(CHANGED.into());
         };
         let staged = self
             .staging
             .take(digest)
             .map_err(|e| format!("content not available: {e}"))?;
-        fs::set_permissions(
-            &staged,
-            fs::Permissions::from_mode(exec_mode(seen.mode, *executable)),
-        )
-        .map_err(|e| format!("cannot set mode: {e}"))?;
-        self.backup(rel, old, &abs, w)?;
-        // Swap rather than overwrite, then look at what was swapped out: if a write landed after
-        // the check, it is put back instead of lost.
+        // Our staged file's identity, to tell it apart from anyone else's after swaps.
+        let ours = match fs::symlink_metadata(&staged) {
+            Ok(m) => (m.dev(), m.ino()),
+            Err(e) => return Err(format!("content not available: {e}")),
+        };
+        let is_ours = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == ours);
+        let mode = fs::Permissions::from_mode(exec_mode(seen.mode, *executable));
+        if let Err(e) = fs::set_permissions(&staged, mode) {
+            let _ = fs::remove_file(&staged);
+            return Err(format!("cannot set mode: {e}"));
+        }
+        // Swap rather than overwrite, then look at what came out: if a write landed after the
+        // check, swap back so the person's version is at its path again.
         match rename_exchange(&staged, &abs) {
             Ok(()) => {
-                let out = fs::symlink_metadata(&staged);
-                if out.as_ref().is_ok_and(|m| same_file(&seen, m)) {
-                    let _ = fs::remove_file(&staged);
-                } else {
-                    let msg = self.restore_aside(rel, &staged, w);
-                    // Our content went back to `staged` by the swap; it is no longer needed.
-                    let _ = fs::remove_file(&staged);
-                    return Err(msg);
+                // `staged` now holds what was at the path.
+                if !fs::symlink_metadata(&staged).is_ok_and(|m| same_file(&seen, &m)) {
+                    return Err(match rename_exchange(&staged, &abs) {
+                        Ok(()) if is_ours(&staged) => {
+                            let _ = fs::remove_file(&staged);
+                            CHANGED.into()
+                        }
+                        // Whatever is in `staged` now is not ours: keep it.
+                        Ok(()) | Err(_) => self.park(rel, &staged, w),
+                    });
                 }
+                if let Err(e) = self.backup(rel, old, &staged, w) {
+                    // No copy could be kept: put the old version back.
+                    return Err(match rename_exchange(&staged, &abs) {
+                        Ok(()) if is_ours(&staged) => {
+                            let _ = fs::remove_file(&staged);
+                            e
+                        }
+                        Ok(()) | Err(_) => self.park(rel, &staged, w),
+                    });
+                }
+                let _ = fs::remove_file(&staged);
             }
             Err(e)
                 if matches!(
@@ -284,8 +312,14 @@ impl Applier<'_> {
                     Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
                 ) =>
             {
-                // No RENAME_EXCHANGE here: the plain rename's window is as small as it gets.
-                fs::rename(&staged, &abs).map_err(|e| format!("cannot rename into place: {e}"))?;
+                // No RENAME_EXCHANGE (NFS, many FUSE filesystems): move the old file aside and
+                // check it, then place ours where nothing is. The path is briefly empty; no
+                // write is lost.
+                let result = self.replace_by_moving_aside(rel, &abs, old, &seen, &staged, w);
+                if is_ours(&staged) {
+                    let _ = fs::remove_file(&staged);
+                }
+                result?;
             }
             Err(e) => {
                 let _ = fs::remove_file(&staged);
@@ -293,6 +327,43 @@ impl Applier<'_> {
             }
         }
         self.remember_file(rel, *digest);
+        Ok(())
+    }
+
+    fn replace_by_moving_aside(
+        &mut self,
+        rel: &RelPath,
+        abs: &Path,
+        old: Digest,
+        seen: &Stat,
+        staged: &Path,
+        w: &mut Work,
+    ) -> Result<(), String> {
+        let aside = self
+            .staging
+            .scratch()
+            .map_err(|e| format!("cannot prepare replacement: {e}"))?;
+        if let Err(e) = fs::rename(abs, &aside) {
+            return Err(if e.kind() == io::ErrorKind::NotFound {
+                "changed since it was scanned; left alone until the next cycle".into()
+            } else {
+                format!("cannot move the old version aside: {e}")
+            });
+        }
+        if !fs::symlink_metadata(&aside).is_ok_and(|m| same_file(seen, &m)) {
+            return Err(self.restore_aside(rel, &aside, w));
+        }
+        if let Err(e) = self.backup(rel, old, &aside, w) {
+            let msg = self.restore_aside(rel, &aside, w);
+            return Err(format!("{e} ({msg})"));
+        }
+        if let Err(e) = rename_noreplace(staged, abs) {
+            // Something appeared at the path meanwhile: it stays. The old version we moved aside
+            // is the one the scan saw; put it back if it can go, else keep it.
+            let msg = self.restore_aside(rel, &aside, w);
+            return Err(format!("cannot place the new version ({e}); {msg}"));
+        }
+        let _ = fs::remove_file(&aside);
         Ok(())
     }
 
@@ -317,26 +388,37 @@ impl Applier<'_> {
     /// Removes the file at `rel`: moved aside first, checked to be the one the scan saw, backed
     /// up if its content is not in the archive, then unlinked.
     fn remove_file(&mut self, rel: &RelPath, digest: Digest, w: &mut Work) -> Result<(), String> {
+        const CHANGED: &str = "changed since it was scanned; left alone until the next cycle";
         let abs = self.abs(rel);
         let Some(seen) = self.state.cache.get(rel.as_str()).map(|c| c.stat) else {
-            return Err("changed since it was scanned; left alone until the next cycle".into());
+            return Err(CHANGED.into());
         };
         let aside = self
             .staging
             .scratch()
             .map_err(|e| format!("cannot prepare removal: {e}"))?;
-        if let Err(e) = fs::rename(&abs, &aside) {
-            if e.kind() == io::ErrorKind::NotFound {
-                return Err("changed since it was scanned; left alone until the next cycle".into());
+        match fs::rename(&abs, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(CHANGED.into()),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                // A mount nested in the root (a volume inside a bind mount): staging is on
+                // another filesystem. Check, keep a copy if needed, unlink.
+                if !fs::symlink_metadata(&abs).is_ok_and(|m| same_file(&seen, &m)) {
+                    return Err(CHANGED.into());
+                }
+                self.backup(rel, digest, &abs, w)?;
+                fs::remove_file(&abs).map_err(|e| format!("cannot remove: {e}"))?;
+                self.state.cache.remove(rel.as_str());
+                return Ok(());
             }
-            return Err(format!("cannot remove: {e}"));
+            Err(e) => return Err(format!("cannot remove: {e}")),
         }
         if !fs::symlink_metadata(&aside).is_ok_and(|m| same_file(&seen, &m)) {
             return Err(self.restore_aside(rel, &aside, w));
         }
         if let Err(e) = self.backup(rel, digest, &aside, w) {
-            let _ = rename_noreplace(&aside, &abs);
-            return Err(e);
+            let msg = self.restore_aside(rel, &aside, w);
+            return Err(format!("{e} ({msg})"));
         }
         let _ = fs::remove_file(&aside);
         self.state.cache.remove(rel.as_str());

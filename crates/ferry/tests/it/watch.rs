@@ -190,11 +190,12 @@ fn a_burst_of_2000_files_syncs_completely() {
         2001
     );
 
-    // And back: the checkout of a branch without them, this time on beta.
-    for i in 0..20 {
+    // And back: the checkout of a branch without some of them, this time on beta (600 files:
+    // under half of the tree, so not taken for a wipe in progress).
+    for i in 0..8 {
         remove(&fx.b(&format!("pkg{i:02}")));
     }
-    s.wait_synced(&fx, "1500 files deleted on beta");
+    s.wait_synced(&fx, "600 files deleted on beta");
     assert_absent(&fx.a("pkg00"));
     assert_content(&fx.a("existing/f0000.txt"), "file 0\n");
     s.stop();
@@ -354,4 +355,43 @@ fn staging_in_the_root_works_cycle_after_cycle() {
     s.wait_synced(&fx, "after four files");
     s.stop();
     assert!(!fx.a(".ferry-staging").exists() && !fx.b(".ferry-staging").exists());
+}
+
+/// Deleting most of a side while watching looks exactly like an `rm -rf` caught half way: the
+/// session stops and asks, deleting nothing on the other side.
+#[test]
+fn deleting_most_of_a_side_while_watching_stops_and_deletes_nothing() {
+    let fx = Fixture::new();
+    for d in 0..8 {
+        for f in 0..50 {
+            write(&fx.a(&format!("d{d}/f{f}.txt")), format!("{d}/{f}\n"));
+        }
+    }
+    let mut s = fx.watch(&[]);
+    s.wait_synced(&fx, "initial sync");
+    for d in 0..6 {
+        remove(&fx.b(&format!("d{d}")));
+    }
+    let status = s.wait_exit("ferry to stop on deleting 75% of beta");
+    assert_eq!(status.code(), Some(1), "{}", s.stderr());
+    assert!(s.stderr().contains("--accept-wipe"), "{}", s.stderr());
+    // Deletions propagate one by one until 100 arrive within 2 s; from then on they are held,
+    // and the deciding full scan refuses: at most 99 files can have gone before.
+    let kept = (0..8)
+        .flat_map(|d| (0..50).map(move |f| format!("d{d}/f{f}.txt")))
+        .filter(|rel| exists(&fx.a(rel)))
+        .count();
+    assert!(kept > 300, "alpha kept only {kept} of 400 files");
+    for d in 6..8 {
+        for f in 0..50 {
+            assert!(
+                exists(&fx.a(&format!("d{d}/f{f}.txt"))),
+                "alpha lost d{d}/f{f}.txt"
+            );
+        }
+    }
+    // Confirmed: the deletion goes through.
+    fx.once(&["--accept-wipe"]).expect_code(0);
+    fx.assert_synced();
+    assert_absent(&fx.a("d0"));
 }
