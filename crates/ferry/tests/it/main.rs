@@ -6,6 +6,7 @@
 mod modes;
 mod once;
 mod review;
+mod review2;
 mod safety;
 mod soak;
 mod support;
