@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 /// Names never synced: ferry's own staging directory.
 pub const STAGING_DIR_NAME: &str = ".ferry-staging";
 
+/// Files ferry writes next to their target when staging is on another filesystem (a mount
+/// nested in the root); never synced.
+pub const TEMP_PREFIX: &str = ".ferry-tmp-";
+
 /// The ignore settings of a session, as plain data so they can cross the wire unchanged.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IgnoreSpec {
@@ -58,7 +62,10 @@ impl Ignorer {
     /// True if `path` itself is ignored (callers walk top-down, so parents are already checked).
     /// The staging directory at the root is always ignored, whatever the user's rules say.
     pub fn is_ignored(&self, path: &str, is_dir: bool) -> bool {
-        path == STAGING_DIR_NAME || self.rules.matched(path, is_dir).is_ignore()
+        let name = path.rsplit('/').next().unwrap_or(path);
+        path == STAGING_DIR_NAME
+            || name.starts_with(TEMP_PREFIX)
+            || self.rules.matched(path, is_dir).is_ignore()
     }
 
     /// True if `path` or any of its parents is ignored (for watch events, which arrive for any
@@ -125,6 +132,14 @@ mod tests {
             !i.is_ignored("sub/.ferry-staging", true),
             "only the root's is ferry's"
         );
+    }
+
+    #[test]
+    fn ferry_temp_files_are_always_ignored() {
+        let i = ig(&["!.ferry-tmp-*"]);
+        assert!(i.is_ignored(".ferry-tmp-12-3", false));
+        assert!(i.is_ignored("vol/.ferry-tmp-12-3", false));
+        assert!(!i.is_ignored("vol/ferry-tmp", false));
     }
 
     #[test]

@@ -92,6 +92,12 @@ impl Staging {
         self.dir.join(format!("kept-{stamp}-{}", self.counter))
     }
 
+    /// A number not used before by this staging area (for temporary names).
+    pub fn next_id(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
     /// True if `digest` is staged and not used up.
     pub fn has(&self, digest: &Digest) -> bool {
         self.staged.contains_key(digest)

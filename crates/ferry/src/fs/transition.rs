@@ -187,6 +187,57 @@ impl Applier<'_> {
         }
     }
 
+    /// A temporary name next to `abs`, for a directory on another filesystem than staging (a
+    /// mount nested in the root). Always ignored by scans (see `ignore.rs`).
+    fn local_temp(&mut self, abs: &Path) -> PathBuf {
+        let dir = abs.parent().unwrap_or(self.root);
+        dir.join(format!(
+            ".ferry-tmp-{}-{}",
+            std::process::id(),
+            self.staging.next_id()
+        ))
+    }
+
+    /// True if `abs`'s directory is on the staging directory's filesystem.
+    fn staging_reaches(&self, abs: &Path) -> bool {
+        let dev = |p: &Path| fs::symlink_metadata(p).map(|m| m.dev()).ok();
+        let dir = abs.parent().unwrap_or(self.root);
+        dev(dir).is_some() && dev(dir) == dev(self.staging.dir())
+    }
+
+    /// `staged` moved (copied, across filesystems) next to `abs` if staging cannot reach it.
+    fn near(&mut self, staged: PathBuf, abs: &Path) -> Result<PathBuf, String> {
+        if self.staging_reaches(abs) {
+            return Ok(staged);
+        }
+        let tmp = self.local_temp(abs);
+        let copied = fs::copy(&staged, &tmp);
+        let _ = fs::remove_file(&staged);
+        match copied {
+            Ok(_) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(format!(
+                    "cannot stage next to the file (another filesystem): {e}"
+                ))
+            }
+        }
+    }
+
+    /// Where to move `abs` aside: staging, or next to it when staging cannot reach it.
+    fn aside_for(&mut self, abs: &Path) -> Result<PathBuf, String> {
+        // `scratch` also creates the staging directory, which `staging_reaches` looks at.
+        let in_staging = self
+            .staging
+            .scratch()
+            .map_err(|e| format!("cannot prepare: {e}"))?;
+        if self.staging_reaches(abs) {
+            Ok(in_staging)
+        } else {
+            Ok(self.local_temp(abs))
+        }
+    }
+
     /// The file moved aside is not the one the scan saw (written after the check): put it back,
     /// or, if something new took its place meanwhile, keep it (see [`Self::park`]).
     fn restore_aside(&mut self, rel: &RelPath, aside: &Path, w: &mut Work) -> String {
@@ -204,7 +255,13 @@ impl Applier<'_> {
         let moved = dest
             .parent()
             .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| fs::rename(from, &dest));
+            .and_then(|()| {
+                fs::rename(from, &dest).or_else(|_| {
+                    // Across filesystems: copy, and drop the original only once the copy exists.
+                    fs::copy(from, &dest)?;
+                    fs::remove_file(from)
+                })
+            });
         if moved.is_ok() {
             w.backups.push((rel.clone(), dest.clone()));
             return format!(
@@ -268,6 +325,7 @@ impl Applier<'_> {
             .staging
             .take(digest)
             .map_err(|e| format!("content not available: {e}"))?;
+        let staged = self.near(staged, &abs)?;
         // Our staged file's identity, to tell it apart from anyone else's after swaps.
         let ours = match fs::symlink_metadata(&staged) {
             Ok(m) => (m.dev(), m.ino()),
@@ -339,10 +397,7 @@ impl Applier<'_> {
         staged: &Path,
         w: &mut Work,
     ) -> Result<(), String> {
-        let aside = self
-            .staging
-            .scratch()
-            .map_err(|e| format!("cannot prepare replacement: {e}"))?;
+        let aside = self.aside_for(abs)?;
         if let Err(e) = fs::rename(abs, &aside) {
             return Err(if e.kind() == io::ErrorKind::NotFound {
                 "changed since it was scanned; left alone until the next cycle".into()
@@ -393,10 +448,7 @@ impl Applier<'_> {
         let Some(seen) = self.state.cache.get(rel.as_str()).map(|c| c.stat) else {
             return Err(CHANGED.into());
         };
-        let aside = self
-            .staging
-            .scratch()
-            .map_err(|e| format!("cannot prepare removal: {e}"))?;
+        let aside = self.aside_for(&abs)?;
         match fs::rename(&abs, &aside) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(CHANGED.into()),
@@ -493,6 +545,10 @@ impl Applier<'_> {
                 let staged = match self.staging.take(digest) {
                     Ok(p) => p,
                     Err(e) => return fail(w, format!("content not available: {e}")),
+                };
+                let staged = match self.near(staged, &abs) {
+                    Ok(p) => p,
+                    Err(e) => return fail(w, e),
                 };
                 // Staged files are 0644; only executables need a chmod.
                 if *executable {
