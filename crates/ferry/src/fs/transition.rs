@@ -586,6 +586,13 @@ impl Applier<'_> {
                 w,
                 format!("refusing to create a symlink to '{target}': it may lead outside the root"),
             ),
+            Entry::Symlink { target } if leads_outside(self.root, rel, target) => fail(
+                w,
+                format!(
+                    "refusing to create a symlink to '{target}': through links already on this \
+                     side it would lead outside the root"
+                ),
+            ),
             Entry::Symlink { target } => match std::os::unix::fs::symlink(target, &abs) {
                 Ok(()) => Some(new.clone()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fail(
@@ -625,6 +632,52 @@ impl Applier<'_> {
             Entry::Problem(_) => None,
         }
     }
+}
+
+/// True if the kernel, resolving `target` from the link's directory without leaving `root`
+/// (`openat2` with `RESOLVE_BENEATH`), finds that it leaves: a link that passed the lexical rule
+/// can still climb out through a link on this side that ferry does not sync (one that escapes,
+/// or an ignored one). A target that does not exist yet resolves nowhere and is fine; kernels
+/// without `openat2` (before 5.6) keep the lexical rule alone.
+fn leads_outside(root: &Path, link: &RelPath, target: &str) -> bool {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    let Ok(dir) = fs::File::open(root) else {
+        return false;
+    };
+    let from = link
+        .parent()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let path = if from.is_empty() {
+        target.to_owned()
+    } else {
+        format!("{from}/{target}")
+    };
+    let Ok(c) = CString::new(path) else {
+        return true;
+    };
+    // SAFETY: `open_how` is plain integers; all-zero is its documented "no options" value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: a valid directory descriptor, a NUL-terminated path and an `open_how` of the
+    // size passed; the kernel keeps no reference to any of them.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the descriptor was just returned to us and is closed exactly once.
+        unsafe { libc::close(fd as libc::c_int) };
+        return false;
+    }
+    io::Error::last_os_error().raw_os_error() == Some(libc::EXDEV)
 }
 
 /// True if `m` is the file the scan saw as `seen` (same inode, size and modification time;

@@ -682,3 +682,24 @@ fn staging_on_the_roots_filesystem_is_hidden_and_removed() {
     assert_absent(&fx.b(".ferry-staging"));
     assert_eq!(temp_like_entries(&tree(&fx.alpha)), Vec::<String>::new());
 }
+
+/// A link whose target passes the lexical rule must still not be created where a link already
+/// on that side (escaping, so never synced) would take it out of the root.
+#[test]
+fn a_link_is_not_created_through_a_local_escaping_link() {
+    let fx = Fixture::new();
+    write(&fx.root.join("secret"), "SECRET\n");
+    symlink(fx.root.to_str().expect("utf-8 temp path"), &fx.b("data"));
+    symlink("data/secret", &fx.a("l"));
+    write(&fx.a("f"), "f\n");
+    let run = fx.once(&[]);
+    assert!(
+        fs::symlink_metadata(fx.b("l")).is_err(),
+        "beta/l was created and leads outside the root\n{run}"
+    );
+    assert!(
+        run.events("error").iter().any(|e| e["path"] == "l"),
+        "no error reported for l\n{run}"
+    );
+    assert_content(&fx.b("f"), "f\n");
+}
