@@ -109,6 +109,10 @@ pub struct Engine {
     /// Deletions are held; a full cycle runs once nothing was deleted for [`SETTLE`].
     settle_at: Option<Instant>,
     hold_started: Option<Instant>,
+    /// Entries deleted by watch-triggered cycles since the last full cycle, and the archive's
+    /// size then: a slow wipe shows in their ratio.
+    deleted_since_full: u64,
+    ancestor_entries: u64,
     /// This cycle is the full one that decides held deletions.
     settling: bool,
     stop: Arc<AtomicBool>,
@@ -146,7 +150,7 @@ impl Engine {
         let recovering = if settings.reset {
             Vec::new()
         } else {
-            session.pending()
+            session.pending(archive.epoch)
         };
         let archive_dirty = settings.reset || !recovering.is_empty();
         let spec = IgnoreSpec {
@@ -172,6 +176,8 @@ impl Engine {
             recent_deletes: Default::default(),
             settle_at: None,
             hold_started: None,
+            deleted_since_full: 0,
+            ancestor_entries: 0,
             settling: false,
             stop,
             reported: HashSet::new(),
@@ -179,6 +185,10 @@ impl Engine {
         };
         engine.archive.alpha = engine.alpha.describe();
         engine.archive.beta = engine.beta.describe();
+        if engine.settings.reset {
+            // Written now, so an interrupted reset cannot bring the old archive back.
+            engine.save_archive()?;
+        }
         engine.reload_ignore()?;
         Ok(engine)
     }
@@ -543,7 +553,10 @@ impl Engine {
         if self.watching && !self.settling {
             self.hold_mass_deletions(&mut plan, cycle);
         }
-        if self.settling && !self.settings.accept_wipe {
+        // Every full look (start, --once, the cycle deciding held deletions, rescans) refuses
+        // to delete half or more of a side at once: a refused wipe stays refused on a re-run.
+        let full_look = scope.is_none() || self.settling;
+        if full_look && !self.settings.accept_wipe && self.settings.mode != Mode::OneWayReplica {
             self.refuse_mass_deletion(&plan)?;
         }
         lap(&mut phases.scan);
@@ -588,6 +601,11 @@ impl Engine {
                     })
                 })
                 .collect();
+            if !self.journal_open {
+                // A new journal names the archive it extends.
+                self.session
+                    .journal_pending(&[Pending::Epoch(self.archive.epoch)])?;
+            }
             self.session.journal_pending(&records)?;
             self.journal_open = true;
             // The journal only shrinks when the archive is written: keep that coming.
@@ -621,6 +639,14 @@ impl Engine {
             paths,
         );
         self.archive_dirty |= changed;
+        if scope.is_none() {
+            self.deleted_since_full = 0;
+            self.ancestor_entries = self
+                .archive
+                .ancestor
+                .as_ref()
+                .map_or(0, |a| a.count() as u64);
+        }
         lap(&mut phases.agree);
         // Writing the archive is off the path to visibility; while busy, at most once a second
         // (the watch loop saves it when things go quiet, and at exit). Until then the journal
@@ -675,6 +701,7 @@ impl Engine {
                     }
                     unfinished.clear();
                 }
+                Pending::Epoch(_) => {}
                 planned => unfinished.push(planned),
             }
         }
@@ -731,8 +758,12 @@ impl Engine {
             self.recent_deletes.pop_front();
         }
         let recent: u64 = self.recent_deletes.iter().map(|(_, n)| n).sum();
-        if self.settle_at.is_none() && recent + deletions < MASS_DELETE {
+        // A slow wipe is caught by the total since the last full look, not the rate.
+        let since_full = self.deleted_since_full + deletions;
+        let slow_wipe = since_full >= 20 && since_full * 4 >= self.ancestor_entries;
+        if self.settle_at.is_none() && recent + deletions < MASS_DELETE && !slow_wipe {
             self.recent_deletes.push_back((now, deletions));
+            self.deleted_since_full = since_full;
             return;
         }
         plan.alpha.retain(|c| !removes(c));
@@ -773,6 +804,7 @@ impl Engine {
     }
 
     fn save_archive(&mut self) -> Result<(), RunError> {
+        self.archive.epoch += 1;
         self.session.save_archive(&self.archive)?;
         self.archive_dirty = false;
         self.journal_open = false;

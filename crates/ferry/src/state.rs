@@ -11,13 +11,15 @@ use std::path::{Path, PathBuf};
 use ferry_core::{Entry, RelPath};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-const ARCHIVE_MAGIC: &[u8; 8] = b"FERRYAR1";
+const ARCHIVE_MAGIC: &[u8; 8] = b"FERRYAR2";
 
 /// The last state both sides agreed on.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Archive {
     pub alpha: String,
     pub beta: String,
+    /// Incremented by every write; the journal names the epoch it extends.
+    pub epoch: u64,
     pub ancestor: Option<Entry>,
 }
 
@@ -37,6 +39,9 @@ pub enum Pending {
     Committed {
         agreed: Vec<(RelPath, Option<Entry>)>,
     },
+    /// First record of a journal: the archive epoch it extends. A journal whose epoch is not
+    /// the archive's (the archive was written, the journal not yet removed) is stale.
+    Epoch(u64),
 }
 
 /// Errors opening or saving session state.
@@ -107,6 +112,7 @@ impl Session {
                 source: io::Error::other(e),
             })?;
             buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&checksum(&body));
             buf.extend_from_slice(&body);
         }
         if buf.is_empty() {
@@ -120,24 +126,40 @@ impl Session {
             .map_err(|source| StateError::Io { path: p, source })
     }
 
-    /// The changes journalled since the archive was last saved, in order (a torn last record,
-    /// from a kill mid-write, is dropped: its change had not started).
-    pub fn pending(&self) -> Vec<Pending> {
-        let Ok(bytes) = fs::read(self.pending_path()) else {
+    /// The journal records extending archive `epoch`, in order. A torn or damaged tail (a kill
+    /// mid-write) is cut off the file, so later records are never appended after garbage; a
+    /// journal for another epoch is stale and removed.
+    pub fn pending(&self, epoch: u64) -> Vec<Pending> {
+        let path = self.pending_path();
+        let Ok(bytes) = fs::read(&path) else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let mut rest = bytes.as_slice();
-        while rest.len() >= 4 {
+        let mut good = 0;
+        while bytes.len() - good >= 8 {
+            let rest = &bytes[good..];
             let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            let Some(body) = rest.get(4..4 + len) else {
+            let Some(body) = rest.get(8..8 + len) else {
                 break;
             };
-            match postcard::from_bytes(body) {
-                Ok(r) => out.push(r),
-                Err(_) => break,
+            if rest[4..8] != checksum(body) {
+                break;
             }
-            rest = &rest[4 + len..];
+            match postcard::take_from_bytes::<Pending>(body) {
+                Ok((r, [])) => out.push(r),
+                _ => break,
+            }
+            good += 8 + len;
+        }
+        if out.first() != Some(&Pending::Epoch(epoch)) {
+            let _ = fs::remove_file(&path);
+            return Vec::new();
+        }
+        if good < bytes.len() {
+            let _ = fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(good as u64));
         }
         out
     }
@@ -168,6 +190,12 @@ impl Session {
             }),
         }
     }
+}
+
+fn checksum(body: &[u8]) -> [u8; 4] {
+    let h = blake3::hash(body);
+    let b = h.as_bytes();
+    [b[0], b[1], b[2], b[3]]
 }
 
 /// `magic` followed by the postcard encoding of `v`.
@@ -215,6 +243,7 @@ mod tests {
         let a = Archive {
             alpha: "/x".into(),
             beta: "/y".into(),
+            epoch: 3,
             ancestor: Some(Entry::dir([("f", Entry::file([7; 32], 3, true))])),
         };
         write_atomic(&p, &write_versioned(ARCHIVE_MAGIC, &a).unwrap()).unwrap();
@@ -222,7 +251,7 @@ mod tests {
             read_versioned::<Archive>(&p, ARCHIVE_MAGIC).unwrap(),
             Some(a)
         );
-        fs::write(&p, b"FERRYAR1\xff\xff").unwrap();
+        fs::write(&p, b"FERRYAR2\xff\xff").unwrap();
         assert_eq!(
             read_versioned::<Archive>(&p, ARCHIVE_MAGIC)
                 .unwrap_err()

@@ -67,10 +67,22 @@ impl LocalEndpoint {
         let staging_dir = if same_fs {
             state_dir.join(format!("staging-{}", side.as_str()))
         } else {
-            root.join(STAGING_DIR_NAME)
+            // One subdirectory per session: two sessions sharing a root never touch each
+            // other's staged files.
+            let session = state_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("session");
+            root.join(STAGING_DIR_NAME).join(session)
         };
-        let staging =
-            Staging::open(staging_dir, !same_fs).map_err(|e| io("preparing staging", e))?;
+        let backup_root = state_dir.join("backups").join(side.as_str());
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let recovered = backup_root.join(format!("recovered-{stamp}"));
+        let staging = Staging::open(staging_dir, !same_fs, &recovered)
+            .map_err(|e| io("preparing staging", e))?;
         let cache_path = state_dir.join(format!("{}.cache", side.as_str()));
         let cache: StatCache = read_versioned(&cache_path, CACHE_MAGIC)
             .ok()
@@ -86,7 +98,7 @@ impl LocalEndpoint {
                 dirs: Default::default(),
             },
             staging,
-            backup_root: state_dir.join("backups").join(side.as_str()),
+            backup_root,
             cache_path,
             watch: None,
             cache_dirty: false,

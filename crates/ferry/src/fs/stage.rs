@@ -48,8 +48,14 @@ impl Staging {
     /// Opens a staging directory, dropping what a killed run left there (never trusted). Only
     /// ferry's own files (`ferry-*`) are ever removed: a user's directory of the same name at a
     /// root keeps its content.
-    pub fn open(dir: PathBuf, remove_when_done: bool) -> io::Result<Staging> {
-        remove_ours(&dir);
+    pub fn open(dir: PathBuf, remove_when_done: bool, recovered: &Path) -> io::Result<Staging> {
+        settle_leftovers(&dir, recovered);
+        if remove_when_done {
+            let _ = fs::remove_dir(&dir);
+            if let Some(parent) = dir.parent() {
+                let _ = fs::remove_dir(parent);
+            }
+        }
         Ok(Staging {
             dir,
             remove_when_done,
@@ -185,33 +191,70 @@ impl Staging {
     }
 
     /// Drops whatever is left (content for changes that did not happen).
+    /// Only content this staging area received and never handed out is ours for sure: a path
+    /// handed out may hold someone else's file by now (swapped out, moved aside).
     pub fn finish(&mut self) {
         for (_, (p, _)) in self.staged.drain() {
             let _ = fs::remove_file(p);
         }
         if self.remove_when_done && self.dir_ready {
-            remove_ours(&self.dir);
-            self.dir_ready = false;
+            // Only if empty; then the shared `.ferry-staging` above it, if that is empty too.
+            if fs::remove_dir(&self.dir).is_ok() {
+                self.dir_ready = false;
+                if let Some(parent) = self.dir.parent() {
+                    let _ = fs::remove_dir(parent);
+                }
+            }
         }
     }
 }
 
-/// Removes ferry's files (`ferry-*`) from a staging directory, then the directory if that left
-/// it empty. Anything else in it is left alone.
-fn remove_ours(dir: &Path) {
+/// Deals with what a killed run left in staging. A staged file (`ferry-<hex16>.<n>`) whose
+/// content still hashes to its name is ferry's own copy and is removed; anything else
+/// (`ferry-aside.*` and `ferry-cp-*` may hold a person's version moved out of the way, a staged
+/// file may have been swapped with one) is moved to `recovered` (in the backup area), never
+/// deleted. `kept-*` files (versions ferry could put nowhere else) stay.
+fn settle_leftovers(dir: &Path, recovered: &Path) {
     if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
         return;
     }
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let ours = e
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with("ferry-"));
-            if ours && e.file_type().is_ok_and(|t| t.is_file()) {
-                let _ = fs::remove_file(e.path());
-            }
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !name.starts_with("ferry-") || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = e.path();
+        let own_copy = name
+            .strip_prefix("ferry-")
+            .and_then(|rest| rest.split_once('.'))
+            .filter(|(hex, n)| hex.len() == 16 && n.chars().all(|c| c.is_ascii_digit()))
+            .is_some_and(|(hex, _)| {
+                fs::File::open(&path)
+                    .ok()
+                    .and_then(|mut f| {
+                        let mut h = blake3::Hasher::new();
+                        io::copy(&mut f, &mut h).ok()?;
+                        Some(h.finalize().to_hex().starts_with(hex))
+                    })
+                    .unwrap_or(false)
+            });
+        if own_copy {
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let dest = recovered.join(&name);
+        let moved = fs::create_dir_all(recovered).and_then(|()| {
+            fs::rename(&path, &dest).or_else(|_| {
+                fs::copy(&path, &dest)?;
+                fs::remove_file(&path)
+            })
+        });
+        if moved.is_err() {
+            // Leave it where it is under a name no cleanup touches.
+            let _ = fs::rename(&path, dir.join(format!("kept-{name}")));
         }
     }
-    let _ = fs::remove_dir(dir);
 }

@@ -343,6 +343,11 @@ impl Applier<'_> {
             Ok(()) => {
                 // `staged` now holds what was at the path.
                 if !fs::symlink_metadata(&staged).is_ok_and(|m| same_file(&seen, &m)) {
+                    if !is_ours(&abs) {
+                        // Saved over again after the swap: that newest version stays; keep the
+                        // one that came out.
+                        return Err(self.park(rel, &staged, w));
+                    }
                     return Err(match rename_exchange(&staged, &abs) {
                         Ok(()) if is_ours(&staged) => {
                             let _ = fs::remove_file(&staged);
@@ -477,6 +482,27 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// Removes the symlink at `rel`: moved aside, checked to still be the link the scan saw
+    /// (not a file saved there since), then unlinked; anything else goes back.
+    fn remove_symlink(&mut self, rel: &RelPath, target: &str, w: &mut Work) -> Result<(), String> {
+        let abs = self.abs(rel);
+        let aside = self.aside_for(&abs)?;
+        if let Err(e) = fs::rename(&abs, &aside) {
+            return Err(if e.kind() == io::ErrorKind::NotFound {
+                "changed since it was scanned; left alone until the next cycle".into()
+            } else {
+                format!("cannot remove: {e}")
+            });
+        }
+        let same = fs::symlink_metadata(&aside).is_ok_and(|m| m.file_type().is_symlink())
+            && fs::read_link(&aside).ok().as_deref().and_then(Path::to_str) == Some(target);
+        if !same {
+            return Err(self.restore_aside(rel, &aside, w));
+        }
+        let _ = fs::remove_file(&aside);
+        Ok(())
+    }
+
     /// Removes `old` at `rel`, deepest first. Returns what is left (`None` when all is gone).
     fn remove(&mut self, rel: &RelPath, old: &Entry, w: &mut Work) -> Option<Entry> {
         if let Err(e) = self.verify(rel, Some(old)) {
@@ -492,10 +518,10 @@ impl Applier<'_> {
                     Some(old.clone())
                 }
             },
-            Entry::Symlink { .. } => match fs::remove_file(&abs) {
+            Entry::Symlink { target } => match self.remove_symlink(rel, target, w) {
                 Ok(()) => None,
                 Err(e) => {
-                    w.errors.push((rel.clone(), format!("cannot remove: {e}")));
+                    w.errors.push((rel.clone(), e));
                     Some(old.clone())
                 }
             },
