@@ -7,6 +7,7 @@ mod modes;
 mod once;
 mod review;
 mod review2;
+mod review3;
 mod safety;
 mod soak;
 mod support;
