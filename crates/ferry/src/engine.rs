@@ -84,6 +84,8 @@ const MASS_DELETE: u64 = 100;
 const DELETE_WINDOW: Duration = Duration::from_secs(2);
 const SETTLE: Duration = Duration::from_secs(1);
 const MAX_HOLD: Duration = Duration::from_secs(10);
+/// Deletions closer together than this belong to one episode (see `Engine::episode`).
+const WIPE_WINDOW: Duration = Duration::from_secs(60);
 /// ... and as soon as the session has been quiet this long.
 const ARCHIVE_SAVE_IDLE: Duration = Duration::from_millis(100);
 
@@ -111,7 +113,11 @@ pub struct Engine {
     hold_started: Option<Instant>,
     /// Entries deleted by watch-triggered cycles since the last full cycle, and the archive's
     /// size then: a slow wipe shows in their ratio.
-    deleted_since_full: u64,
+    /// Deletions applied while watching in the last [`WIPE_WINDOW`] (an "episode"), and the
+    /// archive's size when the episode began: a wipe shows as their ratio, however slow.
+    episode: std::collections::VecDeque<(Instant, u64, u64)>,
+    episode_base: u64,
+    /// The archive's size at the last full cycle.
     ancestor_entries: u64,
     /// This cycle is the full one that decides held deletions.
     settling: bool,
@@ -176,7 +182,8 @@ impl Engine {
             recent_deletes: Default::default(),
             settle_at: None,
             hold_started: None,
-            deleted_since_full: 0,
+            episode: Default::default(),
+            episode_base: 0,
             ancestor_entries: 0,
             settling: false,
             stop,
@@ -559,6 +566,10 @@ impl Engine {
         if full_look && !self.settings.accept_wipe && self.settings.mode != Mode::OneWayReplica {
             self.refuse_mass_deletion(&plan)?;
         }
+        if self.watching {
+            let created = creations(&plan.alpha) + creations(&plan.beta);
+            self.note_deletions(deletions(&plan.alpha) + deletions(&plan.beta), created);
+        }
         lap(&mut phases.scan);
         self.report_problems(ra, rb);
         lap(&mut phases.reconcile);
@@ -619,7 +630,8 @@ impl Engine {
             }
             bytes += self.stage(side, changes, &mut res);
             lap(&mut phases.stage);
-            let backup = self.needs_backup(changes);
+            let keep_all = self.watching && self.bulk_deleting();
+            let backup = self.needs_backup(changes, keep_all);
             let outcomes = self.transition(side, changes, &backup)?;
             lap(&mut phases.transition);
             let n = self.report_outcomes(side, changes, &outcomes, &mut res);
@@ -640,7 +652,6 @@ impl Engine {
         );
         self.archive_dirty |= changed;
         if scope.is_none() {
-            self.deleted_since_full = 0;
             self.ancestor_entries = self
                 .archive
                 .ancestor
@@ -758,12 +769,14 @@ impl Engine {
             self.recent_deletes.pop_front();
         }
         let recent: u64 = self.recent_deletes.iter().map(|(_, n)| n).sum();
-        // A slow wipe is caught by the total since the last full look, not the rate.
-        let since_full = self.deleted_since_full + deletions;
-        let slow_wipe = since_full >= 20 && since_full * 4 >= self.ancestor_entries;
-        if self.settle_at.is_none() && recent + deletions < MASS_DELETE && !slow_wipe {
-            self.recent_deletes.push_back((now, deletions));
-            self.deleted_since_full = since_full;
+        // A slow wipe is caught by the episode's total, not the rate.
+        // Net of what the same plan creates: a rename or a branch switch deletes as much as it
+        // creates; a wipe only deletes.
+        let net = deletions.saturating_sub(creations(&plan.alpha) + creations(&plan.beta));
+        let all = self.episode_total(now) + net;
+        let slow_wipe = all >= 20 && all * 5 >= self.episode_base_or_now();
+        if self.settle_at.is_none() && recent + net < MASS_DELETE && !slow_wipe {
+            self.recent_deletes.push_back((now, net));
             return;
         }
         plan.alpha.retain(|c| !removes(c));
@@ -778,25 +791,72 @@ impl Engine {
         self.printer.emit(&Event::Hold { cycle, deletions });
     }
 
-    /// In the cycle that decides held deletions: removing half or more of a side's entries
-    /// at once is treated like a wipe (a partly observed `rm -rf` looks just like this).
-    fn refuse_mass_deletion(&self, plan: &ferry_core::Plan) -> Result<(), RunError> {
+    /// Entries deleted in the current episode (pruning what is older than [`WIPE_WINDOW`]).
+    /// Net deletions of the current episode: entries deleted minus entries created (a rename
+    /// or an edit by temp file + rename nets to nothing; a wipe is all deletions).
+    fn episode_total(&mut self, now: Instant) -> u64 {
+        while self
+            .episode
+            .front()
+            .is_some_and(|(t, _, _)| now - *t > WIPE_WINDOW)
+        {
+            self.episode.pop_front();
+        }
+        let (d, c) = self
+            .episode
+            .iter()
+            .fold((0, 0), |(d, c), (_, x, y)| (d + x, c + y));
+        d.saturating_sub(c)
+    }
+
+    fn episode_base_or_now(&self) -> u64 {
+        if self.episode.is_empty() {
+            self.ancestor_entries
+        } else {
+            self.episode_base
+        }
+    }
+
+    /// Records deletions a watch-triggered cycle is about to apply.
+    fn note_deletions(&mut self, deleted: u64, created: u64) {
+        if deleted == 0 && created == 0 {
+            return;
+        }
+        let now = Instant::now();
+        self.episode_total(now);
+        if self.episode.is_empty() {
+            // A new episode: measured against the archive as it was when it began.
+            self.episode_base = self.ancestor_entries;
+        }
+        self.episode.push_back((now, deleted, created));
+    }
+
+    /// Deletions are coming in bulk (a hold is on, or this is the cycle deciding one): then
+    /// every deleted file is kept in the backup area, archived or not.
+    fn bulk_deleting(&mut self) -> bool {
+        self.settle_at.is_some() || self.settling
+    }
+
+    /// In a full look: removing half or more of a side's entries at once, or bringing the
+    /// current deletion episode to half of what the archive held when it began, is treated like
+    /// a wipe (a partly observed or slow `rm -rf` looks just like this).
+    fn refuse_mass_deletion(&mut self, plan: &ferry_core::Plan) -> Result<(), RunError> {
+        let episode = self.episode_total(Instant::now());
+        let base = self.episode_base_or_now();
         for (side, changes, tree) in [
             ("alpha", &plan.alpha, self.alpha.tree()),
             ("beta", &plan.beta, self.beta.tree()),
         ] {
-            let deleted: u64 = changes
-                .iter()
-                .filter(|c| c.new.is_none())
-                .filter_map(|c| c.old.as_ref())
-                .map(|o| o.count() as u64)
-                .sum();
+            let deleted = deletions(changes);
             let total = tree.map_or(0, |t| t.count() as u64);
-            if deleted >= MASS_DELETE && deleted * 2 >= total {
+            let at_once = deleted >= MASS_DELETE && deleted * 2 >= total;
+            let all = deleted + episode;
+            let in_episode = episode > 0 && all >= MASS_DELETE && all * 2 >= base.max(total);
+            if deleted > 0 && (at_once || in_episode) {
                 return Err(RunError::MassDeletion {
                     side,
-                    deleted,
-                    total,
+                    deleted: all,
+                    total: total.max(base),
                 });
             }
         }
@@ -815,7 +875,7 @@ impl Engine {
     /// The digests of content that `changes` replace or remove and that the archive does not
     /// hold at that same path: what must be backed up first. (A digest elsewhere in the
     /// archive is not enough: that copy may be gone by now, or go in this very cycle.)
-    fn needs_backup(&self, changes: &[Change]) -> HashSet<Digest> {
+    fn needs_backup(&self, changes: &[Change], keep_all: bool) -> HashSet<Digest> {
         let ancestor = self.archive.ancestor.as_ref();
         let mut out = HashSet::new();
         for ch in changes {
@@ -823,7 +883,7 @@ impl Engine {
             old.walk(ch.path.as_str(), &mut |p, e| {
                 let Entry::File { digest, .. } = e else { return };
                 let archived = matches!(ancestor.and_then(|a| a.get(p)), Some(Entry::File { digest: d, .. }) if d == digest);
-                if !archived {
+                if keep_all || !archived {
                     out.insert(*digest);
                 }
             });
@@ -1032,6 +1092,26 @@ impl Engine {
             self.report_once(side, &path, &message);
         }
     }
+}
+
+/// Entries removed by `changes` (files and whole subtrees).
+fn deletions(changes: &[Change]) -> u64 {
+    changes
+        .iter()
+        .filter(|c| c.new.is_none())
+        .filter_map(|c| c.old.as_ref())
+        .map(|o| o.count() as u64)
+        .sum()
+}
+
+/// Entries created by `changes` where nothing was.
+fn creations(changes: &[Change]) -> u64 {
+    changes
+        .iter()
+        .filter(|c| c.old.is_none())
+        .filter_map(|c| c.new.as_ref())
+        .map(|n| n.count() as u64)
+        .sum()
 }
 
 /// A reader that counts bytes for the progress bar.

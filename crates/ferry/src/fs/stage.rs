@@ -136,27 +136,34 @@ impl Staging {
             &digest.to_string()[..16],
             self.counter
         ));
+        // Written under a `.part` name first: a leftover `.part` is always ferry's own partial
+        // copy, unlike a finished name, which a swap may have given someone's version.
+        let part = path.with_extension(format!("{}.part", self.counter));
         let mut out = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o644)
             .custom_flags(libc::O_CLOEXEC)
-            .open(&path)?;
+            .open(&part)?;
         let res = copy_hashing(src, &mut out, &mut self.buf);
         drop(out);
         let got = match res {
             Ok(d) => d,
             Err(e) => {
-                let _ = fs::remove_file(&path);
+                let _ = fs::remove_file(&part);
                 return Err(e.into());
             }
         };
         if got != digest {
-            let _ = fs::remove_file(&path);
+            let _ = fs::remove_file(&part);
             return Err(StageError::DigestMismatch {
                 expected: digest,
                 got,
             });
+        }
+        if let Err(e) = fs::rename(&part, &path) {
+            let _ = fs::remove_file(&part);
+            return Err(e.into());
         }
         // No fsync per file (like rsync and Mutagen): the archive, written after the files and
         // fsynced, never records a file whose placement a crash could undo unnoticed, since
@@ -227,6 +234,11 @@ fn settle_leftovers(dir: &Path, recovered: &Path) {
             continue;
         }
         let path = e.path();
+        if name.ends_with(".part") {
+            // Killed while receiving: ferry's own partial copy.
+            let _ = fs::remove_file(&path);
+            continue;
+        }
         let own_copy = name
             .strip_prefix("ferry-")
             .and_then(|rest| rest.split_once('.'))

@@ -665,7 +665,8 @@ fn an_interrupted_reset_does_not_bring_the_old_archive_back() {
 // ---------------------------------------------------------------------------------------------
 
 /// s8.sh: alpha's 300 files are deleted one by one at about 40 a second while watching (slower
-/// than the rate the hold looks for). Beta must keep at least three quarters of its files, and
+/// than the rate the hold looks for). At least three quarters of beta's files must survive,
+/// on beta or as copies in beta's backup area (deletions in a bulk episode keep a copy), and
 /// ferry must end up refusing (a non-zero exit asking for --accept-wipe) or still be holding.
 #[test]
 fn a_slow_wipe_does_not_cost_the_other_side_its_files() {
@@ -701,7 +702,7 @@ fn a_slow_wipe_does_not_cost_the_other_side_its_files() {
     while !s.exited() && Instant::now() < end {
         s.poll_events(Duration::from_millis(20));
     }
-    let left = count_files(&fx.beta);
+    let left = kept_on_beta_or_backed_up(&fx);
     let holds = s.events_since(0, "hold").len();
     let status = if s.exited() {
         Some(s.wait_exit("ferry's last output"))
@@ -734,7 +735,7 @@ fn a_slow_wipe_does_not_cost_the_other_side_its_files() {
         None => {
             // Still holding: fine, as long as beta keeps its files through the stop.
             s.signal_and_wait(libc::SIGTERM);
-            let left = count_files(&fx.beta);
+            let left = kept_on_beta_or_backed_up(&fx);
             if left.is_none_or(|n| n < 225) {
                 s.fail(&format!(
                     "after SIGTERM, beta holds {left:?} of its 300 files (alpha was wiped slowly)"
@@ -1030,4 +1031,30 @@ fn the_swap_back_does_not_put_an_older_version_over_the_newest_save() {
             anywhere(&fx, OLDER)
         ));
     }
+}
+
+/// Distinct beta files (`dN/fN`) still on beta or copied into beta's backup area.
+fn kept_on_beta_or_backed_up(fx: &Fixture) -> Option<usize> {
+    let mut kept = std::collections::BTreeSet::new();
+    for (rel, node) in try_tree(&fx.beta).ok()? {
+        if matches!(node, Node::File { .. }) {
+            kept.insert(rel);
+        }
+    }
+    let marker = format!(
+        "backups{}beta{}",
+        std::path::MAIN_SEPARATOR,
+        std::path::MAIN_SEPARATOR
+    );
+    for b in fx.backup_files() {
+        let p = b.to_string_lossy().into_owned();
+        if let Some(i) = p.find(&marker) {
+            // backups/beta/<time>/<rel>
+            let rest = &p[i + marker.len()..];
+            if let Some((_, rel)) = rest.split_once(std::path::MAIN_SEPARATOR) {
+                kept.insert(rel.to_owned());
+            }
+        }
+    }
+    Some(kept.len())
 }

@@ -183,8 +183,15 @@ fn kill_9_while_files_are_replaced_leaves_whole_files_and_resume_converges() {
     fx.assert_synced();
     assert_eq!(diff_trees(&new, &tree(&fx.beta)), None);
     assert_eq!(temp_like_entries(&tree(&fx.beta)), Vec::<String>::new());
-    // The replaced content was in the archive: the interrupted run needed no backups either.
-    assert!(fx.backup_files().is_empty(), "{:?}", fx.backup_files());
+    // The replaced content was in the archive: no backups were needed, except what the kill
+    // left in staging after a swap (the version swapped out), which the restart keeps under
+    // `recovered-*` rather than deleting it unverified.
+    let backups: Vec<std::path::PathBuf> = fx
+        .backup_files()
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("recovered-"))
+        .collect();
+    assert!(backups.is_empty(), "{backups:?}");
 }
 
 #[test]
