@@ -27,8 +27,9 @@ pub fn apply_changes(
             continue;
         };
         let name = ch.path.name().unwrap_or_default();
-        let Some(Entry::Directory(siblings)) =
-            tree.as_mut().and_then(|t| get_mut(t, parent_path.as_str()))
+        let Some(Entry::Directory(siblings)) = tree
+            .as_mut()
+            .and_then(|t| Entry::get_mut(t, parent_path.as_str()))
         else {
             if ch.old.is_none() && ch.new.is_none() {
                 continue;
@@ -48,15 +49,4 @@ pub fn apply_changes(
         }
     }
     Ok(tree)
-}
-
-fn get_mut<'a>(tree: &'a mut Entry, path: &str) -> Option<&'a mut Entry> {
-    let mut cur = tree;
-    for name in path.split('/').filter(|n| !n.is_empty()) {
-        match cur {
-            Entry::Directory(c) => cur = c.get_mut(name)?,
-            _ => return None,
-        }
-    }
-    Some(cur)
 }

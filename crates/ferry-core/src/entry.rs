@@ -101,6 +101,18 @@ impl Entry {
         Some(cur)
     }
 
+    /// The entry at `path` below this one, mutably (`""` is this entry).
+    pub fn get_mut(&mut self, path: &str) -> Option<&mut Entry> {
+        let mut cur = self;
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            match cur {
+                Entry::Directory(c) => cur = c.get_mut(name)?,
+                _ => return None,
+            }
+        }
+        Some(cur)
+    }
+
     /// Number of entries in this subtree, this one included.
     pub fn count(&self) -> usize {
         match self {

@@ -236,7 +236,7 @@ impl<'a> Scanner<'a> {
             if let Some(Entry::Directory(siblings)) = state
                 .tree
                 .as_mut()
-                .and_then(|t| get_mut(t, rel.parent().unwrap_or_default().as_str()))
+                .and_then(|t| Entry::get_mut(t, rel.parent().unwrap_or_default().as_str()))
             {
                 siblings.insert(rel.name().unwrap_or_default().to_owned(), e);
             }
@@ -254,7 +254,7 @@ impl<'a> Scanner<'a> {
         let Some(Entry::Directory(siblings)) = state
             .tree
             .as_mut()
-            .and_then(|t| get_mut(t, parent.as_str()))
+            .and_then(|t| Entry::get_mut(t, parent.as_str()))
         else {
             return taken;
         };
@@ -442,15 +442,4 @@ pub fn parents_are_dirs(root: &Path, rel: &RelPath) -> bool {
         }
     }
     true
-}
-
-fn get_mut<'a>(tree: &'a mut Entry, path: &str) -> Option<&'a mut Entry> {
-    let mut cur = tree;
-    for name in path.split('/').filter(|n| !n.is_empty()) {
-        match cur {
-            Entry::Directory(c) => cur = c.get_mut(name)?,
-            _ => return None,
-        }
-    }
-    Some(cur)
 }

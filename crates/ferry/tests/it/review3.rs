@@ -11,22 +11,13 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
-use std::sync::{Mutex, MutexGuard};
+use std::process::ExitStatus;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::*;
-
-/// Taken by the tests whose scenario depends on timing (a watch session reacting to a wipe or
-/// to a stream of edits), so that they do not disturb each other.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Shims (C source, compiled by each test into its own temp dir)
@@ -189,42 +180,6 @@ long syscall(long n, ...) {
     return real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 "#;
-
-/// Compiles `source` into `<fixture>/shim/<name>.so` with `cc` and returns its path. A missing
-/// compiler fails the test (it is not skipped).
-fn build_shim(fx: &Fixture, name: &str, source: &str) -> PathBuf {
-    let dir = shim_dir(fx);
-    mkdir(&dir);
-    let c = dir.join(format!("{name}.c"));
-    let so = dir.join(format!("{name}.so"));
-    write(&c, source);
-    let out = Command::new("cc")
-        .arg("-shared")
-        .arg("-fPIC")
-        .arg("-o")
-        .arg(&so)
-        .arg(&c)
-        .arg("-ldl")
-        .output();
-    match out {
-        Err(e) => panic!(
-            "this test builds an LD_PRELOAD shim at test time and needs a C compiler installed \
-             as `cc` (gcc or clang): running `cc` failed: {e}"
-        ),
-        Ok(o) if !o.status.success() => panic!(
-            "cc could not build the {name} shim ({}):\n{}{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Ok(_) => so,
-    }
-}
-
-/// Where the shims live (outside alpha, beta and the state directory).
-fn shim_dir(fx: &Fixture) -> PathBuf {
-    fx.root.join("shim")
-}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -893,3 +893,48 @@ pub fn temp_like_entries(t: &Tree) -> Vec<String> {
         .cloned()
         .collect()
 }
+
+/// Taken by every test whose scenario depends on timing (a kill at a precise moment, a watch
+/// session reacting to a wipe or a stream of edits, a CPU kept busy), across all modules, so
+/// they do not disturb each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Compiles `source` into `<fixture>/shim/<name>.so` with `cc` and returns its path. A missing
+/// compiler fails the test (it is not skipped).
+pub fn build_shim(fx: &Fixture, name: &str, source: &str) -> PathBuf {
+    let dir = shim_dir(fx);
+    mkdir(&dir);
+    let c = dir.join(format!("{name}.c"));
+    let so = dir.join(format!("{name}.so"));
+    write(&c, source);
+    let out = Command::new("cc")
+        .arg("-shared")
+        .arg("-fPIC")
+        .arg("-o")
+        .arg(&so)
+        .arg(&c)
+        .arg("-ldl")
+        .output();
+    match out {
+        Err(e) => panic!(
+            "this test builds an LD_PRELOAD shim at test time and needs a C compiler installed \
+             as `cc` (gcc or clang): running `cc` failed: {e}"
+        ),
+        Ok(o) if !o.status.success() => panic!(
+            "cc could not build the {name} shim ({}):\n{}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Ok(_) => so,
+    }
+}
+
+/// Where the shims live (skipped when searching the fixture for a marker: their source holds it).
+pub fn shim_dir(fx: &Fixture) -> PathBuf {
+    fx.root.join("shim")
+}
