@@ -34,15 +34,6 @@ fn small_tree(root: &Path, dirs: usize, per_dir: usize) {
     }
 }
 
-/// Regular files under `root`, or `None` if the walk failed (something vanished mid-walk).
-fn count_files(root: &Path) -> Option<usize> {
-    try_tree(root).ok().map(|t| {
-        t.values()
-            .filter(|n| matches!(n, Node::File { .. }))
-            .count()
-    })
-}
-
 /// `change` events that deleted something on `side`, from `log`.
 fn deletions_on<'a>(log: &'a [Value], side: &str) -> Vec<&'a Value> {
     log.iter()

@@ -255,33 +255,6 @@ fn session_dir(fx: &Fixture) -> PathBuf {
     dirs.into_iter().next().expect("one session")
 }
 
-/// True if the file at `p` can be read and contains `needle`.
-fn contains(p: &Path, needle: &[u8]) -> bool {
-    fs::read(p).is_ok_and(|d| d.windows(needle.len()).any(|w| w == needle))
-}
-
-/// Every regular file under `root` (not following links, skipping `skip`) whose content
-/// contains `needle`.
-fn files_containing(root: &Path, skip: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    fn walk(dir: &Path, skip: &Path, needle: &[u8], out: &mut Vec<PathBuf>) {
-        let Ok(rd) = fs::read_dir(dir) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p == skip {
-                continue;
-            }
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => walk(&p, skip, needle, out),
-                Ok(m) if m.is_file() && contains(&p, needle) => out.push(p),
-                _ => {}
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, skip, needle, &mut out);
-    out
-}
-
 /// Files in alpha, beta or the backup area whose content is exactly `data`.
 fn holders(fx: &Fixture, data: &[u8]) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -318,18 +291,6 @@ fn small_tree(root: &Path, dirs: usize, per_dir: usize) {
             .unwrap_or_else(|e| panic!("writing {}: {e}", dir.display()));
         }
     }
-}
-
-/// Regular files under `root` (0 if it does not exist), or `None` if the walk failed.
-fn count_files(root: &Path) -> Option<usize> {
-    if !exists(root) {
-        return Some(0);
-    }
-    try_tree(root).ok().map(|t| {
-        t.values()
-            .filter(|n| matches!(n, Node::File { .. }))
-            .count()
-    })
 }
 
 fn to_beta(e: &Value) -> u64 {
@@ -405,7 +366,7 @@ fn a_write_landing_just_before_the_exchange_is_put_back_at_its_path() {
     let (st, mut s) = racing_once(&fx, "append", false);
     let got = fs::read(fx.b("P")).ok();
     if got.as_deref() != Some(EDIT) {
-        let backups = files_containing(&fx.state, &shim_dir(&fx), b"USER EDIT");
+        let backups = files_containing(&fx.state, Some(&shim_dir(&fx)), b"USER EDIT");
         s.fail(&format!(
             "a write landed in beta/P right before ferry's RENAME_EXCHANGE; after the run \
              beta/P holds {:?} instead of the person's version {:?} (exit {st:?}; copies of the \
@@ -444,7 +405,7 @@ fn a_directory_replacing_the_file_just_before_the_exchange_is_put_back_at_its_pa
     if !fs::symlink_metadata(fx.b("P")).is_ok_and(|m| m.is_dir())
         || fs::read(&inner).ok().as_deref() != Some(DIR_CONTENT)
     {
-        let kept = files_containing(&fx.state, &shim_dir(&fx), DIR_CONTENT);
+        let kept = files_containing(&fx.state, Some(&shim_dir(&fx)), DIR_CONTENT);
         s.fail(&format!(
             "beta/P was replaced by a directory (holding `inner`) right before ferry's \
              RENAME_EXCHANGE; after the run beta/P is {:?} (exit {st:?}; copies in the state \
@@ -478,7 +439,7 @@ fn a_raced_write_survives_when_the_backup_area_is_unusable() {
     }
     write(&backups, "not a dir\n");
     let (st, mut s) = racing_once(&fx, "append", false);
-    let found = files_containing(&fx.root, &shim_dir(&fx), b"USER EDIT");
+    let found = files_containing(&fx.root, Some(&shim_dir(&fx)), b"USER EDIT");
     if found.is_empty() {
         s.fail(&format!(
             "with the backup area unusable (a regular file), a write that landed in beta/P \

@@ -234,40 +234,17 @@ fn session_dir_in(state: &Path) -> PathBuf {
     dirs.into_iter().next().expect("one session")
 }
 
-/// True if the file at `p` can be read and contains `needle`.
-fn contains(p: &Path, needle: &[u8]) -> bool {
-    fs::read(p).is_ok_and(|d| needle.is_empty() || d.windows(needle.len()).any(|w| w == needle))
-}
-
-/// Every regular file under `root` (not following links) whose content contains `needle`.
-fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    fn walk(dir: &Path, needle: &[u8], out: &mut Vec<PathBuf>) {
-        let Ok(rd) = fs::read_dir(dir) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => walk(&p, needle, out),
-                Ok(m) if m.is_file() && contains(&p, needle) => out.push(p),
-                _ => {}
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, needle, &mut out);
-    out
-}
-
 /// Files under the backup areas (`sessions/*/backups/`) of the state directory `state`.
 fn backups_under(state: &Path) -> Vec<PathBuf> {
-    let mut out = files_containing(&state.join("ferry").join("sessions"), b"");
+    let mut out = files_containing(&state.join("ferry").join("sessions"), None, b"");
     out.retain(|p| p.components().any(|c| c.as_os_str() == "backups"));
     out
 }
 
 /// Where a person can find `needle` again: files on alpha, on beta, or in the backup area.
 fn recoverable(fx: &Fixture, needle: &[u8]) -> Vec<PathBuf> {
-    let mut out = files_containing(&fx.alpha, needle);
-    out.extend(files_containing(&fx.beta, needle));
+    let mut out = files_containing(&fx.alpha, None, needle);
+    out.extend(files_containing(&fx.beta, None, needle));
     out.extend(
         fx.backup_files()
             .into_iter()
@@ -278,7 +255,7 @@ fn recoverable(fx: &Fixture, needle: &[u8]) -> Vec<PathBuf> {
 
 /// Every copy of `needle` anywhere in the fixture except the shims (for failure messages).
 fn anywhere(fx: &Fixture, needle: &[u8]) -> Vec<PathBuf> {
-    let mut out = files_containing(&fx.root, needle);
+    let mut out = files_containing(&fx.root, None, needle);
     out.retain(|p| !p.starts_with(shim_dir(fx)));
     out
 }
@@ -293,18 +270,6 @@ fn three_hundred(root: &Path) {
                 .unwrap_or_else(|e| panic!("writing {}: {e}", dir.display()));
         }
     }
-}
-
-/// Regular files under `root` (0 if it does not exist), or `None` if the walk failed.
-fn count_files(root: &Path) -> Option<usize> {
-    if !exists(root) {
-        return Some(0);
-    }
-    try_tree(root).ok().map(|t| {
-        t.values()
-            .filter(|n| matches!(n, Node::File { .. }))
-            .count()
-    })
 }
 
 /// Writes `data` to `path` the way editors do (a temporary file renamed over it).
@@ -489,16 +454,16 @@ fn a_second_session_on_a_shared_root_does_not_delete_what_the_first_moved_aside(
     );
     eprintln!("session 1: {st1:?}");
 
-    let mut found = files_containing(&x, NOTES);
-    found.extend(files_containing(&y, NOTES));
-    found.extend(files_containing(&shared, NOTES));
+    let mut found = files_containing(&x, None, NOTES);
+    found.extend(files_containing(&y, None, NOTES));
+    found.extend(files_containing(&shared, None, NOTES));
     found.extend(
         backups_under(state.path())
             .into_iter()
             .filter(|p| contains(p, NOTES)),
     );
     if found.is_empty() {
-        let elsewhere = files_containing(state.path(), NOTES);
+        let elsewhere = files_containing(state.path(), None, NOTES);
         s1.fail(&format!(
             "session 1 moved shared/notes.txt aside to remove it (backing it up) and paused; \
              session 2 ran on the same root meanwhile; afterwards the notes are in no root and \

@@ -938,3 +938,42 @@ pub fn build_shim(fx: &Fixture, name: &str, source: &str) -> PathBuf {
 pub fn shim_dir(fx: &Fixture) -> PathBuf {
     fx.root.join("shim")
 }
+
+/// Regular files under `root` (0 if it does not exist), or `None` if the walk failed
+/// (something vanished mid-walk).
+pub fn count_files(root: &Path) -> Option<usize> {
+    if !exists(root) {
+        return Some(0);
+    }
+    try_tree(root).ok().map(|t| {
+        t.values()
+            .filter(|n| matches!(n, Node::File { .. }))
+            .count()
+    })
+}
+
+/// True if the file at `p` holds `needle`.
+pub fn contains(p: &Path, needle: &[u8]) -> bool {
+    fs::read(p).is_ok_and(|d| needle.is_empty() || d.windows(needle.len()).any(|w| w == needle))
+}
+
+/// Every regular file under `root` (not following links, leaving out `skip`) holding `needle`.
+pub fn files_containing(root: &Path, skip: Option<&Path>, needle: &[u8]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, skip: Option<&Path>, needle: &[u8], out: &mut Vec<PathBuf>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if skip == Some(p.as_path()) {
+                continue;
+            }
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => walk(&p, skip, needle, out),
+                Ok(m) if m.is_file() && contains(&p, needle) => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, skip, needle, &mut out);
+    out
+}
