@@ -2,7 +2,6 @@
 //! save) and the loop that triggers cycles from watch events.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
@@ -13,6 +12,7 @@ use ferry_core::{
     reconcile_at, scope, set_agreed,
 };
 
+use crate::copy;
 use crate::endpoint::{
     Endpoint, EndpointError, IgnoreSpec, Outcome, ScanRequest, Side, Wanted, WatchEvent,
 };
@@ -943,33 +943,32 @@ impl Engine {
             .map(|w| w.2)
             .sum();
         self.printer.progress_start(total, missing.len() as u64);
-        let mut moved = 0;
-        for d in missing {
-            if self.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let Some((uses, path, _)) = wanted.get(&d) else {
-                continue;
-            };
-            let staged = src.open(path, &d).map_err(|e| e.to_string()).and_then(|r| {
-                let mut counted = Counted {
-                    inner: r,
-                    n: 0,
-                    printer: &self.printer,
-                };
-                let out = dst.stage(d, *uses, &mut counted);
-                moved += counted.n;
-                out
+        let items: Vec<copy::Item> = missing
+            .iter()
+            .filter_map(|d| {
+                let (uses, path, size) = wanted.get(d)?;
+                Some(copy::Item {
+                    want: Wanted {
+                        digest: *d,
+                        uses: *uses,
+                        size: *size,
+                    },
+                    path: path.clone(),
+                })
+            })
+            .collect();
+        let printer = &self.printer;
+        let (moved, failures) = copy::copy(&mut **src, &mut **dst, &items, &self.stop, &|n| {
+            printer.progress_inc(n)
+        });
+        for f in failures {
+            // The transition reports each path that lacks content; say why here for logs.
+            self.printer.emit(&Event::Error {
+                side: Some(to.as_str()),
+                path: Some(f.path.to_string()),
+                message: f.message,
+                retry: true,
             });
-            if let Err(message) = staged {
-                // The transition reports each path that lacks content; say why here for logs.
-                self.printer.emit(&Event::Error {
-                    side: Some(to.as_str()),
-                    path: Some(path.to_string()),
-                    message,
-                    retry: true,
-                });
-            }
         }
         self.printer.progress_end();
         moved
@@ -1112,22 +1111,6 @@ fn creations(changes: &[Change]) -> u64 {
         .filter_map(|c| c.new.as_ref())
         .map(|n| n.count() as u64)
         .sum()
-}
-
-/// A reader that counts bytes for the progress bar.
-struct Counted<'a, R> {
-    inner: R,
-    n: u64,
-    printer: &'a Printer,
-}
-
-impl<R: Read> Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n += k as u64;
-        self.printer.progress_inc(k as u64);
-        Ok(k)
-    }
 }
 
 fn kind(e: &Entry) -> &'static str {

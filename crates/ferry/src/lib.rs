@@ -6,6 +6,7 @@
 //! cycle), [`state`] (archive and lock), [`output`] (all printing) and [`cli`].
 
 pub mod cli;
+pub mod copy;
 pub mod endpoint;
 pub mod engine;
 pub mod fs;

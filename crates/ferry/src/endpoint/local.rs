@@ -96,6 +96,7 @@ impl LocalEndpoint {
                 tree: None,
                 cache,
                 dirs: Default::default(),
+                generation: 0,
             },
             staging,
             backup_root,
@@ -138,7 +139,7 @@ impl Endpoint for LocalEndpoint {
         };
         let mut scanner = Scanner::new(&self.root, &self.ignorer, hook);
         let res = match req {
-            ScanRequest::Full => scanner.full(&self.state).map(|s| self.state = s),
+            ScanRequest::Full => scanner.full(&mut self.state),
             ScanRequest::Paths(paths) => scanner.paths(&mut self.state, paths),
         };
         let stats = scanner.stats;
@@ -211,7 +212,7 @@ impl Endpoint for LocalEndpoint {
                     return false;
                 }
                 match open_nofollow(&self.abs(&rel)) {
-                    Ok(mut f) => self.staging.receive(w.digest, w.uses, &mut f).is_ok(),
+                    Ok(mut f) => self.staging.receive(w, &mut f).is_ok(),
                     Err(_) => false,
                 }
             });
@@ -233,10 +234,8 @@ impl Endpoint for LocalEndpoint {
         Ok(Box::new(f))
     }
 
-    fn stage(&mut self, digest: Digest, uses: usize, src: &mut dyn Read) -> Result<(), String> {
-        self.staging
-            .receive(digest, uses, src)
-            .map_err(|e| e.to_string())
+    fn stage(&mut self, want: &Wanted, src: &mut dyn Read) -> Result<(), String> {
+        self.staging.receive(want, src).map_err(|e| e.to_string())
     }
 
     fn transition(
@@ -270,6 +269,7 @@ impl Endpoint for LocalEndpoint {
             backup,
             state: &mut self.state,
             hook,
+            last_dir: None,
         };
         let outcomes: Vec<Outcome> = changes.iter().map(|ch| applier.apply(ch)).collect();
         // Outcomes come in the order of the changes.

@@ -125,9 +125,9 @@ pub trait Endpoint: Send {
         digest: &Digest,
     ) -> Result<Box<dyn Read + Send + '_>, EndpointError>;
 
-    /// Stages content received from the other side; fails (for this digest only) if it does
-    /// not hash to `digest`.
-    fn stage(&mut self, digest: Digest, uses: usize, src: &mut dyn Read) -> Result<(), String>;
+    /// Stages content received from the other side: exactly `want.size` bytes read from
+    /// `src`; fails (for this digest only) if they do not hash to `want.digest`.
+    fn stage(&mut self, want: &Wanted, src: &mut dyn Read) -> Result<(), String>;
 
     /// Applies changes; `archive` holds the digests whose content needs no backup. Drops
     /// leftover staged content at the end.

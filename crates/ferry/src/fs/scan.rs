@@ -51,6 +51,9 @@ pub struct Cached {
     /// False when the file was modified too close to the moment it was hashed for the stat to
     /// prove a later write would be seen (coarse kernel timestamps): then it is hashed again.
     pub trusted: bool,
+    /// The scan that last saw this file (not saved): a full scan drops entries it did not see.
+    #[serde(skip)]
+    pub seen: u32,
 }
 
 /// Files changed less than this long before being hashed are not trusted from the cache: the
@@ -99,7 +102,19 @@ pub struct LocalTree {
     pub cache: StatCache,
     /// Directory path -> inode, to notice a directory replaced by another of the same name.
     pub dirs: FxHashMap<String, u64>,
+    /// Numbers scans, for `Cached::seen`.
+    pub generation: u32,
 }
+
+/// A file found by the walk whose digest is not in the cache: hashed after the walk, several
+/// at a time.
+struct Pending {
+    rel: RelPath,
+    stat: Stat,
+}
+
+/// Fewer files than this are hashed on the scanning thread alone.
+const PARALLEL_HASH_MIN: usize = 64;
 
 pub struct Scanner<'a> {
     pub root: &'a Path,
@@ -107,6 +122,9 @@ pub struct Scanner<'a> {
     pub hook: &'a mut dyn DirHook,
     pub stats: ScanStats,
     buf: Vec<u8>,
+    /// The current scan's number (see `Cached::seen`).
+    generation: u32,
+    pending: Vec<Pending>,
 }
 
 impl<'a> Scanner<'a> {
@@ -116,7 +134,9 @@ impl<'a> Scanner<'a> {
             ignorer,
             hook,
             stats: ScanStats::default(),
-            buf: vec![0; 256 * 1024],
+            buf: Vec::new(),
+            generation: 0,
+            pending: Vec::new(),
         }
     }
 
@@ -128,29 +148,43 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Scans the whole root. `old` supplies cached digests; the result replaces it.
-    pub fn full(&mut self, old: &LocalTree) -> io::Result<LocalTree> {
-        let mut new = LocalTree {
-            tree: None,
-            cache: StatCache::with_capacity_and_hasher(old.cache.len(), Default::default()),
-            dirs: FxHashMap::with_capacity_and_hasher(old.dirs.len(), Default::default()),
-        };
+    /// Scans the whole root into `state`, reusing its cached digests; cache entries for files
+    /// no longer there are dropped.
+    pub fn full(&mut self, state: &mut LocalTree) -> io::Result<()> {
         let meta = match fs::symlink_metadata(self.root) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(new),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                for dir in state.dirs.keys() {
+                    self.hook.dir_removed(&self.root.join(dir));
+                }
+                *state = LocalTree::default();
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         if !meta.is_dir() {
             return Err(io::Error::other("the root is no longer a directory"));
         }
-        new.tree = self.entry(&RelPath::root(), &meta, &old.cache, &mut new);
+        self.begin(state);
+        let old_dirs = std::mem::take(&mut state.dirs);
+        let mut tree = self.entry(&RelPath::root(), &meta, state);
+        self.hash_pending(state, &RelPath::root(), &mut tree);
+        state.tree = tree;
+        let generation = self.generation;
+        state.cache.retain(|_, c| c.seen == generation);
         // Watching an existing directory again is harmless; stop watching the ones gone.
-        for dir in old.dirs.keys() {
-            if !new.dirs.contains_key(dir) {
+        for dir in old_dirs.keys() {
+            if !state.dirs.contains_key(dir) {
                 self.hook.dir_removed(&self.root.join(dir));
             }
         }
-        Ok(new)
+        Ok(())
+    }
+
+    /// Starts a scan: a new number for the cache entries it sees.
+    fn begin(&mut self, state: &mut LocalTree) {
+        state.generation = state.generation.wrapping_add(1);
+        self.generation = state.generation;
     }
 
     /// Rescans only `paths` (from watch events) on top of `state`. Each path is looked at
@@ -158,13 +192,13 @@ impl<'a> Scanner<'a> {
     /// known keeps its children (their own events name them).
     pub fn paths(&mut self, state: &mut LocalTree, paths: &BTreeSet<RelPath>) -> io::Result<()> {
         if state.tree.is_none() {
-            *state = self.full(state)?;
+            self.full(state)?;
             return Ok(());
         }
         match fs::symlink_metadata(self.root) {
             Ok(m) if m.is_dir() => {}
             Ok(_) | Err(_) => {
-                *state = self.full(state)?;
+                self.full(state)?;
                 return Ok(());
             }
         }
@@ -172,7 +206,7 @@ impl<'a> Scanner<'a> {
             // The root itself changed (moved away, replaced): watch whatever is there now and
             // look at everything.
             self.hook.dir_removed(self.root);
-            *state = self.full(state)?;
+            self.full(state)?;
             return Ok(());
         }
         let mut targets = Vec::with_capacity(paths.len());
@@ -198,6 +232,7 @@ impl<'a> Scanner<'a> {
         let (gone, present): (Vec<RelPath>, Vec<RelPath>) = targets
             .into_iter()
             .partition(|t| fs::symlink_metadata(self.abs(t)).is_err());
+        self.begin(state);
         for t in gone.iter().chain(&present) {
             self.rescan_one(state, t)?;
         }
@@ -220,18 +255,26 @@ impl<'a> Scanner<'a> {
         // there: it may be a new directory that reused the number (delete + recreate), whose
         // children were created before any watch could see them. The stat cache keeps this
         // cheap for a directory that did not really change.
-        let old_cache = self.remove(state, rel);
+        let old_files = self.remove(state, rel);
         let entry = match meta {
             Ok(None) => None,
             Ok(Some(m)) => {
-                let mut fresh = LocalTree::default();
-                let e = self.entry(rel, &m, &old_cache, &mut fresh);
-                state.cache.extend(fresh.cache);
-                state.dirs.extend(fresh.dirs);
+                let mut e = self.entry(rel, &m, state);
+                self.hash_pending(state, rel, &mut e);
                 e
             }
             Err(e) => Some(Entry::Problem(format!("cannot stat: {e}"))),
         };
+        // Files the old subtree had that this look did not find.
+        for p in old_files {
+            if state
+                .cache
+                .get(&p)
+                .is_some_and(|c| c.seen != self.generation)
+            {
+                state.cache.remove(&p);
+            }
+        }
         if let Some(e) = entry {
             if let Some(Entry::Directory(siblings)) = state
                 .tree
@@ -245,9 +288,10 @@ impl<'a> Scanner<'a> {
     }
 
     /// Takes the subtree at `rel` out of the tree, forgetting its directories (and their
-    /// watches); returns the cache entries it had, for reuse by a rescan.
-    fn remove(&mut self, state: &mut LocalTree, rel: &RelPath) -> StatCache {
-        let mut taken = StatCache::default();
+    /// watches); returns the paths of the files it had (their cache entries stay, for reuse by
+    /// a rescan).
+    fn remove(&mut self, state: &mut LocalTree, rel: &RelPath) -> Vec<String> {
+        let mut taken = Vec::new();
         let (Some(parent), Some(name)) = (rel.parent(), rel.name()) else {
             return taken;
         };
@@ -262,11 +306,7 @@ impl<'a> Scanner<'a> {
             return taken;
         };
         old.walk(rel.as_str(), &mut |p, e| match e {
-            Entry::File { .. } => {
-                if let Some(c) = state.cache.remove(p) {
-                    taken.insert(p.to_owned(), c);
-                }
-            }
+            Entry::File { .. } => taken.push(p.to_owned()),
             Entry::Directory(_) if state.dirs.remove(p).is_some() => {
                 self.hook.dir_removed(&self.root.join(p));
             }
@@ -275,27 +315,21 @@ impl<'a> Scanner<'a> {
         taken
     }
 
-    fn entry(
-        &mut self,
-        rel: &RelPath,
-        meta: &Metadata,
-        old: &StatCache,
-        new: &mut LocalTree,
-    ) -> Option<Entry> {
+    fn entry(&mut self, rel: &RelPath, meta: &Metadata, state: &mut LocalTree) -> Option<Entry> {
         self.stats.entries += 1;
         let ft = meta.file_type();
         if ft.is_dir() {
             let abs = self.abs(rel);
-            new.dirs.insert(rel.as_str().to_owned(), meta.ino());
+            state.dirs.insert(rel.as_str().to_owned(), meta.ino());
             // Watch before listing, so nothing created in between is missed.
             self.hook.dir_added(&abs);
-            return Some(self.dir(rel, &abs, old, new));
+            return Some(self.dir(rel, &abs, state));
         }
         if ft.is_file() {
             let stat = Stat::of(meta);
-            if let Some(c) = old.get(rel.as_str()) {
+            if let Some(c) = state.cache.get_mut(rel.as_str()) {
                 if c.trusted && c.stat == stat {
-                    new.cache.insert(rel.as_str().to_owned(), *c);
+                    c.seen = self.generation;
                     return Some(Entry::File {
                         digest: c.digest,
                         size: stat.size,
@@ -303,19 +337,16 @@ impl<'a> Scanner<'a> {
                     });
                 }
             }
-            return match self.hash(&self.abs(rel), stat) {
-                Ok(Some((cached, size))) => {
-                    new.cache.insert(rel.as_str().to_owned(), cached);
-                    Some(Entry::File {
-                        digest: cached.digest,
-                        size,
-                        executable: cached.stat.executable(),
-                    })
-                }
-                // Vanished between listing and reading: as if it had never been there.
-                Ok(None) => None,
-                Err(e) => Some(Entry::Problem(format!("cannot read: {e}"))),
-            };
+            // Hashed after the walk (`hash_pending`), which fills in the digest.
+            self.pending.push(Pending {
+                rel: rel.clone(),
+                stat,
+            });
+            return Some(Entry::File {
+                digest: Digest([0; 32]),
+                size: stat.size,
+                executable: stat.executable(),
+            });
         }
         if ft.is_symlink() {
             return Some(match fs::read_link(self.abs(rel)) {
@@ -342,7 +373,7 @@ impl<'a> Scanner<'a> {
         Some(Entry::Problem(format!("{kind}; not synced")))
     }
 
-    fn dir(&mut self, rel: &RelPath, abs: &Path, old: &StatCache, new: &mut LocalTree) -> Entry {
+    fn dir(&mut self, rel: &RelPath, abs: &Path, state: &mut LocalTree) -> Entry {
         let rd = match fs::read_dir(abs) {
             Ok(rd) => rd,
             Err(e) => return Entry::Problem(format!("cannot list directory: {e}")),
@@ -377,45 +408,171 @@ impl<'a> Scanner<'a> {
                     continue;
                 }
             };
-            if let Some(e) = self.entry(&child, &meta, old, new) {
+            if let Some(e) = self.entry(&child, &meta, state) {
                 children.insert(name.to_owned(), e);
             }
         }
         Entry::Directory(children)
     }
 
-    /// Hashes a file. `Ok(None)` if it vanished.
-    fn hash(&mut self, abs: &Path, stat: Stat) -> io::Result<Option<(Cached, u64)>> {
-        let mut f = match open_nofollow(abs) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut h = blake3::Hasher::new();
-        let mut size = 0u64;
-        loop {
-            let n = f.read(&mut self.buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&self.buf[..n]);
-            size += n as u64;
+    /// Hashes the files the walk of `base` (whose entry is `tree`) left pending, on several
+    /// threads when there are many, and puts their digests in the tree and the cache.
+    fn hash_pending(&mut self, state: &mut LocalTree, base: &RelPath, tree: &mut Option<Entry>) {
+        let jobs = std::mem::take(&mut self.pending);
+        if jobs.is_empty() {
+            return;
         }
-        let after = Stat::of(&f.metadata()?);
-        self.stats.hashed_files += 1;
-        self.stats.hashed_bytes += size;
-        // If it changed while being read, or too recently to trust the stat, hash it again next
-        // time. The digest may be of a torn read; staging verifies content against it anyway.
-        let trusted = after == stat && size == stat.size && stat_is_settled(&after);
-        Ok(Some((
-            Cached {
-                stat: after,
-                digest: Digest(*h.finalize().as_bytes()),
-                trusted,
-            },
-            size,
-        )))
+        let results = self.hash_all(&jobs);
+        for (job, res) in jobs.iter().zip(results) {
+            let found = match res {
+                Ok(Some((cached, size))) => {
+                    self.stats.hashed_files += 1;
+                    self.stats.hashed_bytes += size;
+                    let digest = cached.digest;
+                    let executable = cached.stat.executable();
+                    state.cache.insert(
+                        job.rel.as_str().to_owned(),
+                        Cached {
+                            seen: self.generation,
+                            ..cached
+                        },
+                    );
+                    Some(Entry::File {
+                        digest,
+                        size,
+                        executable,
+                    })
+                }
+                // Vanished between listing and reading: as if it had never been there.
+                Ok(None) => None,
+                Err(e) => Some(Entry::Problem(format!("cannot read: {e}"))),
+            };
+            place(tree, base, &job.rel, found);
+        }
     }
+
+    /// Hashes `jobs`, in order.
+    fn hash_all(&mut self, jobs: &[Pending]) -> Vec<io::Result<Option<(Cached, u64)>>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if threads < 2 || jobs.len() < PARALLEL_HASH_MIN {
+            if self.buf.is_empty() {
+                self.buf = vec![0; 256 * 1024];
+            }
+            let mut buf = std::mem::take(&mut self.buf);
+            let out = jobs
+                .iter()
+                .map(|j| hash_file(&self.abs(&j.rel), j.stat, &mut buf))
+                .collect();
+            self.buf = buf;
+            return out;
+        }
+        // Work is handed out one file at a time: sizes vary too much for fixed shares.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let root = self.root;
+        let mut results: Vec<Option<io::Result<Option<(Cached, u64)>>>> =
+            (0..jobs.len()).map(|_| None).collect();
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut buf = vec![0; 256 * 1024];
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(j) = jobs.get(i) else { break };
+                            done.push((i, hash_file(&root.join(j.rel.as_str()), j.stat, &mut buf)));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            for w in workers {
+                // A worker that panicked leaves its files unhashed: reported as problems below.
+                if let Ok(done) = w.join() {
+                    for (i, r) in done {
+                        results[i] = Some(r);
+                    }
+                }
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(io::Error::other("hashing thread failed"))))
+            .collect()
+    }
+}
+
+/// Puts what became of the pending file `rel` into `tree` (the entry at `base`): its hashed
+/// entry, a problem, or nothing if it vanished.
+fn place(tree: &mut Option<Entry>, base: &RelPath, rel: &RelPath, found: Option<Entry>) {
+    if rel == base {
+        *tree = found;
+        return;
+    }
+    let Some(t) = tree.as_mut() else { return };
+    let inner = if base.is_root() {
+        rel.as_str()
+    } else {
+        match rel
+            .as_str()
+            .strip_prefix(base.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            Some(r) => r,
+            None => return,
+        }
+    };
+    let (parent, name) = match inner.rsplit_once('/') {
+        Some((p, n)) => (p, n),
+        None => ("", inner),
+    };
+    if let Some(Entry::Directory(children)) = Entry::get_mut(t, parent) {
+        match found {
+            Some(e) => {
+                children.insert(name.to_owned(), e);
+            }
+            None => {
+                children.remove(name);
+            }
+        }
+    }
+}
+
+/// Hashes a file. `Ok(None)` if it vanished.
+fn hash_file(abs: &Path, stat: Stat, buf: &mut [u8]) -> io::Result<Option<(Cached, u64)>> {
+    let mut f = match open_nofollow(abs) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut h = blake3::Hasher::new();
+    let mut size = 0u64;
+    loop {
+        let n = f.read(buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+        // A short read of a regular file is its end: no second read to hear it again. A file
+        // that grows meanwhile shows in the stat taken below.
+        if n < buf.len() && size >= stat.size {
+            break;
+        }
+    }
+    let after = Stat::of(&f.metadata()?);
+    // If it changed while being read, or too recently to trust the stat, hash it again next
+    // time. The digest may be of a torn read; staging verifies content against it anyway.
+    let trusted = after == stat && size == stat.size && stat_is_settled(&after);
+    Ok(Some((
+        Cached {
+            stat: after,
+            digest: Digest(*h.finalize().as_bytes()),
+            trusted,
+            seen: 0,
+        },
+        size,
+    )))
 }
 
 /// Opens a file for reading without following a symlink at the last component.

@@ -9,11 +9,15 @@ use std::path::{Path, PathBuf};
 
 use ferry_core::Digest;
 
+use crate::endpoint::Wanted;
+
 /// Why content could not be staged.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error("content changed while it was copied (expected {expected}, got {got})")]
     DigestMismatch { expected: Digest, got: Digest },
+    #[error("content changed while it was copied (expected {expected} bytes, got {got})")]
+    Short { expected: u64, got: u64 },
     #[error("staging failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -27,12 +31,24 @@ pub struct Staging {
     counter: u64,
     /// The directory exists (it is created on first use and may be removed by `finish`).
     dir_ready: bool,
+    /// The staging directory's device, once known (placement compares it with the target's).
+    dev: Option<u64>,
 }
 
-fn copy_hashing(src: &mut dyn Read, out: &mut fs::File, buf: &mut [u8]) -> io::Result<Digest> {
+/// Copies exactly `size` bytes from `src` to `out`; returns their digest and how many there
+/// were (fewer than `size` if `src` ended first). Bytes past `size` are never read: the content
+/// wanted is the version the scan saw, whose size it knew.
+fn copy_hashing(
+    src: &mut dyn Read,
+    out: &mut fs::File,
+    size: u64,
+    buf: &mut [u8],
+) -> io::Result<(Digest, u64)> {
     let mut h = blake3::Hasher::new();
-    loop {
-        let n = match src.read(buf) {
+    let mut got = 0u64;
+    while got < size {
+        let want = usize::try_from(size - got).map_or(buf.len(), |w| w.min(buf.len()));
+        let n = match src.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -40,8 +56,9 @@ fn copy_hashing(src: &mut dyn Read, out: &mut fs::File, buf: &mut [u8]) -> io::R
         };
         h.update(&buf[..n]);
         out.write_all(&buf[..n])?;
+        got += n as u64;
     }
-    Ok(Digest(*h.finalize().as_bytes()))
+    Ok((Digest(*h.finalize().as_bytes()), got))
 }
 
 impl Staging {
@@ -63,6 +80,7 @@ impl Staging {
             buf: Vec::new(),
             counter: 0,
             dir_ready: false,
+            dev: None,
         })
     }
 
@@ -70,9 +88,17 @@ impl Staging {
         &self.dir
     }
 
-    /// A fresh path in the staging directory (on the root's filesystem) to move a file aside
-    /// to before removing it.
-    pub fn scratch(&mut self) -> io::Result<PathBuf> {
+    /// The staging directory's device (it is created if need be).
+    pub fn dev(&mut self) -> Option<u64> {
+        if self.dev.is_none() && self.ensure_dir().is_ok() {
+            use std::os::unix::fs::MetadataExt;
+            self.dev = fs::symlink_metadata(&self.dir).ok().map(|m| m.dev());
+        }
+        self.dev
+    }
+
+    /// Creates the directory on first use. Never stages through a symlink planted at its name.
+    fn ensure_dir(&mut self) -> io::Result<()> {
         if !self.dir_ready {
             fs::create_dir_all(&self.dir)?;
             if !fs::symlink_metadata(&self.dir).is_ok_and(|m| m.is_dir()) {
@@ -83,6 +109,13 @@ impl Staging {
             }
             self.dir_ready = true;
         }
+        Ok(())
+    }
+
+    /// A fresh path in the staging directory (on the root's filesystem) to move a file aside
+    /// to before removing it.
+    pub fn scratch(&mut self) -> io::Result<PathBuf> {
+        self.ensure_dir()?;
         self.counter += 1;
         Ok(self.dir.join(format!("ferry-aside.{}", self.counter)))
     }
@@ -109,74 +142,65 @@ impl Staging {
         self.staged.contains_key(digest)
     }
 
-    /// Writes `src` to staging, checking it hashes to `digest`. `uses` is how many placements
-    /// will take it. Staged files are created `0644` (no executable bits: placement adds them).
-    pub fn receive(
-        &mut self,
-        digest: Digest,
-        uses: usize,
-        src: &mut dyn Read,
-    ) -> Result<(), StageError> {
-        if !self.dir_ready {
-            fs::create_dir_all(&self.dir)?;
-            // Never stage through a symlink planted at the staging name.
-            if !fs::symlink_metadata(&self.dir).is_ok_and(|m| m.is_dir()) {
-                return Err(
-                    io::Error::other(format!("{} is not a directory", self.dir.display())).into(),
-                );
-            }
-            self.dir_ready = true;
-        }
+    /// Writes `want.size` bytes of `src` to staging, checking they hash to `want.digest`.
+    /// `want.uses` is how many placements will take it. Staged files are created `0644` (no
+    /// executable bits: placement adds them).
+    pub fn receive(&mut self, want: &Wanted, src: &mut dyn Read) -> Result<(), StageError> {
+        self.ensure_dir()?;
         if self.buf.is_empty() {
             self.buf = vec![0; 256 * 1024];
         }
         self.counter += 1;
-        let path = self.dir.join(format!(
-            "ferry-{}.{}",
-            &digest.to_string()[..16],
+        // Staged under a `.part` name, which it keeps until placed: a leftover `.part` is
+        // always ferry's own copy. Before a swap (which may give the staged name someone's
+        // version) `take` renames it to its final name, which cleanup looks at closely.
+        let part = self.dir.join(format!(
+            "ferry-{}.{}.part",
+            &want.digest.to_string()[..16],
             self.counter
         ));
-        // Written under a `.part` name first: a leftover `.part` is always ferry's own partial
-        // copy, unlike a finished name, which a swap may have given someone's version.
-        let part = path.with_extension(format!("{}.part", self.counter));
         let mut out = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o644)
             .custom_flags(libc::O_CLOEXEC)
             .open(&part)?;
-        let res = copy_hashing(src, &mut out, &mut self.buf);
+        let res = copy_hashing(src, &mut out, want.size, &mut self.buf);
         drop(out);
-        let got = match res {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = fs::remove_file(&part);
-                return Err(e.into());
-            }
+        let fail = |e: StageError| {
+            let _ = fs::remove_file(&part);
+            Err(e)
         };
-        if got != digest {
-            let _ = fs::remove_file(&part);
-            return Err(StageError::DigestMismatch {
-                expected: digest,
-                got,
-            });
-        }
-        if let Err(e) = fs::rename(&part, &path) {
-            let _ = fs::remove_file(&part);
-            return Err(e.into());
+        match res {
+            Err(e) => return fail(e.into()),
+            Ok((_, got)) if got != want.size => {
+                return fail(StageError::Short {
+                    expected: want.size,
+                    got,
+                });
+            }
+            Ok((got, _)) if got != want.digest => {
+                return fail(StageError::DigestMismatch {
+                    expected: want.digest,
+                    got,
+                });
+            }
+            Ok(_) => {}
         }
         // No fsync per file (like rsync and Mutagen): the archive, written after the files and
         // fsynced, never records a file whose placement a crash could undo unnoticed, since
         // the next scan sees the disk as it really is.
-        if let Some((old, _)) = self.staged.insert(digest, (path, uses.max(1))) {
+        if let Some((old, _)) = self.staged.insert(want.digest, (part, want.uses.max(1))) {
             let _ = fs::remove_file(old);
         }
         Ok(())
     }
 
     /// A file holding `digest`'s content that the caller may rename into place. The last use
-    /// gets the staged file itself; earlier ones get a copy.
-    pub fn take(&mut self, digest: &Digest) -> io::Result<PathBuf> {
+    /// gets the staged file itself; earlier ones get a copy. With `for_swap` the file is first
+    /// given a name that cleanup never removes unchecked, since after a swap it holds the
+    /// version that was at the target.
+    pub fn take(&mut self, digest: &Digest, for_swap: bool) -> io::Result<PathBuf> {
         let Some((path, uses)) = self.staged.get_mut(digest) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -194,7 +218,17 @@ impl Staging {
         }
         let path = path.clone();
         self.staged.remove(digest);
-        Ok(path)
+        match path.to_str().and_then(|p| p.strip_suffix(".part")) {
+            Some(done) if for_swap => {
+                let done = PathBuf::from(done);
+                if let Err(e) = fs::rename(&path, &done) {
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+                Ok(done)
+            }
+            _ => Ok(path),
+        }
     }
 
     /// Drops whatever is left (content for changes that did not happen).

@@ -34,6 +34,9 @@ pub struct Applier<'a> {
     pub backup: &'a HashSet<Digest>,
     pub state: &'a mut LocalTree,
     pub hook: &'a mut dyn DirHook,
+    /// The last directory `staging_reaches` looked at, and its device: changes come grouped
+    /// by directory, so most files need no look at all.
+    pub last_dir: Option<(PathBuf, Option<u64>)>,
 }
 
 struct Work {
@@ -199,10 +202,17 @@ impl Applier<'_> {
     }
 
     /// True if `abs`'s directory is on the staging directory's filesystem.
-    fn staging_reaches(&self, abs: &Path) -> bool {
-        let dev = |p: &Path| fs::symlink_metadata(p).map(|m| m.dev()).ok();
+    fn staging_reaches(&mut self, abs: &Path) -> bool {
         let dir = abs.parent().unwrap_or(self.root);
-        dev(dir).is_some() && dev(dir) == dev(self.staging.dir())
+        let dev = match &self.last_dir {
+            Some((d, dev)) if d == dir => *dev,
+            _ => {
+                let dev = fs::symlink_metadata(dir).map(|m| m.dev()).ok();
+                self.last_dir = Some((dir.to_path_buf(), dev));
+                dev
+            }
+        };
+        dev.is_some() && dev == self.staging.dev()
     }
 
     /// `staged` moved (copied, across filesystems) next to `abs` if staging cannot reach it.
@@ -323,7 +333,7 @@ impl Applier<'_> {
         };
         let staged = self
             .staging
-            .take(digest)
+            .take(digest, true)
             .map_err(|e| format!("content not available: {e}"))?;
         let staged = self.near(staged, &abs)?;
         // Our staged file's identity, to tell it apart from anyone else's after swaps.
@@ -441,6 +451,7 @@ impl Applier<'_> {
                 stat,
                 digest,
                 trusted: stat_is_settled(&stat),
+                seen: 0,
             },
         );
     }
@@ -568,7 +579,7 @@ impl Applier<'_> {
             Entry::File {
                 digest, executable, ..
             } => {
-                let staged = match self.staging.take(digest) {
+                let staged = match self.staging.take(digest, false) {
                     Ok(p) => p,
                     Err(e) => return fail(w, format!("content not available: {e}")),
                 };
