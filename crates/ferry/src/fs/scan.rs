@@ -113,6 +113,9 @@ struct Pending {
     stat: Stat,
 }
 
+/// What hashing one file gave: its cache entry and size, `None` if it vanished.
+type Hashed = io::Result<Option<(Cached, u64)>>;
+
 /// Fewer files than this are hashed on the scanning thread alone.
 const PARALLEL_HASH_MIN: usize = 64;
 
@@ -452,7 +455,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Hashes `jobs`, in order.
-    fn hash_all(&mut self, jobs: &[Pending]) -> Vec<io::Result<Option<(Cached, u64)>>> {
+    fn hash_all(&mut self, jobs: &[Pending]) -> Vec<Hashed> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         if threads < 2 || jobs.len() < PARALLEL_HASH_MIN {
             if self.buf.is_empty() {
@@ -469,8 +472,7 @@ impl<'a> Scanner<'a> {
         // Work is handed out one file at a time: sizes vary too much for fixed shares.
         let next = std::sync::atomic::AtomicUsize::new(0);
         let root = self.root;
-        let mut results: Vec<Option<io::Result<Option<(Cached, u64)>>>> =
-            (0..jobs.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Hashed>> = (0..jobs.len()).map(|_| None).collect();
         std::thread::scope(|s| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
@@ -539,7 +541,7 @@ fn place(tree: &mut Option<Entry>, base: &RelPath, rel: &RelPath, found: Option<
 }
 
 /// Hashes a file. `Ok(None)` if it vanished.
-fn hash_file(abs: &Path, stat: Stat, buf: &mut [u8]) -> io::Result<Option<(Cached, u64)>> {
+fn hash_file(abs: &Path, stat: Stat, buf: &mut [u8]) -> Hashed {
     let mut f = match open_nofollow(abs) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
