@@ -24,7 +24,7 @@ use crate::fs::stage::Staging;
 use crate::fs::transition::Applier;
 use crate::state::{read_versioned, write_atomic, write_versioned};
 
-const CACHE_MAGIC: &[u8; 8] = b"FERRYSC1";
+const CACHE_MAGIC: &[u8; 8] = b"FERRYSC2";
 /// Smallest content worth looking for a local copy of (see `stage_local`).
 const LOCAL_COPY_MIN: u64 = 64 * 1024;
 
@@ -198,9 +198,9 @@ impl Endpoint for LocalEndpoint {
         }
         let want: HashSet<Digest> = big.iter().map(|w| w.digest).collect();
         let mut local: HashMap<Digest, String> = HashMap::new();
-        for (p, c) in &self.state.cache {
+        for (p, c) in self.state.cache.iter() {
             if want.contains(&c.digest) {
-                local.entry(c.digest).or_insert_with(|| p.clone());
+                local.entry(c.digest).or_insert(p);
             }
         }
         for w in big {

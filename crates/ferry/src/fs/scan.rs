@@ -70,8 +70,77 @@ pub fn stat_is_settled(stat: &Stat) -> bool {
     stat.mtime_ns.max(stat.ctime_ns) + RACY_NS < now
 }
 
-/// Path -> what the last scan saw. Also the reference for the no-clobber check.
-pub type StatCache = FxHashMap<String, Cached>;
+/// Path -> what the last scan saw; also the reference for the no-clobber check. Grouped by
+/// directory: a scan looks the files of one directory up one after another, and a small map
+/// per directory keeps those lookups in the processor's cache (a single map of 100,000 paths
+/// cost a few cache misses per file).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StatCache {
+    dirs: FxHashMap<String, FxHashMap<String, Cached>>,
+}
+
+/// `(directory, name)` of a path: `("", name)` at the root.
+fn split_path(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
+impl StatCache {
+    pub fn get(&self, path: &str) -> Option<&Cached> {
+        let (dir, name) = split_path(path);
+        self.dirs.get(dir)?.get(name)
+    }
+
+    pub fn get_mut(&mut self, path: &str) -> Option<&mut Cached> {
+        let (dir, name) = split_path(path);
+        self.dirs.get_mut(dir)?.get_mut(name)
+    }
+
+    pub fn insert(&mut self, path: &str, c: Cached) {
+        let (dir, name) = split_path(path);
+        match self.dirs.get_mut(dir) {
+            Some(files) => {
+                files.insert(name.to_owned(), c);
+            }
+            None => {
+                let mut files = FxHashMap::default();
+                files.insert(name.to_owned(), c);
+                self.dirs.insert(dir.to_owned(), files);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, path: &str) -> Option<Cached> {
+        let (dir, name) = split_path(path);
+        let files = self.dirs.get_mut(dir)?;
+        let c = files.remove(name);
+        if files.is_empty() {
+            self.dirs.remove(dir);
+        }
+        c
+    }
+
+    /// Keeps the entries `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Cached) -> bool) {
+        self.dirs.retain(|_, files| {
+            files.retain(|_, c| keep(c));
+            !files.is_empty()
+        });
+    }
+
+    /// Every entry, with its path.
+    pub fn iter(&self) -> impl Iterator<Item = (String, &Cached)> {
+        self.dirs.iter().flat_map(|(dir, files)| {
+            files.iter().map(move |(name, c)| {
+                let path = if dir.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                (path, c)
+            })
+        })
+    }
+}
 
 /// Counters for one scan.
 #[derive(Clone, Copy, Debug, Default)]
@@ -174,7 +243,7 @@ impl<'a> Scanner<'a> {
         self.hash_pending(state, &RelPath::root(), &mut tree);
         state.tree = tree;
         let generation = self.generation;
-        state.cache.retain(|_, c| c.seen == generation);
+        state.cache.retain(|c| c.seen == generation);
         // Watching an existing directory again is harmless; stop watching the ones gone.
         for dir in old_dirs.keys() {
             if !state.dirs.contains_key(dir) {
@@ -434,7 +503,7 @@ impl<'a> Scanner<'a> {
                     let digest = cached.digest;
                     let executable = cached.stat.executable();
                     state.cache.insert(
-                        job.rel.as_str().to_owned(),
+                        job.rel.as_str(),
                         Cached {
                             seen: self.generation,
                             ..cached
@@ -601,4 +670,95 @@ pub fn parents_are_dirs(root: &Path, rel: &RelPath) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(n: u8) -> Cached {
+        Cached {
+            stat: Stat {
+                dev: 1,
+                ino: n.into(),
+                size: 3,
+                mode: 0o100644,
+                mtime_ns: 0,
+                ctime_ns: 0,
+            },
+            digest: Digest([n; 32]),
+            trusted: true,
+            seen: 0,
+        }
+    }
+
+    #[test]
+    fn stat_cache_groups_by_directory() {
+        let mut c = StatCache::default();
+        c.insert("top", cached(1));
+        c.insert("a/b/x", cached(2));
+        c.insert("a/b/y", cached(3));
+        assert_eq!(c.get("top").map(|e| e.digest), Some(Digest([1; 32])));
+        assert_eq!(c.get("a/b/y").map(|e| e.digest), Some(Digest([3; 32])));
+        assert!(c.get("a/b").is_none() && c.get("b/y").is_none());
+        let mut all: Vec<String> = c.iter().map(|(p, _)| p).collect();
+        all.sort();
+        assert_eq!(all, ["a/b/x", "a/b/y", "top"]);
+        if let Some(e) = c.get_mut("a/b/x") {
+            e.seen = 7;
+        }
+        c.retain(|e| e.seen == 7);
+        assert_eq!(c.iter().map(|(p, _)| p).collect::<Vec<_>>(), ["a/b/x"]);
+        assert!(c.remove("a/b/x").is_some());
+        assert!(
+            c.dirs.is_empty(),
+            "an emptied directory leaves no map behind"
+        );
+        let bytes = postcard::to_allocvec(&{
+            let mut c = StatCache::default();
+            c.insert("d/f", cached(4));
+            c
+        })
+        .expect("encodes");
+        let back: StatCache = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back.get("d/f").map(|e| e.stat.ino), Some(4));
+    }
+
+    #[test]
+    fn place_puts_hashed_files_where_the_walk_left_them() {
+        let file = |n: u8| Entry::File {
+            digest: Digest([n; 32]),
+            size: 1,
+            executable: false,
+        };
+        let rel = |p: &str| RelPath::new(p).expect("valid path");
+        let mut tree = Some(Entry::Directory(
+            [(
+                "d".to_owned(),
+                Entry::Directory(
+                    [("f".to_owned(), file(0)), ("g".to_owned(), file(0))]
+                        .into_iter()
+                        .collect(),
+                ),
+            )]
+            .into_iter()
+            .collect(),
+        ));
+        place(&mut tree, &RelPath::root(), &rel("d/f"), Some(file(9)));
+        place(&mut tree, &RelPath::root(), &rel("d/g"), None);
+        let t = tree.as_ref().expect("tree");
+        assert_eq!(t.get("d/f"), Some(&file(9)));
+        assert_eq!(
+            t.get("d/g"),
+            None,
+            "a file that vanished before hashing is dropped"
+        );
+        // Relative to a rescanned subtree, and the subtree being the file itself.
+        let mut sub = tree.as_ref().and_then(|t| t.get("d")).cloned();
+        place(&mut sub, &rel("d"), &rel("d/f"), Some(file(5)));
+        assert_eq!(sub.as_ref().and_then(|s| s.get("f")), Some(&file(5)));
+        let mut single = Some(file(0));
+        place(&mut single, &rel("d/f"), &rel("d/f"), Some(file(6)));
+        assert_eq!(single, Some(file(6)));
+    }
 }

@@ -446,7 +446,7 @@ impl Applier<'_> {
         };
         let stat = Stat::of(&m);
         self.state.cache.insert(
-            rel.as_str().to_owned(),
+            rel.as_str(),
             Cached {
                 stat,
                 digest,
