@@ -1,7 +1,8 @@
-//! Moving content from one endpoint to the other. A thread reads from the source while the
-//! receiving side writes and verifies, so the two overlap (on two cores a copy of many small
-//! files costs about what its slower half costs). Between them, a bounded channel of chunks:
-//! memory stays at [`DEPTH`] × [`CHUNK`] whatever the file sizes.
+//! Moving content from one endpoint to the other while the receiving side applies changes. A
+//! thread reads from the source, in the order the transition will need the content, while the
+//! receiving side writes, verifies and places it: reading and writing overlap (on two cores a
+//! copy of many small files costs about what its slower half costs). Between them, a bounded
+//! channel of chunks: memory stays at [`DEPTH`] × [`CHUNK`] whatever the file sizes.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,23 +10,17 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use ferry_core::RelPath;
 
-use crate::endpoint::{Endpoint, Wanted};
+use crate::endpoint::{Endpoint, Feed, Wanted};
 
 /// The largest piece of a file sent at once.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 128 * 1024;
 /// Chunks in flight between the reader and the writer.
-const DEPTH: usize = 64;
+const DEPTH: usize = 256;
 
 /// Content to copy: what the receiver wants, and where the source has it.
 pub struct Item {
     pub want: Wanted,
     pub path: RelPath,
-}
-
-/// Content that could not be staged, and why.
-pub struct Failure {
-    pub path: RelPath,
-    pub message: String,
 }
 
 enum Piece {
@@ -35,15 +30,17 @@ enum Piece {
     Failed(String),
 }
 
-/// Stages `items` on `dst` from `src`, in order; stops early when `stop` is set. Returns the
-/// bytes read from the source and the items that failed. `progress` hears of every chunk.
-pub fn copy(
+/// Runs `work` (the receiving side's transition) with a [`Feed`] of `items` read from `src` on
+/// another thread, in order; reading stops early when `stop` is set or `work` returns. Returns
+/// the bytes `work` took from the feed, and what `work` returned. `progress` hears of every
+/// chunk taken.
+pub fn stream<R>(
     src: &mut dyn Endpoint,
-    dst: &mut dyn Endpoint,
     items: &[Item],
     stop: &AtomicBool,
     progress: &dyn Fn(u64),
-) -> (u64, Vec<Failure>) {
+    work: impl FnOnce(&mut dyn Feed) -> R,
+) -> (u64, R) {
     let (tx, rx) = sync_channel::<Piece>(DEPTH);
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -52,40 +49,65 @@ pub fn copy(
                     break;
                 }
                 if send_item(src, it, &tx).is_err() {
-                    // The writer is gone (it stopped): nothing more to do.
+                    // The receiving side is done: nothing more to do.
                     break;
                 }
             }
         });
-        let mut moved = 0;
-        let mut failures = Vec::new();
-        for it in items {
-            let mut reader = PieceReader {
-                rx: &rx,
-                cur: Vec::new(),
-                pos: 0,
-                done: false,
-                stopped: false,
-                n: 0,
-                progress,
-            };
-            let res = dst.stage(&it.want, &mut reader);
-            reader.drain();
-            moved += reader.n;
-            if reader.stopped {
-                break;
-            }
-            if let Err(message) = res {
-                failures.push(Failure {
-                    path: it.path.clone(),
-                    message,
-                });
-            }
+        let mut feed = ChannelFeed {
+            rx: &rx,
+            items: items.iter(),
+            cur: None,
+            moved: 0,
+            stopped: false,
+            progress,
+        };
+        let out = work(&mut feed);
+        if let Some(r) = feed.cur.take() {
+            feed.moved += r.n;
         }
+        let moved = feed.moved;
         // Dropping the receiver ends a reader still at work (its next send fails).
+        drop(feed);
         drop(rx);
-        (moved, failures)
+        (moved, out)
     })
+}
+
+/// The receiving end: one item after another, as `Read`s over the channel.
+struct ChannelFeed<'a> {
+    rx: &'a Receiver<Piece>,
+    items: std::slice::Iter<'a, Item>,
+    cur: Option<PieceReader<'a>>,
+    moved: u64,
+    /// The reader stopped: no more items will come.
+    stopped: bool,
+    progress: &'a dyn Fn(u64),
+}
+
+impl Feed for ChannelFeed<'_> {
+    fn next(&mut self) -> Option<(Wanted, &mut dyn Read)> {
+        if let Some(mut r) = self.cur.take() {
+            // The receiver may have stopped reading an item early (a refused copy).
+            r.drain();
+            self.moved += r.n;
+            self.stopped |= r.stopped;
+        }
+        if self.stopped {
+            return None;
+        }
+        let it = self.items.next()?;
+        let r = self.cur.insert(PieceReader {
+            rx: self.rx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+            stopped: false,
+            n: 0,
+            progress: self.progress,
+        });
+        Some((it.want, r as &mut dyn Read))
+    }
 }
 
 /// Sends one item's pieces; `Err` only when the receiver is gone.

@@ -1,7 +1,7 @@
 //! The engine: the one place that runs a cycle (scan -> reconcile -> stage -> transition ->
 //! save) and the loop that triggers cycles from watch events.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
@@ -628,11 +628,11 @@ impl Engine {
             if changes.is_empty() || self.stop.load(Ordering::SeqCst) {
                 continue;
             }
-            bytes += self.stage(side, changes, &mut res);
-            lap(&mut phases.stage);
             let keep_all = self.watching && self.bulk_deleting();
             let backup = self.needs_backup(changes, keep_all);
-            let outcomes = self.transition(side, changes, &backup)?;
+            lap(&mut phases.stage);
+            let (outcomes, moved) = self.stage_and_transition(side, changes, &backup, &mut res)?;
+            bytes += moved;
             lap(&mut phases.transition);
             let n = self.report_outcomes(side, changes, &outcomes, &mut res);
             if side == Side::Beta {
@@ -891,10 +891,12 @@ impl Engine {
         out
     }
 
-    /// Stages the content `changes` need on `to`, copying locally where possible. Returns the
-    /// bytes that crossed from the other side.
-    fn stage(&mut self, to: Side, changes: &[Change], res: &mut CycleResult) -> u64 {
-        let mut wanted: BTreeMap<Digest, (usize, RelPath, u64)> = BTreeMap::new();
+    /// The content `changes` need on one side, in the order the transition needs it (each
+    /// digest once, at its first use, with the number of uses and a path holding it on the
+    /// other side).
+    fn wanted(changes: &[Change]) -> Vec<copy::Item> {
+        let mut items: Vec<copy::Item> = Vec::new();
+        let mut index: HashMap<Digest, usize> = HashMap::new();
         for ch in changes {
             if let (Some(Entry::File { digest: od, .. }), Some(Entry::File { digest: nd, .. })) =
                 (&ch.old, &ch.new)
@@ -906,102 +908,81 @@ impl Engine {
             let Some(new) = &ch.new else { continue };
             new.walk(ch.path.as_str(), &mut |p, e| {
                 if let Entry::File { digest, size, .. } = e {
-                    if let Ok(p) = RelPath::new(p) {
-                        wanted.entry(*digest).or_insert((0, p, *size)).0 += 1;
+                    if let Some(it) = index.get(digest).and_then(|&i| items.get_mut(i)) {
+                        it.want.uses += 1;
+                    } else if let Ok(path) = RelPath::new(p) {
+                        index.insert(*digest, items.len());
+                        items.push(copy::Item {
+                            want: Wanted {
+                                digest: *digest,
+                                uses: 1,
+                                size: *size,
+                            },
+                            path,
+                        });
                     }
                 }
             });
         }
-        let (src, dst) = match to {
-            Side::Beta => (&mut self.alpha, &mut self.beta),
-            Side::Alpha => (&mut self.beta, &mut self.alpha),
-        };
-        let list: Vec<Wanted> = wanted
-            .iter()
-            .map(|(d, (uses, _, size))| Wanted {
-                digest: *d,
-                uses: *uses,
-                size: *size,
-            })
-            .collect();
-        let missing = match dst.stage_local(&list) {
-            Ok(m) => m,
-            Err(e) => {
-                res.errors += 1;
-                self.printer.emit(&Event::Error {
-                    side: Some(to.as_str()),
-                    path: None,
-                    message: e.to_string(),
-                    retry: false,
-                });
-                return 0;
-            }
-        };
-        let total: u64 = missing
-            .iter()
-            .filter_map(|d| wanted.get(d))
-            .map(|w| w.2)
-            .sum();
-        self.printer.progress_start(total, missing.len() as u64);
-        let items: Vec<copy::Item> = missing
-            .iter()
-            .filter_map(|d| {
-                let (uses, path, size) = wanted.get(d)?;
-                Some(copy::Item {
-                    want: Wanted {
-                        digest: *d,
-                        uses: *uses,
-                        size: *size,
-                    },
-                    path: path.clone(),
-                })
-            })
-            .collect();
-        let printer = &self.printer;
-        let (moved, failures) = copy::copy(&mut **src, &mut **dst, &items, &self.stop, &|n| {
-            printer.progress_inc(n)
-        });
-        for f in failures {
-            // The transition reports each path that lacks content; say why here for logs.
-            self.printer.emit(&Event::Error {
-                side: Some(to.as_str()),
-                path: Some(f.path.to_string()),
-                message: f.message,
-                retry: true,
-            });
-        }
-        self.printer.progress_end();
-        moved
+        items
     }
 
-    fn transition(
+    /// Applies `changes` to `side`: content found locally is staged first, the rest streams
+    /// from the other side while the changes are applied (see `copy`). Returns the outcomes
+    /// and the bytes that crossed.
+    fn stage_and_transition(
         &mut self,
         side: Side,
         changes: &[Change],
         backup: &HashSet<Digest>,
-    ) -> Result<Vec<Outcome>, RunError> {
-        let ep = match side {
-            Side::Alpha => &mut self.alpha,
-            Side::Beta => &mut self.beta,
+        res: &mut CycleResult,
+    ) -> Result<(Vec<Outcome>, u64), RunError> {
+        let mut items = Self::wanted(changes);
+        let (src, dst) = match side {
+            Side::Beta => (&mut self.alpha, &mut self.beta),
+            Side::Alpha => (&mut self.beta, &mut self.alpha),
         };
-        let mut out = Vec::with_capacity(changes.len());
-        let mut result = Ok(());
-        for batch in changes.chunks(BATCH) {
-            if self.stop.load(Ordering::SeqCst) {
-                break;
+        let list: Vec<Wanted> = items.iter().map(|i| i.want).collect();
+        match dst.stage_local(&list) {
+            Ok(missing) => {
+                let missing: HashSet<Digest> = missing.into_iter().collect();
+                items.retain(|i| missing.contains(&i.want.digest));
             }
-            match ep.transition(batch, backup) {
-                Ok(o) => out.extend(o),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+            Err(e) => {
+                // Everything then streams from the other side.
+                res.errors += 1;
+                self.printer.emit(&Event::Error {
+                    side: Some(side.as_str()),
+                    path: None,
+                    message: e.to_string(),
+                    retry: false,
+                });
             }
         }
+        let total: u64 = items.iter().map(|i| i.want.size).sum();
+        self.printer.progress_start(total, items.len() as u64);
+        let printer = &self.printer;
+        let stop = &self.stop;
+        let (moved, result) = copy::stream(
+            &mut **src,
+            &items,
+            stop,
+            &|n| printer.progress_inc(n),
+            |feed| {
+                let mut out = Vec::with_capacity(changes.len());
+                for batch in changes.chunks(BATCH) {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    out.extend(dst.transition(batch, backup, feed)?);
+                }
+                Ok::<_, EndpointError>(out)
+            },
+        );
+        self.printer.progress_end();
         // Content is staged for the whole cycle; only now is what is left of it unneeded.
-        ep.discard_staged();
-        result?;
-        Ok(out)
+        dst.discard_staged();
+        Ok((result?, moved))
     }
 
     /// Emits change, backup and error events; returns the number of entries changed.

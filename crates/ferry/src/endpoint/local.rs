@@ -14,7 +14,8 @@ use ferry_core::{Change, Digest, Entry, RelPath, apply_changes};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::{
-    Endpoint, EndpointError, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side, Wanted, WatchEvent,
+    Endpoint, EndpointError, Feed, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side, Wanted,
+    WatchEvent,
 };
 use crate::fs::ignore::{Ignorer, STAGING_DIR_NAME};
 use crate::fs::scan::{
@@ -234,14 +235,11 @@ impl Endpoint for LocalEndpoint {
         Ok(Box::new(f))
     }
 
-    fn stage(&mut self, want: &Wanted, src: &mut dyn Read) -> Result<(), String> {
-        self.staging.receive(want, src).map_err(|e| e.to_string())
-    }
-
     fn transition(
         &mut self,
         changes: &[Change],
         backup: &HashSet<Digest>,
+        feed: &mut dyn Feed,
     ) -> Result<Vec<Outcome>, EndpointError> {
         match fs::symlink_metadata(&self.root) {
             Ok(m) if m.is_dir() => {}
@@ -270,6 +268,7 @@ impl Endpoint for LocalEndpoint {
             state: &mut self.state,
             hook,
             last_dir: None,
+            feed,
         };
         let outcomes: Vec<Outcome> = changes.iter().map(|ch| applier.apply(ch)).collect();
         // Outcomes come in the order of the changes.

@@ -67,6 +67,22 @@ pub struct Wanted {
     pub size: u64,
 }
 
+/// Content arriving from the other side while a transition runs, in the order it needs it.
+pub trait Feed {
+    /// The next piece of content: what it must be, and its bytes (read them before asking for
+    /// the next). `None` once nothing more will come.
+    fn next(&mut self) -> Option<(Wanted, &mut dyn Read)>;
+}
+
+/// No content at all (everything needed was found locally).
+pub struct NoFeed;
+
+impl Feed for NoFeed {
+    fn next(&mut self) -> Option<(Wanted, &mut dyn Read)> {
+        None
+    }
+}
+
 /// What to scan.
 #[derive(Clone, Debug)]
 pub enum ScanRequest {
@@ -125,16 +141,16 @@ pub trait Endpoint: Send {
         digest: &Digest,
     ) -> Result<Box<dyn Read + Send + '_>, EndpointError>;
 
-    /// Stages content received from the other side: exactly `want.size` bytes read from
-    /// `src`; fails (for this digest only) if they do not hash to `want.digest`.
-    fn stage(&mut self, want: &Wanted, src: &mut dyn Read) -> Result<(), String>;
-
-    /// Applies changes; `archive` holds the digests whose content needs no backup. Drops
-    /// leftover staged content at the end.
+    /// Applies changes; `backup` holds the digests whose content must be kept when replaced
+    /// or removed. Content not staged by `stage_local` comes from `feed`, in the order the
+    /// changes need it (the order of [`Entry::walk`] over the changes' new values): each piece
+    /// must be exactly `Wanted::size` bytes hashing to `Wanted::digest`, else it is refused
+    /// (and the paths that needed it report "content not available").
     fn transition(
         &mut self,
         changes: &[Change],
-        archive: &HashSet<Digest>,
+        backup: &HashSet<Digest>,
+        feed: &mut dyn Feed,
     ) -> Result<Vec<Outcome>, EndpointError>;
 
     /// Drops whatever staged content the cycle's transitions did not use.

@@ -27,6 +27,8 @@ pub struct Staging {
     /// Remove the directory when done (the in-root `.ferry-staging`).
     remove_when_done: bool,
     staged: HashMap<Digest, (PathBuf, usize)>,
+    /// Content received but refused this cycle, and why.
+    refused: HashMap<Digest, String>,
     buf: Vec<u8>,
     counter: u64,
     /// The directory exists (it is created on first use and may be removed by `finish`).
@@ -77,6 +79,7 @@ impl Staging {
             dir,
             remove_when_done,
             staged: HashMap::new(),
+            refused: HashMap::new(),
             buf: Vec::new(),
             counter: 0,
             dir_ready: false,
@@ -142,10 +145,28 @@ impl Staging {
         self.staged.contains_key(digest)
     }
 
+    /// True if content for `digest` arrived this cycle and was refused.
+    pub fn refused(&self, digest: &Digest) -> bool {
+        self.refused.contains_key(digest)
+    }
+
     /// Writes `want.size` bytes of `src` to staging, checking they hash to `want.digest`.
     /// `want.uses` is how many placements will take it. Staged files are created `0644` (no
     /// executable bits: placement adds them).
     pub fn receive(&mut self, want: &Wanted, src: &mut dyn Read) -> Result<(), StageError> {
+        let res = self.receive_inner(want, src);
+        match &res {
+            Ok(()) => {
+                self.refused.remove(&want.digest);
+            }
+            Err(e) => {
+                self.refused.insert(want.digest, e.to_string());
+            }
+        }
+        res
+    }
+
+    fn receive_inner(&mut self, want: &Wanted, src: &mut dyn Read) -> Result<(), StageError> {
         self.ensure_dir()?;
         if self.buf.is_empty() {
             self.buf = vec![0; 256 * 1024];
@@ -202,10 +223,10 @@ impl Staging {
     /// version that was at the target.
     pub fn take(&mut self, digest: &Digest, for_swap: bool) -> io::Result<PathBuf> {
         let Some((path, uses)) = self.staged.get_mut(digest) else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "content was not staged",
-            ));
+            return Err(match self.refused.get(digest) {
+                Some(why) => io::Error::other(why.clone()),
+                None => io::Error::new(io::ErrorKind::NotFound, "content was not staged"),
+            });
         };
         if *uses > 1 {
             *uses -= 1;
@@ -235,6 +256,7 @@ impl Staging {
     /// Only content this staging area received and never handed out is ours for sure: a path
     /// handed out may hold someone else's file by now (swapped out, moved aside).
     pub fn finish(&mut self) {
+        self.refused.clear();
         for (_, (p, _)) in self.staged.drain() {
             let _ = fs::remove_file(p);
         }

@@ -12,6 +12,7 @@ use ferry_core::{Change, Digest, Entry, RelPath, link_stays_inside};
 
 use super::scan::{Cached, DirHook, LocalTree, Stat, parents_are_dirs, stat_is_settled};
 use super::stage::Staging;
+use crate::endpoint::Feed;
 
 /// What one change did.
 #[derive(Clone, Debug)]
@@ -37,6 +38,8 @@ pub struct Applier<'a> {
     /// The last directory `staging_reaches` looked at, and its device: changes come grouped
     /// by directory, so most files need no look at all.
     pub last_dir: Option<(PathBuf, Option<u64>)>,
+    /// Content not staged yet arrives here, in the order the changes need it.
+    pub feed: &'a mut dyn Feed,
 }
 
 struct Work {
@@ -115,6 +118,19 @@ impl Applier<'_> {
 
     fn abs(&self, rel: &RelPath) -> PathBuf {
         self.root.join(rel.as_str())
+    }
+
+    /// A staged file with `digest`'s content (see `Staging::take`), receiving from the feed
+    /// until it arrives.
+    fn content(&mut self, digest: &Digest, for_swap: bool) -> io::Result<PathBuf> {
+        while !self.staging.has(digest) && !self.staging.refused(digest) {
+            let Some((want, src)) = self.feed.next() else {
+                break;
+            };
+            // A refusal is remembered by staging and told to every path that needed it.
+            let _ = self.staging.receive(&want, src);
+        }
+        self.staging.take(digest, for_swap)
     }
 
     /// Checks that the disk still holds what the scan saw at `rel` (the top level of `e`).
@@ -332,8 +348,7 @@ impl Applier<'_> {
             return Err(CHANGED.into());
         };
         let staged = self
-            .staging
-            .take(digest, true)
+            .content(digest, true)
             .map_err(|e| format!("content not available: {e}"))?;
         let staged = self.near(staged, &abs)?;
         // Our staged file's identity, to tell it apart from anyone else's after swaps.
@@ -579,7 +594,7 @@ impl Applier<'_> {
             Entry::File {
                 digest, executable, ..
             } => {
-                let staged = match self.staging.take(digest, false) {
+                let staged = match self.content(digest, false) {
                     Ok(p) => p,
                     Err(e) => return fail(w, format!("content not available: {e}")),
                 };
