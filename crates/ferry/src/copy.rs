@@ -2,7 +2,8 @@
 //! thread reads from the source, in the order the transition will need the content, while the
 //! receiving side writes, verifies and places it: reading and writing overlap (on two cores a
 //! copy of many small files costs about what its slower half costs). Between them, a bounded
-//! channel of chunks: memory stays at [`DEPTH`] × [`CHUNK`] whatever the file sizes.
+//! channel of batches of chunks: memory stays near [`DEPTH`] × [`BATCH_BYTES`] whatever the file
+//! sizes.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +15,12 @@ use crate::endpoint::{Endpoint, Feed, Wanted};
 
 /// The largest piece of a file sent at once.
 const CHUNK: usize = 128 * 1024;
-/// Chunks in flight between the reader and the writer.
-const DEPTH: usize = 256;
+/// Pieces go over the channel in batches of about this many bytes (or [`BATCH_PIECES`]
+/// pieces): one hand-over between threads per batch, not per small file.
+const BATCH_BYTES: usize = 1024 * 1024;
+const BATCH_PIECES: usize = 128;
+/// Batches in flight between the reader and the writer.
+const DEPTH: usize = 16;
 
 /// Content to copy: what the receiver wants, and where the source has it.
 pub struct Item {
@@ -38,85 +43,171 @@ pub fn stream<R>(
     src: &mut dyn Endpoint,
     items: &[Item],
     stop: &AtomicBool,
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
     work: impl FnOnce(&mut dyn Feed) -> R,
 ) -> (u64, R) {
-    let (tx, rx) = sync_channel::<Piece>(DEPTH);
+    let (tx, rx) = sync_channel::<Vec<Piece>>(DEPTH);
     std::thread::scope(|s| {
         s.spawn(move || {
+            let mut out = Batcher {
+                tx,
+                batch: Vec::new(),
+                bytes: 0,
+            };
             for it in items {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                if send_item(src, it, &tx).is_err() {
+                if send_item(src, it, &mut out).is_err() {
                     // The receiving side is done: nothing more to do.
-                    break;
+                    return;
                 }
             }
+            let _ = out.flush();
         });
         let mut feed = ChannelFeed {
-            rx: &rx,
+            rx,
+            batch: Vec::new().into_iter(),
             items: items.iter(),
-            cur: None,
-            moved: 0,
+            cur: Vec::new(),
+            pos: 0,
+            in_item: false,
             stopped: false,
+            n: 0,
             progress,
         };
         let out = work(&mut feed);
-        if let Some(r) = feed.cur.take() {
-            feed.moved += r.n;
-        }
-        let moved = feed.moved;
-        // Dropping the receiver ends a reader still at work (its next send fails).
-        drop(feed);
-        drop(rx);
-        (moved, out)
+        // Dropping the feed's receiver ends a reader still at work (its next send fails).
+        (feed.n, out)
     })
 }
 
-/// The receiving end: one item after another, as `Read`s over the channel.
+/// The receiving end: one item after another, each read through the feed itself.
 struct ChannelFeed<'a> {
-    rx: &'a Receiver<Piece>,
+    rx: Receiver<Vec<Piece>>,
+    /// The rest of the batch last received.
+    batch: std::vec::IntoIter<Piece>,
     items: std::slice::Iter<'a, Item>,
-    cur: Option<PieceReader<'a>>,
-    moved: u64,
+    cur: Vec<u8>,
+    pos: usize,
+    /// An item is open: its last piece has not been taken yet.
+    in_item: bool,
     /// The reader stopped: no more items will come.
     stopped: bool,
-    progress: &'a dyn Fn(u64),
+    /// Bytes taken.
+    n: u64,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl ChannelFeed<'_> {
+    /// The next piece from the reader; `Err` once it has stopped.
+    fn recv(&mut self) -> Result<Piece, ()> {
+        loop {
+            if let Some(p) = self.batch.next() {
+                return Ok(p);
+            }
+            self.batch = self.rx.recv().map_err(|_| ())?.into_iter();
+        }
+    }
+
+    /// Takes the rest of the open item's pieces (the receiver may stop reading one early).
+    fn drain(&mut self) {
+        while self.in_item {
+            match self.recv() {
+                Ok(Piece::Data(_)) => {}
+                Ok(Piece::End | Piece::Failed(_)) => self.in_item = false,
+                Err(_) => {
+                    self.in_item = false;
+                    self.stopped = true;
+                }
+            }
+        }
+        self.cur.clear();
+        self.pos = 0;
+    }
 }
 
 impl Feed for ChannelFeed<'_> {
     fn next(&mut self) -> Option<(Wanted, &mut dyn Read)> {
-        if let Some(mut r) = self.cur.take() {
-            // The receiver may have stopped reading an item early (a refused copy).
-            r.drain();
-            self.moved += r.n;
-            self.stopped |= r.stopped;
-        }
+        self.drain();
         if self.stopped {
             return None;
         }
         let it = self.items.next()?;
-        let r = self.cur.insert(PieceReader {
-            rx: self.rx,
-            cur: Vec::new(),
-            pos: 0,
-            done: false,
-            stopped: false,
-            n: 0,
-            progress: self.progress,
-        });
-        Some((it.want, r as &mut dyn Read))
+        self.in_item = true;
+        Some((it.want, self as &mut dyn Read))
+    }
+}
+
+impl Read for ChannelFeed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if !self.in_item {
+                return Ok(0);
+            }
+            match self.recv() {
+                Ok(Piece::Data(d)) => {
+                    self.cur = d;
+                    self.pos = 0;
+                }
+                Ok(Piece::End) => {
+                    self.in_item = false;
+                    return Ok(0);
+                }
+                Ok(Piece::Failed(m)) => {
+                    self.in_item = false;
+                    return Err(io::Error::other(m));
+                }
+                Err(_) => {
+                    self.in_item = false;
+                    self.stopped = true;
+                    return Err(io::Error::other("stopped"));
+                }
+            }
+        }
+        let k = buf.len().min(self.cur.len() - self.pos);
+        buf[..k].copy_from_slice(&self.cur[self.pos..self.pos + k]);
+        self.pos += k;
+        self.n += k as u64;
+        (self.progress)(k as u64);
+        Ok(k)
+    }
+}
+
+/// Gathers pieces into batches for the channel.
+struct Batcher {
+    tx: std::sync::mpsc::SyncSender<Vec<Piece>>,
+    batch: Vec<Piece>,
+    bytes: usize,
+}
+
+impl Batcher {
+    /// Adds a piece, sending the batch when it is full; `Err` only when the receiver is gone.
+    fn send(&mut self, p: Piece) -> Result<(), ()> {
+        if let Piece::Data(d) = &p {
+            self.bytes += d.len();
+        }
+        self.batch.push(p);
+        if self.bytes >= BATCH_BYTES || self.batch.len() >= BATCH_PIECES {
+            return self.flush();
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ()> {
+        self.bytes = 0;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(std::mem::take(&mut self.batch))
+            .map_err(|_| ())
     }
 }
 
 /// Sends one item's pieces; `Err` only when the receiver is gone.
-fn send_item(
-    src: &mut dyn Endpoint,
-    it: &Item,
-    tx: &std::sync::mpsc::SyncSender<Piece>,
-) -> Result<(), ()> {
-    let send = |p: Piece| tx.send(p).map_err(|_| ());
+fn send_item(src: &mut dyn Endpoint, it: &Item, out: &mut Batcher) -> Result<(), ()> {
+    let mut send = |p: Piece| out.send(p);
     if it.want.size == 0 {
         return send(Piece::End);
     }
@@ -157,68 +248,4 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(got)
-}
-
-/// One item's bytes as a `Read`, pulled from the channel.
-struct PieceReader<'a> {
-    rx: &'a Receiver<Piece>,
-    cur: Vec<u8>,
-    pos: usize,
-    /// The item's last piece has been taken.
-    done: bool,
-    /// The reader stopped before the item's end.
-    stopped: bool,
-    n: u64,
-    progress: &'a dyn Fn(u64),
-}
-
-impl PieceReader<'_> {
-    /// Takes the rest of the item's pieces (the receiver may stop reading early).
-    fn drain(&mut self) {
-        while !self.done {
-            match self.rx.recv() {
-                Ok(Piece::Data(_)) => {}
-                Ok(Piece::End | Piece::Failed(_)) => self.done = true,
-                Err(_) => {
-                    self.done = true;
-                    self.stopped = true;
-                }
-            }
-        }
-    }
-}
-
-impl Read for PieceReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            if self.done {
-                return Ok(0);
-            }
-            match self.rx.recv() {
-                Ok(Piece::Data(d)) => {
-                    self.cur = d;
-                    self.pos = 0;
-                }
-                Ok(Piece::End) => {
-                    self.done = true;
-                    return Ok(0);
-                }
-                Ok(Piece::Failed(m)) => {
-                    self.done = true;
-                    return Err(io::Error::other(m));
-                }
-                Err(_) => {
-                    self.done = true;
-                    self.stopped = true;
-                    return Err(io::Error::other("stopped"));
-                }
-            }
-        }
-        let k = buf.len().min(self.cur.len() - self.pos);
-        buf[..k].copy_from_slice(&self.cur[self.pos..self.pos + k]);
-        self.pos += k;
-        self.n += k as u64;
-        (self.progress)(k as u64);
-        Ok(k)
-    }
 }

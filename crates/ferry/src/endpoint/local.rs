@@ -22,7 +22,7 @@ use crate::fs::scan::{
     DirHook, LocalTree, NoHook, Scanner, StatCache, open_nofollow, parents_are_dirs,
 };
 use crate::fs::stage::Staging;
-use crate::fs::transition::Applier;
+use crate::fs::transition::{Applier, LinkWay};
 use crate::state::{read_versioned, write_atomic, write_versioned};
 
 const CACHE_MAGIC: &[u8; 8] = b"FERRYSC2";
@@ -42,6 +42,7 @@ pub struct LocalEndpoint {
     cache_dirty: bool,
     /// The watcher channel overflowed: the engine must rescan everything.
     overflow: Arc<AtomicBool>,
+    link_way: LinkWay,
 }
 
 impl LocalEndpoint {
@@ -105,6 +106,7 @@ impl LocalEndpoint {
             watch: None,
             cache_dirty: false,
             overflow: Arc::new(AtomicBool::new(false)),
+            link_way: LinkWay::EmptyPath,
         })
     }
 
@@ -269,6 +271,7 @@ impl Endpoint for LocalEndpoint {
             hook,
             last_dir: None,
             feed,
+            link_way: &mut self.link_way,
         };
         let outcomes: Vec<Outcome> = changes.iter().map(|ch| applier.apply(ch)).collect();
         // Outcomes come in the order of the changes.

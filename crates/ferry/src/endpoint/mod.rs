@@ -68,7 +68,7 @@ pub struct Wanted {
 }
 
 /// Content arriving from the other side while a transition runs, in the order it needs it.
-pub trait Feed {
+pub trait Feed: Send {
     /// The next piece of content: what it must be, and its bytes (read them before asking for
     /// the next). `None` once nothing more will come.
     fn next(&mut self) -> Option<(Wanted, &mut dyn Read)>;

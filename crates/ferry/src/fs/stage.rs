@@ -145,6 +145,25 @@ impl Staging {
         self.staged.contains_key(digest)
     }
 
+    /// Records that content for `digest` arrived and was refused.
+    pub fn refuse(&mut self, digest: Digest, why: String) {
+        self.refused.insert(digest, why);
+    }
+
+    /// A buffer for copying content (shared, to allocate it once).
+    pub fn take_buf(&mut self) -> Vec<u8> {
+        let mut b = std::mem::take(&mut self.buf);
+        if b.is_empty() {
+            b = vec![0; 256 * 1024];
+        }
+        b
+    }
+
+    /// Gives back the buffer `take_buf` lent.
+    pub fn put_buf(&mut self, buf: Vec<u8>) {
+        self.buf = buf;
+    }
+
     /// True if content for `digest` arrived this cycle and was refused.
     pub fn refused(&self, digest: &Digest) -> bool {
         self.refused.contains_key(digest)
@@ -154,67 +173,33 @@ impl Staging {
     /// `want.uses` is how many placements will take it. Staged files are created `0644` (no
     /// executable bits: placement adds them).
     pub fn receive(&mut self, want: &Wanted, src: &mut dyn Read) -> Result<(), StageError> {
-        let res = self.receive_inner(want, src);
-        match &res {
-            Ok(()) => {
-                self.refused.remove(&want.digest);
-            }
-            Err(e) => {
-                self.refused.insert(want.digest, e.to_string());
-            }
-        }
-        res
-    }
-
-    fn receive_inner(&mut self, want: &Wanted, src: &mut dyn Read) -> Result<(), StageError> {
         self.ensure_dir()?;
         if self.buf.is_empty() {
             self.buf = vec![0; 256 * 1024];
         }
         self.counter += 1;
-        // Staged under a `.part` name, which it keeps until placed: a leftover `.part` is
-        // always ferry's own copy. Before a swap (which may give the staged name someone's
-        // version) `take` renames it to its final name, which cleanup looks at closely.
-        let part = self.dir.join(format!(
-            "ferry-{}.{}.part",
-            &want.digest.to_string()[..16],
-            self.counter
-        ));
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&part)?;
-        let res = copy_hashing(src, &mut out, want.size, &mut self.buf);
-        drop(out);
-        let fail = |e: StageError| {
-            let _ = fs::remove_file(&part);
-            Err(e)
+        let res = write_part(&self.dir, want, src, &mut self.buf, self.counter);
+        let out = match &res {
+            Ok(p) => Ok(p.clone()),
+            Err(e) => Err(e.to_string()),
         };
-        match res {
-            Err(e) => return fail(e.into()),
-            Ok((_, got)) if got != want.size => {
-                return fail(StageError::Short {
-                    expected: want.size,
-                    got,
-                });
+        self.adopt(want, out);
+        res.map(|_| ())
+    }
+
+    /// Takes in what receiving `want` gave: the staged file, or why it was refused.
+    pub fn adopt(&mut self, want: &Wanted, received: Result<PathBuf, String>) {
+        match received {
+            Ok(path) => {
+                self.refused.remove(&want.digest);
+                if let Some((old, _)) = self.staged.insert(want.digest, (path, want.uses.max(1))) {
+                    let _ = fs::remove_file(old);
+                }
             }
-            Ok((got, _)) if got != want.digest => {
-                return fail(StageError::DigestMismatch {
-                    expected: want.digest,
-                    got,
-                });
+            Err(why) => {
+                self.refused.insert(want.digest, why);
             }
-            Ok(_) => {}
         }
-        // No fsync per file (like rsync and Mutagen): the archive, written after the files and
-        // fsynced, never records a file whose placement a crash could undo unnoticed, since
-        // the next scan sees the disk as it really is.
-        if let Some((old, _)) = self.staged.insert(want.digest, (part, want.uses.max(1))) {
-            let _ = fs::remove_file(old);
-        }
-        Ok(())
     }
 
     /// A file holding `digest`'s content that the caller may rename into place. The last use
@@ -269,6 +254,62 @@ impl Staging {
                 }
             }
         }
+    }
+}
+
+/// Writes exactly `want.size` bytes of `src` to a new file in `dir` named after the digest and
+/// `id`, and checks they hash to `want.digest`; returns its path. The file keeps its `.part`
+/// name until placed: a leftover `.part` is always ferry's own copy. Before a swap (which may
+/// give the staged name someone's version) `Staging::take` renames it to its final name, which
+/// cleanup looks at closely.
+pub fn write_part(
+    dir: &Path,
+    want: &Wanted,
+    src: &mut dyn Read,
+    buf: &mut [u8],
+    id: u64,
+) -> Result<PathBuf, StageError> {
+    let part = dir.join(format!(
+        "ferry-{}.{id}.part",
+        &want.digest.to_string()[..16]
+    ));
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&part)?;
+    let res = fill_verified(src, &mut out, want, buf);
+    drop(out);
+    match res {
+        Err(e) => {
+            let _ = fs::remove_file(&part);
+            Err(e)
+        }
+        // No fsync per file (like rsync and Mutagen): the archive, written after the files and
+        // fsynced, never records a file whose placement a crash could undo unnoticed, since
+        // the next scan sees the disk as it really is.
+        Ok(()) => Ok(part),
+    }
+}
+
+/// Writes exactly `want.size` bytes of `src` to `out` and checks they hash to `want.digest`.
+pub fn fill_verified(
+    src: &mut dyn Read,
+    out: &mut fs::File,
+    want: &Wanted,
+    buf: &mut [u8],
+) -> Result<(), StageError> {
+    match copy_hashing(src, out, want.size, buf)? {
+        (_, got) if got != want.size => Err(StageError::Short {
+            expected: want.size,
+            got,
+        }),
+        (got, _) if got != want.digest => Err(StageError::DigestMismatch {
+            expected: want.digest,
+            got,
+        }),
+        _ => Ok(()),
     }
 }
 

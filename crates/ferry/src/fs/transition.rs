@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ferry_core::{Change, Digest, Entry, RelPath, link_stays_inside};
 
 use super::scan::{Cached, DirHook, LocalTree, Stat, parents_are_dirs, stat_is_settled};
-use super::stage::Staging;
+use super::stage::{Staging, fill_verified};
 use crate::endpoint::Feed;
 
 /// What one change did.
@@ -40,6 +40,19 @@ pub struct Applier<'a> {
     pub last_dir: Option<(PathBuf, Option<u64>)>,
     /// Content not staged yet arrives here, in the order the changes need it.
     pub feed: &'a mut dyn Feed,
+    /// How new files can be linked from an unnamed file (learnt once per endpoint).
+    pub link_way: &'a mut LinkWay,
+}
+
+/// How an unnamed file (`O_TMPFILE`) gets its name on this system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkWay {
+    /// `linkat(fd, "", AT_EMPTY_PATH)` (needs `CAP_DAC_READ_SEARCH`).
+    EmptyPath,
+    /// `linkat("/proc/self/fd/N", AT_SYMLINK_FOLLOW)`.
+    ProcFd,
+    /// Neither (or no `O_TMPFILE` on this filesystem): new files go through staging.
+    Unsupported,
 }
 
 struct Work {
@@ -118,6 +131,144 @@ impl Applier<'_> {
 
     fn abs(&self, rel: &RelPath) -> PathBuf {
         self.root.join(rel.as_str())
+    }
+
+    /// Places the new file `rel` straight from the feed when its content has not arrived yet:
+    /// received into an unnamed file in the target's directory (`O_TMPFILE`), verified, then
+    /// linked at its name, which never replaces anything. No staging copy and no rename: the
+    /// cheapest way to place many new files. `None` when it cannot be done that way (content
+    /// used more than once, no `O_TMPFILE` here...): the content, if it came, is staged and the
+    /// usual way follows.
+    fn create_direct(
+        &mut self,
+        rel: &RelPath,
+        abs: &Path,
+        digest: &Digest,
+        executable: bool,
+    ) -> Option<Result<(), String>> {
+        if *self.link_way == LinkWay::Unsupported
+            || self.staging.has(digest)
+            || self.staging.refused(digest)
+        {
+            return None;
+        }
+        let dir = abs.parent()?;
+        loop {
+            let (want, src) = self.feed.next()?;
+            if want.digest != *digest || want.uses > 1 {
+                // Content for a path that was skipped, or needed more than once: staged.
+                let _ = self.staging.receive(&want, src);
+                if want.digest == *digest {
+                    return None;
+                }
+                continue;
+            }
+            let mut f = match open_unnamed(dir) {
+                Ok(f) => f,
+                Err(e) => {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                    ) {
+                        *self.link_way = LinkWay::Unsupported;
+                    }
+                    let _ = self.staging.receive(&want, src);
+                    return None;
+                }
+            };
+            let mut buf = self.staging.take_buf();
+            let filled = fill_verified(src, &mut f, &want, &mut buf);
+            self.staging.put_buf(buf);
+            if let Err(e) = filled {
+                let why = e.to_string();
+                self.staging.refuse(*digest, why.clone());
+                return Some(Err(format!("content not available: {why}")));
+            }
+            if executable {
+                let mode = fs::Permissions::from_mode(exec_mode(0o100644, true));
+                if let Err(e) = f.set_permissions(mode) {
+                    return Some(Err(format!("cannot set mode: {e}")));
+                }
+            }
+            return match self.link_unnamed(&f, abs) {
+                Ok(()) => {
+                    if let Ok(m) = f.metadata() {
+                        self.remember_stat(rel, &m, *digest);
+                    }
+                    Some(Ok(()))
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(Err(self
+                    .verify(rel, None)
+                    .err()
+                    .unwrap_or_else(|| e.to_string()))),
+                Err(_) if *self.link_way == LinkWay::Unsupported => {
+                    // Unnamed files cannot be linked here: stage the content the usual way.
+                    use std::io::Seek;
+                    if f.rewind().is_ok() {
+                        let _ = self.staging.receive(&want, &mut f);
+                    }
+                    None
+                }
+                Err(e) => Some(Err(format!("cannot place file: {e}"))),
+            };
+        }
+    }
+
+    /// Gives the unnamed file `f` the name `abs` (never replacing anything), learning which
+    /// way works here.
+    fn link_unnamed(&mut self, f: &fs::File, abs: &Path) -> io::Result<()> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::io::AsRawFd;
+        let to = CString::new(abs.as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("path holds a NUL byte"))?;
+        let fd = f.as_raw_fd();
+        if *self.link_way == LinkWay::EmptyPath {
+            // SAFETY: valid descriptor and NUL-terminated strings that outlive the call.
+            let r = unsafe {
+                libc::linkat(
+                    fd,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    to.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            if r == 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) {
+                return Err(e);
+            }
+        }
+        let proc_path = CString::new(format!("/proc/self/fd/{fd}"))
+            .map_err(|_| io::Error::other("bad descriptor path"))?;
+        // SAFETY: as above.
+        let r = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc_path.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if r == 0 {
+            *self.link_way = LinkWay::ProcFd;
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::AlreadyExists
+            && abs
+                .parent()
+                .is_some_and(|d| fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()))
+        {
+            // The directory is there, yet neither way links: no /proc, or a system that does
+            // not allow it. Staging and a rename will do.
+            *self.link_way = LinkWay::Unsupported;
+        }
+        Err(e)
     }
 
     /// A staged file with `digest`'s content (see `Staging::take`), receiving from the feed
@@ -456,10 +607,13 @@ impl Applier<'_> {
     /// (unless it was written too recently for its timestamps to reveal a later same-size
     /// write: then, like any racy entry, it is hashed again).
     fn remember_file(&mut self, rel: &RelPath, digest: Digest) {
-        let Ok(m) = fs::symlink_metadata(self.abs(rel)) else {
-            return;
-        };
-        let stat = Stat::of(&m);
+        if let Ok(m) = fs::symlink_metadata(self.abs(rel)) {
+            self.remember_stat(rel, &m, digest);
+        }
+    }
+
+    fn remember_stat(&mut self, rel: &RelPath, m: &fs::Metadata, digest: Digest) {
+        let stat = Stat::of(m);
         self.state.cache.insert(
             rel.as_str(),
             Cached {
@@ -594,6 +748,12 @@ impl Applier<'_> {
             Entry::File {
                 digest, executable, ..
             } => {
+                if let Some(done) = self.create_direct(rel, &abs, digest, *executable) {
+                    return match done {
+                        Ok(()) => Some(new.clone()),
+                        Err(e) => fail(w, e),
+                    };
+                }
                 let staged = match self.content(digest, false) {
                     Ok(p) => p,
                     Err(e) => return fail(w, format!("content not available: {e}")),
@@ -777,6 +937,17 @@ fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
 
 /// Moves `from` to `to` unless something exists at `to` (then `AlreadyExists`): one atomic
 /// `renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the filesystem lacks it.
+/// An unnamed file in `dir` (`O_TMPFILE`), readable and writable, mode 0644.
+fn open_unnamed(dir: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir)
+}
+
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     match renameat2(from, to, libc::RENAME_NOREPLACE) {
         Err(e)

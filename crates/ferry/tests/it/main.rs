@@ -5,6 +5,7 @@
 
 mod modes;
 mod once;
+mod placement;
 mod review;
 mod review2;
 mod review3;

@@ -29,8 +29,8 @@ use crate::support::*;
 ///   `CRASH_PATH` (the person's version is now in staging);
 /// - `aside`: right after a successful `rename(CRASH_PATH.., *ferry-aside*)` (a file being
 ///   removed was just moved out of the way);
-/// - `noreplace`: right after the `CRASH_N`th successful `renameat2(RENAME_NOREPLACE)` (a new
-///   file placed);
+/// - `noreplace`: right after the `CRASH_N`th new file placed (by `renameat2(RENAME_NOREPLACE)`
+///   or by `linkat`);
 /// - `unlink_pending`: just before the `pending` journal is unlinked (the archive is written);
 /// - `unlink_aside`: right after the first successful unlink of a `ferry-aside` file.
 ///
@@ -55,6 +55,21 @@ static void hit(const char *what, const char *p) {
     if (ps) { sleep(atoi(ps)); return; }
     raise(SIGKILL);
 }
+/* New files are placed by renameat2(RENAME_NOREPLACE) from staging, or by linkat() from an
+   unnamed file: CRASH_AT=noreplace counts both. */
+static int placed = 0;
+static void placed_one(const char *p) {
+    const char *at = getenv("CRASH_AT");
+    if (at && !strcmp(at, "noreplace") && ++placed == atoi(getenv("CRASH_N") ? getenv("CRASH_N") : "1"))
+        hit("placing a new file at", p);
+}
+int linkat(int od, const char *op, int nd, const char *np, int flags) {
+    static int (*real)(int, const char *, int, const char *, int) = 0;
+    if (!real) real = (int (*)(int, const char *, int, const char *, int))dlsym(RTLD_NEXT, "linkat");
+    int r = real(od, op, nd, np, flags);
+    if (r == 0) placed_one(np);
+    return r;
+}
 long syscall(long n, ...) {
     va_list ap; va_start(ap, n);
     long a[6]; for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
@@ -66,10 +81,7 @@ long syscall(long n, ...) {
     const char *at = getenv("CRASH_AT"), *cp = getenv("CRASH_PATH");
     if (n == SYS_renameat2 && (a[4] & RENAME_EXCHANGE) && r == 0 && !done && at && !strcmp(at, "xchg")
         && cp && strstr((const char *)a[3], cp)) { done = 1; hit("exchange", (const char *)a[3]); }
-    static int placed = 0;
-    if (n == SYS_renameat2 && (a[4] & 1) && r == 0 && at && !strcmp(at, "noreplace")
-        && ++placed == atoi(getenv("CRASH_N") ? getenv("CRASH_N") : "1"))
-        hit("placing a new file at", (const char *)a[3]);
+    if (n == SYS_renameat2 && (a[4] & 1) && r == 0) placed_one((const char *)a[3]);
     return r;
 }
 int unlink(const char *p) {
@@ -563,7 +575,7 @@ fn an_interrupted_reset_does_not_bring_the_old_archive_back() {
     require_shim(
         &mut s,
         "[shim] after placing a new file",
-        "the --reset run placed fewer than 50 files with renameat2(RENAME_NOREPLACE)",
+        "the --reset run placed fewer than 50 new files",
     );
     let before = (count_files(&fx.alpha), count_files(&fx.beta));
     eprintln!("killed --reset run: {st:?}; (alpha, beta) files: {before:?}");

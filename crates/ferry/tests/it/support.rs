@@ -106,6 +106,36 @@ impl Fixture {
         Run::spawn(cmd, args, json)
     }
 
+    /// Runs `cmd` (from [`Fixture::command`], perhaps changed) with `args` to completion.
+    pub fn run_command(&self, mut cmd: Command, args: Vec<OsString>) -> Run {
+        let json = args.iter().any(|a| a == "--json");
+        cmd.args(&args);
+        Run::spawn(cmd, args, json)
+    }
+
+    /// Hands the fixture's directories (roots, state, home) to `uid` (root only).
+    pub fn chown_all(&self, uid: u32) {
+        for p in [&self.root, &self.alpha, &self.beta, &self.state, &self.home] {
+            chown_tree(p, uid);
+        }
+    }
+
+    /// `ferry sync ALPHA BETA --once --json` run as the user `uid` (root only; see
+    /// [`Fixture::chown_all`]).
+    pub fn once_as(&self, uid: u32) -> Run {
+        let mut cmd = self.command();
+        std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+        std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+        let args = vec![
+            "sync".into(),
+            self.alpha.clone().into(),
+            self.beta.clone().into(),
+            "--once".into(),
+            "--json".into(),
+        ];
+        self.run_command(cmd, args)
+    }
+
     /// `ferry sync ALPHA BETA --once --json EXTRA...`.
     pub fn once(&self, extra: &[&str]) -> Run {
         let mut args: Vec<OsString> = vec![
@@ -768,6 +798,26 @@ pub fn diff_trees(a: &Tree, b: &Tree) -> Option<String> {
 pub fn assert_same_trees(a: &Path, b: &Path) {
     if let Some(d) = diff_trees(&tree(a), &tree(b)) {
         panic!("{} and {} differ:\n{d}", a.display(), b.display());
+    }
+}
+
+/// The uid of `nobody` on Debian.
+pub const NOBODY: u32 = 65534;
+
+/// True when the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `chown -R uid:uid root` without following symlinks.
+pub fn chown_tree(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
+    if fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
+        for e in fs::read_dir(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())) {
+            chown_tree(&e.expect("directory entry").path(), uid);
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use crate::support::*;
 
@@ -169,37 +168,11 @@ fn an_unreadable_file_is_reported_and_the_rest_syncs() {
     let secret = fx.a("d/secret.txt");
     write(&secret, "secret");
     fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
-    // SAFETY: geteuid(2) has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let run = if root {
-        const NOBODY: u32 = 65534;
-        for p in [&fx.root, &fx.alpha, &fx.beta, &fx.state, &fx.home] {
-            chown_tree(p, NOBODY);
-        }
+    let run = if is_root() {
+        fx.chown_all(NOBODY);
         // ...but the secret stays root's, mode 000.
         std::os::unix::fs::chown(&secret, Some(0), Some(0)).unwrap();
-        let mut cmd = fx.command();
-        std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
-        std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
-        let out = cmd
-            .args(["sync", "--once", "--json"])
-            .arg(&fx.alpha)
-            .arg(&fx.beta)
-            .output()
-            .expect("running ferry as nobody");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let events: Vec<serde_json::Value> = stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("JSON line"))
-            .collect();
-        Run {
-            args: vec!["(as nobody) sync --once --json ALPHA BETA".into()],
-            status: out.status,
-            stdout,
-            stderr,
-            events,
-        }
+        fx.once_as(NOBODY)
     } else {
         fx.once(&[])
     };
@@ -210,15 +183,6 @@ fn an_unreadable_file_is_reported_and_the_rest_syncs() {
     assert_content(&fx.b("d/also.txt"), "also");
     // Still there, untouched.
     assert_content(&secret, "secret");
-}
-
-fn chown_tree(p: &Path, uid: u32) {
-    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
-    if fs::symlink_metadata(p).unwrap().is_dir() {
-        for e in fs::read_dir(p).unwrap() {
-            chown_tree(&e.unwrap().path(), uid);
-        }
-    }
 }
 
 #[test]
