@@ -11,7 +11,6 @@ use std::sync::mpsc::SyncSender;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_core::{Change, Digest, Entry, RelPath, apply_changes};
-use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::{
     Endpoint, EndpointError, Feed, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side, Wanted,
@@ -23,6 +22,7 @@ use crate::fs::scan::{
 };
 use crate::fs::stage::Staging;
 use crate::fs::transition::{Applier, LinkWay};
+use crate::fs::watch::{DirWatcher, Seen};
 use crate::state::{read_versioned, write_atomic, write_versioned};
 
 const CACHE_MAGIC: &[u8; 8] = b"FERRYSC2";
@@ -295,33 +295,28 @@ impl Endpoint for LocalEndpoint {
         let side = self.side;
         let root = self.root.clone();
         let overflow = self.overflow.clone();
-        let handler = move |res: notify::Result<notify::Event>| {
-            let ev = match res {
-                Ok(ev) if ev.need_rescan() => WatchEvent::Rescan(side),
-                Ok(ev) => {
-                    if matches!(ev.kind, EventKind::Access(_)) {
+        let handler = move |seen: Seen| {
+            let ev = match seen {
+                Seen::Overflow => WatchEvent::Rescan(side),
+                Seen::Failed(msg) => WatchEvent::Failed(side, msg),
+                Seen::Path(p) => {
+                    let Some(rel) = p
+                        .strip_prefix(&root)
+                        .ok()
+                        .and_then(|p| p.to_str())
+                        .and_then(|p| RelPath::new(p).ok())
+                    else {
                         return;
-                    }
-                    let paths: Vec<RelPath> = ev
-                        .paths
-                        .iter()
-                        .filter_map(|p| p.strip_prefix(&root).ok())
-                        .filter_map(|p| p.to_str())
-                        .filter_map(|p| RelPath::new(p).ok())
-                        .collect();
-                    if paths.is_empty() {
-                        return;
-                    }
-                    WatchEvent::Paths(side, paths)
+                    };
+                    WatchEvent::Paths(side, vec![rel])
                 }
-                Err(e) => WatchEvent::Failed(side, watch_error_hint(&e)),
             };
-            // Never block here: notify's thread also serves our watch/unwatch calls.
+            // Never block the watcher's thread: a full channel means "look at everything".
             if tx.try_send(ev).is_err() {
                 overflow.store(true, Ordering::SeqCst);
             }
         };
-        let watcher = notify::RecommendedWatcher::new(handler, notify::Config::default())
+        let watcher = DirWatcher::new(handler)
             .map_err(|e| EndpointError::Other(watch_error_hint(&e), self.side.as_str()))?;
         self.watch = Some(WatchHook {
             watcher,
@@ -359,34 +354,32 @@ impl Endpoint for LocalEndpoint {
 }
 
 struct WatchHook {
-    watcher: notify::RecommendedWatcher,
+    watcher: DirWatcher,
     failed: Option<String>,
 }
 
 impl DirHook for WatchHook {
     fn dir_added(&mut self, abs: &Path) {
-        if let Err(e) = self.watcher.watch(abs, RecursiveMode::NonRecursive) {
-            if self.failed.is_none() && !matches!(e.kind, notify::ErrorKind::PathNotFound) {
+        if let Err(e) = self.watcher.watch(abs) {
+            // A directory gone meanwhile is no failure: its parent's events tell of it.
+            if self.failed.is_none() && e.raw_os_error() != Some(libc::ENOENT) {
                 self.failed = Some(watch_error_hint(&e));
             }
         }
     }
 
     fn dir_removed(&mut self, abs: &Path) {
-        let _ = self.watcher.unwatch(abs);
+        self.watcher.unwatch(abs);
     }
 }
 
 /// Turns watcher errors a user can fix into advice.
-fn watch_error_hint(e: &notify::Error) -> String {
-    match &e.kind {
-        notify::ErrorKind::MaxFilesWatch => {
-            "too many watches: raise fs.inotify.max_user_watches (sysctl); falling back to periodic scans".into()
-        }
-        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
-            "too many watches: raise fs.inotify.max_user_watches (sysctl); falling back to periodic scans".into()
-        }
-        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => {
+fn watch_error_hint(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => "too many watches: raise fs.inotify.max_user_watches (sysctl); \
+                               falling back to periodic scans"
+            .into(),
+        Some(libc::EMFILE) => {
             "too many inotify instances: raise fs.inotify.max_user_instances (sysctl)".into()
         }
         _ => format!("watcher error: {e}"),

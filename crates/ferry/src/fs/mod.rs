@@ -4,3 +4,4 @@ pub mod ignore;
 pub mod scan;
 pub mod stage;
 pub mod transition;
+pub mod watch;
