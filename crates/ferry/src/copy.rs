@@ -7,7 +7,7 @@
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use ferry_core::RelPath;
 
@@ -21,6 +21,8 @@ const BATCH_BYTES: usize = 1024 * 1024;
 const BATCH_PIECES: usize = 128;
 /// Batches in flight between the reader and the writer.
 const DEPTH: usize = 16;
+/// Used buffers waiting to be reused by the reader, at most.
+const POOL: usize = 64;
 
 /// Content to copy: what the receiver wants, and where the source has it.
 pub struct Item {
@@ -47,12 +49,16 @@ pub fn stream<R>(
     work: impl FnOnce(&mut dyn Feed) -> R,
 ) -> (u64, R) {
     let (tx, rx) = sync_channel::<Vec<Piece>>(DEPTH);
+    // Buffers the receiving side is done with go back to the reader: no fresh (zeroed,
+    // page-faulted) memory for every chunk of a big file.
+    let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(POOL);
     std::thread::scope(|s| {
         s.spawn(move || {
             let mut out = Batcher {
                 tx,
                 batch: Vec::new(),
                 bytes: 0,
+                pool: pool_rx,
             };
             for it in items {
                 if stop.load(Ordering::SeqCst) {
@@ -75,6 +81,7 @@ pub fn stream<R>(
             stopped: false,
             n: 0,
             progress,
+            pool: pool_tx,
         };
         let out = work(&mut feed);
         // Dropping the feed's receiver ends a reader still at work (its next send fails).
@@ -97,6 +104,8 @@ struct ChannelFeed<'a> {
     /// Bytes taken.
     n: u64,
     progress: &'a (dyn Fn(u64) + Sync),
+    /// Where used buffers go back to the reader.
+    pool: SyncSender<Vec<u8>>,
 }
 
 impl ChannelFeed<'_> {
@@ -147,7 +156,9 @@ impl Read for ChannelFeed<'_> {
             }
             match self.recv() {
                 Ok(Piece::Data(d)) => {
-                    self.cur = d;
+                    let used = std::mem::replace(&mut self.cur, d);
+                    // A full pool means enough buffers are about: this one is dropped.
+                    let _ = self.pool.try_send(used);
                     self.pos = 0;
                 }
                 Ok(Piece::End) => {
@@ -176,9 +187,11 @@ impl Read for ChannelFeed<'_> {
 
 /// Gathers pieces into batches for the channel.
 struct Batcher {
-    tx: std::sync::mpsc::SyncSender<Vec<Piece>>,
+    tx: SyncSender<Vec<Piece>>,
     batch: Vec<Piece>,
     bytes: usize,
+    /// Buffers back from the receiving side, for reuse.
+    pool: Receiver<Vec<u8>>,
 }
 
 impl Batcher {
@@ -207,45 +220,31 @@ impl Batcher {
 
 /// Sends one item's pieces; `Err` only when the receiver is gone.
 fn send_item(src: &mut dyn Endpoint, it: &Item, out: &mut Batcher) -> Result<(), ()> {
-    let mut send = |p: Piece| out.send(p);
     if it.want.size == 0 {
-        return send(Piece::End);
+        return out.send(Piece::End);
     }
     let mut r = match src.open(&it.path, &it.want.digest) {
         Ok(r) => r,
-        Err(e) => return send(Piece::Failed(e.to_string())),
+        Err(e) => return out.send(Piece::Failed(e.to_string())),
     };
     let mut left = it.want.size;
     while left > 0 {
-        let n = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
-        let mut buf = vec![0; n];
-        let got = match read_full(&mut r, &mut buf) {
-            Ok(g) => g,
-            Err(e) => return send(Piece::Failed(e.to_string())),
+        let n = left.min(CHUNK as u64);
+        let mut buf = out.pool.try_recv().unwrap_or_default();
+        buf.clear();
+        // Reads into the buffer's spare room: nothing is zeroed first.
+        let got = match (&mut r).take(n).read_to_end(&mut buf) {
+            Ok(g) => g as u64,
+            Err(e) => return out.send(Piece::Failed(e.to_string())),
         };
-        buf.truncate(got);
         if got > 0 {
-            send(Piece::Data(buf))?;
+            out.send(Piece::Data(buf))?;
         }
         if got < n {
             // The source ended early: the receiver sees a short copy and says so.
             break;
         }
-        left -= got as u64;
+        left -= got;
     }
-    send(Piece::End)
-}
-
-/// Reads until `buf` is full or the source ends; returns how much was read.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
+    out.send(Piece::End)
 }

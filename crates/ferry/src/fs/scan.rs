@@ -185,8 +185,10 @@ struct Pending {
 /// What hashing one file gave: its cache entry and size, `None` if it vanished.
 type Hashed = io::Result<Option<(Cached, u64)>>;
 
-/// Fewer files than this are hashed on the scanning thread alone.
+/// Fewer files than this, holding fewer bytes than [`PARALLEL_HASH_MIN_BYTES`], are hashed on
+/// the scanning thread alone (starting threads costs more than it saves).
 const PARALLEL_HASH_MIN: usize = 64;
+const PARALLEL_HASH_MIN_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct Scanner<'a> {
     pub root: &'a Path,
@@ -526,7 +528,11 @@ impl<'a> Scanner<'a> {
     /// Hashes `jobs`, in order.
     fn hash_all(&mut self, jobs: &[Pending]) -> Vec<Hashed> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        if threads < 2 || jobs.len() < PARALLEL_HASH_MIN {
+        let bytes: u64 = jobs.iter().map(|j| j.stat.size).sum();
+        if threads < 2
+            || jobs.len() < 2
+            || (jobs.len() < PARALLEL_HASH_MIN && bytes < PARALLEL_HASH_MIN_BYTES)
+        {
             if self.buf.is_empty() {
                 self.buf = vec![0; 256 * 1024];
             }
