@@ -232,6 +232,9 @@ fn send_item(src: &mut dyn Endpoint, it: &Item, out: &mut Batcher) -> Result<(),
         let n = left.min(CHUNK as u64);
         let mut buf = out.pool.try_recv().unwrap_or_default();
         buf.clear();
+        // Room for the whole chunk up front: `read_to_end` into a buffer without room starts
+        // with tiny probe reads and grows it step by step.
+        buf.reserve_exact(CHUNK.min(usize::try_from(n).unwrap_or(CHUNK)));
         // Reads into the buffer's spare room: nothing is zeroed first.
         let got = match (&mut r).take(n).read_to_end(&mut buf) {
             Ok(g) => g as u64,
