@@ -3,7 +3,7 @@
 //! or arriving where that cannot be done, goes through staging and a rename. Both ways must
 //! give whole files, the right bits, nothing left behind and nothing clobbered.
 
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::path::Path;
 
 use crate::support::*;
@@ -137,16 +137,10 @@ int linkat(int od, const char *op, int nd, const char *np, int flags) {
 
 fn once_refusing_links(fx: &Fixture, mode: &str) -> Run {
     let so = build_shim(fx, "refuse-link", REFUSE_LINK_C);
-    let mut cmd = fx.command();
-    cmd.env("LD_PRELOAD", &so).env("LINK_REFUSE", mode);
-    let args: Vec<OsString> = vec![
-        "sync".into(),
-        fx.alpha.clone().into(),
-        fx.beta.clone().into(),
-        "--once".into(),
-        "--json".into(),
-    ];
-    fx.run_command(cmd, args)
+    fx.once_with_env(&[
+        ("LD_PRELOAD", so.as_os_str()),
+        ("LINK_REFUSE", OsStr::new(mode)),
+    ])
 }
 
 #[test]
@@ -210,16 +204,10 @@ fn a_file_written_at_the_name_just_before_linking_is_not_replaced() {
     write(&fx.a("d/target.txt"), "ours");
     write(&fx.a("d/three.txt"), "three");
     let so = build_shim(&fx, "race-link", RACE_LINK_C);
-    let mut cmd = fx.command();
-    cmd.env("LD_PRELOAD", &so).env("RACE_NAME", "d/target.txt");
-    let args: Vec<OsString> = vec![
-        "sync".into(),
-        fx.alpha.clone().into(),
-        fx.beta.clone().into(),
-        "--once".into(),
-        "--json".into(),
-    ];
-    let run = fx.run_command(cmd, args);
+    let run = fx.once_with_env(&[
+        ("LD_PRELOAD", so.as_os_str()),
+        ("RACE_NAME", OsStr::new("d/target.txt")),
+    ]);
     assert!(
         run.stderr.contains("[shim] wrote"),
         "the shim never fired: ferry did not link d/target.txt (placement changed?)\n{run}"

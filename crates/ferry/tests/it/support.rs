@@ -126,18 +126,20 @@ impl Fixture {
         let mut cmd = self.command();
         std::os::unix::process::CommandExt::uid(&mut cmd, uid);
         std::os::unix::process::CommandExt::gid(&mut cmd, uid);
-        let args = vec![
-            "sync".into(),
-            self.alpha.clone().into(),
-            self.beta.clone().into(),
-            "--once".into(),
-            "--json".into(),
-        ];
-        self.run_command(cmd, args)
+        self.run_command(cmd, self.once_args(&[]))
     }
 
-    /// `ferry sync ALPHA BETA --once --json EXTRA...`.
-    pub fn once(&self, extra: &[&str]) -> Run {
+    /// `ferry sync ALPHA BETA --once --json` with `envs` added to its environment.
+    pub fn once_with_env(&self, envs: &[(&str, &OsStr)]) -> Run {
+        let mut cmd = self.command();
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        self.run_command(cmd, self.once_args(&[]))
+    }
+
+    /// The arguments of `ferry sync ALPHA BETA --once --json EXTRA...`.
+    pub fn once_args(&self, extra: &[&str]) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
             "sync".into(),
             self.alpha.clone().into(),
@@ -146,7 +148,12 @@ impl Fixture {
             "--json".into(),
         ];
         args.extend(extra.iter().map(OsString::from));
-        self.run(args)
+        args
+    }
+
+    /// `ferry sync ALPHA BETA --once --json EXTRA...`.
+    pub fn once(&self, extra: &[&str]) -> Run {
+        self.run(self.once_args(extra))
     }
 
     /// Starts `ferry sync ALPHA BETA --json EXTRA...` without waiting for anything.
