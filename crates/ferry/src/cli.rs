@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use ferry_core::Mode;
 
 use crate::engine::Settings;
+use crate::remote::Location;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Keep ALPHA and BETA in sync (continuously, until Ctrl-C, unless --once).
     Sync(SyncFlags),
+    /// Serve the wire protocol on stdin/stdout (started by ferry itself on the far side).
+    #[command(hide = true)]
+    Agent,
 }
 
 #[derive(clap::Args, Debug)]
@@ -69,13 +73,29 @@ pub struct UsageError(pub String);
 /// A checked `sync` command.
 #[derive(Debug)]
 pub struct SyncArgs {
-    /// Canonical alpha root.
-    pub alpha: PathBuf,
-    /// Canonical beta root (may not exist yet: `create_beta` says so).
-    pub beta: PathBuf,
-    pub create_beta: bool,
+    pub alpha: Place,
+    pub beta: Place,
     pub settings: Settings,
     pub json: bool,
+}
+
+/// Where one side is.
+#[derive(Debug)]
+pub enum Place {
+    /// A canonical local root (which may not exist yet: `create` says so).
+    Local { root: PathBuf, create: bool },
+    /// A directory behind an agent (checked when connected).
+    Remote(Location),
+}
+
+impl Place {
+    /// The name the session is keyed by.
+    pub fn key(&self) -> Option<String> {
+        match self {
+            Place::Local { root, .. } => root.to_str().map(str::to_owned),
+            Place::Remote(l) => Some(l.url()),
+        }
+    }
 }
 
 impl SyncFlags {
@@ -85,8 +105,76 @@ impl SyncFlags {
             .mode
             .parse()
             .map_err(|e: ferry_core::UnknownMode| UsageError(e.to_string()))?;
-        let alpha = local_endpoint("alpha", &self.alpha)?;
-        let beta = local_endpoint("beta", &self.beta)?;
+        for p in &self.ignores {
+            crate::fs::ignore::Ignorer::new(&crate::fs::ignore::IgnoreSpec {
+                vcs: false,
+                patterns: vec![p.clone()],
+            })
+            .map_err(|e| UsageError(e.to_string()))?;
+        }
+        let settings = Settings {
+            mode,
+            ignore_vcs: !self.no_ignore_vcs,
+            ignores: self.ignores,
+            once: self.once,
+            accept_wipe: self.accept_wipe,
+            reset: self.reset,
+            debounce: Duration::from_millis(self.debounce_ms),
+            rescan_interval: (self.rescan_interval > 0)
+                .then(|| Duration::from_secs(self.rescan_interval)),
+        };
+        let la = Location::parse("alpha", &self.alpha).map_err(UsageError)?;
+        let lb = Location::parse("beta", &self.beta).map_err(UsageError)?;
+        let (alpha, beta) = match (la, lb) {
+            (Location::Local(a), Location::Local(b)) => local_pair(&a, &b)?,
+            (la, lb) => {
+                if la == lb {
+                    return Err(UsageError(format!(
+                        "alpha and beta are the same place ({})",
+                        la.url()
+                    )));
+                }
+                let place = |which: &str, l: Location, beta: bool| -> Result<Place, UsageError> {
+                    match l {
+                        Location::Local(p) => {
+                            let p = PathBuf::from(p);
+                            if !beta {
+                                return Ok(Place::Local {
+                                    root: existing_dir(which, &p)?,
+                                    create: false,
+                                });
+                            }
+                            Ok(match std::fs::symlink_metadata(&p) {
+                                Ok(_) => Place::Local {
+                                    root: existing_dir(which, &p)?,
+                                    create: false,
+                                },
+                                Err(_) => Place::Local {
+                                    root: new_dir(which, &p)?,
+                                    create: true,
+                                },
+                            })
+                        }
+                        remote => Ok(Place::Remote(remote)),
+                    }
+                };
+                (place("alpha", la, false)?, place("beta", lb, true)?)
+            }
+        };
+        Ok(SyncArgs {
+            alpha,
+            beta,
+            json: self.json,
+            settings,
+        })
+    }
+}
+
+/// Two local directories: both checked now (existence, nesting).
+fn local_pair(alpha: &str, beta: &str) -> Result<(Place, Place), UsageError> {
+    {
+        let alpha = PathBuf::from(alpha);
+        let beta = PathBuf::from(beta);
         let alpha = existing_dir("alpha", &alpha)?;
         let (beta, create_beta) = match std::fs::symlink_metadata(&beta) {
             Ok(_) => (existing_dir("beta", &beta)?, false),
@@ -113,54 +201,17 @@ impl SyncFlags {
                 beta.display()
             )));
         }
-        for p in &self.ignores {
-            crate::fs::ignore::Ignorer::new(&crate::fs::ignore::IgnoreSpec {
-                vcs: false,
-                patterns: vec![p.clone()],
-            })
-            .map_err(|e| UsageError(e.to_string()))?;
-        }
-        Ok(SyncArgs {
-            alpha,
-            beta,
-            create_beta,
-            json: self.json,
-            settings: Settings {
-                mode,
-                ignore_vcs: !self.no_ignore_vcs,
-                ignores: self.ignores,
-                once: self.once,
-                accept_wipe: self.accept_wipe,
-                reset: self.reset,
-                debounce: Duration::from_millis(self.debounce_ms),
-                rescan_interval: (self.rescan_interval > 0)
-                    .then(|| Duration::from_secs(self.rescan_interval)),
+        Ok((
+            Place::Local {
+                root: alpha,
+                create: false,
             },
-        })
+            Place::Local {
+                root: beta,
+                create: create_beta,
+            },
+        ))
     }
-}
-
-/// Refuses the remote URL forms this build does not handle yet and returns a local path.
-fn local_endpoint(which: &str, s: &str) -> Result<PathBuf, UsageError> {
-    if s.is_empty() {
-        return Err(UsageError(format!("{which} is empty")));
-    }
-    for scheme in ["docker://", "ssh://", "k8s://"] {
-        if s.starts_with(scheme) {
-            return Err(UsageError(format!(
-                "{which} '{s}': {scheme} endpoints are not supported by this build yet (local directories only)"
-            )));
-        }
-    }
-    // scp-like `[user@]host:path`: a colon before any slash, not a relative or absolute path.
-    if let Some(i) = s.find(':') {
-        if !s.starts_with('/') && !s.starts_with('.') && !s[..i].contains('/') {
-            return Err(UsageError(format!(
-                "{which} '{s}' looks like an SSH endpoint, which this build does not support yet; write ./{s} for a local directory"
-            )));
-        }
-    }
-    Ok(PathBuf::from(s))
 }
 
 fn existing_dir(which: &str, p: &Path) -> Result<PathBuf, UsageError> {

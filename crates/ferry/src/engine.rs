@@ -13,6 +13,7 @@ use ferry_core::{
 };
 
 use crate::copy;
+use crate::delta;
 use crate::endpoint::{
     Endpoint, EndpointError, IgnoreSpec, Outcome, ScanRequest, Side, Wanted, WatchEvent,
 };
@@ -73,6 +74,8 @@ pub enum Finish {
 
 const IGNORE_FILE: &str = ".ferryignore";
 const MAX_ONCE_CYCLES: usize = 10;
+/// Connection attempts a `--once` run makes before it gives up on a lost remote side.
+const ONCE_RECONNECTS: u32 = 6;
 /// Changes are applied in batches so a stop request is honoured between them.
 const BATCH: usize = 256;
 /// While cycles keep coming, the archive is written at most this often.
@@ -229,7 +232,7 @@ impl Engine {
     fn once_loop(&mut self) -> Result<Finish, RunError> {
         let mut res = CycleResult::default();
         for _ in 0..MAX_ONCE_CYCLES {
-            res = self.cycle(&ScanRequest::Full, &ScanRequest::Full)?;
+            res = self.cycle_resilient(&ScanRequest::Full, &ScanRequest::Full)?;
             if res.retry.is_empty() || self.stop.load(Ordering::SeqCst) {
                 break;
             }
@@ -264,7 +267,7 @@ impl Engine {
     ) -> Result<Finish, RunError> {
         self.alpha.watch(tx.clone())?;
         self.beta.watch(tx)?;
-        let mut res = self.cycle(&ScanRequest::Full, &ScanRequest::Full)?;
+        let mut res = self.cycle_resilient(&ScanRequest::Full, &ScanRequest::Full)?;
         // The first scan hashed everything: keep that work even if this process is killed.
         let _ = self.alpha.save_cache();
         let _ = self.beta.save_cache();
@@ -349,6 +352,10 @@ impl Engine {
                         polling = true;
                         full = (true, true);
                     }
+                    WatchEvent::Disconnected(side, msg) => {
+                        self.reconnect(side.as_str(), msg)?;
+                        full = (true, true);
+                    }
                     WatchEvent::Stop => {}
                 }
             }
@@ -384,7 +391,7 @@ impl Engine {
             };
             let had_retry = !res.retry.is_empty();
             self.settling = settle;
-            let out = self.cycle(&req(full.0, dirty.0), &req(full.1, dirty.1));
+            let out = self.cycle_resilient(&req(full.0, dirty.0), &req(full.1, dirty.1));
             self.settling = false;
             res = out?;
             backoff = if had_retry && !res.retry.is_empty() {
@@ -505,8 +512,71 @@ impl Engine {
         Ok(())
     }
 
+    /// Runs a cycle; when a remote side's connection breaks, connects again (with backoff) and
+    /// runs a full cycle instead: the archive is untouched by a cycle that did not finish, and
+    /// what did get applied shows up as the same change on both sides.
+    fn cycle_resilient(
+        &mut self,
+        ra: &ScanRequest,
+        rb: &ScanRequest,
+    ) -> Result<CycleResult, RunError> {
+        let mut out = self.cycle(ra, rb);
+        while let Err(RunError::Endpoint(EndpointError::Lost { side, message })) = out {
+            self.printer.progress_end();
+            self.alpha.discard_staged();
+            self.beta.discard_staged();
+            self.reconnect(side, message)?;
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(CycleResult::default());
+            }
+            out = self.cycle(&ScanRequest::Full, &ScanRequest::Full);
+        }
+        out
+    }
+
+    /// Connects `side` again: attempts with growing delays (0.1 s doubling to 5 s), each
+    /// reported; `--once` gives up after [`ONCE_RECONNECTS`] attempts, a watching session only
+    /// when stopped.
+    fn reconnect(&mut self, side: &'static str, mut why: String) -> Result<(), RunError> {
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.printer.emit(&Event::Reconnecting {
+                side,
+                attempt,
+                delay_ms: delay.as_millis() as u64,
+                message: why.clone(),
+            });
+            let until = Instant::now() + delay;
+            while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let ep = if side == Side::Alpha.as_str() {
+                &mut self.alpha
+            } else {
+                &mut self.beta
+            };
+            match ep.reconnect() {
+                Ok(()) => {
+                    self.printer.emit(&Event::Reconnected { side, attempt });
+                    return Ok(());
+                }
+                Err(e) if self.settings.once && attempt >= ONCE_RECONNECTS => {
+                    return Err(e.into());
+                }
+                Err(e) => why = e.to_string(),
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
     fn cycle(&mut self, ra: &ScanRequest, rb: &ScanRequest) -> Result<CycleResult, RunError> {
         let started = Instant::now();
+        let wire_start = self.alpha.wire_bytes() + self.beta.wire_bytes();
         self.cycle += 1;
         let cycle = self.cycle;
         let mut full = matches!(ra, ScanRequest::Full) || matches!(rb, ScanRequest::Full);
@@ -689,6 +759,8 @@ impl Engine {
             conflicts: res.conflicts,
             errors: res.errors,
             bytes,
+            wire_bytes: (self.alpha.wire_bytes() + self.beta.wire_bytes())
+                .saturating_sub(wire_start),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             phases_ms: phases,
         });
@@ -891,42 +963,6 @@ impl Engine {
         out
     }
 
-    /// The content `changes` need on one side, in the order the transition needs it (each
-    /// digest once, at its first use, with the number of uses and a path holding it on the
-    /// other side).
-    fn wanted(changes: &[Change]) -> Vec<copy::Item> {
-        let mut items: Vec<copy::Item> = Vec::new();
-        let mut index: HashMap<Digest, usize> = HashMap::new();
-        for ch in changes {
-            if let (Some(Entry::File { digest: od, .. }), Some(Entry::File { digest: nd, .. })) =
-                (&ch.old, &ch.new)
-            {
-                if od == nd {
-                    continue;
-                }
-            }
-            let Some(new) = &ch.new else { continue };
-            new.walk(ch.path.as_str(), &mut |p, e| {
-                if let Entry::File { digest, size, .. } = e {
-                    if let Some(it) = index.get(digest).and_then(|&i| items.get_mut(i)) {
-                        it.want.uses += 1;
-                    } else if let Ok(path) = RelPath::new(p) {
-                        index.insert(*digest, items.len());
-                        items.push(copy::Item {
-                            want: Wanted {
-                                digest: *digest,
-                                uses: 1,
-                                size: *size,
-                            },
-                            path,
-                        });
-                    }
-                }
-            });
-        }
-        items
-    }
-
     /// Applies `changes` to `side`: content found locally is staged first, the rest streams
     /// from the other side while the changes are applied (see `copy`). Returns the outcomes
     /// and the bytes that crossed.
@@ -937,7 +973,7 @@ impl Engine {
         backup: &HashSet<Digest>,
         res: &mut CycleResult,
     ) -> Result<(Vec<Outcome>, u64), RunError> {
-        let mut items = Self::wanted(changes);
+        let mut items = copy::wanted(changes);
         let (src, dst) = match side {
             Side::Beta => (&mut self.alpha, &mut self.beta),
             Side::Alpha => (&mut self.beta, &mut self.alpha),
@@ -948,6 +984,7 @@ impl Engine {
                 let missing: HashSet<Digest> = missing.into_iter().collect();
                 items.retain(|i| missing.contains(&i.want.digest));
             }
+            Err(e @ EndpointError::Lost { .. }) => return Err(e.into()),
             Err(e) => {
                 // Everything then streams from the other side.
                 res.errors += 1;
@@ -959,6 +996,32 @@ impl Engine {
                 });
             }
         }
+        if src.is_remote() || dst.is_remote() {
+            // A big file the receiver has an older version of goes as a delta against it.
+            let olds: HashMap<&RelPath, Digest> = changes
+                .iter()
+                .filter_map(|ch| match (&ch.old, &ch.new) {
+                    (Some(Entry::File { digest, .. }), Some(Entry::File { .. })) => {
+                        Some((&ch.path, *digest))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for it in &mut items {
+                let Some(old) = olds.get(&it.path).filter(|_| delta::worth_it(it.want.size)) else {
+                    continue;
+                };
+                match dst.signature(&it.path, old) {
+                    Ok(sig) => {
+                        it.base_digest = sig.is_some().then_some(*old);
+                        it.signature = sig;
+                    }
+                    Err(e @ EndpointError::Lost { .. }) => return Err(e.into()),
+                    Err(_) => {}
+                }
+            }
+        }
+        let base = dst.base_opener();
         let total: u64 = items.iter().map(|i| i.want.size).sum();
         self.printer.progress_start(total, items.len() as u64);
         let printer = &self.printer;
@@ -966,6 +1029,7 @@ impl Engine {
         let (moved, result) = copy::stream(
             &mut **src,
             &items,
+            base,
             stop,
             &|n| printer.progress_inc(n),
             |feed| {

@@ -7,8 +7,10 @@
 
 pub mod cli;
 pub mod copy;
+pub mod delta;
 pub mod endpoint;
 pub mod engine;
 pub mod fs;
 pub mod output;
+pub mod remote;
 pub mod state;

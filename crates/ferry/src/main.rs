@@ -2,11 +2,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
-use ferry::cli::{Cli, Command, SyncArgs};
+use ferry::cli::{Cli, Command, Place, SyncArgs};
 use ferry::endpoint::local::LocalEndpoint;
-use ferry::endpoint::{IgnoreSpec, Side, WatchEvent};
+use ferry::endpoint::{Endpoint, IgnoreSpec, Side, WatchEvent};
 use ferry::engine::{Engine, Finish, RunError, wake_channel};
 use ferry::output::Printer;
+use ferry::remote::Location;
+use ferry::remote::client::RemoteEndpoint;
 use ferry::state::Session;
 
 /// The design's exit codes.
@@ -67,50 +69,44 @@ fn run() -> Exit {
                 Exit::Usage
             }
         },
+        Command::Agent => match ferry::remote::agent::run() {
+            0 => Exit::Ok,
+            _ => Exit::Failed,
+        },
     }
 }
 
 fn sync(args: SyncArgs) -> Exit {
-    let (Some(alpha_s), Some(beta_s)) = (args.alpha.to_str(), args.beta.to_str()) else {
+    let (Some(alpha_key), Some(beta_key)) = (args.alpha.key(), args.beta.key()) else {
         eprintln!("ferry: endpoint paths must be valid UTF-8");
         return Exit::Usage;
     };
-    if let Err(e) = state_dir_outside(&args.alpha, &args.beta) {
-        eprintln!("ferry: {e}");
-        return Exit::Usage;
+    for (which, place) in [("alpha", &args.alpha), ("beta", &args.beta)] {
+        if let Place::Local { root, .. } = place {
+            if let Err(e) = state_dir_outside(which, root) {
+                eprintln!("ferry: {e}");
+                return Exit::Usage;
+            }
+        }
     }
-    let session = match Session::open(alpha_s, beta_s) {
+    let session = match Session::open(&alpha_key, &beta_key) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ferry: {e}");
             return Exit::Failed;
         }
     };
-    if args.create_beta {
-        if let Err(e) = std::fs::create_dir(&args.beta) {
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                eprintln!("ferry: cannot create beta '{}': {e}", args.beta.display());
-                return Exit::Failed;
-            }
-        }
-    }
     let spec = IgnoreSpec {
         vcs: args.settings.ignore_vcs,
         patterns: args.settings.ignores.clone(),
     };
-    let endpoints = LocalEndpoint::new(Side::Alpha, args.alpha.clone(), &session.dir, &spec)
-        .and_then(|a| {
-            Ok((
-                a,
-                LocalEndpoint::new(Side::Beta, args.beta.clone(), &session.dir, &spec)?,
-            ))
-        });
-    let (alpha, beta) = match endpoints {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("ferry: {e}");
-            return Exit::Failed;
-        }
+    let alpha = match endpoint(Side::Alpha, &args.alpha, &session, &spec) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let beta = match endpoint(Side::Beta, &args.beta, &session, &spec) {
+        Ok(e) => e,
+        Err(code) => return code,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = wake_channel();
@@ -131,14 +127,7 @@ fn sync(args: SyncArgs) -> Exit {
         }
     }
     let printer = Printer::new(args.json);
-    let mut engine = match Engine::new(
-        Box::new(alpha),
-        Box::new(beta),
-        session,
-        args.settings,
-        printer,
-        stop,
-    ) {
+    let mut engine = match Engine::new(alpha, beta, session, args.settings, printer, stop) {
         Ok(e) => e,
         Err(e) => return report(e),
     };
@@ -151,6 +140,69 @@ fn sync(args: SyncArgs) -> Exit {
     // The process ends right after: freeing the session's trees one by one would only cost time.
     std::mem::forget(engine);
     code
+}
+
+/// Opens one side: a local directory (created if it is a new beta), or a connection to an
+/// agent. Failures are reported here; `Err` is the exit code.
+fn endpoint(
+    side: Side,
+    place: &Place,
+    session: &Session,
+    spec: &IgnoreSpec,
+) -> Result<Box<dyn Endpoint>, Exit> {
+    match place {
+        Place::Local { root, create } => {
+            if *create {
+                if let Err(e) = std::fs::create_dir(root) {
+                    if e.kind() != std::io::ErrorKind::AlreadyExists {
+                        eprintln!(
+                            "ferry: cannot create {} '{}': {e}",
+                            side.as_str(),
+                            root.display()
+                        );
+                        return Err(Exit::Failed);
+                    }
+                }
+            }
+            LocalEndpoint::new(side, root.clone(), &session.dir, spec)
+                .map(|e| Box::new(e) as Box<dyn Endpoint>)
+                .map_err(|e| {
+                    eprintln!("ferry: {e}");
+                    Exit::Failed
+                })
+        }
+        Place::Remote(loc) => {
+            let fail = |usage: bool, message: String| {
+                eprintln!("ferry: {}: {}", side.as_str(), one_line(&message));
+                if usage { Exit::Usage } else { Exit::Failed }
+            };
+            let transport = ferry::remote::transport::for_location(loc)
+                .map_err(|e| fail(e.usage, format!("{}: {}", loc.url(), e.message)))?;
+            let path = match loc {
+                Location::Docker { path, .. }
+                | Location::Ssh { path, .. }
+                | Location::K8s { path, .. } => path.clone(),
+                Location::Local(p) => p.clone(),
+            };
+            let key = session
+                .dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("0")
+                .to_owned();
+            RemoteEndpoint::open(
+                side,
+                loc.url(),
+                transport,
+                path,
+                side == Side::Beta,
+                key,
+                spec,
+            )
+            .map(|e| Box::new(e) as Box<dyn Endpoint>)
+            .map_err(|e| fail(e.usage, e.message))
+        }
+    }
 }
 
 /// clap's reason on one line: the text before its usage block, lines joined.
@@ -167,7 +219,7 @@ fn one_line(msg: &str) -> String {
 
 /// Refuses a state directory inside a root: it would be synced (backups included) and every
 /// archive save would trigger another cycle.
-fn state_dir_outside(alpha: &std::path::Path, beta: &std::path::Path) -> Result<(), String> {
+fn state_dir_outside(which: &str, r: &std::path::Path) -> Result<(), String> {
     let root = ferry::state::state_root().map_err(|e| e.to_string())?;
     // Canonicalise the part that exists (the rest is created later, below it).
     let mut existing = root.clone();
@@ -186,14 +238,12 @@ fn state_dir_outside(alpha: &std::path::Path, beta: &std::path::Path) -> Result<
     }
     let mut canon = existing.canonicalize().unwrap_or(existing);
     canon.extend(rest.iter().rev());
-    for (which, r) in [("alpha", alpha), ("beta", beta)] {
-        if canon.starts_with(r) {
-            return Err(format!(
-                "the state directory {} is inside {which} ({}); set XDG_STATE_HOME to a directory outside both",
-                canon.display(),
-                r.display()
-            ));
-        }
+    if canon.starts_with(r) {
+        return Err(format!(
+            "the state directory {} is inside {which} ({}); set XDG_STATE_HOME to a directory outside both",
+            canon.display(),
+            r.display()
+        ));
     }
     Ok(())
 }

@@ -62,6 +62,9 @@ pub enum Event {
         conflicts: u64,
         errors: u64,
         bytes: u64,
+        /// Bytes the remote sides' connections carried in this cycle (both ways, framing
+        /// included); 0 between local directories.
+        wire_bytes: u64,
         duration_ms: f64,
         /// Where the time went: scan, reconcile, stage, transition, agree, save (ms).
         phases_ms: Phases,
@@ -75,6 +78,18 @@ pub enum Event {
     Hold {
         cycle: u64,
         deletions: u64,
+    },
+    /// A remote side's connection broke: the next attempt starts after `delay_ms`.
+    Reconnecting {
+        side: &'static str,
+        attempt: u32,
+        delay_ms: u64,
+        message: String,
+    },
+    /// ... and is back: a full cycle follows.
+    Reconnected {
+        side: &'static str,
+        attempt: u32,
     },
     SessionEnd {
         exit_code: i32,
@@ -193,6 +208,15 @@ impl Printer {
                 }
                 format!("synced {} in {:.0} ms", parts.join(", "), duration_ms)
             }
+            Event::Reconnecting {
+                side,
+                attempt,
+                delay_ms,
+                message,
+            } => format!(
+                "{side}: connection lost ({message}); reconnecting in {delay_ms} ms (attempt {attempt})"
+            ),
+            Event::Reconnected { side, .. } => format!("{side}: reconnected; rescanning"),
             Event::Hold { deletions, .. } => format!(
                 "holding {deletions} deletions until changes stop (checking for a wiped root first)"
             ),
@@ -205,7 +229,10 @@ impl Printer {
         };
         let to_stderr = matches!(
             ev,
-            Event::Problem { .. } | Event::Error { .. } | Event::Conflict { .. }
+            Event::Problem { .. }
+                | Event::Error { .. }
+                | Event::Conflict { .. }
+                | Event::Reconnecting { .. }
         );
         self.line(&line, to_stderr);
     }

@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ferry_core::{Change, Digest, Entry, RelPath, apply_changes};
 
 use super::{
-    Endpoint, EndpointError, Feed, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side, Wanted,
-    WatchEvent,
+    BaseOpener, Endpoint, EndpointError, Feed, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side,
+    Wanted, WatchEvent,
 };
 use crate::fs::ignore::{Ignorer, STAGING_DIR_NAME};
 use crate::fs::scan::{
@@ -342,6 +342,26 @@ impl Endpoint for LocalEndpoint {
         self.backup_root.clone()
     }
 
+    fn signature(
+        &mut self,
+        path: &RelPath,
+        digest: &Digest,
+    ) -> Result<Option<Vec<u8>>, EndpointError> {
+        let Ok(base) = read_base(&self.root, path) else {
+            return Ok(None);
+        };
+        // Only a base that still is what the scan saw: anything else makes a useless delta.
+        if blake3::hash(&base).as_bytes() != &digest.0 {
+            return Ok(None);
+        }
+        Ok(Some(crate::delta::signature(&base)))
+    }
+
+    fn base_opener(&self) -> Option<BaseOpener> {
+        let root = self.root.clone();
+        Some(std::sync::Arc::new(move |p: &RelPath| read_base(&root, p)))
+    }
+
     fn save_cache(&mut self) -> Result<(), EndpointError> {
         if !self.cache_dirty {
             return Ok(());
@@ -351,6 +371,22 @@ impl Endpoint for LocalEndpoint {
             .map_err(|e| self.io_err("saving the stat cache", e))?;
         write_atomic(&self.cache_path, &bytes).map_err(|e| self.io_err("saving the stat cache", e))
     }
+}
+
+/// Reads the file at `rel` for a delta: a regular file reached through real directories only,
+/// and no bigger than deltas go.
+fn read_base(root: &Path, rel: &RelPath) -> std::io::Result<Vec<u8>> {
+    if !parents_are_dirs(root, rel) {
+        return Err(std::io::Error::other("a parent is not a directory"));
+    }
+    let f = open_nofollow(&root.join(rel.as_str()))?;
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.len() > crate::delta::DELTA_MAX {
+        return Err(std::io::Error::other("not a regular file of delta size"));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(crate::delta::DELTA_MAX).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 struct WatchHook {

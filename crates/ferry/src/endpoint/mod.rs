@@ -21,7 +21,12 @@ use std::collections::{BTreeSet, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
 
+use std::sync::atomic::AtomicBool;
+
 use ferry_core::{Change, Digest, Entry, RelPath};
+
+use crate::copy::{Item, Sink};
+pub use crate::delta::BaseOpener;
 
 pub use crate::fs::ignore::IgnoreSpec;
 pub use crate::fs::transition::Outcome;
@@ -56,6 +61,9 @@ pub enum EndpointError {
     },
     #[error("{side}: {0}", side = .1)]
     Other(String, &'static str),
+    /// The connection to a remote side broke (or the peer misbehaved): reconnect.
+    #[error("{side}: connection lost: {message}")]
+    Lost { side: &'static str, message: String },
 }
 
 /// Content a cycle needs on one side.
@@ -72,6 +80,23 @@ pub trait Feed: Send {
     /// The next piece of content: what it must be, and its bytes (read them before asking for
     /// the next). `None` once nothing more will come.
     fn next(&mut self) -> Option<(Wanted, &mut dyn Read)>;
+
+    /// The same, but content sent as a delta is handed over as it came (a remote receiver
+    /// forwards it and rebuilds it on its own side).
+    fn next_content(&mut self) -> Option<(Wanted, Content<'_>)> {
+        self.next().map(|(w, r)| (w, Content::Stream(r)))
+    }
+}
+
+/// Content as it arrives.
+pub enum Content<'a> {
+    Stream(&'a mut dyn Read),
+    /// A delta against the receiver's own file at `base` (which had `base_digest`).
+    Delta {
+        base: RelPath,
+        base_digest: Digest,
+        delta: Vec<u8>,
+    },
 }
 
 /// No content at all (everything needed was found locally).
@@ -109,6 +134,8 @@ pub enum WatchEvent {
     Rescan(Side),
     /// The watcher failed; the engine falls back to periodic full scans.
     Failed(Side, String),
+    /// A remote side's connection broke while nothing was asked of it.
+    Disconnected(Side, String),
     /// Not from a watcher: the process was asked to stop (SIGINT/SIGTERM).
     Stop,
 }
@@ -168,4 +195,45 @@ pub trait Endpoint: Send {
 
     /// Persists what makes the next start cheap (the stat cache). Best effort.
     fn save_cache(&mut self) -> Result<(), EndpointError>;
+
+    /// True for a side reached over a connection (content then moves as deltas where it can).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    /// An rsync signature of the file at `path` if it still holds `digest` (see [`delta`]);
+    /// `None` when this side cannot or will not make one.
+    fn signature(
+        &mut self,
+        _path: &RelPath,
+        _digest: &Digest,
+    ) -> Result<Option<Vec<u8>>, EndpointError> {
+        Ok(None)
+    }
+
+    /// Reads base files for deltas arriving in a transition's feed.
+    fn base_opener(&self) -> Option<BaseOpener> {
+        None
+    }
+
+    /// Reads `items` in order into `out` (whole, or as deltas against the receiver's files
+    /// where an item carries a signature), until done, `stop` or the receiver is gone (`Err`).
+    fn read_items(
+        &mut self,
+        items: &[Item],
+        stop: &AtomicBool,
+        out: &mut dyn Sink,
+    ) -> Result<(), ()> {
+        crate::copy::read_by_open(self, items, stop, out)
+    }
+
+    /// Connects again after [`EndpointError::Lost`]; the next scan must be full.
+    fn reconnect(&mut self) -> Result<(), EndpointError> {
+        Ok(())
+    }
+
+    /// Bytes this side's connection carried so far, both ways (0 for a local side).
+    fn wire_bytes(&self) -> u64 {
+        0
+    }
 }

@@ -1,0 +1,399 @@
+//! Remote endpoints: ferry's agent on the far side of a byte stream (see `docs/protocol.md`).
+//!
+//! - [`wire`]: the protocol (preface, frames, messages, checks on everything the peer sends).
+//! - [`agent`]: `ferry agent`, serving one local directory over stdin/stdout.
+//! - [`client`]: [`client::RemoteEndpoint`], the engine's side of the conversation.
+//! - [`transport`]: how the stream is opened: Docker's exec API, the system `ssh`, `kubectl
+//!   exec`; and how the agent gets there.
+
+pub mod agent;
+pub mod client;
+pub mod transport;
+pub mod wire;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// Where an endpoint is, as written on the command line (see the README's URL table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    Local(String),
+    Docker {
+        user: Option<String>,
+        container: String,
+        path: String,
+    },
+    Ssh {
+        user: Option<String>,
+        host: String,
+        port: Option<u16>,
+        path: String,
+    },
+    K8s {
+        context: Option<String>,
+        namespace: String,
+        pod: String,
+        container: Option<String>,
+        path: String,
+    },
+}
+
+impl Location {
+    /// Parses an endpoint argument; `Err` is a one-line reason (usage error).
+    pub fn parse(which: &str, s: &str) -> Result<Location, String> {
+        if s.is_empty() {
+            return Err(format!("{which} is empty"));
+        }
+        let bad = |why: &str| Err(format!("{which} '{s}': {why}"));
+        if let Some(rest) = s.strip_prefix("docker://") {
+            let Some((auth, path)) = rest.split_once('/') else {
+                return bad("expected docker://[USER@]CONTAINER/abs/path");
+            };
+            let (user, container) = split_user(auth);
+            if container.is_empty() || user.as_deref() == Some("") {
+                return bad("expected docker://[USER@]CONTAINER/abs/path");
+            }
+            return Ok(Location::Docker {
+                user,
+                container: container.to_owned(),
+                path: remote_path(which, s, path)?,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("ssh://") {
+            let Some((auth, path)) = rest.split_once('/') else {
+                return bad("expected ssh://[USER@]HOST[:PORT]/path");
+            };
+            let (user, hostport) = split_user(auth);
+            let (host, port) = match hostport.rsplit_once(':') {
+                Some((h, p)) => match p.parse::<u16>() {
+                    Ok(p) if p > 0 => (h, Some(p)),
+                    _ => return bad("the port must be a number from 1 to 65535"),
+                },
+                None => (hostport, None),
+            };
+            if host.is_empty() || host.starts_with('-') || user.as_deref() == Some("") {
+                return bad("expected ssh://[USER@]HOST[:PORT]/path");
+            }
+            return Ok(Location::Ssh {
+                user,
+                host: host.to_owned(),
+                port,
+                path: remote_path(which, s, path)?,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("k8s://") {
+            return parse_k8s(rest).map_or_else(
+                || bad("expected k8s://[CONTEXT@]NAMESPACE/POD[:CONTAINER]/abs/path"),
+                Ok,
+            );
+        }
+        if s.contains("://") {
+            return bad("unknown scheme (docker://, ssh:// and k8s:// are known)");
+        }
+        // scp-like `[user@]host:path`: a colon before any slash, not a relative or absolute path.
+        if let Some(i) = s.find(':') {
+            if !s.starts_with('/') && !s.starts_with('.') && !s[..i].contains('/') {
+                let (auth, path) = (&s[..i], &s[i + 1..]);
+                let (user, host) = split_user(auth);
+                if host.is_empty() || host.starts_with('-') || user.as_deref() == Some("") {
+                    return bad("expected [USER@]HOST:path");
+                }
+                if path.is_empty() {
+                    return bad("no path after the ':' (write HOST:. for the home directory)");
+                }
+                return Ok(Location::Ssh {
+                    user,
+                    host: host.to_owned(),
+                    port: None,
+                    path: path.to_owned(),
+                });
+            }
+        }
+        Ok(Location::Local(s.to_owned()))
+    }
+
+    /// The canonical spelling, for messages and the session's key.
+    pub fn url(&self) -> String {
+        let at = |u: &Option<String>| u.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+        match self {
+            Location::Local(p) => p.clone(),
+            Location::Docker {
+                user,
+                container,
+                path,
+            } => format!("docker://{}{container}{path}", at(user)),
+            Location::Ssh {
+                user,
+                host,
+                port,
+                path,
+            } => match port {
+                Some(p) => format!("ssh://{}{host}:{p}{}", at(user), with_slash(path)),
+                None => format!("{}{host}:{path}", at(user)),
+            },
+            Location::K8s {
+                context,
+                namespace,
+                pod,
+                container,
+                path,
+            } => format!(
+                "k8s://{}{namespace}/{pod}{}{path}",
+                at(context),
+                container
+                    .as_ref()
+                    .map(|c| format!(":{c}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+fn with_slash(p: &str) -> String {
+    if p.starts_with('/') {
+        p.to_owned()
+    } else {
+        format!("/{p}")
+    }
+}
+
+fn split_user(auth: &str) -> (Option<String>, &str) {
+    match auth.rsplit_once('@') {
+        Some((u, h)) => (Some(u.to_owned()), h),
+        None => (None, auth),
+    }
+}
+
+/// An absolute path from a URL's path part (`rest` is what follows the authority's `/`).
+fn remote_path(which: &str, s: &str, rest: &str) -> Result<String, String> {
+    let path = format!("/{}", rest.trim_end_matches('/'));
+    if path == "/" {
+        return Err(format!(
+            "{which} '{s}': refusing to sync a whole filesystem ('/'); name a directory"
+        ));
+    }
+    if path.contains('\0') {
+        return Err(format!("{which} '{s}': the path holds a NUL byte"));
+    }
+    Ok(path)
+}
+
+/// `[CONTEXT@]NAMESPACE/POD[:CONTAINER]/abs/path`. Namespaces and pods are DNS names, so the
+/// context is whatever comes before the first `@` after which such a shape follows (context
+/// names may hold `@` and `/`).
+fn parse_k8s(rest: &str) -> Option<Location> {
+    let dns = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    let shape = |s: &str| -> Option<(String, String, Option<String>, String)> {
+        let (ns, rest) = s.split_once('/')?;
+        let (podc, path) = rest.split_once('/')?;
+        let (pod, container) = match podc.split_once(':') {
+            Some((p, c)) => (p, Some(c.to_owned())),
+            None => (podc, None),
+        };
+        if !dns(ns) || !dns(pod) || container.as_deref().is_some_and(|c| !dns(c)) {
+            return None;
+        }
+        let path = format!("/{}", path.trim_end_matches('/'));
+        if path == "/" || path.contains('\0') {
+            return None;
+        }
+        Some((ns.to_owned(), pod.to_owned(), container, path))
+    };
+    let build = |context: Option<String>, (namespace, pod, container, path)| Location::K8s {
+        context,
+        namespace,
+        pod,
+        container,
+        path,
+    };
+    if let Some(parts) = shape(rest) {
+        return Some(build(None, parts));
+    }
+    for (i, _) in rest.match_indices('@') {
+        if let Some(parts) = shape(&rest[i + 1..]) {
+            if i > 0 {
+                return Some(build(Some(rest[..i].to_owned()), parts));
+            }
+        }
+    }
+    None
+}
+
+/// The static agent binary ferry installs on the far side, and the tag naming its version
+/// (`<version>-<hash>`: a rebuilt agent gets a new path, so a stale one is never run).
+#[derive(Clone, Debug)]
+pub struct AgentBinary {
+    pub path: PathBuf,
+    pub tag: String,
+}
+
+/// Finds the static agent: `$FERRY_AGENT`; this very binary when it is static (a musl build);
+/// else the musl build next to this one in cargo's target directory.
+pub fn agent_binary() -> Result<AgentBinary, String> {
+    static FOUND: OnceLock<Result<AgentBinary, String>> = OnceLock::new();
+    FOUND.get_or_init(find_agent).clone()
+}
+
+fn find_agent() -> Result<AgentBinary, String> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("FERRY_AGENT") {
+        candidates.push(PathBuf::from(p));
+    } else if let Ok(exe) = std::env::current_exe() {
+        candidates.push(exe.clone());
+        if let Some(dir) = exe.parent() {
+            // target/{debug,release}/ferry -> target/x86_64-unknown-linux-musl/*/ferry
+            if let Some(target) = dir.parent() {
+                for profile in ["release", "debug"] {
+                    candidates.push(
+                        target
+                            .join("x86_64-unknown-linux-musl")
+                            .join(profile)
+                            .join("ferry"),
+                    );
+                }
+            }
+            candidates.push(dir.join("ferry-agent"));
+        }
+    }
+    for c in &candidates {
+        match std::fs::read(c) {
+            Ok(bytes) if is_static_x86_64(&bytes) => {
+                let hash = blake3::hash(&bytes).to_hex();
+                return Ok(AgentBinary {
+                    path: c.clone(),
+                    tag: format!("{}-{}", env!("CARGO_PKG_VERSION"), &hash.as_str()[..16]),
+                });
+            }
+            Ok(_) if std::env::var_os("FERRY_AGENT").is_some() => {
+                return Err(format!(
+                    "FERRY_AGENT={} is not a static x86_64 Linux binary",
+                    c.display()
+                ));
+            }
+            _ => {}
+        }
+    }
+    Err(
+        "no static agent binary found: build one with `cargo build --release --target \
+         x86_64-unknown-linux-musl` (see DEVELOPERS.md) or point FERRY_AGENT at it"
+            .into(),
+    )
+}
+
+/// True for an x86_64 ELF executable without a program interpreter (statically linked).
+pub fn is_static_x86_64(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    if elf.get(..5) != Some(b"\x7fELF\x02") || u16_at(0x12) != Some(0x3e) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    for i in 0..phnum as usize {
+        let Some(at) = (phoff as usize).checked_add(i * phentsize as usize) else {
+            return false;
+        };
+        match u32_at(at) {
+            // PT_INTERP: dynamically linked.
+            Some(3) => return false,
+            Some(_) => {}
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_to_locations() {
+        let p = |s: &str| Location::parse("beta", s);
+        assert_eq!(
+            p("docker://node@web/srv/app/"),
+            Ok(Location::Docker {
+                user: Some("node".into()),
+                container: "web".into(),
+                path: "/srv/app".into()
+            })
+        );
+        assert_eq!(
+            p("ssh://dev@build-box:2222/home/dev/app"),
+            Ok(Location::Ssh {
+                user: Some("dev".into()),
+                host: "build-box".into(),
+                port: Some(2222),
+                path: "/home/dev/app".into()
+            })
+        );
+        assert_eq!(
+            p("dev@build-box:app"),
+            Ok(Location::Ssh {
+                user: Some("dev".into()),
+                host: "build-box".into(),
+                port: None,
+                path: "app".into()
+            })
+        );
+        assert_eq!(
+            p("k8s://me@prod/default/web-1:app/srv/app"),
+            Ok(Location::K8s {
+                context: Some("me@prod".into()),
+                namespace: "default".into(),
+                pod: "web-1".into(),
+                container: Some("app".into()),
+                path: "/srv/app".into()
+            })
+        );
+        assert_eq!(
+            p("k8s://arn:aws:eks:eu-west-1:1:cluster/x@dev/api/srv")
+                .map(|l| l.url())
+                .as_deref(),
+            Ok("k8s://arn:aws:eks:eu-west-1:1:cluster/x@dev/api/srv")
+        );
+        assert_eq!(p("./a:b"), Ok(Location::Local("./a:b".into())));
+        assert_eq!(p("/x/y"), Ok(Location::Local("/x/y".into())));
+        for bad in [
+            "docker://web",
+            "docker:///srv",
+            "docker://web/",
+            "ssh://h:99999/x",
+            "ssh://-oProxyCommand=x/y",
+            "-oProxyCommand=x:y",
+            "host:",
+            "k8s://default/web",
+            "k8s://Default/web/x",
+            "ftp://h/x",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn static_binaries_are_told_from_dynamic_ones() {
+        let me = std::fs::read(std::env::current_exe().expect("exe")).expect("read");
+        // Test binaries are built for the gnu target: dynamically linked.
+        assert!(!is_static_x86_64(&me));
+        assert!(!is_static_x86_64(b"\x7fELF\x02junk"));
+        if let Ok(bb) = std::fs::read("/bin/busybox") {
+            // Debian's busybox-static (installed by .ci/run).
+            assert!(is_static_x86_64(&bb));
+        }
+    }
+}

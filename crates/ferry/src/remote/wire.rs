@@ -1,0 +1,573 @@
+//! The wire protocol between ferry and its agent (documented in `docs/protocol.md`).
+//!
+//! A connection starts with a 12-byte preface each way (`FERRYWIR` and the protocol version,
+//! little-endian u32), so a version mismatch or a peer that is not an agent at all (a shell
+//! greeting on an SSH channel) is told apart before anything is decoded. Then frames: a
+//! 4-byte little-endian length, a flags byte and at most [`FRAME_MAX`] bytes of payload. A
+//! message is one postcard-encoded [`Msg`], in one frame or, when larger, split over frames
+//! flagged [`MORE`] (at most [`MESSAGE_MAX`] in all). Frames may be zstd-compressed (flag
+//! [`ZSTD`]) once both sides said they can in their [`Hello`].
+//!
+//! Everything decoded here is untrusted: sizes are capped before anything is allocated, and
+//! [`check_entry`] / [`check_outcome`] hold every tree and path from the peer to the same rules
+//! as the local scanner's.
+
+use std::io::{self, Read, Write};
+
+use ferry_core::{Change, Digest, Entry, RelPath, link_stays_inside, validate_name};
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a message changes shape.
+pub const PROTOCOL: u32 = 1;
+pub const MAGIC: &[u8; 8] = b"FERRYWIR";
+/// The largest frame payload (after decompression).
+pub const FRAME_MAX: usize = 4 << 20;
+/// The largest message (a tree of a million files is about 60 MB).
+pub const MESSAGE_MAX: usize = 1 << 30;
+/// Frame flags.
+pub const ZSTD: u8 = 1;
+pub const MORE: u8 = 2;
+/// Frames smaller than this are never worth compressing.
+const COMPRESS_MIN: usize = 512;
+/// Deepest tree accepted from a peer (the local scanner's limit is the path length cap).
+const MAX_DEPTH: usize = 2048;
+
+/// Feature bits of [`Hello`].
+pub const FEATURE_ZSTD: u32 = 1;
+
+/// The first message each way, right after the preface.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    /// ferry's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    pub features: u32,
+    /// `uname -s`/`-m` style: `linux`, `x86_64`.
+    pub os: String,
+    pub arch: String,
+}
+
+/// An ignore specification on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IgnoreWire {
+    pub vcs: bool,
+    pub patterns: Vec<String>,
+}
+
+/// One piece of content a transfer needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadItem {
+    pub path: RelPath,
+    pub digest: Digest,
+    pub size: u64,
+    /// The receiver's signature of its current file at the same path (which has
+    /// `base_digest`): send a delta.
+    pub signature: Option<Vec<u8>>,
+    pub base_digest: Option<Digest>,
+}
+
+/// A content item the engine wants (see `endpoint::Wanted`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct WantedWire {
+    pub digest: Digest,
+    pub uses: u64,
+    pub size: u64,
+}
+
+/// A change's outcome on the agent's side (see `fs::transition::Outcome`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutcomeWire {
+    pub path: RelPath,
+    pub now: Option<Entry>,
+    pub errors: Vec<(RelPath, String)>,
+    pub backups: Vec<(RelPath, String)>,
+}
+
+/// How the agent's tree changed in a scan.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TreeUpdate {
+    /// The whole tree (after a full scan).
+    Whole(Option<Entry>),
+    /// What is now at each of these paths (after a scan of some paths).
+    At(Vec<(RelPath, Option<Entry>)>),
+}
+
+/// Every message, both ways. Requests come from ferry; the agent answers each in order, and
+/// sends [`Msg::Watch`] whenever its watcher reports something.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Msg {
+    Hello(Hello),
+    /// Opens the endpoint: `root` must be an existing directory, or be created when `create`
+    /// (its parent must exist). `session` keys the agent's state directory.
+    Open {
+        root: String,
+        /// Which side this is (for messages).
+        alpha: bool,
+        /// Create the root if missing (its parent must exist).
+        create: bool,
+        /// A missing root is an error (else it is an empty side, as after a reconnection).
+        must_exist: bool,
+        session: String,
+        ignore: IgnoreWire,
+    },
+    SetIgnore(IgnoreWire),
+    /// `None`: a full scan.
+    Scan(Option<Vec<RelPath>>),
+    ReadSmall {
+        path: RelPath,
+        limit: u64,
+    },
+    StageLocal(Vec<WantedWire>),
+    /// Sends the content of these files: per item, `Data`... then `End`, or `Delta`, or
+    /// `Failed`; then `ReadDone`. `Cancel` stops it early (the stream still ends with `ReadDone`).
+    Read(Vec<ReadItem>),
+    Cancel,
+    /// The receiving side's rsync signature of the file at `path` if it still has `digest`.
+    Signature {
+        path: RelPath,
+        digest: Digest,
+    },
+    /// Applies changes; the content they need follows as `Item` + `Data`... + `End` (or a
+    /// single `Delta`), ended by `ItemsDone`.
+    Transition {
+        changes: Vec<Change>,
+        backup: Vec<Digest>,
+    },
+    Item(WantedWire),
+    ItemsDone,
+    DiscardStaged,
+    StartWatch,
+    SaveCache,
+
+    // Answers.
+    Opened {
+        root: String,
+        backup_root: String,
+    },
+    /// The endpoint cannot be opened; `usage`: the user's input is at fault (exit code 2).
+    Refused {
+        usage: bool,
+        message: String,
+    },
+    Scanned {
+        entries: u64,
+        hashed_files: u64,
+        hashed_bytes: u64,
+        tree: TreeUpdate,
+    },
+    Small(Option<Vec<u8>>),
+    Missing(Vec<Digest>),
+    Data(Vec<u8>),
+    End,
+    /// The item as an rsync delta against the receiver's file at `base`, which had `base_digest`.
+    Delta {
+        base: RelPath,
+        base_digest: Digest,
+        delta: Vec<u8>,
+    },
+    Failed(String),
+    ReadDone,
+    SignatureIs(Option<Vec<u8>>),
+    Outcomes(Vec<OutcomeWire>),
+    Ok,
+    /// A whole-endpoint failure (root gone, I/O).
+    Error {
+        root_gone: bool,
+        message: String,
+    },
+    /// From the agent's watcher.
+    Watch(WatchWire),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WatchWire {
+    Paths(Vec<RelPath>),
+    Rescan,
+    Failed(String),
+}
+
+/// Why a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection closed")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the peer is not a ferry agent (it sent {0:?} instead of the protocol preface)")]
+    NotAgent(String),
+    #[error(
+        "protocol version mismatch: this ferry speaks {ours}, the agent speaks {theirs}; \
+         reinstall the agent (remove ~/.ferry/agent or the container's /.ferry) or upgrade ferry"
+    )]
+    Version { ours: u32, theirs: u32 },
+    #[error("bad frame from the peer: {0}")]
+    Bad(String),
+}
+
+/// Writes the preface.
+pub fn write_preface(w: &mut dyn Write) -> io::Result<()> {
+    let mut p = [0u8; 12];
+    p[..8].copy_from_slice(MAGIC);
+    p[8..].copy_from_slice(&PROTOCOL.to_le_bytes());
+    w.write_all(&p)?;
+    w.flush()
+}
+
+/// Reads and checks the peer's preface.
+pub fn read_preface(r: &mut dyn Read) -> Result<(), WireError> {
+    let mut p = [0u8; 12];
+    let mut got = 0;
+    while got < p.len() {
+        match r.read(&mut p[got..]) {
+            Ok(0) if got == 0 => return Err(WireError::Closed),
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if got < p.len() || &p[..8] != MAGIC {
+        return Err(WireError::NotAgent(
+            String::from_utf8_lossy(&p[..got]).into_owned(),
+        ));
+    }
+    let theirs = u32::from_le_bytes([p[8], p[9], p[10], p[11]]);
+    if theirs != PROTOCOL {
+        return Err(WireError::Version {
+            ours: PROTOCOL,
+            theirs,
+        });
+    }
+    Ok(())
+}
+
+/// Writes messages as frames.
+pub struct FrameWriter<W: Write> {
+    w: W,
+    compress: bool,
+    buf: Vec<u8>,
+    /// Payload bytes written (after compression), frame headers included.
+    pub sent: u64,
+}
+
+impl<W: Write> FrameWriter<W> {
+    pub fn new(w: W) -> Self {
+        FrameWriter {
+            w,
+            compress: false,
+            buf: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    pub fn set_compress(&mut self, on: bool) {
+        self.compress = on;
+    }
+
+    /// Encodes and sends one message (flushed).
+    pub fn send(&mut self, m: &Msg) -> io::Result<()> {
+        self.buf.clear();
+        let bytes = postcard::to_io(m, std::mem::take(&mut self.buf))
+            .map_err(|e| io::Error::other(format!("encoding a message: {e}")))?;
+        let res = self.send_bytes(&bytes);
+        self.buf = bytes;
+        res
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.len() > MESSAGE_MAX {
+            return Err(io::Error::other(format!(
+                "message of {} bytes is over the {MESSAGE_MAX}-byte limit",
+                bytes.len()
+            )));
+        }
+        let mut chunks = bytes.chunks(FRAME_MAX).peekable();
+        if bytes.is_empty() {
+            self.frame(&[], 0)?;
+        }
+        while let Some(c) = chunks.next() {
+            let more = if chunks.peek().is_some() { MORE } else { 0 };
+            self.frame(c, more)?;
+        }
+        self.w.flush()
+    }
+
+    fn frame(&mut self, payload: &[u8], flags: u8) -> io::Result<()> {
+        let packed;
+        let (body, flags) = if self.compress && payload.len() >= COMPRESS_MIN {
+            packed = zstd::bulk::compress(payload, 1)?;
+            if packed.len() < payload.len() {
+                (&packed[..], flags | ZSTD)
+            } else {
+                (payload, flags)
+            }
+        } else {
+            (payload, flags)
+        };
+        let len = u32::try_from(body.len() + 1).map_err(io::Error::other)?;
+        self.w.write_all(&len.to_le_bytes())?;
+        self.w.write_all(&[flags])?;
+        self.w.write_all(body)?;
+        self.sent += 5 + body.len() as u64;
+        Ok(())
+    }
+}
+
+/// Reads frames and decodes messages, refusing anything over the limits.
+pub struct FrameReader<R: Read> {
+    r: R,
+    msg: Vec<u8>,
+    frame: Vec<u8>,
+    /// Bytes read off the wire, frame headers included.
+    pub received: u64,
+}
+
+impl<R: Read> FrameReader<R> {
+    pub fn new(r: R) -> Self {
+        FrameReader {
+            r,
+            msg: Vec::new(),
+            frame: Vec::new(),
+            received: 0,
+        }
+    }
+
+    /// The next message; `Err(Closed)` at a clean end between messages.
+    pub fn recv(&mut self) -> Result<Msg, WireError> {
+        self.msg.clear();
+        loop {
+            let mut head = [0u8; 5];
+            match read_full(&mut self.r, &mut head)? {
+                0 if self.msg.is_empty() => return Err(WireError::Closed),
+                5 => {}
+                n => {
+                    return Err(WireError::Bad(format!(
+                        "truncated frame header ({n} of 5 bytes)"
+                    )));
+                }
+            }
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let flags = head[4];
+            if len == 0 {
+                return Err(WireError::Bad("frame length 0".into()));
+            }
+            let body = len - 1;
+            // A compressed frame's body is smaller than what it unpacks to, so the same cap holds.
+            if body > FRAME_MAX {
+                return Err(WireError::Bad(format!(
+                    "frame of {body} bytes is over the {FRAME_MAX}-byte limit"
+                )));
+            }
+            if flags & !(ZSTD | MORE) != 0 {
+                return Err(WireError::Bad(format!("unknown frame flags {flags:#x}")));
+            }
+            self.frame.clear();
+            self.frame.resize(body, 0);
+            let got = read_full(&mut self.r, &mut self.frame)?;
+            if got < body {
+                return Err(WireError::Bad(format!(
+                    "truncated frame ({got} of {body} bytes)"
+                )));
+            }
+            self.received += 5 + body as u64;
+            if flags & ZSTD != 0 {
+                let plain = zstd::bulk::decompress(&self.frame, FRAME_MAX)
+                    .map_err(|e| WireError::Bad(format!("bad compressed frame: {e}")))?;
+                self.push(&plain)?;
+            } else {
+                let frame = std::mem::take(&mut self.frame);
+                let res = self.push(&frame);
+                self.frame = frame;
+                res?;
+            }
+            if flags & MORE == 0 {
+                break;
+            }
+        }
+        let (m, rest) = postcard::take_from_bytes::<Msg>(&self.msg)
+            .map_err(|e| WireError::Bad(format!("undecodable message: {e}")))?;
+        if !rest.is_empty() {
+            return Err(WireError::Bad(format!(
+                "{} stray bytes after a message",
+                rest.len()
+            )));
+        }
+        Ok(m)
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Result<(), WireError> {
+        if self.msg.len() + bytes.len() > MESSAGE_MAX {
+            return Err(WireError::Bad(format!(
+                "message over the {MESSAGE_MAX}-byte limit"
+            )));
+        }
+        self.msg.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; the count read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Checks a tree (or subtree at `at`) from the peer: valid names, bounded depth, symlinks that
+/// stay inside the root. The peer's scanner turns such things into problems; one that sends
+/// them anyway is lying.
+pub fn check_entry(at: &RelPath, e: &Entry) -> Result<(), String> {
+    fn walk(path: &mut String, e: &Entry, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("tree deeper than {MAX_DEPTH} levels"));
+        }
+        match e {
+            Entry::Directory(children) => {
+                for (name, child) in children {
+                    validate_name(name).map_err(|err| format!("bad name in tree: {err}"))?;
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('/');
+                    }
+                    path.push_str(name);
+                    walk(path, child, depth + 1)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            Entry::Symlink { target } => {
+                let link = RelPath::new(path).map_err(|err| format!("bad path in tree: {err}"))?;
+                if link.is_root() || !link_stays_inside(&link, target) {
+                    return Err(format!(
+                        "symlink {link} -> {target:?} would lead outside the root"
+                    ));
+                }
+                Ok(())
+            }
+            Entry::File { .. } | Entry::Problem(_) => {
+                if path.is_empty() {
+                    return Ok(());
+                }
+                RelPath::new(path).map_err(|err| format!("bad path in tree: {err}"))?;
+                Ok(())
+            }
+        }
+    }
+    let mut p = at.as_str().to_owned();
+    walk(&mut p, e, at.components().count())
+}
+
+/// Checks the agent's answer to a transition of `changes`: one outcome per change, at the
+/// change's own path, with sound entries.
+pub fn check_outcomes(changes: &[Change], outs: &[OutcomeWire]) -> Result<(), String> {
+    if changes.len() != outs.len() {
+        return Err(format!(
+            "{} outcomes for {} changes",
+            outs.len(),
+            changes.len()
+        ));
+    }
+    for (ch, o) in changes.iter().zip(outs) {
+        if o.path != ch.path {
+            return Err(format!(
+                "outcome for {} answers the change at {}",
+                o.path, ch.path
+            ));
+        }
+        if let Some(e) = &o.now {
+            check_entry(&o.path, e)?;
+        }
+        for (p, _) in &o.errors {
+            if !p.starts_with(&ch.path) {
+                return Err(format!(
+                    "error reported at {p}, outside the change at {}",
+                    ch.path
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(m: &Msg, compress: bool) -> Msg {
+        let mut w = FrameWriter::new(Vec::new());
+        w.set_compress(compress);
+        w.send(m).expect("send");
+        let mut r = FrameReader::new(&w.w[..]);
+        r.recv().expect("recv")
+    }
+
+    #[test]
+    fn messages_survive_framing_split_and_compression() {
+        let big = Msg::Data(vec![7u8; FRAME_MAX * 2 + 10]);
+        for compress in [false, true] {
+            match roundtrip(&big, compress) {
+                Msg::Data(d) => assert_eq!(d.len(), FRAME_MAX * 2 + 10),
+                other => panic!("got {other:?}"),
+            }
+            assert!(matches!(roundtrip(&Msg::Ok, compress), Msg::Ok));
+        }
+    }
+
+    #[test]
+    fn oversized_and_truncated_frames_are_refused() {
+        let mut huge = ((FRAME_MAX + 2) as u32).to_le_bytes().to_vec();
+        huge.push(0);
+        let e = FrameReader::new(&huge[..])
+            .recv()
+            .expect_err("over the cap");
+        assert!(e.to_string().contains("limit"), "{e}");
+
+        let mut w = FrameWriter::new(Vec::new());
+        w.send(&Msg::Data(vec![1; 100])).expect("send");
+        let cut = &w.w[..w.w.len() - 3];
+        let e = FrameReader::new(cut).recv().expect_err("truncated");
+        assert!(e.to_string().contains("truncated"), "{e}");
+
+        let e = FrameReader::new(&[1u8, 0, 0][..])
+            .recv()
+            .expect_err("short header");
+        assert!(e.to_string().contains("header"), "{e}");
+    }
+
+    #[test]
+    fn preface_tells_version_and_strangers_apart() {
+        let mut ok = Vec::new();
+        write_preface(&mut ok).expect("write");
+        read_preface(&mut &ok[..]).expect("same version");
+        let mut other = ok.clone();
+        other[8] = 9;
+        let e = read_preface(&mut &other[..]).expect_err("other version");
+        assert!(
+            e.to_string().contains("speaks 1, the agent speaks 9"),
+            "{e}"
+        );
+        let e = read_preface(&mut &b"Welcome to Ubuntu"[..]).expect_err("not an agent");
+        assert!(e.to_string().contains("not a ferry agent"), "{e}");
+    }
+
+    #[test]
+    fn lying_trees_are_refused() {
+        let root = RelPath::default();
+        let link = |t: &str| {
+            Entry::Directory([("a".to_owned(), Entry::Symlink { target: t.into() })].into())
+        };
+        assert!(check_entry(&root, &link("b")).is_ok());
+        assert!(check_entry(&root, &link("../etc")).is_err());
+        assert!(check_entry(&root, &link("/etc")).is_err());
+        for bad in ["..", ".", "a/b", "", "a\0b"] {
+            let t = Entry::Directory([(bad.to_owned(), Entry::file([0; 32], 1, false))].into());
+            assert!(check_entry(&root, &t).is_err(), "{bad:?}");
+        }
+    }
+}
