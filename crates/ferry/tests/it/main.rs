@@ -6,6 +6,7 @@
 mod modes;
 mod once;
 mod placement;
+mod remote_support;
 mod review;
 mod review2;
 mod review3;
