@@ -89,10 +89,14 @@ pub enum Piece {
     },
 }
 
+/// The receiving side stopped taking content (it is done, or gone): stop reading.
+#[derive(Debug)]
+pub struct Gone;
+
 /// Where a source puts the pieces of the items it reads.
 pub trait Sink {
     /// Takes a piece; `Err` once the receiving side is gone (stop reading).
-    fn put(&mut self, p: Piece) -> Result<(), ()>;
+    fn put(&mut self, p: Piece) -> Result<(), Gone>;
     /// An empty buffer to read a chunk into (reused when possible).
     fn buffer(&mut self) -> Vec<u8> {
         Vec::new()
@@ -331,7 +335,7 @@ struct Batcher {
 
 impl Batcher {
     /// Adds a piece, sending the batch when it is full; `Err` only when the receiver is gone.
-    fn send(&mut self, p: Piece) -> Result<(), ()> {
+    fn send(&mut self, p: Piece) -> Result<(), Gone> {
         if let Piece::Data(d) = &p {
             self.bytes += d.len();
         }
@@ -342,19 +346,19 @@ impl Batcher {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), ()> {
+    fn flush(&mut self) -> Result<(), Gone> {
         self.bytes = 0;
         if self.batch.is_empty() {
             return Ok(());
         }
         self.tx
             .send(std::mem::take(&mut self.batch))
-            .map_err(|_| ())
+            .map_err(|_| Gone)
     }
 }
 
 impl Sink for Batcher {
-    fn put(&mut self, p: Piece) -> Result<(), ()> {
+    fn put(&mut self, p: Piece) -> Result<(), Gone> {
         self.send(p)
     }
 
@@ -372,7 +376,7 @@ pub fn read_by_open<E: Endpoint + ?Sized>(
     items: &[Item],
     stop: &AtomicBool,
     out: &mut dyn Sink,
-) -> Result<(), ()> {
+) -> Result<(), Gone> {
     for it in items {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -383,7 +387,7 @@ pub fn read_by_open<E: Endpoint + ?Sized>(
 }
 
 /// Sends one item's pieces; `Err` only when the receiver is gone.
-fn send_item<E: Endpoint + ?Sized>(src: &mut E, it: &Item, out: &mut dyn Sink) -> Result<(), ()> {
+fn send_item<E: Endpoint + ?Sized>(src: &mut E, it: &Item, out: &mut dyn Sink) -> Result<(), Gone> {
     if it.want.size == 0 {
         return out.put(Piece::End);
     }

@@ -353,7 +353,14 @@ impl Engine {
                         full = (true, true);
                     }
                     WatchEvent::Disconnected(side, msg) => {
-                        self.reconnect(side.as_str(), msg)?;
+                        let ep = match side {
+                            Side::Alpha => &self.alpha,
+                            Side::Beta => &self.beta,
+                        };
+                        // A cycle may have noticed first and connected again already.
+                        if !ep.connected() {
+                            self.reconnect(side.as_str(), msg)?;
+                        }
                         full = (true, true);
                     }
                     WatchEvent::Stop => {}

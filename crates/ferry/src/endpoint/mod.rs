@@ -25,7 +25,7 @@ use std::sync::atomic::AtomicBool;
 
 use ferry_core::{Change, Digest, Entry, RelPath};
 
-use crate::copy::{Item, Sink};
+use crate::copy::{Gone, Item, Sink};
 pub use crate::delta::BaseOpener;
 
 pub use crate::fs::ignore::IgnoreSpec;
@@ -223,8 +223,13 @@ pub trait Endpoint: Send {
         items: &[Item],
         stop: &AtomicBool,
         out: &mut dyn Sink,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Gone> {
         crate::copy::read_by_open(self, items, stop, out)
+    }
+
+    /// False once a remote side's connection broke (until [`Endpoint::reconnect`]).
+    fn connected(&self) -> bool {
+        true
     }
 
     /// Connects again after [`EndpointError::Lost`]; the next scan must be full.

@@ -15,7 +15,7 @@ use super::wire::{
     FEATURE_ZSTD, FrameReader, FrameWriter, Hello, IgnoreWire, Msg, OutcomeWire, TreeUpdate,
     WatchWire, WireError, read_preface, write_preface,
 };
-use crate::copy::{Item, Piece, Sink};
+use crate::copy::{Gone, Item, Piece, Sink};
 use crate::delta::{self, BaseOpener};
 use crate::endpoint::local::LocalEndpoint;
 use crate::endpoint::{Endpoint, EndpointError, Feed, IgnoreSpec, ScanRequest, Side, Wanted};
@@ -24,8 +24,18 @@ type Out = Arc<Mutex<FrameWriter<Box<dyn Write + Send>>>>;
 
 /// Runs the agent until its input ends; the process's exit code.
 pub fn run() -> i32 {
-    let stdout: Box<dyn Write + Send> = Box::new(io::stdout());
-    let stdin: Box<dyn Read + Send> = Box::new(io::stdin());
+    use std::os::fd::AsFd;
+    // The raw descriptors (duplicated): Rust's stdout flushes at every newline byte.
+    let raw = (
+        io::stdin().as_fd().try_clone_to_owned(),
+        io::stdout().as_fd().try_clone_to_owned(),
+    );
+    let (Ok(i), Ok(o)) = raw else {
+        eprintln!("ferry agent: cannot use stdin/stdout");
+        return 1;
+    };
+    let stdin: Box<dyn Read + Send> = Box::new(std::fs::File::from(i));
+    let stdout: Box<dyn Write + Send> = Box::new(std::fs::File::from(o));
     match serve(stdin, stdout) {
         Ok(()) => 0,
         Err(e) => {
@@ -97,6 +107,14 @@ fn send(out: &Out, m: &Msg) -> Result<(), WireError> {
         .lock()
         .map_err(|_| WireError::Bad("writer poisoned".into()))?;
     w.send(m).map_err(WireError::Io)
+}
+
+/// Sends without flushing (pieces of a stream; the stream's last message flushes).
+fn queue(out: &Out, m: &Msg) -> Result<(), WireError> {
+    let mut w = out
+        .lock()
+        .map_err(|_| WireError::Bad("writer poisoned".into()))?;
+    w.queue(m).map_err(WireError::Io)
 }
 
 struct Agent {
@@ -410,7 +428,7 @@ struct WireSink<'a> {
 }
 
 impl Sink for WireSink<'_> {
-    fn put(&mut self, p: Piece) -> Result<(), ()> {
+    fn put(&mut self, p: Piece) -> Result<(), Gone> {
         if let Ok(Ok(Msg::Cancel)) = self.rx.try_recv() {
             self.stop.store(true, Ordering::SeqCst);
         }
@@ -428,7 +446,10 @@ impl Sink for WireSink<'_> {
                 delta,
             },
         };
-        send(self.out, &m).map_err(|e| self.error = Some(e))
+        queue(self.out, &m).map_err(|e| {
+            self.error = Some(e);
+            Gone
+        })
     }
 }
 

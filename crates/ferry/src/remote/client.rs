@@ -19,7 +19,7 @@ use super::wire::{
     FEATURE_ZSTD, FrameReader, FrameWriter, Hello, IgnoreWire, Msg, OutcomeWire, ReadItem,
     TreeUpdate, WantedWire, WatchWire, WireError, check_entry, check_outcomes, write_preface,
 };
-use crate::copy::{self, CHUNK, Item, Piece, Sink};
+use crate::copy::{self, CHUNK, Gone, Item, Piece, Sink};
 use crate::endpoint::{
     Content, Endpoint, EndpointError, Feed, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side,
     WatchEvent,
@@ -506,7 +506,7 @@ impl Endpoint for RemoteEndpoint {
         // One file through the batched stream (the engine reads through `read_items`).
         struct Collect(Vec<u8>, Option<String>);
         impl Sink for Collect {
-            fn put(&mut self, p: Piece) -> Result<(), ()> {
+            fn put(&mut self, p: Piece) -> Result<(), Gone> {
                 match p {
                     Piece::Data(d) => self.0.extend_from_slice(&d),
                     Piece::Failed(f) => self.1 = Some(f),
@@ -542,7 +542,7 @@ impl Endpoint for RemoteEndpoint {
         items: &[Item],
         stop: &AtomicBool,
         out: &mut dyn Sink,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Gone> {
         let list = items
             .iter()
             .map(|it| ReadItem {
@@ -573,16 +573,16 @@ impl Endpoint for RemoteEndpoint {
                     if !cancelled {
                         let _ = out.put(Piece::Failed(e.to_string()));
                     }
-                    return Err(());
+                    return Err(Gone);
                 }
             };
             if matches!(m, Msg::ReadDone) {
-                return if cancelled { Err(()) } else { Ok(()) };
+                return if cancelled { Err(Gone) } else { Ok(()) };
             }
             let Some(p) = piece(m) else {
                 let e = self.violation("sent something else in a content stream".into());
                 let _ = out.put(Piece::Failed(e.to_string()));
-                return Err(());
+                return Err(Gone);
             };
             if cur.is_none() {
                 cur = left.next();
@@ -591,7 +591,7 @@ impl Endpoint for RemoteEndpoint {
             let Some(it) = cur else {
                 let e = self.violation("sent more content than was asked for".into());
                 let _ = out.put(Piece::Failed(e.to_string()));
-                return Err(());
+                return Err(Gone);
             };
             let last = !matches!(p, Piece::Data(_));
             if let Piece::Data(d) = &p {
@@ -603,7 +603,7 @@ impl Endpoint for RemoteEndpoint {
                         it.want.size, it.path
                     ));
                     let _ = out.put(Piece::Failed(e.to_string()));
-                    return Err(());
+                    return Err(Gone);
                 }
             }
             if last {
@@ -612,7 +612,7 @@ impl Endpoint for RemoteEndpoint {
             if !cancelled && out.put(p).is_err() {
                 cancelled = self.send(&Msg::Cancel).is_ok();
                 if !cancelled {
-                    return Err(());
+                    return Err(Gone);
                 }
             }
         }
@@ -650,23 +650,23 @@ impl Endpoint for RemoteEndpoint {
                 return Err(self.lost("not connected".into()));
             };
             let res = (|| -> std::io::Result<()> {
-                c.writer.send(&item)?;
+                c.writer.queue(&item)?;
                 match content {
                     Content::Delta {
                         base,
                         base_digest,
                         delta,
-                    } => c.writer.send(&Msg::Delta {
+                    } => c.writer.queue(&Msg::Delta {
                         base,
                         base_digest,
                         delta,
                     }),
                     Content::Stream(r) => loop {
                         match r.read(&mut buf) {
-                            Ok(0) => return c.writer.send(&Msg::End),
-                            Ok(n) => c.writer.send(&Msg::Data(buf[..n].to_vec()))?,
+                            Ok(0) => return c.writer.queue(&Msg::End),
+                            Ok(n) => c.writer.queue(&Msg::Data(buf[..n].to_vec()))?,
                             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => return c.writer.send(&Msg::Failed(e.to_string())),
+                            Err(e) => return c.writer.queue(&Msg::Failed(e.to_string())),
                         }
                     },
                 }
@@ -762,12 +762,14 @@ impl Endpoint for RemoteEndpoint {
         }
     }
 
-    fn reconnect(&mut self) -> Result<(), EndpointError> {
-        if self
-            .conn
+    fn connected(&self) -> bool {
+        self.conn
             .as_ref()
             .is_some_and(|c| !c.dead.load(Ordering::SeqCst))
-        {
+    }
+
+    fn reconnect(&mut self) -> Result<(), EndpointError> {
+        if self.connected() {
             return Ok(());
         }
         self.connect(false, false).map_err(|e| EndpointError::Lost {

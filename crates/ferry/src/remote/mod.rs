@@ -392,7 +392,8 @@ mod tests {
         assert!(!is_static_x86_64(&me));
         assert!(!is_static_x86_64(b"\x7fELF\x02junk"));
         // Debian's busybox-static (installed by .ci/run).
-        let bb = std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)");
+        let bb =
+            std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)");
         assert!(is_static_x86_64(&bb));
     }
 }

@@ -240,9 +240,12 @@ pub fn read_preface(r: &mut dyn Read) -> Result<(), WireError> {
     Ok(())
 }
 
+/// Bytes gathered before they go out when messages are sent without a flush.
+const BUFFER: usize = 256 * 1024;
+
 /// Writes messages as frames.
 pub struct FrameWriter<W: Write> {
-    w: W,
+    w: io::BufWriter<W>,
     compress: bool,
     buf: Vec<u8>,
     /// Payload bytes written (after compression), frame headers included.
@@ -252,7 +255,7 @@ pub struct FrameWriter<W: Write> {
 impl<W: Write> FrameWriter<W> {
     pub fn new(w: W) -> Self {
         FrameWriter {
-            w,
+            w: io::BufWriter::with_capacity(BUFFER, w),
             compress: false,
             buf: Vec::new(),
             sent: 0,
@@ -263,14 +266,26 @@ impl<W: Write> FrameWriter<W> {
         self.compress = on;
     }
 
-    /// Encodes and sends one message (flushed).
+    /// Encodes and sends one message, flushed: the peer sees it now.
     pub fn send(&mut self, m: &Msg) -> io::Result<()> {
-        self.buf.clear();
-        let bytes = postcard::to_io(m, std::mem::take(&mut self.buf))
+        self.queue(m)?;
+        self.w.flush()
+    }
+
+    /// Encodes one message into the buffer; it goes out when the buffer fills or at the next
+    /// [`FrameWriter::send`] or [`FrameWriter::flush`] (for streams of many small pieces).
+    pub fn queue(&mut self, m: &Msg) -> io::Result<()> {
+        let mut bytes = std::mem::take(&mut self.buf);
+        bytes.clear();
+        let bytes = postcard::to_io(m, bytes)
             .map_err(|e| io::Error::other(format!("encoding a message: {e}")))?;
         let res = self.send_bytes(&bytes);
         self.buf = bytes;
         res
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
     }
 
     fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -288,7 +303,7 @@ impl<W: Write> FrameWriter<W> {
             let more = if chunks.peek().is_some() { MORE } else { 0 };
             self.frame(c, more)?;
         }
-        self.w.flush()
+        Ok(())
     }
 
     fn frame(&mut self, payload: &[u8], flags: u8) -> io::Result<()> {
@@ -314,7 +329,7 @@ impl<W: Write> FrameWriter<W> {
 
 /// Reads frames and decodes messages, refusing anything over the limits.
 pub struct FrameReader<R: Read> {
-    r: R,
+    r: io::BufReader<R>,
     msg: Vec<u8>,
     frame: Vec<u8>,
     /// Bytes read off the wire, frame headers included.
@@ -324,7 +339,7 @@ pub struct FrameReader<R: Read> {
 impl<R: Read> FrameReader<R> {
     pub fn new(r: R) -> Self {
         FrameReader {
-            r,
+            r: io::BufReader::with_capacity(BUFFER, r),
             msg: Vec::new(),
             frame: Vec::new(),
             received: 0,
@@ -503,7 +518,8 @@ mod tests {
         let mut w = FrameWriter::new(Vec::new());
         w.set_compress(compress);
         w.send(m).expect("send");
-        let mut r = FrameReader::new(&w.w[..]);
+        let bytes = w.w.into_inner().expect("flushed");
+        let mut r = FrameReader::new(&bytes[..]);
         r.recv().expect("recv")
     }
 
@@ -530,7 +546,8 @@ mod tests {
 
         let mut w = FrameWriter::new(Vec::new());
         w.send(&Msg::Data(vec![1; 100])).expect("send");
-        let cut = &w.w[..w.w.len() - 3];
+        let bytes = w.w.into_inner().expect("flushed");
+        let cut = &bytes[..bytes.len() - 3];
         let e = FrameReader::new(cut).recv().expect_err("truncated");
         assert!(e.to_string().contains("truncated"), "{e}");
 

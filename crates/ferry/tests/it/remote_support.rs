@@ -1120,15 +1120,46 @@ pub fn kubectl_standin() -> PathBuf {
     p
 }
 
-const STATIC_AGENT_HINT: &str = "build it with `cargo build --release --target \
+const STATIC_AGENT_HINT: &str = "build it with `cargo build --profile agent --target \
                                  x86_64-unknown-linux-musl -p ferry` (see DEVELOPERS.md)";
 
 /// The fully static ferry binary the product uploads into containers: `$FERRY_AGENT` if set,
-/// else `<workspace>/target/x86_64-unknown-linux-musl/release/ferry`. Panics if it is missing.
+/// else `<workspace>/target/x86_64-unknown-linux-musl/agent/ferry`. Panics if it is missing.
 #[allow(dead_code)] // used by the remote endpoint tests, not written yet
 pub fn static_agent() -> PathBuf {
-    static_agent_from(std::env::var_os("FERRY_AGENT").map(PathBuf::from))
-        .unwrap_or_else(|e| panic!("{e}"))
+    let from_env = std::env::var_os("FERRY_AGENT").map(PathBuf::from);
+    if from_env.is_none() && !default_static_agent().is_file() {
+        build_static_agent();
+    }
+    static_agent_from(from_env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Builds the static agent where ferry looks for it (once; `.ci/run` builds it beforehand).
+fn build_static_agent() {
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if *built || default_static_agent().is_file() {
+        return;
+    }
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--profile",
+            "agent",
+            "--target",
+            "x86_64-unknown-linux-musl",
+            "-p",
+            "ferry",
+        ])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .output()
+        .expect("running cargo to build the static agent");
+    assert!(
+        out.status.success(),
+        "building the static agent failed ({STATIC_AGENT_HINT}):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *built = true;
 }
 
 /// [`static_agent`]'s logic, with the value of `FERRY_AGENT` passed in.
@@ -1150,7 +1181,7 @@ fn static_agent_from(from_env: Option<PathBuf>) -> Result<PathBuf, String> {
 fn default_static_agent() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
-        .join("target/x86_64-unknown-linux-musl/release/ferry")
+        .join("target/x86_64-unknown-linux-musl/agent/ferry")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1417,13 +1448,15 @@ fn fixtures_static_agent_path_logic() {
     );
     assert_eq!(
         default.strip_prefix(workspace),
-        Ok(Path::new("target/x86_64-unknown-linux-musl/release/ferry"))
+        Ok(Path::new("target/x86_64-unknown-linux-musl/agent/ferry"))
     );
     match static_agent_from(None) {
         Ok(p) => assert_eq!(p, default),
         Err(e) => assert!(
             e.contains(&default.display().to_string())
-                && e.contains("cargo build --release --target x86_64-unknown-linux-musl -p ferry"),
+                && e.contains(
+                    "cargo build --profile agent --target x86_64-unknown-linux-musl -p ferry"
+                ),
             "{e}"
         ),
     }
