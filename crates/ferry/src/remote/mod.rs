@@ -233,7 +233,8 @@ pub struct AgentBinary {
 }
 
 /// Finds the static agent: `$FERRY_AGENT`; this very binary when it is static (a musl build);
-/// else the musl build next to this one in cargo's target directory.
+/// the musl build next to this one in cargo's target directory; else the copy a release build
+/// embeds (written out once to the user's cache directory).
 pub fn agent_binary() -> Result<AgentBinary, String> {
     static FOUND: OnceLock<Result<AgentBinary, String>> = OnceLock::new();
     FOUND.get_or_init(find_agent).clone()
@@ -244,7 +245,11 @@ fn find_agent() -> Result<AgentBinary, String> {
     if let Some(p) = std::env::var_os("FERRY_AGENT") {
         candidates.push(PathBuf::from(p));
     } else if let Ok(exe) = std::env::current_exe() {
-        candidates.push(exe.clone());
+        if std::fs::read(&exe).is_ok_and(|b| is_static_x86_64(&b)) {
+            candidates.push(exe.clone());
+        } else if let Some(found) = embedded_agent() {
+            return found;
+        }
         if let Some(dir) = exe.parent() {
             // target/{debug,release}/ferry -> target/x86_64-unknown-linux-musl/*/ferry
             if let Some(target) = dir.parent() {
@@ -284,6 +289,33 @@ fn find_agent() -> Result<AgentBinary, String> {
             .into(),
     )
 }
+
+/// The agent this release build embeds, written out once to the user's cache directory.
+fn embedded_agent() -> Option<Result<AgentBinary, String>> {
+    if EMBEDDED.is_empty() || !is_static_x86_64(EMBEDDED) {
+        return None;
+    }
+    Some((|| {
+        let hash = blake3::hash(EMBEDDED).to_hex();
+        let tag = format!("{}-{}", env!("CARGO_PKG_VERSION"), &hash.as_str()[..16]);
+        let dir = directories::ProjectDirs::from("", "", "ferry")
+            .map(|d| d.cache_dir().join("agent").join(&tag))
+            .ok_or("no cache directory for the embedded agent: set HOME or FERRY_AGENT")?;
+        let path = dir.join("ferry");
+        let present = std::fs::read(&path).is_ok_and(|b| b == EMBEDDED);
+        if !present {
+            let tmp = dir.join(format!("ferry.{}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&tmp, EMBEDDED))
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("writing the embedded agent to {}: {e}", dir.display()))?;
+        }
+        Ok(AgentBinary { path, tag })
+    })())
+}
+
+/// The static agent a release build embeds (empty otherwise; see build.rs).
+static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agent.bin"));
 
 /// True for an x86_64 ELF executable without a program interpreter (statically linked).
 pub fn is_static_x86_64(elf: &[u8]) -> bool {
