@@ -125,15 +125,20 @@ fn beta_whose_parent_does_not_exist() {
 }
 
 #[test]
-fn remote_endpoint_forms_are_refused() {
+fn malformed_remote_endpoints_are_refused() {
     let fx = Fixture::new();
     for remote in [
-        "docker://web/app",
-        "docker://user@web/srv/app",
-        "ssh://host/path",
+        "docker://web",
+        "docker:///srv/app",
+        "docker://web/",
+        "docker://@web/srv",
+        "ssh://host:99999/path",
+        "ssh://-oProxyCommand=x/path",
+        "-oProxyCommand=x:path",
+        "host:",
         "k8s://pod/app",
-        "host:path",
-        "user@host:/abs/path",
+        "k8s://Default/web/app",
+        "ftp://host/path",
     ] {
         refused(&fx, &sync_args(&fx.alpha, remote));
         refused(&fx, &sync_args(remote, &fx.beta));
