@@ -139,7 +139,7 @@ impl Location {
                 path,
             } => format!(
                 "k8s://{}{namespace}/{pod}{}{path}",
-                at(context),
+                at(&context.as_deref().map(percent_encode_context)),
                 container
                     .as_ref()
                     .map(|c| format!(":{c}"))
@@ -178,9 +178,8 @@ fn remote_path(which: &str, s: &str, rest: &str) -> Result<String, String> {
     Ok(path)
 }
 
-/// `[CONTEXT@]NAMESPACE/POD[:CONTAINER]/abs/path`. Namespaces and pods are DNS names, so the
-/// context is whatever comes before the first `@` after which such a shape follows (context
-/// names may hold `@` and `/`).
+/// `[CONTEXT@]NAMESPACE/POD[:CONTAINER]/abs/path`. Namespaces, pods and containers are DNS
+/// names; a context name holding `@`, `/` or `%` writes them `%40`, `%2F`, `%25`.
 fn parse_k8s(rest: &str) -> Option<Location> {
     let dns = |s: &str| {
         !s.is_empty()
@@ -188,40 +187,57 @@ fn parse_k8s(rest: &str) -> Option<Location> {
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
     };
-    let shape = |s: &str| -> Option<(String, String, Option<String>, String)> {
-        let (ns, rest) = s.split_once('/')?;
-        let (podc, path) = rest.split_once('/')?;
-        let (pod, container) = match podc.split_once(':') {
-            Some((p, c)) => (p, Some(c.to_owned())),
-            None => (podc, None),
-        };
-        if !dns(ns) || !dns(pod) || container.as_deref().is_some_and(|c| !dns(c)) {
-            return None;
-        }
-        let path = format!("/{}", path.trim_end_matches('/'));
-        if path == "/" || path.contains('\0') {
-            return None;
-        }
-        Some((ns.to_owned(), pod.to_owned(), container, path))
+    let (auth, rest) = rest.split_once('/')?;
+    let (context, namespace) = match auth.split_once('@') {
+        Some((c, ns)) => (Some(percent_decode(c)?), ns),
+        None => (None, auth),
     };
-    let build = |context: Option<String>, (namespace, pod, container, path)| Location::K8s {
+    let (podc, path) = rest.split_once('/')?;
+    let (pod, container) = match podc.split_once(':') {
+        Some((p, c)) => (p, Some(c.to_owned())),
+        None => (podc, None),
+    };
+    if !dns(namespace)
+        || !dns(pod)
+        || container.as_deref().is_some_and(|c| !dns(c))
+        || context.as_deref() == Some("")
+    {
+        return None;
+    }
+    let path = format!("/{}", path.trim_end_matches('/'));
+    if path == "/" || path.contains('\0') {
+        return None;
+    }
+    Some(Location::K8s {
         context,
-        namespace,
-        pod,
+        namespace: namespace.to_owned(),
+        pod: pod.to_owned(),
         container,
         path,
-    };
-    if let Some(parts) = shape(rest) {
-        return Some(build(None, parts));
-    }
-    for (i, _) in rest.match_indices('@') {
-        if let Some(parts) = shape(&rest[i + 1..]) {
-            if i > 0 {
-                return Some(build(Some(rest[..i].to_owned()), parts));
-            }
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
         }
     }
-    None
+    String::from_utf8(out).ok()
+}
+
+fn percent_encode_context(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('@', "%40")
+        .replace('/', "%2F")
 }
 
 /// The static agent binary ferry installs on the far side, and the tag naming its version
@@ -384,7 +400,7 @@ mod tests {
             })
         );
         assert_eq!(
-            p("k8s://me@prod/default/web-1:app/srv/app"),
+            p("k8s://me%40prod@default/web-1:app/srv/app"),
             Ok(Location::K8s {
                 context: Some("me@prod".into()),
                 namespace: "default".into(),
@@ -394,10 +410,10 @@ mod tests {
             })
         );
         assert_eq!(
-            p("k8s://arn:aws:eks:eu-west-1:1:cluster/x@dev/api/srv")
+            p("k8s://arn:aws:eks:eu-west-1:1:cluster%2Fx@dev/api/srv")
                 .map(|l| l.url())
                 .as_deref(),
-            Ok("k8s://arn:aws:eks:eu-west-1:1:cluster/x@dev/api/srv")
+            Ok("k8s://arn:aws:eks:eu-west-1:1:cluster%2Fx@dev/api/srv")
         );
         assert_eq!(p("./a:b"), Ok(Location::Local("./a:b".into())));
         assert_eq!(p("/x/y"), Ok(Location::Local("/x/y".into())));
@@ -411,6 +427,7 @@ mod tests {
             "host:",
             "k8s://default/web",
             "k8s://Default/web/x",
+            "k8s://%zz@default/web/x",
             "ftp://h/x",
         ] {
             assert!(p(bad).is_err(), "{bad}");
