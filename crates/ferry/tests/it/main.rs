@@ -6,6 +6,7 @@
 mod modes;
 mod once;
 mod placement;
+mod remote;
 mod remote_support;
 mod review;
 mod review2;
