@@ -24,7 +24,10 @@ impl fmt::Display for Digest {
 
 /// One node of an endpoint's tree, as a scan saw it. Only metadata and digests: content never
 /// lives in a tree.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Decoding refuses trees nested deeper than [`MAX_DEPTH`] (no legal path is that deep): a
+/// tree from a peer or a damaged file cannot exhaust the stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum Entry {
     /// A directory and its children by name.
     Directory(BTreeMap<String, Entry>),
@@ -45,6 +48,59 @@ pub enum Entry {
     /// A path the scan could not read (permissions, a name that is not UTF-8, a link that
     /// escapes the root, …). Never propagated, never deleted; reported.
     Problem(String),
+}
+
+/// The deepest tree decoding accepts: a path of `MAX_PATH_LEN` bytes has at most half as many
+/// components, plus the root.
+pub const MAX_DEPTH: usize = crate::MAX_PATH_LEN / 2 + 1;
+
+/// The same shape as [`Entry`] (so the same encoding): what decoding builds, one level at a
+/// time, with the depth counted.
+#[derive(Deserialize)]
+#[serde(rename = "Entry")]
+enum EntryRepr {
+    Directory(BTreeMap<String, Entry>),
+    File {
+        digest: Digest,
+        size: u64,
+        executable: bool,
+    },
+    Symlink {
+        target: String,
+    },
+    Problem(String),
+}
+
+std::thread_local! {
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Entry, D::Error> {
+        let depth = DEPTH.with(|c| c.get());
+        if depth >= MAX_DEPTH {
+            return Err(serde::de::Error::custom(format!(
+                "tree nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        DEPTH.with(|c| c.set(depth + 1));
+        let r = EntryRepr::deserialize(d);
+        DEPTH.with(|c| c.set(depth));
+        Ok(match r? {
+            EntryRepr::Directory(c) => Entry::Directory(c),
+            EntryRepr::File {
+                digest,
+                size,
+                executable,
+            } => Entry::File {
+                digest,
+                size,
+                executable,
+            },
+            EntryRepr::Symlink { target } => Entry::Symlink { target },
+            EntryRepr::Problem(p) => Entry::Problem(p),
+        })
+    }
 }
 
 impl Entry {

@@ -27,7 +27,7 @@ mod reconcile;
 
 pub use agree::{agree, agree_at, forget, set_agreed};
 pub use apply::{ApplyError, apply_changes};
-pub use entry::{Digest, Entry, digests};
+pub use entry::{Digest, Entry, MAX_DEPTH, digests};
 pub use mode::{Mode, UnknownMode};
 pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, RelPath, link_stays_inside, validate_name};
 pub use reconcile::{

@@ -57,6 +57,11 @@ pub fn encode(signature: &[u8], data: &[u8]) -> Option<Vec<u8>> {
 
 /// Rebuilds content of exactly `size` bytes from `base` and `delta`.
 pub fn apply(base: &[u8], delta: &[u8], size: u64) -> io::Result<Vec<u8>> {
+    if size > DELTA_MAX {
+        return Err(io::Error::other(format!(
+            "a delta for {size} bytes, over the {DELTA_MAX}-byte limit"
+        )));
+    }
     let limit = usize::try_from(size).map_err(io::Error::other)?;
     let mut out = Vec::with_capacity(limit);
     fast_rsync::apply_limited(base, delta, &mut out, limit)

@@ -74,15 +74,21 @@ pub fn serve(
     }
     // Requests are read on their own thread, so a long answer can hear `Cancel`.
     let (tx, rx) = sync_channel::<Result<Msg, String>>(64);
-    std::thread::spawn(move || {
-        loop {
-            let m = reader.recv().map_err(|e| e.to_string());
-            let end = m.is_err();
-            if tx.send(m).is_err() || end {
-                return;
+    // Decoding deep trees recurses once per level (bounded by `MAX_DEPTH`).
+    let reading = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || {
+            loop {
+                let m = reader.recv().map_err(|e| e.to_string());
+                let end = m.is_err();
+                if tx.send(m).is_err() || end {
+                    return;
+                }
             }
-        }
-    });
+        });
+    if let Err(e) = reading {
+        return Err(WireError::Io(e));
+    }
     let mut agent = Agent {
         ep: None,
         out: out.clone(),
@@ -622,9 +628,22 @@ fn scan(ep: &mut LocalEndpoint, paths: Option<Vec<RelPath>>) -> Msg {
     let tree = match targets {
         Some(ts) => {
             let tree = ep.tree();
+            // A place inside another one is covered by it (and, once that one is gone, would
+            // name a path without a parent).
+            let all: HashSet<RelPath> = ts.iter().cloned().collect();
             let mut seen = HashSet::new();
             TreeUpdate::At(
                 ts.into_iter()
+                    .filter(|t| {
+                        let mut up = t.parent();
+                        while let Some(p) = up {
+                            if all.contains(&p) {
+                                return false;
+                            }
+                            up = p.parent();
+                        }
+                        true
+                    })
                     .filter(|t| seen.insert(t.clone()))
                     .map(|t| {
                         let now = tree.and_then(|tr| tr.get(t.as_str())).cloned();

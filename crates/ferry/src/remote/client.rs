@@ -59,6 +59,8 @@ pub struct RemoteEndpoint {
     sent: HashSet<Digest>,
     /// Wire bytes of connections that ended.
     wire_before: u64,
+    /// The agent broke the protocol: every later call fails with this, no reconnection.
+    poisoned: Option<String>,
 }
 
 /// Why opening a remote endpoint failed.
@@ -108,6 +110,7 @@ impl RemoteEndpoint {
             missing: HashSet::new(),
             sent: HashSet::new(),
             wire_before: 0,
+            poisoned: None,
         };
         ep.connect(create, true)?;
         Ok(ep)
@@ -150,7 +153,11 @@ impl RemoteEndpoint {
                 self.hang_up();
                 return Err(OpenError {
                     usage: false,
-                    message: unexpected(&other, "Opened"),
+                    message: format!(
+                        "{}: the agent broke the protocol: {}",
+                        self.url,
+                        unexpected(&other, "Opened")
+                    ),
                 });
             }
             Err(e) => {
@@ -202,13 +209,15 @@ impl RemoteEndpoint {
     /// The agent broke the protocol: no retry, nothing more is asked of it.
     fn violation(&mut self, why: String) -> EndpointError {
         self.hang_up();
-        EndpointError::Other(
-            format!("{}: the agent broke the protocol: {why}", self.url),
-            self.side.as_str(),
-        )
+        let message = format!("{}: the agent broke the protocol: {why}", self.url);
+        self.poisoned = Some(message.clone());
+        EndpointError::Other(message, self.side.as_str())
     }
 
     fn send(&mut self, m: &Msg) -> Result<(), EndpointError> {
+        if let Some(p) = &self.poisoned {
+            return Err(EndpointError::Other(p.clone(), self.side.as_str()));
+        }
         let Some(c) = self.conn.as_mut() else {
             return Err(self.lost("not connected".into()));
         };
@@ -219,6 +228,9 @@ impl RemoteEndpoint {
     }
 
     fn recv(&mut self) -> Result<Msg, EndpointError> {
+        if let Some(p) = &self.poisoned {
+            return Err(EndpointError::Other(p.clone(), self.side.as_str()));
+        }
         let Some(c) = self.conn.as_mut() else {
             return Err(self.lost("not connected".into()));
         };
@@ -232,7 +244,7 @@ impl RemoteEndpoint {
                 EndpointError::Other(format!("{}: {message}", self.url), self.side.as_str())
             }),
             Ok(Ok(m)) => Ok(m),
-            Ok(Err(e)) if e.starts_with("bad frame") => Err(self.violation(e)),
+            Ok(Err(e)) if e.starts_with("bad frame from the peer") => Err(self.violation(e)),
             Ok(Err(e)) => Err(self.lost(e)),
             Err(_) => Err(self.lost("connection closed".into())),
         }
@@ -293,6 +305,8 @@ fn start(
     let (r2, d2) = (received.clone(), dead.clone());
     std::thread::Builder::new()
         .name("ferry-remote".into())
+        // Decoding a deep tree recurses once per level (bounded by `MAX_DEPTH`).
+        .stack_size(256 << 20)
         .spawn(move || read_loop(reader, tx, side, watch, overflow, r2, d2))
         .map_err(WireError::Io)?;
     Ok(Conn {
@@ -338,7 +352,6 @@ fn read_loop(
                 }
             }
             Err(WireError::Closed) => break "the agent closed the connection".to_owned(),
-            Err(e @ WireError::Bad(_)) => break format!("bad frame: {e}"),
             Err(e) => break e.to_string(),
         }
     };
@@ -436,6 +449,14 @@ impl Endpoint for RemoteEndpoint {
                             .collect();
                         let mut tree = self.tree.take();
                         for ch in changes {
+                            let gone = tree
+                                .as_ref()
+                                .and_then(|t| t.get(ch.path.as_str()))
+                                .is_none();
+                            if ch.new.is_none() && gone {
+                                // Already absent (inside a place an earlier patch removed).
+                                continue;
+                            }
                             tree = match apply_changes(tree, std::slice::from_ref(&ch)) {
                                 Ok(t) => t,
                                 Err(e) => {
@@ -467,7 +488,11 @@ impl Endpoint for RemoteEndpoint {
             path: path.clone(),
             limit,
         })? {
-            Msg::Small(s) if s.as_ref().is_none_or(|b| b.len() as u64 <= limit) => Ok(s),
+            Msg::Small(Some(b)) if b.len() as u64 > limit => Err(self.violation(format!(
+                "sent {} bytes of {path} where at most {limit} were asked for",
+                b.len()
+            ))),
+            Msg::Small(s) => Ok(s),
             other => Err(self.violation(unexpected(&other, "Small"))),
         }
     }
@@ -593,6 +618,14 @@ impl Endpoint for RemoteEndpoint {
                 let _ = out.put(Piece::Failed(e.to_string()));
                 return Err(Gone);
             };
+            if matches!(p, Piece::Delta { .. }) && it.signature.is_none() {
+                let e = self.violation(format!(
+                    "sent a delta for {}, which was asked for whole",
+                    it.path
+                ));
+                let _ = out.put(Piece::Failed(e.to_string()));
+                return Err(Gone);
+            }
             let last = !matches!(p, Piece::Data(_));
             if let Piece::Data(d) = &p {
                 got += d.len() as u64;
@@ -769,6 +802,9 @@ impl Endpoint for RemoteEndpoint {
     }
 
     fn reconnect(&mut self) -> Result<(), EndpointError> {
+        if let Some(p) = &self.poisoned {
+            return Err(EndpointError::Other(p.clone(), self.side.as_str()));
+        }
         if self.connected() {
             return Ok(());
         }

@@ -14,7 +14,7 @@
 
 use std::io::{self, Read, Write};
 
-use ferry_core::{Change, Digest, Entry, RelPath, link_stays_inside, validate_name};
+use ferry_core::{Change, Digest, Entry, MAX_DEPTH, RelPath, link_stays_inside, validate_name};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape.
@@ -29,8 +29,6 @@ pub const ZSTD: u8 = 1;
 pub const MORE: u8 = 2;
 /// Frames smaller than this are never worth compressing.
 const COMPRESS_MIN: usize = 512;
-/// Deepest tree accepted from a peer (the local scanner's limit is the path length cap).
-const MAX_DEPTH: usize = 2048;
 
 /// Feature bits of [`Hello`].
 pub const FEATURE_ZSTD: u32 = 1;
@@ -444,6 +442,9 @@ pub fn check_entry(at: &RelPath, e: &Entry) -> Result<(), String> {
         }
         match e {
             Entry::Directory(children) => {
+                if !path.is_empty() {
+                    RelPath::new(path).map_err(|err| format!("bad path in tree: {err}"))?;
+                }
                 for (name, child) in children {
                     validate_name(name).map_err(|err| format!("bad name in tree: {err}"))?;
                     let len = path.len();

@@ -1128,17 +1128,19 @@ const STATIC_AGENT_HINT: &str = "build it with `cargo build --profile agent --ta
 #[allow(dead_code)] // used by the remote endpoint tests, not written yet
 pub fn static_agent() -> PathBuf {
     let from_env = std::env::var_os("FERRY_AGENT").map(PathBuf::from);
-    if from_env.is_none() && !default_static_agent().is_file() {
+    if from_env.is_none() {
         build_static_agent();
     }
     static_agent_from(from_env).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Builds the static agent where ferry looks for it (once; `.ci/run` builds it beforehand).
+/// Builds the static agent where ferry looks for it, once per test process: a no-op when it is
+/// up to date (`.ci/run` builds it beforehand), a rebuild when the sources changed, so tests
+/// never run a stale agent.
 fn build_static_agent() {
     static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if *built || default_static_agent().is_file() {
+    if *built {
         return;
     }
     let out = Command::new(env!("CARGO"))
