@@ -5,7 +5,8 @@ import random
 from xml.sax.saxutils import escape
 
 COLORS = {"ferry": "#d9480f", "rsync": "#1c7ed6", "rsync-pipe": "#15aabf", "unison": "#7048e8",
-          "lsyncd": "#2b8a3e", "cp": "#868e96", "tar": "#495057"}
+          "lsyncd": "#2b8a3e", "cp": "#868e96", "tar": "#495057", "docker-cp": "#e67700",
+          "docker-tar": "#5c940d"}
 FONT = "font-family='DejaVu Sans, Helvetica, Arial, sans-serif'"
 WIDTH = 820
 
@@ -155,7 +156,7 @@ def throughput_panels(doc):
     tgt = suffix(doc)
     panels = []
     for f in doc["figures"]:
-        if f["scenario"] == "first":
+        if f["scenario"] == "first" and f["key"] == "first":
             bars = [(t, t, r) for t, r in f["results"].items()]
             panels.append((f"First sync, {f['corpus']}{tgt(f)}", bars))
     noops = {}

@@ -82,14 +82,18 @@ class RunFailed(Exception):
     """A tool exited non-zero or timed out; the message is the reason recorded for its figure."""
 
 
-def run_timed(cmd, env=None, timeout=3600):
+def run_timed(cmd, env=None, timeout=3600, extra_cpu=None):
     """Run cmd (argv list, or a shell string) and measure it.
 
     Returns a sample dict: wall_s, cpu_s (user+sys of the reaped children), machine_busy,
     own_busy, disturbed, plus `stdout` (text; the caller pops it). Raises RunFailed on a bad exit
-    code or a timeout (the whole process group is killed then).
+    code or a timeout (the whole process group is killed then). `extra_cpu`, if given, returns
+    the CPU seconds so far of processes that work for the run without being its children (a
+    Docker destination: the container, dockerd, containerd): their share is recorded as
+    `target_cpu_s` and counted in own_busy.
     """
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    x0 = extra_cpu() if extra_cpu else 0.0
     meter = BusyMeter().start()
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, shell=isinstance(cmd, str), env=env, stdin=subprocess.DEVNULL,
@@ -111,6 +115,10 @@ def run_timed(cmd, env=None, timeout=3600):
         last = (err or out).decode(errors="replace").strip().splitlines()[-1:] or [""]
         raise RunFailed(f"exit {p.returncode}: {last[0][:200]}")
     sample = {"wall_s": round(wall, 4), "cpu_s": round(cpu, 3)}
+    if extra_cpu:
+        x = extra_cpu() - x0
+        sample["target_cpu_s"] = round(x, 3)
+        cpu += x
     sample.update(meter.stop(cpu))
     sample["stdout"] = out.decode(errors="replace")
     return sample
@@ -146,11 +154,12 @@ def kill_group(pgid, grace=5.0):
 
 class Proc:
     """A tool running in its own session; stdout lines go to `on_line` from a draining thread
-    (a full pipe would stall the tool), stderr to a log file."""
+    (a full pipe would stall the tool), stderr to a log file; stdin: none unless given (PIPE:
+    write to .p.stdin)."""
 
-    def __init__(self, cmd, env=None, on_line=None, stderr_path=None):
+    def __init__(self, cmd, env=None, on_line=None, stderr_path=None, stdin=subprocess.DEVNULL):
         err = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
-        self.p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+        self.p = subprocess.Popen(cmd, env=env, stdin=stdin,
                                   stdout=subprocess.PIPE, stderr=err, start_new_session=True,
                                   text=True, errors="replace")
         if stderr_path:
@@ -209,6 +218,35 @@ def group_pids(pgid):
     return [pid for pid, f in _proc_stats() if int(f[2]) == pgid and f[0] != "Z"]
 
 
+def pid_stat(pid):
+    """The fields after the comm of /proc/PID/stat, or None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def pid_cpu_s(pid, children=True):
+    """utime+stime of one process (plus cutime+cstime: the children it reaped), 0 if gone."""
+    f = pid_stat(pid)
+    if f is None:
+        return 0.0
+    return sum(int(x) for x in f[11:15 if children else 13]) / CLK_TCK
+
+
+def pid_rss_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def group_cpu_s(pgid):
     """utime+stime of a group's processes plus the children they reaped (cutime+cstime)."""
     ticks = sum(int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
@@ -218,16 +256,7 @@ def group_cpu_s(pgid):
 
 def group_rss_mib(pgid):
     """Sum of VmRSS over a process group, in MiB."""
-    kib = 0
-    for pid in group_pids(pgid):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        kib += int(line.split()[1])
-        except OSError:
-            pass
-    return kib / 1024
+    return sum(pid_rss_mib(pid) for pid in group_pids(pgid))
 
 
 # --- inotify, to time the moment a file appears without polling ------------------------------

@@ -2,12 +2,13 @@
 """ferry's benchmark: ferry beside rsync, unison, lsyncd, cp and tar, scenario by scenario.
 
     python3 bench/run.py [--no-build] [--no-setup] [--only first,noop,edit,latency,burst,idle]
-                         [--corpora small,big,linux] [--targets local] [--files 100000]
+                         [--corpora small,big,linux] [--targets local,docker] [--files 100000]
                          [--samples 100] [--repeat 3] [--idle-seconds 60] [--big-mib 256]
                          [--work /var/tmp/ferry-bench] [--skip-slow] [--readme]
                          [--from-json FILE]
 
-Needs root (every destination is a fresh tmpfs). Prints a table, writes
+Needs root (every destination is a fresh tmpfs); --targets docker needs the local Docker daemon
+and ferry's static agent. Prints a table, writes
 bench/results/<UTC time>.json, latest.json, latency.svg and throughput.svg. See bench/README.md.
 """
 import argparse
@@ -24,16 +25,17 @@ import charts
 import corpora
 import report
 import tools
-from common import FERRY, ROOT, kill_all, log
+from common import FERRY, ROOT, RunFailed, kill_all, log
 from scenarios import SCENARIO_CORPORA, SCENARIO_FUNCS, Context
-from targets import TARGETS, TMPFS_OPTIONS, LocalTarget, unmount_all
+from targets import DOCKER_IMAGE, TARGETS, TMPFS_OPTIONS, LocalTarget, unmount_all
 
 RESULTS = os.path.join(ROOT, "bench", "results")
 README = os.path.join(ROOT, "README.md")
 SETUP = os.path.join(ROOT, "bench", "setup.sh")
 FSMONITOR = os.path.join(tools.FSMONITOR_DIR, "unison-fsmonitor")
 WATCHING = ("latency", "burst", "idle")
-PEER_COMMANDS = {"rsync-pipe": "rsync"}  # peers whose command is not their name
+# peers whose command is not their name
+PEER_COMMANDS = {"rsync-pipe": "rsync", "docker-cp": "docker", "docker-tar": "docker"}
 
 
 def csv(choices):
@@ -55,7 +57,8 @@ def parse_args():
                     help="scenarios to run (default: all)")
     ap.add_argument("--corpora", type=csv(["small", "big", "linux"]), default=["small", "big", "linux"])
     ap.add_argument("--targets", type=csv(list(TARGETS)), default=["local"],
-                    help="endpoint kinds for the beta side")
+                    help="endpoint kinds for the beta side: local (tmpfs), docker (a tmpfs "
+                         "volume in a new container)")
     ap.add_argument("--files", type=int, default=100_000, help="files in the small corpus")
     ap.add_argument("--samples", type=int, default=100, help="latency samples per tool and direction")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each cheap timed command")
@@ -85,6 +88,7 @@ def missing(args, targets):
     """Commands and files this run needs that are not there."""
     need = {"mount", "umount", "tar", "bash"}
     for t in targets:
+        need.update(t.needs())
         for scenario in args.only:
             need.update(PEER_COMMANDS.get(p, p) for p in t.peers(scenario))
     if "linux" in needed_corpora(args):
@@ -119,6 +123,11 @@ def preflight(args, targets):
             sys.exit("cargo build --release failed")
     if not os.access(FERRY, os.X_OK):
         sys.exit(f"{FERRY} not found: build it (cargo build --release) or drop --no-build")
+    for t in targets:
+        try:
+            t.prepare()
+        except RunFailed as e:
+            sys.exit(f"target {t.name}: {e}")
 
 
 # --- the document's description of the run ---------------------------------------------------
@@ -131,7 +140,7 @@ def first_line(cmd):
         return "unavailable"
 
 
-def machine(work):
+def machine(work, targets=("local",)):
     with open("/proc/cpuinfo") as f:
         cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "unknown")
     with open("/proc/meminfo") as f:
@@ -142,10 +151,12 @@ def machine(work):
                   key=lambda m: len(m[0]))[1]
     return {"cpu": cpu, "nproc": os.cpu_count(), "ram_gib": round(ram_kib / 2 ** 20, 1),
             "kernel": os.uname().release,
-            "filesystems": f"destinations on tmpfs ({TMPFS_OPTIONS}), corpora on {work_fs}"}
+            "filesystems": f"destinations on tmpfs ({TMPFS_OPTIONS}"
+                           + ("; docker: tmpfs volumes in new containers" if "docker" in targets
+                              else "") + f"), corpora on {work_fs}"}
 
 
-def versions():
+def versions(targets):
     fsmonitor = "not installed"
     if os.access(FSMONITOR, os.X_OK):
         fsmonitor = "installed"
@@ -157,22 +168,35 @@ def versions():
     return {"ferry": first_line([FERRY, "--version"]), "rsync": first_line(["rsync", "--version"]),
             "unison": first_line(["unison", "-version"]), "unison-fsmonitor": fsmonitor,
             "lsyncd": first_line(["lsyncd", "--version"]), "tar": first_line(["tar", "--version"]),
-            "cp": first_line(["cp", "--version"]), "python": sys.version.split()[0]}
+            "cp": first_line(["cp", "--version"]), "python": sys.version.split()[0],
+            **({"docker": "Docker Engine " + first_line(["docker", "version", "--format",
+                                                         "{{.Server.Version}}"]),
+                "container image": f"{DOCKER_IMAGE}: FROM scratch + "
+                                   + first_line(["/bin/busybox"])}
+               if any(t.name == "docker" for t in targets) else {})}
 
 
-def ferry_build():
-    """Commit of the work tree (dirty: something outside bench/ differs) and the binary used."""
+def ferry_build(targets):
+    """Commit of the work tree (dirty: something outside bench/ differs) and the binary used
+    (and the tag of the static agent it installs, for remote targets)."""
     def git(*a):
         try:
             return subprocess.run(["git", "-C", ROOT, *a], capture_output=True, text=True).stdout.strip()
         except OSError:
             return ""
-    with open(FERRY, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:16]
-    mtime = datetime.datetime.fromtimestamp(os.stat(FERRY).st_mtime, datetime.timezone.utc)
-    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown",
-            "dirty": bool(git("status", "--porcelain", "--", ".", ":(exclude)bench")),
-            "binary_sha256": digest, "binary_mtime": mtime.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    def describe(path):
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:16]
+        mtime = datetime.datetime.fromtimestamp(os.stat(path).st_mtime, datetime.timezone.utc)
+        return digest, mtime.strftime("%Y-%m-%dT%H:%M:%SZ")
+    digest, mtime = describe(FERRY)
+    out = {"commit": git("rev-parse", "--short", "HEAD") or "unknown",
+           "dirty": bool(git("status", "--porcelain", "--", ".", ":(exclude)bench")),
+           "binary_sha256": digest, "binary_mtime": mtime}
+    for t in targets:
+        if getattr(t, "agent_tag", None):
+            out["agent_tag"] = t.agent_tag
+    return out
 
 
 def utc_now():
@@ -189,8 +213,9 @@ def parameters(args):
 
 def measure(args, targets):
     """Run the selected scenarios; returns the results document."""
-    doc = {"schema": 1, "started": utc_now(), "machine": machine(args.work), "tools": versions(),
-           "ferry": ferry_build(), "parameters": parameters(args)}
+    doc = {"schema": 1, "started": utc_now(), "machine": machine(args.work, args.targets),
+           "tools": versions(targets), "ferry": ferry_build(targets),
+           "parameters": parameters(args)}
     results = report.Results()
     corpora_by_name = {}
     for name in needed_corpora(args):
@@ -247,6 +272,8 @@ def main():
         sys.exit("interrupted: nothing written")
     finally:
         kill_all()
+        for t in targets:
+            t.cleanup()
         unmount_all(under=args.work)
     publish(doc, args, report.write_json(doc, RESULTS))
 

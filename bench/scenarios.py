@@ -9,7 +9,7 @@ import random
 import time
 
 import corpora
-from common import BusyMeter, RunFailed, group_cpu_s, group_rss_mib, log, median, pct, run_timed
+from common import BusyMeter, RunFailed, log, median, pct, run_timed
 from tools import ONESHOT, SESSIONS, FerryWatch
 
 FAILURES = (RunFailed, TimeoutError, OSError, ValueError)
@@ -29,6 +29,13 @@ SCENARIO_CORPORA = {"first": ("small", "big", "linux"), "noop": ("small", "linux
                     "idle": ("small",)}
 TMPFS_NOTE = "destinations on tmpfs"
 LSYNCD_NOTE = "lsyncd is one-way per instance: beta->alpha is measured with a second instance"
+# (figure notes are split into lines at "; ")
+DOCKER_NOTE = ("alpha: a host tmpfs, beta: a tmpfs volume in a new container (FROM scratch + "
+               "busybox) with ferry's agent installed before anything is timed")
+DOCKER_LATENCY_NOTE = ("beta->alpha: written by a long-lived `docker exec -i sh` in the "
+                       "container and timed there ($EPOCHREALTIME just before the write, the "
+                       "kernel's clock as on the host); arrivals on beta: inotify from the host "
+                       "on the volume's tmpfs (the same inodes)")
 FERRY_ONE_PROCESS = "ferry local to local is one process serving both sides"
 
 
@@ -63,7 +70,8 @@ class Context:
 def oneshot(tool, src, dest):
     """Run a one-shot tool, timed; its parsed output goes to the sample's `extra`."""
     t = ONESHOT[tool]
-    s = run_timed(t.command(src, dest), env=t.env(dest), timeout=ONESHOT_TIMEOUT)
+    s = run_timed(t.command(src, dest), env=t.env(dest), timeout=ONESHOT_TIMEOUT,
+                  extra_cpu=dest.extra_cpu_s if dest.remote else None)
     extra = t.parse(s.pop("stdout"))
     if extra:
         s["extra"] = extra
@@ -81,12 +89,14 @@ def mismatch(diffs):
 
 def first(ctx):
     """First sync into a fresh, empty destination, --repeat times per tool, interleaved."""
+    connects = {}  # remote targets: ferry's first connection to each new destination
     for corpus in ctx.corpora_for("first"):
         corpora.warm_cache(corpus.path)
         for target in ctx.targets:
+            note = DOCKER_NOTE if target.remote else TMPFS_NOTE
             fig = ctx.results.figure("first", target.name, "first", "first sync", "s",
                                      corpus=corpus.label(),
-                                     note=ctx.skip_note(target, "first", corpus, TMPFS_NOTE))
+                                     note=ctx.skip_note(target, "first", corpus, note))
             tools = ctx.tools(target, "first", corpus)
             samples = {t: [] for t in tools}
             failed, incomplete = {}, {}
@@ -95,6 +105,8 @@ def first(ctx):
                     log(f"first {corpus.name} {target.name} {tool} run {r + 1}")
                     try:
                         with target.fresh(f"first-{tool}") as dest:
+                            if getattr(dest, "connect_sample", None):
+                                connects.setdefault(target.name, []).append(dest.connect_sample)
                             samples[tool].append(oneshot(tool, corpus.path, dest))
                             if r == 0:
                                 incomplete[tool] = mismatch(dest.diff(corpus.path))
@@ -105,6 +117,14 @@ def first(ctx):
                     fig.failed(tool, failed[tool], samples[tool])
                 else:
                     fig.ok_median(tool, samples[tool], incomplete=incomplete.get(tool))
+    for target in ctx.targets:
+        if target.name in connects:
+            ctx.results.figure(
+                "first", target.name, "first-connect",
+                "first connection to a new container (agent upload, empty tree)", "s",
+                note="first connection: the agent install made (untimed) before each first sync "
+                     "above, timed on its own: connect, upload the agent, sync an empty tree"
+            ).ok_median("ferry", connects[target.name])
 
 
 # --- no-op -----------------------------------------------------------------------------------
@@ -177,19 +197,7 @@ def noop(ctx):
 
 # --- one-byte edit ---------------------------------------------------------------------------
 
-def flip_middle_byte(path):
-    """Invert the byte in the middle of a file, in place (same size), and move its mtime one
-    second past the previous one: rsync compares whole seconds, and a real edit comes later than
-    the sync before it."""
-    before = os.stat(path).st_mtime_ns
-    with open(path, "r+b") as f:
-        mid = os.fstat(f.fileno()).st_size // 2
-        f.seek(mid)
-        b = f.read(1)
-        f.seek(mid)
-        f.write(bytes([b[0] ^ 0xFF]))
-    after = before + 1_000_000_000
-    os.utime(path, ns=(after, after))
+EDITED = "f0.bin"
 
 
 def transferred(tool, sample):
@@ -199,35 +207,87 @@ def transferred(tool, sample):
     return extra["bytes_sent"] + (extra["bytes_received"] if tool == "rsync-pipe" else 0)
 
 
+def on_wire(tool, sample):
+    """Bytes the connection carried: ferry's wire_bytes, rsync-pipe's sent + received."""
+    if tool == "ferry":
+        return sample["extra"]["wire_bytes"]
+    return transferred(tool, sample)
+
+
 def edit(ctx):
     """Each tool syncs its own copy of `big`; then the middle byte of one file flips, --repeat
-    times (back and forth), and each flip is synced and timed."""
+    times (back and forth), and each flip is synced and timed. On a remote target ferry's bytes
+    on the wire are a figure of their own, and ferry also syncs flips made on the far side."""
     for corpus in ctx.corpora_for("edit"):
         for target in ctx.targets:
             label = corpus.label()
-            t_fig = ctx.results.figure(
-                "edit", target.name, "edit-time", "sync after the edit", "s", corpus=label,
-                note="rsync-pipe: rsync through a pipe (-e), so it uses its delta algorithm; "
-                     "local rsync copies whole files")
-            b_fig = ctx.results.figure(
-                "edit", target.name, "edit-bytes", "bytes transferred", "bytes", corpus=label,
-                note="ferry: cycle_end bytes; rsync: Total bytes sent (rsync-pipe: sent + received)")
+            fig = lambda key, text, unit, note=None: ctx.results.figure(
+                "edit", target.name, key, text, unit, corpus=label, note=note)
+            ref = (f"{', '.join(target.local_reference)}: measured between two local tmpfs "
+                   "directories, for reference (the container has no rsync)"
+                   if target.local_reference else None)
+            t_fig = fig("edit-time", "sync after the edit" + (" (alpha->beta)" if target.remote
+                                                              else ""), "s",
+                        "rsync-pipe: rsync through a pipe (-e), so it uses its delta algorithm"
+                        + ("" if target.remote else "; local rsync copies whole files"))
+            b_fig = fig("edit-bytes", "bytes transferred", "bytes",
+                        "ferry: cycle_end bytes" + (" (the size of the content that changed, "
+                                                    "however it crossed)" if target.remote
+                                                    else "")
+                        + "; rsync: Total bytes sent (rsync-pipe: sent + received)")
+            remote = {}
+            if target.remote:
+                remote = {
+                    "wire": fig("edit-wire", "bytes on the wire (alpha->beta)", "bytes",
+                                "; ".join(filter(None, (
+                                    "ferry: wire_bytes summed over the run's cycles (both ways, "
+                                    "framing included, no compression on a local Docker socket)",
+                                    "rsync-pipe: sent + received", ref, DOCKER_NOTE)))),
+                    "back-time": fig("edit-time-beta->alpha",
+                                     "sync after an edit made in the container (beta->alpha)", "s"),
+                    "back-wire": fig("edit-wire-beta->alpha", "bytes on the wire (beta->alpha)",
+                                     "bytes"),
+                }
             for tool in ctx.tools(target, "edit"):
                 log(f"edit {target.name} {tool}")
+                where = ctx.local if tool in target.local_reference else target
+                reverse = target.remote and tool == "ferry"
                 try:
-                    samples = edit_runs(ctx, corpus, target, tool)
+                    samples, back = edit_runs(ctx, corpus, where, tool, reverse)
                     t_fig.ok_median(tool, samples)
                     sent = [transferred(tool, s) for s in samples]
                     b_fig.ok(tool, median(sent), sent)
+                    if remote:
+                        wire = [on_wire(tool, s) for s in samples]
+                        remote["wire"].ok(tool, median(wire), wire)
+                    if back:
+                        remote["back-time"].ok_median(tool, back)
+                        wire = [on_wire(tool, s) for s in back]
+                        remote["back-wire"].ok(tool, median(wire), wire)
                 except (*FAILURES, KeyError) as e:
-                    t_fig.failed(tool, e)
-                    b_fig.failed(tool, e)
+                    figs = [t_fig, b_fig] + ([remote["wire"]] if remote else [])
+                    figs += [remote["back-time"], remote["back-wire"]] if reverse else []
+                    for f in figs:
+                        f.failed(tool, e)
 
 
-def edit_runs(ctx, corpus, target, tool):
+def check_edit(alpha, dest, when):
+    """The destination equals alpha (through the view), and the edited file's digest read on
+    each side is the same."""
+    diffs = dest.diff(alpha.path)
+    if diffs:
+        raise RunFailed(f"destination differs {when}: " + mismatch(diffs))
+    a, b = alpha.file_digest(EDITED), dest.file_digest(EDITED)
+    if a != b:
+        raise RunFailed(f"{EDITED} differs {when}: sha256 {a[:16]} vs {b[:16]}")
+
+
+def edit_runs(ctx, corpus, target, tool, reverse=False):
     """Pre-sync a fresh copy with the tool's own kind of first sync, then time the edits. ferry
     gets one more untimed run first: right after a copy it re-hashes what it just wrote (see
-    noop), which an edit made later would not see."""
+    noop), which an edit made later would not see. With reverse, then as many flips made on the
+    destination's side, each synced back (after one more untimed run, for the same reason).
+    Returns (samples, reverse samples)."""
     with ctx.local.fresh("edit-alpha") as alpha, target.fresh(f"edit-{tool}") as dest:
         alpha.fill(corpus.path)
         oneshot("ferry" if tool == "ferry" else "rsync", alpha.path, dest)
@@ -235,12 +295,17 @@ def edit_runs(ctx, corpus, target, tool):
             oneshot("ferry", alpha.path, dest)
         samples = []
         for _ in range(ctx.args.repeat):
-            flip_middle_byte(os.path.join(alpha.path, "f0.bin"))
+            alpha.flip_middle_byte(EDITED)
             samples.append(oneshot(tool, alpha.path, dest))
-        diffs = dest.diff(alpha.path)
-        if diffs:
-            raise RunFailed("destination differs after the edit: " + mismatch(diffs))
-        return samples
+        check_edit(alpha, dest, "after the edits")
+        back = []
+        if reverse:
+            oneshot(tool, alpha.path, dest)
+            for _ in range(ctx.args.repeat):
+                dest.flip_middle_byte(EDITED)
+                back.append(oneshot(tool, alpha.path, dest))
+            check_edit(alpha, dest, "after the edits made on the far side")
+        return samples, back
 
 
 # --- watching: latency, burst, idle ----------------------------------------------------------
@@ -263,7 +328,8 @@ def latency_series(session, src, dst, direction, n):
     out = []
     gaps = random.Random(n)
     meter = BusyMeter().start()
-    cpu0 = group_cpu_s(session.pgid)
+    cpu0 = session.cpu_s()
+    events0 = len(getattr(session, "events", ()))
     with dst.watcher("lat") as w:
         for i in range(n):
             name = f"{'ab' if direction == 'alpha->beta' else 'ba'}-{i:04}.txt"
@@ -274,10 +340,26 @@ def latency_series(session, src, dst, direction, n):
                 t1 = w.wait_for(name, data, SAMPLE_TIMEOUT, alive=session.alive)
             except RunFailed:
                 raise RunFailed(session.failure())
+            t0 = src.write_started() or t0  # a remote side's own clock, when it has one
             out.append(round((t1 - t0) * 1000, 3))
             time.sleep(gaps.uniform(*SAMPLE_GAP_S))
-    cpu = group_cpu_s(session.pgid) - cpu0
-    return out, dict(meter.stop(cpu), tool_cpu_s=round(cpu, 3))
+    cpu = session.cpu_s() - cpu0
+    extra = dict(meter.stop(cpu), tool_cpu_s=round(cpu, 3))
+    if hasattr(session, "events"):
+        extra["ferry_cycles"] = cycle_summary(session.events[events0:])
+    return out, extra
+
+
+def cycle_summary(events):
+    """Medians over a watching ferry's cycles: duration_ms, wire_bytes, each phase."""
+    ends = [e for e in events if e.get("event") == "cycle_end"]
+    if not ends:
+        return {"cycles": 0}
+    med = lambda xs: round(median(xs), 3)
+    phases = sorted({k for e in ends for k in e.get("phases_ms", {})})
+    return {"cycles": len(ends), "duration_ms_p50": med([e["duration_ms"] for e in ends]),
+            "wire_bytes_p50": med([e.get("wire_bytes", 0) for e in ends]),
+            "phases_ms_p50": {k: med([e["phases_ms"].get(k, 0) for e in ends]) for k in phases}}
 
 
 def record_latency(fig, tool, series, busy):
@@ -290,7 +372,9 @@ def latency(ctx):
     """Save-to-visible of one small file, both ways, --samples times, on the small corpus."""
     for corpus in ctx.corpora_for("latency"):
         for target in ctx.targets:
-            note = LSYNCD_NOTE if "lsyncd" in target.peers("latency") else None
+            note = "; ".join(filter(None, (
+                LSYNCD_NOTE if "lsyncd" in target.peers("latency") else None,
+                f"{DOCKER_NOTE}; {DOCKER_LATENCY_NOTE}" if target.remote else None))) or None
             figs = {d: ctx.results.figure("latency", target.name, f"latency-{d}",
                                           f"save-to-visible {d}", "ms", corpus=corpus.label(),
                                           stat_rows=["p50", "p90", "p99", "max"], note=note)
@@ -357,7 +441,8 @@ def burst(ctx):
             fig = ctx.results.figure("burst", target.name, "burst",
                                      f"{count:,} files rewritten, first write to last visible", "s",
                                      corpus=corpus.label(),
-                                     note=f"direction alpha->beta; {TMPFS_NOTE}")
+                                     note="direction alpha->beta; "
+                                          + (DOCKER_NOTE if target.remote else TMPFS_NOTE))
             for tool in ctx.tools(target, "burst"):
                 log(f"burst {target.name} {tool}")
                 try:
@@ -374,14 +459,14 @@ def burst_once(session, alpha, beta, expected):
     """One burst: seconds from the first write to the last file visible, and what it cost (for
     ferry also how many cycles it took)."""
     meter = BusyMeter().start()
-    cpu0 = group_cpu_s(session.pgid)
+    cpu0 = session.cpu_s()
     events0 = len(getattr(session, "events", ()))
     t0 = time.perf_counter()
     for rel, data in expected.items():
         alpha.write(rel, data, atomic=True)
     written = time.perf_counter()
     done = beta.wait_matching(expected, BURST_TIMEOUT)
-    cpu = group_cpu_s(session.pgid) - cpu0
+    cpu = session.cpu_s() - cpu0
     sample = dict(meter.stop(cpu), seconds=round(done - t0, 4), write_s=round(written - t0, 4),
                   cpu_s=round(cpu, 3))
     if hasattr(session, "events"):
@@ -396,6 +481,10 @@ def idle(ctx):
         for target in ctx.targets:
             note = (f"{FERRY_ONE_PROCESS}; lsyncd: one instance, one way; "
                     "unison: with unison-fsmonitor")
+            if target.remote:
+                note = (f"{DOCKER_NOTE}; ferry: the host process and its agent in the container "
+                        "(CPU: also dockerd, containerd and the container's shim, which carry "
+                        "the agent's stream)")
             cpu_fig = ctx.results.figure("idle", target.name, "idle-cpu",
                                          f"CPU over {ctx.args.idle_seconds} s idle", "s",
                                          corpus=corpus.label(), note=note)
@@ -419,15 +508,15 @@ def idle(ctx):
 def idle_once(session, seconds):
     """CPU seconds of the tool's process group over `seconds`, and its RSS sampled each second."""
     meter = BusyMeter().start()
-    cpu0 = group_cpu_s(session.pgid)
+    cpu0 = session.cpu_s()
     rss = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        rss.append(round(group_rss_mib(session.pgid), 1))
+        rss.append(round(session.rss_mib(), 1))
         time.sleep(min(1.0, max(0.0, end - time.monotonic())))
         if not session.alive():
             raise RunFailed(session.failure())
-    cpu = group_cpu_s(session.pgid) - cpu0
+    cpu = session.cpu_s() - cpu0
     return dict(meter.stop(cpu), cpu_s=round(cpu, 3)), rss
 
 

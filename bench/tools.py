@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 
-from common import FERRY, Proc, RunFailed, group_cpu_s, log
+from common import FERRY, Proc, RunFailed, group_cpu_s, group_rss_mib, log
 
 FSMONITOR_DIR = "/opt/ferry-bench/bin"  # unison-fsmonitor, for `unison -repeat watch`
 READY_TIMEOUT = 1800
@@ -44,15 +44,16 @@ def unison_env(dest):
 
 
 def parse_ferry(stdout):
-    """Totals of ferry's cycle_end events: cycles, duration_ms, bytes, files each way, phases."""
-    out = {"cycles": 0, "duration_ms": 0.0, "bytes": 0, "to_beta": 0, "to_alpha": 0,
-           "errors": 0, "phases_ms": collections.Counter()}
+    """Totals of ferry's cycle_end events: cycles, duration_ms, bytes, wire_bytes (remote
+    sides), files each way, phases."""
+    out = {"cycles": 0, "duration_ms": 0.0, "bytes": 0, "wire_bytes": 0, "to_beta": 0,
+           "to_alpha": 0, "errors": 0, "phases_ms": collections.Counter()}
     for line in stdout.splitlines():
         if '"cycle_end"' not in line:
             continue
         e = json.loads(line)
         out["cycles"] += 1
-        for k in ("duration_ms", "bytes", "to_beta", "to_alpha", "errors"):
+        for k in ("duration_ms", "bytes", "wire_bytes", "to_beta", "to_alpha", "errors"):
             out[k] += e.get(k, 0)
         out["phases_ms"].update(e.get("phases_ms", {}))
     out["phases_ms"] = {k: round(v, 3) for k, v in out["phases_ms"].items()}
@@ -96,6 +97,11 @@ ONESHOT = {t.name: t for t in (
     OneShot("cp", lambda s, d: ["cp", "-a", s + "/.", d.path]),
     OneShot("tar", lambda s, d: ["bash", "-c", 'set -o pipefail; tar c -C "$1" . | tar x -C "$2"',
                                  "tar", s, d.path]),
+    # Docker targets (d.container, d.root: the tree's path in the container).
+    OneShot("docker-cp", lambda s, d: ["docker", "cp", s + "/.", f"{d.container}:{d.root}"]),
+    OneShot("docker-tar", lambda s, d: [
+        "bash", "-c", 'set -o pipefail; tar c -C "$1" . | docker exec -i "$2" tar x -C "$3"',
+        "docker-tar", s, d.container, d.root]),
 )}
 
 
@@ -132,6 +138,15 @@ class Session:
     def pgid(self):
         return self.proc.pgid
 
+    def cpu_s(self):
+        """CPU seconds so far of the tool's process group (and the children it reaped) and of
+        what works for it on the sides (a container's agent, the Docker daemons)."""
+        return group_cpu_s(self.pgid) + self.src.extra_cpu_s() + self.dst.extra_cpu_s()
+
+    def rss_mib(self):
+        """Resident memory now of the tool's process group and of its processes on the sides."""
+        return group_rss_mib(self.pgid) + self.src.extra_rss_mib() + self.dst.extra_rss_mib()
+
     def alive(self):
         return self.proc.alive()
 
@@ -159,10 +174,10 @@ class Session:
         written for several seconds). Gives up after QUIET_TIMEOUT (a tool that is never quiet
         is measured as it is)."""
         end = time.monotonic() + QUIET_TIMEOUT
-        cpu = group_cpu_s(self.pgid)
+        cpu = self.cpu_s()
         while time.monotonic() < end:
             time.sleep(QUIET_WINDOW_S)
-            now = group_cpu_s(self.pgid)
+            now = self.cpu_s()
             if now - cpu < QUIET_CPU_S:
                 return
             cpu = now
