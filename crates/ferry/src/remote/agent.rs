@@ -598,7 +598,7 @@ fn scan(ep: &mut LocalEndpoint, paths: Option<Vec<RelPath>>) -> Msg {
     // tree knows as a directory (as the scanner does).
     let targets = match (&paths, ep.tree()) {
         (Some(ps), Some(tree)) if !ps.iter().any(RelPath::is_root) => {
-            let mut t = Vec::new();
+            let mut t = Some(Vec::new());
             for p in ps {
                 let mut target = p.clone();
                 while let Some(parent) = target.parent() {
@@ -607,13 +607,17 @@ fn scan(ep: &mut LocalEndpoint, paths: Option<Vec<RelPath>>) -> Msg {
                     }
                     target = parent;
                 }
-                if target.is_root() {
-                    t.clear();
-                    break;
+                match &mut t {
+                    // The root itself: everything is looked at.
+                    _ if target.is_root() => {
+                        t = None;
+                        break;
+                    }
+                    Some(v) => v.push(target),
+                    None => {}
                 }
-                t.push(target);
             }
-            (!t.is_empty()).then_some(t)
+            t
         }
         _ => None,
     };
@@ -621,9 +625,13 @@ fn scan(ep: &mut LocalEndpoint, paths: Option<Vec<RelPath>>) -> Msg {
         Some(ps) if targets.is_some() => ScanRequest::Paths(ps.iter().cloned().collect()),
         _ => ScanRequest::Full,
     };
-    let report = match ep.scan(&req) {
-        Ok(r) => r,
-        Err(e) => return failure(e),
+    let report = match &req {
+        // Nothing to look at (the other side's events started this cycle).
+        ScanRequest::Paths(ps) if ps.is_empty() => Default::default(),
+        _ => match ep.scan(&req) {
+            Ok(r) => r,
+            Err(e) => return failure(e),
+        },
     };
     let tree = match targets {
         Some(ts) => {

@@ -399,6 +399,10 @@ impl Endpoint for RemoteEndpoint {
 
     fn scan(&mut self, req: &ScanRequest) -> Result<ScanReport, EndpointError> {
         let m = match req {
+            // Nothing to look at on this side (events came from the other): no round trip.
+            ScanRequest::Paths(p) if p.is_empty() && self.tree.is_some() => {
+                return Ok(ScanReport::default());
+            }
             ScanRequest::Paths(p) if self.tree.is_some() => {
                 Msg::Scan(Some(p.iter().cloned().collect()))
             }
