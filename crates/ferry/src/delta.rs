@@ -49,6 +49,18 @@ pub fn signature(base: &[u8]) -> Vec<u8> {
 /// A delta turning the signed base into `data`, or `None` if the signature is unusable or the
 /// delta would not be much smaller than `data` itself.
 pub fn encode(signature: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+    // The signature may come from a peer: only the shapes `signature` makes (a zero block
+    // size would make fast_rsync loop forever).
+    let be = |at: usize| {
+        signature
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+    };
+    let (block, hash) = (be(4)?, be(8)?);
+    if !(MIN_BLOCK..=1 << 24).contains(&u64::from(block)) || !(1..=16).contains(&hash) {
+        return None;
+    }
     let sig = Signature::deserialize(signature.to_vec()).ok()?;
     let mut out = Vec::new();
     fast_rsync::diff(&sig.index(), data, &mut out).ok()?;
@@ -89,6 +101,12 @@ mod tests {
         assert!(apply(&base, &d, 100).is_err());
         // Garbage signatures and deltas are refused, not trusted.
         assert!(encode(b"junk", &new).is_none());
+        let mut zero = sig.clone();
+        zero[4..8].copy_from_slice(&0u32.to_be_bytes());
+        assert!(
+            encode(&zero, &new).is_none(),
+            "a zero block size is refused"
+        );
         assert!(apply(&base, b"junk", new.len() as u64).is_err());
     }
 }
