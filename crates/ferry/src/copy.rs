@@ -28,6 +28,7 @@ const DEPTH: usize = 16;
 const POOL: usize = 64;
 
 /// Content to copy: what the receiver wants, and where the source has it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Item {
     pub want: Wanted,
     pub path: RelPath,
@@ -76,6 +77,7 @@ pub fn wanted(changes: &[Change]) -> Vec<Item> {
 }
 
 /// A piece of an item's content, from the source.
+#[derive(Debug)]
 pub enum Piece {
     Data(Vec<u8>),
     /// The item's bytes are all sent (or the source ended early: the receiver sees a short copy).

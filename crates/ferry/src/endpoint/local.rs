@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ferry_core::{Change, Digest, Entry, RelPath, apply_changes};
+use ferry_core::{Change, Digest, Entry, RelPath};
 
 use super::{
     BaseOpener, Endpoint, EndpointError, Feed, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side,
@@ -274,19 +274,7 @@ impl Endpoint for LocalEndpoint {
             link_way: &mut self.link_way,
         };
         let outcomes: Vec<Outcome> = changes.iter().map(|ch| applier.apply(ch)).collect();
-        // Outcomes come in the order of the changes.
-        for (ch, o) in changes.iter().zip(&outcomes) {
-            let done = Change {
-                path: o.path.clone(),
-                old: ch.old.clone(),
-                new: o.now.clone(),
-            };
-            match apply_changes(self.state.tree.take(), std::slice::from_ref(&done)) {
-                Ok(t) => self.state.tree = t,
-                // Our view disagrees with itself: forget it, the next scan is full.
-                Err(_) => self.state.tree = None,
-            }
-        }
+        super::follow(&mut self.state.tree, changes, &outcomes);
         self.cache_dirty = true;
         Ok(outcomes)
     }

@@ -66,8 +66,24 @@ pub enum EndpointError {
     Lost { side: &'static str, message: String },
 }
 
+/// Brings an endpoint's view of its tree up to date with what a transition did (`outcomes`
+/// come in the order of `changes`). A view that disagrees with itself is forgotten: the next
+/// scan is then full.
+pub fn follow(tree: &mut Option<Entry>, changes: &[Change], outcomes: &[Outcome]) {
+    for (ch, o) in changes.iter().zip(outcomes) {
+        let done = Change {
+            path: o.path.clone(),
+            old: ch.old.clone(),
+            new: o.now.clone(),
+        };
+        *tree = ferry_core::apply_changes(tree.take(), std::slice::from_ref(&done))
+            .ok()
+            .flatten();
+    }
+}
+
 /// Content a cycle needs on one side.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Wanted {
     pub digest: Digest,
     /// How many placements use it.

@@ -15,7 +15,7 @@ use super::stage::{Staging, fill_verified};
 use crate::endpoint::Feed;
 
 /// What one change did.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub path: RelPath,
     /// What is at the path now, as far as ferry knows.

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use ferry_core::{Entry, RelPath};
 
 use super::wire::{
-    FEATURE_ZSTD, FrameReader, FrameWriter, Hello, IgnoreWire, Msg, OutcomeWire, TreeUpdate,
-    WatchWire, WireError, read_preface, write_preface,
+    FEATURE_ZSTD, FrameReader, FrameWriter, Hello, Msg, TreeUpdate, WatchWire, WireError,
+    read_preface, write_preface,
 };
 use crate::copy::{Gone, Item, Piece, Sink};
 use crate::delta::{self, BaseOpener};
@@ -136,13 +136,6 @@ fn failure(e: EndpointError) -> Msg {
     }
 }
 
-fn spec(i: IgnoreWire) -> IgnoreSpec {
-    IgnoreSpec {
-        vcs: i.vcs,
-        patterns: i.patterns,
-    }
-}
-
 impl Agent {
     fn ep(&mut self) -> Result<&mut LocalEndpoint, Msg> {
         self.ep.as_mut().ok_or(Msg::Error {
@@ -163,7 +156,7 @@ impl Agent {
                 ignore,
             } => self.open(root, alpha, create, must_exist, &session, ignore),
             Msg::SetIgnore(i) => match self.ep() {
-                Ok(ep) => ep.set_ignore(&spec(i)).map_or_else(failure, |()| Msg::Ok),
+                Ok(ep) => ep.set_ignore(&i).map_or_else(failure, |()| Msg::Ok),
                 Err(m) => m,
             },
             Msg::Scan(paths) => match self.ep() {
@@ -174,18 +167,8 @@ impl Agent {
                 Ok(ep) => ep.read_small(&path, limit).map_or_else(failure, Msg::Small),
                 Err(m) => m,
             },
-            Msg::StageLocal(list) => match self.ep() {
-                Ok(ep) => {
-                    let wanted: Vec<Wanted> = list
-                        .iter()
-                        .map(|w| Wanted {
-                            digest: w.digest,
-                            uses: w.uses as usize,
-                            size: w.size,
-                        })
-                        .collect();
-                    ep.stage_local(&wanted).map_or_else(failure, Msg::Missing)
-                }
+            Msg::StageLocal(wanted) => match self.ep() {
+                Ok(ep) => ep.stage_local(&wanted).map_or_else(failure, Msg::Missing),
                 Err(m) => m,
             },
             Msg::Signature { path, digest } => match self.ep() {
@@ -217,20 +200,7 @@ impl Agent {
                     return Err(WireError::Bad(e));
                 }
                 match res {
-                    Ok(outs) => Msg::Outcomes(
-                        outs.into_iter()
-                            .map(|o| OutcomeWire {
-                                path: o.path,
-                                now: o.now,
-                                errors: o.errors,
-                                backups: o
-                                    .backups
-                                    .into_iter()
-                                    .map(|(p, b)| (p, b.display().to_string()))
-                                    .collect(),
-                            })
-                            .collect(),
-                    ),
+                    Ok(outs) => Msg::Outcomes(outs),
                     Err(e) => failure(e),
                 }
             }
@@ -262,7 +232,7 @@ impl Agent {
         create: bool,
         must_exist: bool,
         session: &str,
-        ignore: IgnoreWire,
+        ignore: IgnoreSpec,
     ) -> Msg {
         let side = if alpha { Side::Alpha } else { Side::Beta };
         let which = side.as_str();
@@ -327,7 +297,7 @@ impl Agent {
             );
         }
         let state = state_dir(&root, session);
-        match LocalEndpoint::new(side, root.clone(), &state, &spec(ignore)) {
+        match LocalEndpoint::new(side, root.clone(), &state, &ignore) {
             Ok(ep) => {
                 let backup_root = ep.backup_root().display().to_string();
                 self.ep = Some(ep);
@@ -382,20 +352,7 @@ impl Agent {
     }
 
     /// Streams content (see `Msg::Read`), stopping early on `Cancel`.
-    fn read(&mut self, list: Vec<super::wire::ReadItem>) -> Result<(), WireError> {
-        let items: Vec<Item> = list
-            .into_iter()
-            .map(|r| Item {
-                want: Wanted {
-                    digest: r.digest,
-                    uses: 1,
-                    size: r.size,
-                },
-                path: r.path,
-                signature: r.signature,
-                base_digest: r.base_digest,
-            })
-            .collect();
+    fn read(&mut self, items: Vec<Item>) -> Result<(), WireError> {
         let stop = AtomicBool::new(false);
         let mut sink = WireSink {
             out: &self.out,
@@ -438,21 +395,7 @@ impl Sink for WireSink<'_> {
         if let Ok(Ok(Msg::Cancel)) = self.rx.try_recv() {
             self.stop.store(true, Ordering::SeqCst);
         }
-        let m = match p {
-            Piece::Data(d) => Msg::Data(d),
-            Piece::End => Msg::End,
-            Piece::Failed(f) => Msg::Failed(f),
-            Piece::Delta {
-                base,
-                base_digest,
-                delta,
-            } => Msg::Delta {
-                base,
-                base_digest,
-                delta,
-            },
-        };
-        queue(self.out, &m).map_err(|e| {
+        queue(self.out, &Msg::from(p)).map_err(|e| {
             self.error = Some(e);
             Gone
         })
@@ -518,12 +461,7 @@ impl Feed for WireFeed {
             return None;
         }
         match self.take()? {
-            Msg::Item(w) => {
-                let want = Wanted {
-                    digest: w.digest,
-                    uses: usize::try_from(w.uses).unwrap_or(usize::MAX),
-                    size: w.size,
-                };
+            Msg::Item(want) => {
                 self.want = Some(want);
                 self.in_item = true;
                 Some((want, self as &mut dyn Read))

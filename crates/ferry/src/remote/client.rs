@@ -16,8 +16,8 @@ use ferry_core::{Change, Digest, Entry, RelPath, apply_changes};
 
 use super::transport::{ConnectError, Link, Transport};
 use super::wire::{
-    FEATURE_ZSTD, FrameReader, FrameWriter, Hello, IgnoreWire, Msg, OutcomeWire, ReadItem,
-    TreeUpdate, WantedWire, WatchWire, WireError, check_entry, check_outcomes, write_preface,
+    FEATURE_ZSTD, FrameReader, FrameWriter, Hello, Msg, TreeUpdate, WatchWire, WireError,
+    check_entry, check_outcomes, write_preface,
 };
 use crate::copy::{self, CHUNK, Gone, Item, Piece, Sink};
 use crate::endpoint::{
@@ -47,7 +47,7 @@ pub struct RemoteEndpoint {
     transport: Box<dyn Transport>,
     root: String,
     session: String,
-    ignore: IgnoreWire,
+    ignore: IgnoreSpec,
     conn: Option<Conn>,
     tree: Option<Entry>,
     backup_root: String,
@@ -97,10 +97,7 @@ impl RemoteEndpoint {
             transport,
             root,
             session,
-            ignore: IgnoreWire {
-                vcs: ignore.vcs,
-                patterns: ignore.patterns.clone(),
-            },
+            ignore: ignore.clone(),
             conn: None,
             tree: None,
             backup_root: String::new(),
@@ -364,35 +361,13 @@ fn read_loop(
     }
 }
 
-/// Pieces from the agent's `Read` stream, as `copy` hands them on.
-fn piece(m: Msg) -> Option<Piece> {
-    Some(match m {
-        Msg::Data(d) => Piece::Data(d),
-        Msg::End => Piece::End,
-        Msg::Failed(f) => Piece::Failed(f),
-        Msg::Delta {
-            base,
-            base_digest,
-            delta,
-        } => Piece::Delta {
-            base,
-            base_digest,
-            delta,
-        },
-        _ => return None,
-    })
-}
-
 impl Endpoint for RemoteEndpoint {
     fn describe(&self) -> String {
         self.url.clone()
     }
 
     fn set_ignore(&mut self, spec: &IgnoreSpec) -> Result<(), EndpointError> {
-        self.ignore = IgnoreWire {
-            vcs: spec.vcs,
-            patterns: spec.patterns.clone(),
-        };
+        self.ignore = spec.clone();
         let m = Msg::SetIgnore(self.ignore.clone());
         self.expect_ok(&m)
     }
@@ -505,15 +480,7 @@ impl Endpoint for RemoteEndpoint {
         &mut self,
         wanted: &[crate::endpoint::Wanted],
     ) -> Result<Vec<Digest>, EndpointError> {
-        let list = wanted
-            .iter()
-            .map(|w| WantedWire {
-                digest: w.digest,
-                uses: w.uses as u64,
-                size: w.size,
-            })
-            .collect();
-        match self.call(&Msg::StageLocal(list))? {
+        match self.call(&Msg::StageLocal(wanted.to_vec()))? {
             Msg::Missing(m) => {
                 let asked: HashSet<Digest> = wanted.iter().map(|w| w.digest).collect();
                 if m.iter().any(|d| !asked.contains(d)) {
@@ -572,17 +539,7 @@ impl Endpoint for RemoteEndpoint {
         stop: &AtomicBool,
         out: &mut dyn Sink,
     ) -> Result<(), Gone> {
-        let list = items
-            .iter()
-            .map(|it| ReadItem {
-                path: it.path.clone(),
-                digest: it.want.digest,
-                size: it.want.size,
-                signature: it.signature.clone(),
-                base_digest: it.base_digest,
-            })
-            .collect();
-        if self.send(&Msg::Read(list)).is_err() {
+        if self.send(&Msg::Read(items.to_vec())).is_err() {
             for _ in items {
                 out.put(Piece::Failed("connection lost".into()))?;
             }
@@ -608,7 +565,7 @@ impl Endpoint for RemoteEndpoint {
             if matches!(m, Msg::ReadDone) {
                 return if cancelled { Err(Gone) } else { Ok(()) };
             }
-            let Some(p) = piece(m) else {
+            let Some(p) = m.into_piece() else {
                 let e = self.violation("sent something else in a content stream".into());
                 let _ = out.put(Piece::Failed(e.to_string()));
                 return Err(Gone);
@@ -678,11 +635,7 @@ impl Endpoint for RemoteEndpoint {
                 break;
             };
             self.sent.insert(want.digest);
-            let item = Msg::Item(WantedWire {
-                digest: want.digest,
-                uses: want.uses as u64,
-                size: want.size,
-            });
+            let item = Msg::Item(want);
             let Some(c) = self.conn.as_mut() else {
                 return Err(self.lost("not connected".into()));
             };
@@ -713,45 +666,24 @@ impl Endpoint for RemoteEndpoint {
             }
         }
         self.send(&Msg::ItemsDone)?;
-        let outs: Vec<OutcomeWire> = match self.recv()? {
+        let outcomes: Vec<Outcome> = match self.recv()? {
             Msg::Outcomes(o) => o,
             other => return Err(self.violation(unexpected(&other, "Outcomes"))),
         };
-        if let Err(e) = check_outcomes(changes, &outs) {
+        if let Err(e) = check_outcomes(changes, &outcomes) {
             return Err(self.violation(e));
         }
-        let outcomes: Vec<Outcome> = outs
-            .into_iter()
-            .map(|o| Outcome {
-                path: o.path,
-                now: o.now,
-                errors: o.errors,
-                backups: o
-                    .backups
-                    .into_iter()
-                    .map(|(p, b)| (p, PathBuf::from(b)))
-                    .collect(),
-            })
-            .collect();
         // The same bookkeeping as the agent's own: our copy of its tree follows.
-        for (ch, o) in changes.iter().zip(&outcomes) {
-            let done = Change {
-                path: o.path.clone(),
-                old: ch.old.clone(),
-                new: o.now.clone(),
-            };
-            self.tree = apply_changes(self.tree.take(), std::slice::from_ref(&done))
-                .ok()
-                .flatten();
-        }
+        crate::endpoint::follow(&mut self.tree, changes, &outcomes);
         Ok(outcomes)
     }
 
     fn discard_staged(&mut self) {
         self.missing.clear();
         self.sent.clear();
-        if self.conn.is_some() && self.expect_ok(&Msg::DiscardStaged).is_err() {
-            // Reported by the next call.
+        if self.conn.is_some() {
+            // A failure here shows again at the next call.
+            let _ = self.expect_ok(&Msg::DiscardStaged);
         }
     }
 

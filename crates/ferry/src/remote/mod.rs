@@ -261,7 +261,9 @@ fn find_agent() -> Result<AgentBinary, String> {
     if let Some(p) = std::env::var_os("FERRY_AGENT") {
         candidates.push(PathBuf::from(p));
     } else if let Ok(exe) = std::env::current_exe() {
-        if std::fs::read(&exe).is_ok_and(|b| is_static_x86_64(&b)) {
+        // The program headers follow the ELF header: the file's head tells (a release ferry
+        // with debug info is ~50 MB, not worth reading whole at every start).
+        if read_head(&exe).is_some_and(|b| is_static_x86_64(&b)) {
             candidates.push(exe.clone());
         } else if let Some(found) = embedded_agent() {
             return found;
@@ -284,10 +286,9 @@ fn find_agent() -> Result<AgentBinary, String> {
     for c in &candidates {
         match std::fs::read(c) {
             Ok(bytes) if is_static_x86_64(&bytes) => {
-                let hash = blake3::hash(&bytes).to_hex();
                 return Ok(AgentBinary {
                     path: c.clone(),
-                    tag: format!("{}-{}", env!("CARGO_PKG_VERSION"), &hash.as_str()[..16]),
+                    tag: tag(&bytes),
                 });
             }
             Ok(_) if std::env::var_os("FERRY_AGENT").is_some() => {
@@ -306,14 +307,29 @@ fn find_agent() -> Result<AgentBinary, String> {
     )
 }
 
+/// An agent's install name: ferry's version and a hash of the agent's bytes.
+fn tag(agent: &[u8]) -> String {
+    let hash = blake3::hash(agent).to_hex();
+    format!("{}-{}", env!("CARGO_PKG_VERSION"), &hash.as_str()[..16])
+}
+
+/// The first 64 KiB of a file.
+fn read_head(p: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(p)
+        .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
+        .ok()?;
+    Some(head)
+}
+
 /// The agent this release build embeds, written out once to the user's cache directory.
 fn embedded_agent() -> Option<Result<AgentBinary, String>> {
     if EMBEDDED.is_empty() || !is_static_x86_64(EMBEDDED) {
         return None;
     }
     Some((|| {
-        let hash = blake3::hash(EMBEDDED).to_hex();
-        let tag = format!("{}-{}", env!("CARGO_PKG_VERSION"), &hash.as_str()[..16]);
+        let tag = tag(EMBEDDED);
         let dir = directories::ProjectDirs::from("", "", "ferry")
             .map(|d| d.cache_dir().join("agent").join(&tag))
             .ok_or("no cache directory for the embedded agent: set HOME or FERRY_AGENT")?;

@@ -17,6 +17,9 @@ use std::io::{self, Read, Write};
 use ferry_core::{Change, Digest, Entry, MAX_DEPTH, RelPath, link_stays_inside, validate_name};
 use serde::{Deserialize, Serialize};
 
+use crate::copy::{Item, Piece};
+use crate::endpoint::{IgnoreSpec, Outcome, Wanted};
+
 /// Bumped whenever a message changes shape.
 pub const PROTOCOL: u32 = 1;
 pub const MAGIC: &[u8; 8] = b"FERRYWIR";
@@ -44,42 +47,6 @@ pub struct Hello {
     pub arch: String,
 }
 
-/// An ignore specification on the wire.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct IgnoreWire {
-    pub vcs: bool,
-    pub patterns: Vec<String>,
-}
-
-/// One piece of content a transfer needs.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ReadItem {
-    pub path: RelPath,
-    pub digest: Digest,
-    pub size: u64,
-    /// The receiver's signature of its current file at the same path (which has
-    /// `base_digest`): send a delta.
-    pub signature: Option<Vec<u8>>,
-    pub base_digest: Option<Digest>,
-}
-
-/// A content item the engine wants (see `endpoint::Wanted`).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct WantedWire {
-    pub digest: Digest,
-    pub uses: u64,
-    pub size: u64,
-}
-
-/// A change's outcome on the agent's side (see `fs::transition::Outcome`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct OutcomeWire {
-    pub path: RelPath,
-    pub now: Option<Entry>,
-    pub errors: Vec<(RelPath, String)>,
-    pub backups: Vec<(RelPath, String)>,
-}
-
 /// How the agent's tree changed in a scan.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TreeUpdate {
@@ -105,19 +72,19 @@ pub enum Msg {
         /// A missing root is an error (else it is an empty side, as after a reconnection).
         must_exist: bool,
         session: String,
-        ignore: IgnoreWire,
+        ignore: IgnoreSpec,
     },
-    SetIgnore(IgnoreWire),
+    SetIgnore(IgnoreSpec),
     /// `None`: a full scan.
     Scan(Option<Vec<RelPath>>),
     ReadSmall {
         path: RelPath,
         limit: u64,
     },
-    StageLocal(Vec<WantedWire>),
+    StageLocal(Vec<Wanted>),
     /// Sends the content of these files: per item, `Data`... then `End`, or `Delta`, or
     /// `Failed`; then `ReadDone`. `Cancel` stops it early (the stream still ends with `ReadDone`).
-    Read(Vec<ReadItem>),
+    Read(Vec<Item>),
     Cancel,
     /// The receiving side's rsync signature of the file at `path` if it still has `digest`.
     Signature {
@@ -130,7 +97,7 @@ pub enum Msg {
         changes: Vec<Change>,
         backup: Vec<Digest>,
     },
-    Item(WantedWire),
+    Item(Wanted),
     ItemsDone,
     DiscardStaged,
     StartWatch,
@@ -165,7 +132,7 @@ pub enum Msg {
     Failed(String),
     ReadDone,
     SignatureIs(Option<Vec<u8>>),
-    Outcomes(Vec<OutcomeWire>),
+    Outcomes(Vec<Outcome>),
     Ok,
     /// A whole-endpoint failure (root gone, I/O).
     Error {
@@ -174,6 +141,46 @@ pub enum Msg {
     },
     /// From the agent's watcher.
     Watch(WatchWire),
+}
+
+impl From<Piece> for Msg {
+    fn from(p: Piece) -> Msg {
+        match p {
+            Piece::Data(d) => Msg::Data(d),
+            Piece::End => Msg::End,
+            Piece::Failed(f) => Msg::Failed(f),
+            Piece::Delta {
+                base,
+                base_digest,
+                delta,
+            } => Msg::Delta {
+                base,
+                base_digest,
+                delta,
+            },
+        }
+    }
+}
+
+impl Msg {
+    /// The content piece this message carries, if it is one.
+    pub fn into_piece(self) -> Option<Piece> {
+        Some(match self {
+            Msg::Data(d) => Piece::Data(d),
+            Msg::End => Piece::End,
+            Msg::Failed(f) => Piece::Failed(f),
+            Msg::Delta {
+                base,
+                base_digest,
+                delta,
+            } => Piece::Delta {
+                base,
+                base_digest,
+                delta,
+            },
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -481,7 +488,7 @@ pub fn check_entry(at: &RelPath, e: &Entry) -> Result<(), String> {
 
 /// Checks the agent's answer to a transition of `changes`: one outcome per change, at the
 /// change's own path, with sound entries.
-pub fn check_outcomes(changes: &[Change], outs: &[OutcomeWire]) -> Result<(), String> {
+pub fn check_outcomes(changes: &[Change], outs: &[Outcome]) -> Result<(), String> {
     if changes.len() != outs.len() {
         return Err(format!(
             "{} outcomes for {} changes",

@@ -41,8 +41,8 @@ use ferry::output::Printer;
 use ferry::remote::client::RemoteEndpoint;
 use ferry::remote::transport::{ConnectError, Link, Transport};
 use ferry::remote::wire::{
-    FRAME_MAX, FrameReader, FrameWriter, Hello, MORE, Msg, OutcomeWire, PROTOCOL, TreeUpdate,
-    WatchWire, WireError, ZSTD, check_entry, read_preface, write_preface,
+    FRAME_MAX, FrameReader, FrameWriter, Hello, MORE, Msg, PROTOCOL, TreeUpdate, WatchWire,
+    WireError, ZSTD, check_entry, read_preface, write_preface,
 };
 use ferry::state::Session;
 use ferry_core::{Digest, Entry, Mode, RelPath};
@@ -392,14 +392,7 @@ impl Peer {
         let mut items: Vec<(Wanted, Vec<u8>)> = Vec::new();
         loop {
             match self.r.recv().map_err(io::Error::other)? {
-                Msg::Item(w) => items.push((
-                    Wanted {
-                        digest: w.digest,
-                        uses: w.uses as usize,
-                        size: w.size,
-                    },
-                    Vec::new(),
-                )),
+                Msg::Item(w) => items.push((w, Vec::new())),
                 Msg::Data(d) => match items.last_mut() {
                     Some(it) => it.1.extend_from_slice(&d),
                     None => return Err(io::Error::other("Data before any Item")),
@@ -441,7 +434,7 @@ impl Peer {
             Msg::Signature { .. } => self.send(&Msg::SignatureIs(None)),
             Msg::Read(items) => {
                 for it in items {
-                    match world.content.get(&it.digest) {
+                    match world.content.get(&it.want.digest) {
                         Some(c) => {
                             if !c.is_empty() {
                                 self.w.queue(&Msg::Data(c.clone()))?;
@@ -457,7 +450,7 @@ impl Peer {
                 self.take_items()?;
                 let outs = changes
                     .into_iter()
-                    .map(|c| OutcomeWire {
+                    .map(|c| Outcome {
                         path: c.path,
                         now: c.new,
                         errors: Vec::new(),
@@ -1863,13 +1856,13 @@ fn ssh_transport_tells_strangers_and_old_agents_apart() {
 #[test]
 fn lying_outcomes_are_refused() {
     let file = || Entry::file(digest(b"hello").0, 5, false);
-    let out_at = |p: &str, now: Option<Entry>, errors: Vec<(RelPath, String)>| OutcomeWire {
+    let out_at = |p: &str, now: Option<Entry>, errors: Vec<(RelPath, String)>| Outcome {
         path: rel(p),
         now,
         errors,
         backups: Vec::new(),
     };
-    let cases: Vec<(&str, Vec<OutcomeWire>, &str)> = vec![
+    let cases: Vec<(&str, Vec<Outcome>, &str)> = vec![
         (
             "an outcome for another path",
             vec![out_at("other.txt", Some(file()), vec![])],
