@@ -16,12 +16,13 @@ use super::{
     BaseOpener, Endpoint, EndpointError, Feed, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side,
     Wanted, WatchEvent,
 };
+use crate::fs::beneath::Root;
 use crate::fs::ignore::{Ignorer, STAGING_DIR_NAME};
 use crate::fs::scan::{
     DirHook, LocalTree, NoHook, Scanner, StatCache, open_nofollow, parents_are_dirs,
 };
 use crate::fs::stage::Staging;
-use crate::fs::transition::{Applier, LinkWay};
+use crate::fs::transition::{Applier, LinkWay, Swapped, check_swapped};
 use crate::fs::watch::{DirWatcher, Seen};
 use crate::state::{read_versioned, write_atomic, write_versioned};
 
@@ -43,6 +44,8 @@ pub struct LocalEndpoint {
     /// The watcher channel overflowed: the engine must rescan everything.
     overflow: Arc<AtomicBool>,
     link_way: LinkWay,
+    /// Versions swapped out recently, watched for late writes.
+    swapped: Vec<Swapped>,
 }
 
 impl LocalEndpoint {
@@ -107,6 +110,7 @@ impl LocalEndpoint {
             cache_dirty: false,
             overflow: Arc::new(AtomicBool::new(false)),
             link_way: LinkWay::EmptyPath,
+            swapped: Vec::new(),
         })
     }
 
@@ -157,6 +161,7 @@ impl Endpoint for LocalEndpoint {
             entries: stats.entries,
             hashed_files: stats.hashed_files,
             hashed_bytes: stats.hashed_bytes,
+            notes: check_swapped(&mut self.swapped),
         })
     }
 
@@ -243,15 +248,16 @@ impl Endpoint for LocalEndpoint {
         backup: &HashSet<Digest>,
         feed: &mut dyn Feed,
     ) -> Result<Vec<Outcome>, EndpointError> {
-        match fs::symlink_metadata(&self.root) {
-            Ok(m) if m.is_dir() => {}
-            _ => {
-                return Err(EndpointError::RootGone {
-                    side: self.side.as_str(),
-                    root: self.describe(),
-                });
-            }
-        }
+        let root = match fs::symlink_metadata(&self.root) {
+            Ok(m) if m.is_dir() => Root::open(&self.root).ok(),
+            _ => None,
+        };
+        let Some(root) = root else {
+            return Err(EndpointError::RootGone {
+                side: self.side.as_str(),
+                root: self.describe(),
+            });
+        };
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
@@ -263,7 +269,7 @@ impl Endpoint for LocalEndpoint {
             None => &mut nohook,
         };
         let mut applier = Applier {
-            root: &self.root,
+            root: &root,
             staging: &mut self.staging,
             backup_dir: &backup_dir,
             backup,
@@ -272,6 +278,7 @@ impl Endpoint for LocalEndpoint {
             last_dir: None,
             feed,
             link_way: &mut self.link_way,
+            swapped: &mut self.swapped,
         };
         let outcomes: Vec<Outcome> = changes.iter().map(|ch| applier.apply(ch)).collect();
         super::follow(&mut self.state.tree, changes, &outcomes);
