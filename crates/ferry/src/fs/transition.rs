@@ -568,7 +568,7 @@ impl Applier<'_> {
                         Ok(()) | Err(_) => self.park(rel, &staged, w),
                     });
                 }
-                if let Err(e) = self.keep_swapped(rel, old, &staged, w) {
+                if let Err(e) = self.keep_swapped(rel, old, &seen, &staged, w) {
                     // No copy could be kept: put the old version back.
                     return Err(match beneath::exchange(&staged, at) {
                         Ok(()) if is_ours(&staged) => {
@@ -612,6 +612,7 @@ impl Applier<'_> {
         &mut self,
         rel: &RelPath,
         old: Digest,
+        seen: &Stat,
         out: &Place,
         w: &mut Work,
     ) -> Result<(), String> {
@@ -620,14 +621,14 @@ impl Applier<'_> {
         });
         match moved {
             Ok(dest) => {
-                if let Ok(m) = fs::symlink_metadata(&dest) {
-                    self.swapped.push(Swapped {
-                        path: rel.clone(),
-                        kept: dest.clone(),
-                        stat: Stat::of(&m),
-                        at: Instant::now(),
-                    });
-                }
+                // Compared with what the scan saw (checked right after the swap): a write
+                // that landed since, even before this move, is a late one.
+                self.swapped.push(Swapped {
+                    path: rel.clone(),
+                    kept: dest.clone(),
+                    stat: *seen,
+                    at: Instant::now(),
+                });
                 if self.backup.contains(&old) {
                     w.backups.push((rel.clone(), dest));
                 }

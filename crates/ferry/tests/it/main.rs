@@ -7,6 +7,7 @@ mod hostile;
 mod modes;
 mod once;
 mod placement;
+mod races;
 mod remote;
 mod remote_support;
 mod review;
