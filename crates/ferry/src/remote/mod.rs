@@ -342,11 +342,8 @@ fn build_target_dirs() -> Vec<PathBuf> {
         .map(PathBuf::from)
         .into_iter()
         .collect();
-    if let Some(target) = checkout_root().map(|r| r.join("target"))
-        && !dirs.contains(&target)
-    {
-        dirs.push(target);
-    }
+    let checkout_target = checkout_root().map(|r| r.join("target"));
+    dirs.extend(checkout_target.filter(|t| !dirs.contains(t)));
     dirs
 }
 
