@@ -295,9 +295,9 @@ fn find_agent() -> Result<AgentBinary, String> {
 }
 
 /// The musl builds ferry looks for, in order: in the cargo target directory the running binary
-/// sits in (`target/{debug,release}/ferry`: tests and `cargo run`), `ferry-agent` beside the
-/// binary, then in the target directories of the checkout this ferry was built from (so a
-/// ferry installed with `cargo install --path crates/ferry` finds an agent built there).
+/// sits in, if it is one (`target/{debug,release}/ferry`: tests and `cargo run`); `ferry-agent`
+/// beside the binary; then in the target directories of the checkout this ferry was built from
+/// (so a ferry installed with `cargo install --path crates/ferry` finds an agent built there).
 fn agent_candidates(exe: Option<&Path>, build_targets: &[PathBuf]) -> Vec<PathBuf> {
     let musl = |target: &Path| {
         ["agent", "release", "debug"].map(|profile| {
@@ -309,7 +309,12 @@ fn agent_candidates(exe: Option<&Path>, build_targets: &[PathBuf]) -> Vec<PathBu
     };
     let mut out = Vec::new();
     if let Some(dir) = exe.and_then(Path::parent) {
-        if let Some(target) = dir.parent() {
+        // Only from cargo's own layout: for a ferry in /tmp/x/ the directory above would be
+        // /tmp, where anyone can plant an "agent".
+        let in_target = dir
+            .file_name()
+            .is_some_and(|n| n == "debug" || n == "release");
+        if let Some(target) = dir.parent().filter(|_| in_target) {
             out.extend(musl(target));
         }
         out.push(dir.join("ferry-agent"));
@@ -537,9 +542,6 @@ mod tests {
         assert_eq!(
             installed,
             paths(&[
-                &format!("/home/u/.cargo/{MUSL}/agent/ferry"),
-                &format!("/home/u/.cargo/{MUSL}/release/ferry"),
-                &format!("/home/u/.cargo/{MUSL}/debug/ferry"),
                 "/home/u/.cargo/bin/ferry-agent",
                 &format!("/src/ferry/target/{MUSL}/agent/ferry"),
                 &format!("/src/ferry/target/{MUSL}/release/ferry"),
@@ -563,6 +565,11 @@ mod tests {
                 &format!("/build/{MUSL}/release/ferry"),
                 &format!("/build/{MUSL}/debug/ferry"),
             ])
+        );
+        // Not in a target directory: nothing from the directory above it.
+        assert_eq!(
+            agent_candidates(Some(Path::new("/tmp/x/ferry")), &[]),
+            paths(&["/tmp/x/ferry-agent"])
         );
         // No executable path known: only the build's directories.
         assert_eq!(agent_candidates(None, &paths(&["/b"])).len(), 3);
