@@ -37,6 +37,8 @@ pub struct LocalEndpoint {
     state: LocalTree,
     staging: Staging,
     backup_root: PathBuf,
+    /// Versions replaced by ferry whose content is in the archive (see `Applier::replaced_dir`).
+    replaced_root: PathBuf,
     cache_path: PathBuf,
     watch: Option<WatchHook>,
     /// The stat cache changed since it was loaded or saved.
@@ -81,6 +83,7 @@ impl LocalEndpoint {
             root.join(STAGING_DIR_NAME).join(session)
         };
         let backup_root = state_dir.join("backups").join(side.as_str());
+        let replaced_root = state_dir.join("replaced").join(side.as_str());
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -105,6 +108,7 @@ impl LocalEndpoint {
             },
             staging,
             backup_root,
+            replaced_root,
             cache_path,
             watch: None,
             cache_dirty: false,
@@ -262,7 +266,8 @@ impl Endpoint for LocalEndpoint {
             .duration_since(UNIX_EPOCH)
             .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
             .unwrap_or_default();
-        let backup_dir = self.backup_root.join(stamp);
+        let backup_dir = self.backup_root.join(&stamp);
+        let replaced_dir = self.replaced_root.join(&stamp);
         let mut nohook = NoHook;
         let hook: &mut dyn DirHook = match self.watch.as_mut() {
             Some(w) => w,
@@ -272,6 +277,7 @@ impl Endpoint for LocalEndpoint {
             root: &root,
             staging: &mut self.staging,
             backup_dir: &backup_dir,
+            replaced_dir: &replaced_dir,
             backup,
             state: &mut self.state,
             hook,
