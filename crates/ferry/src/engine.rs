@@ -19,6 +19,7 @@ use crate::endpoint::{
 };
 use crate::fs::ignore::{Ignorer, parse_ignore_file};
 use crate::fs::transition::is_transient;
+use crate::identity::{Identities, Side as IdSide};
 use crate::output::{Backup, Event, Phases, Printer};
 use crate::state::{Archive, Pending, Session, StateError};
 
@@ -52,16 +53,6 @@ pub enum RunError {
     RootGone(&'static str, String),
     #[error("bad ignore rules: {0}")]
     Ignore(String),
-    #[error(
-        "{deleted} of {side}'s {total} entries were about to be deleted at once (a wipe in \
-         progress?); nothing was deleted. Re-run with --accept-wipe to let it through, or with \
-         --reset to bring them back"
-    )]
-    MassDeletion {
-        side: &'static str,
-        deleted: u64,
-        total: u64,
-    },
 }
 
 /// How a session ended (maps to the design's exit codes).
@@ -127,6 +118,12 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     reported: HashSet<(Side, String, String)>,
     reported_conflicts: HashMap<String, (Option<Entry>, Option<Entry>)>,
+    /// Paths that failed and when to retry them.
+    retries: HashMap<RelPath, Retry>,
+    /// The last error shown for a path on a side: the same error again is not repeated.
+    shown_errors: HashMap<(Side, RelPath), String>,
+    /// Which endpoints the archive's sides are, and what a fresh side kept for itself.
+    ids: Identities,
 }
 
 /// What one cycle left behind.
@@ -137,6 +134,39 @@ struct CycleResult {
     errors: u64,
     /// Paths whose transient errors the next cycle should retry.
     retry: BTreeSet<RelPath>,
+    /// Paths that failed for a reason that may clear with time (no space, permissions, a
+    /// read-only filesystem): retried with a growing delay while watching.
+    retry_later: BTreeSet<RelPath>,
+    /// Paths this cycle looked at (`None`: everything).
+    looked: Option<BTreeSet<RelPath>>,
+    /// What failed at each path that will be retried: the side's entry before and the entry
+    /// wanted there.
+    failed: HashMap<RelPath, (Option<Entry>, Option<Entry>)>,
+    /// Paths left out of this cycle because their retry was not due yet.
+    deferred: BTreeSet<RelPath>,
+}
+
+/// A path that keeps failing: when to try again, and the change that failed (the same change
+/// is not tried again before then, whatever else starts a cycle).
+#[derive(Clone, Debug)]
+struct Retry {
+    attempts: u32,
+    due: Instant,
+    old: Option<Entry>,
+    new: Option<Entry>,
+}
+
+/// The delay before the `attempts`th retry: transient failures (a file changed while it was
+/// copied) are retried quickly, failures that wait on the user (a full disk) slowly.
+fn retry_delay(attempts: u32, slow: bool) -> Duration {
+    let (first, cap) = if slow {
+        (Duration::from_secs(1), Duration::from_secs(30))
+    } else {
+        (Duration::from_millis(50), Duration::from_secs(2))
+    };
+    first
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(10))
+        .min(cap)
 }
 
 impl Engine {
@@ -167,6 +197,7 @@ impl Engine {
             patterns: settings.ignores.clone(),
         };
         let ignorer = Ignorer::new(&spec).map_err(|e| RunError::Ignore(e.to_string()))?;
+        let session_dir = session.dir.clone();
         let mut engine = Engine {
             alpha,
             beta,
@@ -192,6 +223,9 @@ impl Engine {
             stop,
             reported: HashSet::new(),
             reported_conflicts: HashMap::new(),
+            retries: HashMap::new(),
+            shown_errors: HashMap::new(),
+            ids: Identities::load(&session_dir),
         };
         engine.archive.alpha = engine.alpha.describe();
         engine.archive.beta = engine.beta.describe();
@@ -278,15 +312,15 @@ impl Engine {
         });
         let mut last_full = Instant::now();
         let mut polling = false;
-        let mut backoff = Duration::from_millis(50);
+        self.schedule_retries(&res);
         let mut last_cache_save = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let mut full = (false, false);
             let mut dirty: (BTreeSet<RelPath>, BTreeSet<RelPath>) = Default::default();
             // How long to sleep: until a retry is due, a periodic rescan is due, or forever.
             let mut timeout = Duration::from_secs(3600);
-            if !res.retry.is_empty() {
-                timeout = backoff;
+            if let Some(due) = self.retries.values().map(|r| r.due).min() {
+                timeout = due.saturating_duration_since(Instant::now());
             }
             let period = if polling {
                 Some(Duration::from_secs(2))
@@ -379,10 +413,17 @@ impl Engine {
                 self.hold_started = None;
                 full = (true, true);
             }
-            if !res.retry.is_empty() {
-                dirty.0.extend(res.retry.iter().cloned());
-                dirty.1.extend(res.retry.iter().cloned());
-            }
+            // Failed paths are looked at again when their delay is up, whatever woke the loop
+            // (a failing write can itself cause events: it must not retry at once).
+            let now = Instant::now();
+            let due: Vec<RelPath> = self
+                .retries
+                .iter()
+                .filter(|(_, r)| r.due <= now)
+                .map(|(p, _)| p.clone())
+                .collect();
+            dirty.0.extend(due.iter().cloned());
+            dirty.1.extend(due);
             if !full.0 && !full.1 && dirty.0.is_empty() && dirty.1.is_empty() {
                 continue;
             }
@@ -396,16 +437,11 @@ impl Engine {
                     ScanRequest::Paths(d)
                 }
             };
-            let had_retry = !res.retry.is_empty();
             self.settling = settle;
             let out = self.cycle_resilient(&req(full.0, dirty.0), &req(full.1, dirty.1));
             self.settling = false;
             res = out?;
-            backoff = if had_retry && !res.retry.is_empty() {
-                (backoff * 2).min(Duration::from_secs(2))
-            } else {
-                Duration::from_millis(50)
-            };
+            self.schedule_retries(&res);
             if last_cache_save.elapsed() > Duration::from_secs(60) {
                 let _ = self.alpha.save_cache();
                 let _ = self.beta.save_cache();
@@ -476,6 +512,111 @@ impl Engine {
         self.ignorer = ignorer;
         self.ignore_file = content;
         Ok(true)
+    }
+
+    /// Updates the retry schedule after a cycle: paths that failed again wait longer, paths
+    /// the cycle looked at without failing are done.
+    fn schedule_retries(&mut self, res: &CycleResult) {
+        let now = Instant::now();
+        self.retries.retain(|p, _| {
+            res.retry.contains(p)
+                || res.retry_later.contains(p)
+                || res.deferred.contains(p)
+                || res
+                    .looked
+                    .as_ref()
+                    .is_some_and(|l| !l.iter().any(|q| p.starts_with(q)))
+        });
+        for (paths, slow) in [(&res.retry, false), (&res.retry_later, true)] {
+            for p in paths {
+                let (old, new) = res.failed.get(p).cloned().unwrap_or_default();
+                let r = self.retries.entry(p.clone()).or_insert(Retry {
+                    attempts: 0,
+                    due: now,
+                    old: None,
+                    new: None,
+                });
+                r.attempts += 1;
+                r.due = now + retry_delay(r.attempts, slow);
+                r.old = old;
+                r.new = new;
+            }
+        }
+    }
+
+    /// While watching, takes out of `plan` the changes that failed before and are not due for
+    /// another try (the same change: an edit since is tried at once).
+    fn defer_not_due(&self, plan: &mut ferry_core::Plan, res: &mut CycleResult) {
+        if !self.watching || self.retries.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for changes in [&mut plan.alpha, &mut plan.beta] {
+            changes.retain(|c| {
+                let wait = self
+                    .retries
+                    .get(&c.path)
+                    .is_some_and(|r| r.due > now && r.old == c.old && r.new == c.new);
+                if wait {
+                    res.deferred.insert(c.path.clone());
+                }
+                !wait
+            });
+        }
+    }
+
+    /// The side that is a new endpoint since the last cycle (see `identity.rs`).
+    fn fresh_side(&self) -> Option<IdSide> {
+        // Nothing agreed yet: a first sync either way.
+        self.archive.ancestor.as_ref()?;
+        self.ids.fresh(
+            self.alpha.identity().as_deref(),
+            self.beta.identity().as_deref(),
+        )
+    }
+
+    /// After a full cycle: records what the endpoints are, and what a fresh side kept for
+    /// itself. A fill is saved at once (archive first), so a crash cannot make a later run
+    /// read the fresh side against the old archive.
+    fn note_identities(
+        &mut self,
+        fresh: Option<IdSide>,
+        adopted: std::collections::BTreeMap<String, Entry>,
+    ) -> Result<(), RunError> {
+        let mut ids = self.ids.clone();
+        let (a, b) = (self.alpha.identity(), self.beta.identity());
+        if a.is_some() {
+            ids.alpha = a;
+        }
+        if b.is_some() {
+            ids.beta = b;
+        }
+        match fresh {
+            Some(IdSide::Alpha) => ids.adopted_alpha = adopted,
+            Some(IdSide::Beta) => ids.adopted_beta = adopted,
+            None => {}
+        }
+        // An adopted entry is forgotten once it changed or the other side has the path.
+        let (ta, tb) = (self.alpha.tree(), self.beta.tree());
+        ids.adopted_alpha.retain(|p, e| {
+            ta.and_then(|t| t.get(p)) == Some(&*e) && tb.and_then(|t| t.get(p)).is_none()
+        });
+        ids.adopted_beta.retain(|p, e| {
+            tb.and_then(|t| t.get(p)) == Some(&*e) && ta.and_then(|t| t.get(p)).is_none()
+        });
+        if fresh.is_some() {
+            self.save_archive()?;
+        }
+        if ids != self.ids {
+            ids.save(&self.session.dir).map_err(|source| {
+                RunError::State(StateError::Io {
+                    path: self.session.dir.join("endpoints"),
+                    source,
+                })
+            })?;
+            self.ids = ids;
+        }
+        Ok(())
     }
 
     /// Emits a problem unless the same one was already reported.
@@ -628,6 +769,31 @@ impl Engine {
         if !self.recovering.is_empty() {
             self.recover();
         }
+        // A side that is a new endpoint (a recreated container, a mirror made again) was
+        // edited by nobody: this cycle fills it from the other side instead of reading the
+        // difference as deletions (see `fill_plan`).
+        let fresh = if scope.is_none() {
+            self.fresh_side()
+        } else {
+            None
+        };
+        if let Some(f) = fresh {
+            let (new, from) = match f {
+                IdSide::Alpha => (Side::Alpha, Side::Beta),
+                IdSide::Beta => (Side::Beta, Side::Alpha),
+            };
+            let endpoint = match f {
+                IdSide::Alpha => self.alpha.describe(),
+                IdSide::Beta => self.beta.describe(),
+            };
+            self.printer.emit(&Event::NewEndpoint {
+                side: new.as_str(),
+                from: from.as_str(),
+                endpoint,
+            });
+            self.archive.ancestor = None;
+            self.archive_dirty = true;
+        }
         let ancestor = self.archive.ancestor.as_ref();
         let (a, b) = (self.alpha.tree(), self.beta.tree());
         if !self.settings.accept_wipe {
@@ -639,19 +805,23 @@ impl Engine {
         if b.is_none() {
             return Err(RunError::RootGone("beta", self.beta.describe()));
         }
-        let mut plan = match &scope {
-            Some(paths) => reconcile_at(ancestor, a, b, self.settings.mode, paths),
-            None => reconcile(ancestor, a, b, self.settings.mode),
+        let mut adopted = std::collections::BTreeMap::new();
+        let mut plan = match (&scope, fresh) {
+            (_, Some(f)) => fill_plan(a, b, f, &mut adopted),
+            (Some(paths), None) => reconcile_at(ancestor, a, b, self.settings.mode, paths),
+            (None, None) => reconcile(ancestor, a, b, self.settings.mode),
         };
+        if fresh.is_none() {
+            drop_adopted(&mut plan, &self.ids);
+        }
+        // Deletions in bulk are held while they keep coming (a wipe of the whole root shows
+        // as one only at its end); then they propagate, with copies kept (below). Only a root
+        // that was emptied or vanished stops a session (`check_wipe`).
         if self.watching && !self.settling {
             self.hold_mass_deletions(&mut plan, cycle);
         }
-        // Every full look (start, --once, the cycle deciding held deletions, rescans) refuses
-        // to delete half or more of a side at once: a refused wipe stays refused on a re-run.
-        let full_look = scope.is_none() || self.settling;
-        if full_look && !self.settings.accept_wipe && self.settings.mode != Mode::OneWayReplica {
-            self.refuse_mass_deletion(&plan)?;
-        }
+        let mut deferred = CycleResult::default();
+        self.defer_not_due(&mut plan, &mut deferred);
         if self.watching {
             let created = creations(&plan.alpha) + creations(&plan.beta);
             self.note_deletions(deletions(&plan.alpha) + deletions(&plan.beta), created);
@@ -661,6 +831,8 @@ impl Engine {
         lap(&mut phases.reconcile);
         let mut res = CycleResult {
             conflicts: plan.conflicts.len() as u64,
+            looked: scope.as_ref().map(|s| s.iter().cloned().collect()),
+            deferred: deferred.deferred,
             ..Default::default()
         };
         let current: HashSet<&str> = plan.conflicts.iter().map(|c| c.path.as_str()).collect();
@@ -714,7 +886,11 @@ impl Engine {
             if changes.is_empty() || self.stop.load(Ordering::SeqCst) {
                 continue;
             }
-            let keep_all = self.watching && self.bulk_deleting();
+            // A bulk deletion keeps a copy of everything it removes (hard links: free), as
+            // does the cycle filling a new endpoint.
+            let keep_all = (self.watching && self.bulk_deleting())
+                || fresh.is_some()
+                || deletions(changes) >= MASS_DELETE;
             let backup = self.needs_backup(changes, keep_all);
             lap(&mut phases.stage);
             let (outcomes, moved) = self.stage_and_transition(side, changes, &backup, &mut res)?;
@@ -745,6 +921,11 @@ impl Engine {
                 .map_or(0, |a| a.count() as u64);
         }
         lap(&mut phases.agree);
+        if scope.is_none() {
+            self.note_identities(fresh, adopted)?;
+        }
+        // `--accept-wipe` lets one wipe through, not every later one of a live session.
+        self.settings.accept_wipe = false;
         // Writing the archive is off the path to visibility; while busy, at most once a second
         // (the watch loop saves it when things go quiet, and at exit). Until then the journal
         // records what this cycle agreed on.
@@ -925,32 +1106,6 @@ impl Engine {
         self.settle_at.is_some() || self.settling
     }
 
-    /// In a full look: removing half or more of a side's entries at once, or bringing the
-    /// current deletion episode to half of what the archive held when it began, is treated like
-    /// a wipe (a partly observed or slow `rm -rf` looks just like this).
-    fn refuse_mass_deletion(&mut self, plan: &ferry_core::Plan) -> Result<(), RunError> {
-        let episode = self.episode_total(Instant::now());
-        let base = self.episode_base_or_now();
-        for (side, changes, tree) in [
-            ("alpha", &plan.alpha, self.alpha.tree()),
-            ("beta", &plan.beta, self.beta.tree()),
-        ] {
-            let deleted = deletions(changes);
-            let total = tree.map_or(0, |t| t.count() as u64);
-            let at_once = deleted >= MASS_DELETE && deleted * 2 >= total;
-            let all = deleted + episode;
-            let in_episode = episode > 0 && all >= MASS_DELETE && all * 2 >= base.max(total);
-            if deleted > 0 && (at_once || in_episode) {
-                return Err(RunError::MassDeletion {
-                    side,
-                    deleted: all,
-                    total: total.max(base),
-                });
-            }
-        }
-        Ok(())
-    }
-
     fn save_archive(&mut self) -> Result<(), RunError> {
         self.archive.epoch += 1;
         self.session.save_archive(&self.archive)?;
@@ -1080,17 +1235,37 @@ impl Engine {
         let mut n = 0;
         for (ch, o) in changes.iter().zip(outcomes) {
             for (path, message) in &o.errors {
-                let retry = is_transient(message);
+                // A full disk also shows as "content not available": it waits on the user.
+                let later = waits_on_the_user(message);
+                let retry = !later && is_transient(message);
                 if retry {
                     res.retry.insert(path.clone());
+                } else if later {
+                    res.retry_later.insert(path.clone());
+                }
+                if retry || later {
+                    res.failed.insert(
+                        path.clone(),
+                        (below(ch, &ch.old, path), below(ch, &ch.new, path)),
+                    );
                 }
                 res.errors += 1;
+                let message = explain(message, path, ch);
+                // The same failure at the same path is said once, not at every retry.
+                let key = (side, path.clone());
+                if self.shown_errors.get(&key) == Some(&message) {
+                    continue;
+                }
+                self.shown_errors.insert(key, message.clone());
                 self.printer.emit(&Event::Error {
                     side: Some(side.as_str()),
                     path: Some(path.to_string()),
-                    message: message.clone(),
-                    retry,
+                    message,
+                    retry: retry || later,
                 });
+            }
+            if o.errors.is_empty() {
+                self.shown_errors.remove(&(side, ch.path.clone()));
             }
             if o.now == ch.old {
                 continue;
@@ -1151,6 +1326,121 @@ impl Engine {
         for (side, path, message) in found {
             self.report_once(side, &path, &message);
         }
+    }
+}
+
+/// The plan of the cycle that fills a fresh side from the other (the truth): the truth's
+/// files go in, the fresh side's differing versions are replaced (kept as backups), what only
+/// the fresh side has stays where it is and is not copied back (`adopted`), nothing is
+/// deleted. Two-way as usual from the next cycle.
+fn fill_plan(
+    alpha: Option<&Entry>,
+    beta: Option<&Entry>,
+    fresh: IdSide,
+    adopted: &mut std::collections::BTreeMap<String, Entry>,
+) -> ferry_core::Plan {
+    let (truth, new) = match fresh {
+        IdSide::Beta => (alpha, beta),
+        IdSide::Alpha => (beta, alpha),
+    };
+    // No ancestor: nothing is a deletion; the truth wins every difference.
+    let p = reconcile(None, truth, new, Mode::TwoWayResolved);
+    for c in &p.alpha {
+        if c.old.is_none()
+            && let Some(n) = &c.new
+        {
+            adopted.insert(c.path.as_str().to_owned(), n.clone());
+        }
+    }
+    let mut conflicts = p.conflicts;
+    match fresh {
+        IdSide::Beta => ferry_core::Plan {
+            alpha: Vec::new(),
+            beta: p.beta,
+            conflicts,
+        },
+        IdSide::Alpha => {
+            for c in &mut conflicts {
+                std::mem::swap(&mut c.alpha, &mut c.beta);
+            }
+            ferry_core::Plan {
+                alpha: p.beta,
+                beta: Vec::new(),
+                conflicts,
+            }
+        }
+    }
+}
+
+/// Takes out of `plan` the copies of what a fresh side adopted (see [`fill_plan`]).
+fn drop_adopted(plan: &mut ferry_core::Plan, ids: &Identities) {
+    let keep = |adopted: &std::collections::BTreeMap<String, Entry>, c: &Change| {
+        !(c.old.is_none() && c.new.is_some() && adopted.get(c.path.as_str()) == c.new.as_ref())
+    };
+    plan.alpha.retain(|c| keep(&ids.adopted_beta, c));
+    plan.beta.retain(|c| keep(&ids.adopted_alpha, c));
+}
+
+/// The part of `e` (an entry of change `ch`) at `path`, a path at or below `ch.path`.
+fn below(ch: &Change, e: &Option<Entry>, path: &RelPath) -> Option<Entry> {
+    let e = e.as_ref()?;
+    if path == &ch.path {
+        return Some(e.clone());
+    }
+    let rest = path.as_str().strip_prefix(ch.path.as_str())?;
+    let rest = rest.trim_start_matches('/');
+    e.get(rest).cloned()
+}
+
+/// True for failures that wait on something outside ferry (space, permissions, a read-only
+/// filesystem, a quota): retried slowly while watching, never given up on.
+fn waits_on_the_user(message: &str) -> bool {
+    [
+        "No space left on device",
+        "Disk quota exceeded",
+        "Permission denied",
+        "Read-only file system",
+        "Operation not permitted",
+        "Too many open files",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+/// The message a person reads for an error at `path` while applying `ch`: a full disk says
+/// how much was needed.
+fn explain(message: &str, path: &RelPath, ch: &Change) -> String {
+    if message.contains("No space left on device") {
+        let need = ch.new.as_ref().map_or(0, |e| {
+            let mut n = 0;
+            e.walk("", &mut |_, e| {
+                if let Entry::File { size, .. } = e {
+                    n += size;
+                }
+            });
+            n
+        });
+        return format!(
+            "no space left on device writing {path} ({} needed); retrying until there is",
+            human_bytes(need)
+        );
+    }
+    message.to_owned()
+}
+
+/// `n` bytes for a person: "1.6 MB", "512 B".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }
 

@@ -46,6 +46,13 @@ pub enum Event {
         path: String,
         message: String,
     },
+    /// `side` is a new endpoint since the archive was written (a recreated container, a
+    /// mirror made again): this cycle fills it from `from`.
+    NewEndpoint {
+        side: &'static str,
+        from: &'static str,
+        endpoint: String,
+    },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
         side: Option<&'static str>,
@@ -219,6 +226,14 @@ impl Printer {
             Event::Reconnected { side, .. } => format!("{side}: reconnected; rescanning"),
             Event::Hold { deletions, .. } => format!(
                 "holding {deletions} deletions until changes stop (checking for a wiped root first)"
+            ),
+            Event::NewEndpoint {
+                side,
+                from,
+                endpoint,
+            } => format!(
+                "{side} is a new endpoint ({endpoint}): filling it from {from}; what only it \
+                 has stays there, differing versions are kept in its backup area"
             ),
             Event::Watching { alpha, beta } => {
                 format!("watching {alpha} ⇄ {beta} (Ctrl-C to stop)")

@@ -169,6 +169,18 @@ impl Endpoint for LocalEndpoint {
         })
     }
 
+    fn identity(&self) -> Option<String> {
+        // The root directory's inode and birth time: a directory deleted and made again is
+        // another one (the inode alone may be reused at once), a restart or a remount is not.
+        let m = fs::symlink_metadata(&self.root).ok()?;
+        let born = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Some(format!("dir:{}:{born}", m.ino()))
+    }
+
     fn tree(&self) -> Option<&Entry> {
         self.state.tree.as_ref()
     }

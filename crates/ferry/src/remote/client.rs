@@ -754,6 +754,10 @@ impl Endpoint for RemoteEndpoint {
             .is_some_and(|c| !c.dead.load(Ordering::SeqCst))
     }
 
+    fn identity(&self) -> Option<String> {
+        self.transport.identity()
+    }
+
     fn reconnect(&mut self) -> Result<(), EndpointError> {
         if let Some(p) = &self.poisoned {
             return Err(EndpointError::Other(p.clone(), self.side.as_str()));

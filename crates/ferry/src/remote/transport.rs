@@ -43,6 +43,11 @@ pub trait Transport: Send {
     fn connect(&mut self) -> Result<Link, ConnectError>;
     /// Whether to ask for compressed frames (worth it over a network).
     fn compress(&self) -> bool;
+    /// What the last connection reached, when it can be told apart from a new endpoint at the
+    /// same address (a container's id: a recreated container is another endpoint).
+    fn identity(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The transport for a remote location.
@@ -336,6 +341,8 @@ struct DockerTransport {
     docker: bollard::Docker,
     container: String,
     user: Option<String>,
+    /// The id of the container the last connection reached.
+    connected_id: Option<String>,
 }
 
 /// Where the agent lives in a container: at the filesystem's root, which even `FROM scratch`
@@ -362,6 +369,7 @@ impl DockerTransport {
             docker,
             container: container.to_owned(),
             user,
+            connected_id: None,
         })
     }
 
@@ -520,6 +528,7 @@ impl Transport for DockerTransport {
     fn connect(&mut self) -> Result<Link, ConnectError> {
         let agent = agent()?;
         let id = self.find()?;
+        self.connected_id = Some(id.clone());
         match self.exec(&id, &agent) {
             Ok(link) => Ok(link),
             Err(first) => {
@@ -531,6 +540,10 @@ impl Transport for DockerTransport {
                 })
             }
         }
+    }
+
+    fn identity(&self) -> Option<String> {
+        self.connected_id.as_ref().map(|id| format!("docker:{id}"))
     }
 
     fn compress(&self) -> bool {
