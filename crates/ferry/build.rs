@@ -13,6 +13,9 @@ fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-env-changed=FERRY_EMBED_AGENT");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    if let Some(dir) = kept_target_dir(&out) {
+        println!("cargo:rustc-env=FERRY_BUILD_TARGET_DIR={}", dir.display());
+    }
     let embedded = out.join("agent.bin");
     let wanted = std::env::var("PROFILE").as_deref() == Ok("release")
         && std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
@@ -30,6 +33,26 @@ fn main() {
         }
     }
     std::fs::write(&embedded, bytes).expect("writing the embedded agent");
+}
+
+/// The target directory of this build, where an agent built beside ferry lands (it honours
+/// `CARGO_TARGET_DIR` and `build.target-dir`, as `OUT_DIR` is inside it), unless it is a
+/// throwaway: `cargo install`'s temporary directory, or anything under the temp directory,
+/// where another user could plant an agent once it is gone.
+/// `OUT_DIR` is `<target>/[<triple>/]<profile>/build/ferry-<hash>/out`.
+fn kept_target_dir(out: &std::path::Path) -> Option<PathBuf> {
+    let mut dir = out.ancestors().nth(4)?;
+    let triple = std::env::var("TARGET").ok()?;
+    if dir.file_name().is_some_and(|n| n == triple.as_str()) {
+        dir = dir.parent()?;
+    }
+    let throwaway = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("cargo-install"))
+        || dir.starts_with(std::env::temp_dir())
+        || dir.to_str().is_none_or(|d| d.contains('\n'));
+    (!throwaway && dir.is_absolute()).then(|| dir.to_path_buf())
 }
 
 fn build_agent(out: &std::path::Path) -> Result<Vec<u8>, String> {

@@ -15,7 +15,8 @@ use crate::state::Retention;
 #[command(
     name = "ferry",
     version,
-    about = "Two-way file sync that never loses a byte"
+    about = "Two-way file sync that never loses a byte",
+    after_help = "Example: ferry sync ./app docker://web/app   (see 'ferry sync --help')"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -25,11 +26,50 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Keep ALPHA and BETA in sync (continuously, until Ctrl-C, unless --once).
+    #[command(after_help = SYNC_AFTER_HELP, after_long_help = SYNC_AFTER_LONG_HELP)]
     Sync(SyncFlags),
     /// Serve the wire protocol on stdin/stdout (started by ferry itself on the far side).
     #[command(hide = true)]
     Agent,
 }
+
+/// `ferry sync -h`: where the rest is.
+const SYNC_AFTER_HELP: &str =
+    "Endpoint forms, environment variables and exit codes: 'ferry sync --help'.";
+
+/// `ferry sync --help`: what a user needs beyond the flags (README.md and docs/design.md say
+/// more; keep the three in step).
+const SYNC_AFTER_LONG_HELP: &str = "\
+Endpoints (ALPHA and BETA):
+  ./dir, /abs/dir
+          A local directory. ALPHA must exist; BETA is created if its parent exists.
+  docker://[USER@]CONTAINER/abs/path
+          A running container, by name or id, through the Docker Engine API; USER as in
+          'docker exec -u'.
+  ssh://[USER@]HOST[:PORT]/abs/path
+  [USER@]HOST:path
+          A host through the system ssh (~/.ssh/config, agents and jump hosts work);
+          HOST:path is relative to the home directory.
+  k8s://[CONTEXT@]NAMESPACE/POD[:CONTAINER]/abs/path
+          A pod's container through 'kubectl exec'; the namespace is required. In CONTEXT
+          write @, / and % as %40, %2F and %25.
+  Nothing needs installing on the far side: ferry copies its static agent there.
+
+Environment:
+  FERRY_AGENT        The static x86_64 Linux agent to install on the far side (default:
+                     the one built into or beside this ferry).
+  FERRY_SSH_COMMAND  The ssh command line (default 'ssh'; split on spaces, e.g.
+                     'ssh -F ./config').
+  FERRY_KUBECTL      The kubectl program (default 'kubectl').
+  DOCKER_HOST        The Docker engine to use (default: the local socket).
+  XDG_STATE_HOME     Where sessions keep their archive and backups (default
+                     ~/.local/state; ferry uses its 'ferry' directory).
+
+Exit codes:
+  0  Done and in sync.
+  1  Failed: I/O, a connection, a path that kept failing, a refused wipe.
+  2  Bad usage or input (one line on stderr; nothing touched).
+  3  Finished with unresolved conflicts (listed).";
 
 #[derive(clap::Args, Debug)]
 pub struct SyncFlags {

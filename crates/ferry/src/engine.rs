@@ -504,7 +504,7 @@ impl Engine {
             let b = beta.scan(rb);
             (h.map(|h| h.join()), b)
         });
-        match a {
+        let a = match a {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => {
                 return Err(RunError::Endpoint(EndpointError::Other(
@@ -519,7 +519,16 @@ impl Engine {
                 )));
             }
         };
-        b?;
+        let b = b?;
+        for (side, report) in [(Side::Alpha, a), (Side::Beta, b)] {
+            for (path, message) in report.notes {
+                self.printer.emit(&Event::Problem {
+                    side: side.as_str(),
+                    path: path.to_string(),
+                    message,
+                });
+            }
+        }
         Ok(())
     }
 

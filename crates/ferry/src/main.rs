@@ -217,11 +217,17 @@ fn endpoint(
 }
 
 /// clap's reason on one line: the text before its usage block, lines joined.
+/// clap's message on one line; its tips (`a similar subcommand exists: 'sync'`) kept in
+/// parentheses, as they are the fix.
 fn one_line(msg: &str) -> String {
     msg.lines()
         .take_while(|l| !l.starts_with("Usage:"))
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.strip_prefix("tip: ") {
+            Some(tip) => format!("({tip})"),
+            None => l.to_owned(),
+        })
         .collect::<Vec<_>>()
         .join(" ")
         .trim_start_matches("error: ")

@@ -16,12 +16,13 @@ use super::{
     BaseOpener, Endpoint, EndpointError, Feed, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side,
     Wanted, WatchEvent,
 };
+use crate::fs::beneath::Root;
 use crate::fs::ignore::{Ignorer, STAGING_DIR_NAME};
 use crate::fs::scan::{
     DirHook, LocalTree, NoHook, Scanner, StatCache, open_nofollow, parents_are_dirs,
 };
 use crate::fs::stage::Staging;
-use crate::fs::transition::{Applier, LinkWay};
+use crate::fs::transition::{Applier, LinkWay, Swapped, check_swapped};
 use crate::fs::watch::{DirWatcher, Seen};
 use crate::state::{
     Retention, backup_stamp, new_backup_dir, prune_backups, read_versioned, write_atomic,
@@ -46,6 +47,8 @@ pub struct LocalEndpoint {
     /// The watcher channel overflowed: the engine must rescan everything.
     overflow: Arc<AtomicBool>,
     link_way: LinkWay,
+    /// Versions swapped out recently, watched for late writes.
+    swapped: Vec<Swapped>,
     /// ferry's own directories this side never syncs (see [`LocalEndpoint::hide_own`]).
     own: Vec<PathBuf>,
     /// How long backups are kept; `None` until told (then nothing is pruned).
@@ -126,6 +129,7 @@ impl LocalEndpoint {
             cache_dirty: false,
             overflow: Arc::new(AtomicBool::new(false)),
             link_way: LinkWay::EmptyPath,
+            swapped: Vec::new(),
             own: Vec::new(),
             retention: None,
             last_prune: Instant::now(),
@@ -202,6 +206,7 @@ impl Endpoint for LocalEndpoint {
             entries: stats.entries,
             hashed_files: stats.hashed_files,
             hashed_bytes: stats.hashed_bytes,
+            notes: check_swapped(&mut self.swapped),
         })
     }
 
@@ -288,15 +293,16 @@ impl Endpoint for LocalEndpoint {
         backup: &HashSet<Digest>,
         feed: &mut dyn Feed,
     ) -> Result<Vec<Outcome>, EndpointError> {
-        match fs::symlink_metadata(&self.root) {
-            Ok(m) if m.is_dir() => {}
-            _ => {
-                return Err(EndpointError::RootGone {
-                    side: self.side.as_str(),
-                    root: self.describe(),
-                });
-            }
-        }
+        let root = match fs::symlink_metadata(&self.root) {
+            Ok(m) if m.is_dir() => Root::open(&self.root).ok(),
+            _ => None,
+        };
+        let Some(root) = root else {
+            return Err(EndpointError::RootGone {
+                side: self.side.as_str(),
+                root: self.describe(),
+            });
+        };
         if self.last_prune.elapsed() >= PRUNE_EVERY {
             self.prune();
         }
@@ -307,7 +313,7 @@ impl Endpoint for LocalEndpoint {
             None => &mut nohook,
         };
         let mut applier = Applier {
-            root: &self.root,
+            root: &root,
             staging: &mut self.staging,
             backup_dir: &backup_dir,
             backup,
@@ -316,6 +322,7 @@ impl Endpoint for LocalEndpoint {
             last_dir: None,
             feed,
             link_way: &mut self.link_way,
+            swapped: &mut self.swapped,
         };
         let outcomes: Vec<Outcome> = changes.iter().map(|ch| applier.apply(ch)).collect();
         super::follow(&mut self.state.tree, changes, &outcomes);

@@ -133,12 +133,15 @@ pub enum ScanRequest {
     Paths(BTreeSet<RelPath>),
 }
 
-/// Counters a scan reports.
-#[derive(Clone, Copy, Debug, Default)]
+/// Counters a scan reports, and what it noticed on the way.
+#[derive(Clone, Debug, Default)]
 pub struct ScanReport {
     pub entries: u64,
     pub hashed_files: u64,
     pub hashed_bytes: u64,
+    /// Paths worth a word to the user (a write that landed in a version ferry had swapped
+    /// out, kept as a conflict copy): (path, message).
+    pub notes: Vec<(RelPath, String)>,
 }
 
 /// What a watcher reports.

@@ -1,5 +1,6 @@
 //! The filesystem side: scanning, ignore rules, staging and applying changes to a local root.
 
+pub mod beneath;
 pub mod ignore;
 pub mod scan;
 pub mod stage;

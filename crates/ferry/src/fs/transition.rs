@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use ferry_core::{Change, Digest, Entry, RelPath, link_stays_inside};
 
-use super::scan::{Cached, DirHook, LocalTree, Stat, parents_are_dirs, stat_is_settled};
+use std::time::{Duration, Instant};
+
+use super::beneath::{self, Place, Root, is_parent_error};
+use super::scan::{Cached, DirHook, LocalTree, Stat, stat_is_settled};
 use super::stage::{Staging, fill_verified};
 use crate::endpoint::Feed;
 
@@ -27,7 +30,8 @@ pub struct Outcome {
 }
 
 pub struct Applier<'a> {
-    pub root: &'a Path,
+    /// The root, held open: every place written is resolved beneath it.
+    pub root: &'a Root,
     pub staging: &'a mut Staging,
     /// Where this cycle's backups go (created on first use).
     pub backup_dir: &'a Path,
@@ -42,6 +46,50 @@ pub struct Applier<'a> {
     pub feed: &'a mut dyn Feed,
     /// How new files can be linked from an unnamed file (learnt once per endpoint).
     pub link_way: &'a mut LinkWay,
+    /// Versions swapped out of their paths, watched for late writes (see [`Swapped`]).
+    pub swapped: &'a mut Vec<Swapped>,
+}
+
+/// A version ferry swapped out of a path when it placed a new one. A program that opened the
+/// file before the swap may still write to it afterwards; that write lands in this version.
+/// So it is kept in the backup area (a rename, no copy) and looked at again for a while: if it
+/// changed after the swap, the session reports where that version is (see [`check_swapped`]).
+#[derive(Clone, Debug)]
+pub struct Swapped {
+    pub path: RelPath,
+    pub kept: PathBuf,
+    pub stat: Stat,
+    pub at: Instant,
+}
+
+/// How long a swapped-out version is watched for late writes.
+const SWAPPED_WATCH: Duration = Duration::from_secs(30);
+
+/// Looks at the versions swapped out recently: returns (path, message) for each one written
+/// after the swap (it stays where it is, in the backup area) and forgets those watched long
+/// enough.
+pub fn check_swapped(list: &mut Vec<Swapped>) -> Vec<(RelPath, String)> {
+    let mut notes = Vec::new();
+    list.retain(|s| {
+        let changed = match fs::symlink_metadata(&s.kept) {
+            Ok(m) => !same_file(&s.stat, &m),
+            // Removed by hand, or pruned: nothing left to watch.
+            Err(_) => return false,
+        };
+        if changed {
+            notes.push((
+                s.path.clone(),
+                format!(
+                    "was written after ferry replaced it (a program still had it open); that \
+                     version is kept as a conflict copy at {}",
+                    s.kept.display()
+                ),
+            ));
+            return false;
+        }
+        s.at.elapsed() < SWAPPED_WATCH
+    });
+    notes
 }
 
 /// How an unnamed file (`O_TMPFILE`) gets its name on this system.
@@ -59,6 +107,10 @@ struct Work {
     errors: Vec<(RelPath, String)>,
     backups: Vec<(RelPath, PathBuf)>,
 }
+
+const CHANGED: &str = "changed since it was scanned; left alone until the next cycle";
+const PARENT_GONE: &str =
+    "a parent directory is missing or was replaced by a non-directory; not written";
 
 impl Applier<'_> {
     pub fn apply(&mut self, ch: &Change) -> Outcome {
@@ -82,14 +134,20 @@ impl Applier<'_> {
                 .push((rel.clone(), "refusing to replace the root itself".into()));
             return ch.old.clone();
         }
-        if !parents_are_dirs(self.root, rel) {
-            w.errors.push((
-                rel.clone(),
-                "a parent directory is missing or was replaced by a non-directory; not written"
-                    .into(),
-            ));
-            return ch.old.clone();
-        }
+        // The parent is opened beneath the root once, following no link; everything this
+        // change does happens in that directory, whatever is renamed or swapped meanwhile.
+        let at = match self.root.place(rel) {
+            Ok(at) => at,
+            Err(e) if is_parent_error(&e) => {
+                w.errors.push((rel.clone(), PARENT_GONE.into()));
+                return ch.old.clone();
+            }
+            Err(e) => {
+                w.errors
+                    .push((rel.clone(), format!("cannot open its directory: {e}")));
+                return ch.old.clone();
+            }
+        };
         match (&ch.old, &ch.new) {
             (None, None) => None,
             (
@@ -100,14 +158,14 @@ impl Applier<'_> {
                     ..
                 }),
             ) => {
-                if let Err(e) = self.verify(rel, ch.old.as_ref()) {
+                if let Err(e) = self.verify(&at, rel, ch.old.as_ref()) {
                     w.errors.push((rel.clone(), e));
                     return ch.old.clone();
                 }
                 let result = if od == nd {
-                    self.set_executable(rel, *nd, *executable)
+                    self.set_executable(&at, rel, *nd, *executable)
                 } else {
-                    self.replace_file(rel, *od, ch.new.as_ref(), w)
+                    self.replace_file(&at, rel, *od, ch.new.as_ref(), w)
                 };
                 match result {
                     Ok(()) => ch.new.clone(),
@@ -119,18 +177,14 @@ impl Applier<'_> {
             }
             (old, new) => {
                 if let Some(old) = old {
-                    let left = self.remove(rel, old, w);
+                    let left = self.remove(&at, rel, old, w);
                     if left.is_some() {
                         return left;
                     }
                 }
-                new.as_ref().and_then(|n| self.create(rel, n, w))
+                new.as_ref().and_then(|n| self.create(&at, rel, n, w))
             }
         }
-    }
-
-    fn abs(&self, rel: &RelPath) -> PathBuf {
-        self.root.join(rel.as_str())
     }
 
     /// Places the new file `rel` straight from the feed when its content has not arrived yet:
@@ -141,8 +195,8 @@ impl Applier<'_> {
     /// usual way follows.
     fn create_direct(
         &mut self,
+        at: &Place,
         rel: &RelPath,
-        abs: &Path,
         digest: &Digest,
         executable: bool,
     ) -> Option<Result<(), String>> {
@@ -152,7 +206,6 @@ impl Applier<'_> {
         {
             return None;
         }
-        let dir = abs.parent()?;
         loop {
             let (want, src) = self.feed.next()?;
             if want.digest != *digest || want.uses > 1 {
@@ -163,7 +216,7 @@ impl Applier<'_> {
                 }
                 continue;
             }
-            let mut f = match open_unnamed(dir) {
+            let mut f = match at.open_unnamed_beside(0o644) {
                 Ok(f) => f,
                 Err(e) => {
                     if matches!(
@@ -190,7 +243,7 @@ impl Applier<'_> {
                     return Some(Err(format!("cannot set mode: {e}")));
                 }
             }
-            return match self.link_unnamed(&f, abs) {
+            return match self.link_unnamed(&f, at) {
                 Ok(()) => {
                     if let Ok(m) = f.metadata() {
                         self.remember_stat(rel, &m, *digest);
@@ -198,7 +251,7 @@ impl Applier<'_> {
                     Some(Ok(()))
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(Err(self
-                    .verify(rel, None)
+                    .verify(at, rel, None)
                     .err()
                     .unwrap_or_else(|| e.to_string()))),
                 Err(_) if *self.link_way == LinkWay::Unsupported => {
@@ -214,61 +267,30 @@ impl Applier<'_> {
         }
     }
 
-    /// Gives the unnamed file `f` the name `abs` (never replacing anything), learning which
+    /// Gives the unnamed file `f` the name `at` (never replacing anything), learning which
     /// way works here.
-    fn link_unnamed(&mut self, f: &fs::File, abs: &Path) -> io::Result<()> {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        use std::os::unix::io::AsRawFd;
-        let to = CString::new(abs.as_os_str().as_bytes())
-            .map_err(|_| io::Error::other("path holds a NUL byte"))?;
-        let fd = f.as_raw_fd();
+    fn link_unnamed(&mut self, f: &fs::File, at: &Place) -> io::Result<()> {
         if *self.link_way == LinkWay::EmptyPath {
-            // SAFETY: valid descriptor and NUL-terminated strings that outlive the call.
-            let r = unsafe {
-                libc::linkat(
-                    fd,
-                    c"".as_ptr(),
-                    libc::AT_FDCWD,
-                    to.as_ptr(),
-                    libc::AT_EMPTY_PATH,
-                )
-            };
-            if r == 0 {
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) {
-                return Err(e);
+            match beneath::link_open_file(f, at, true) {
+                Ok(()) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) => {}
+                Err(e) => return Err(e),
             }
         }
-        let proc_path = CString::new(format!("/proc/self/fd/{fd}"))
-            .map_err(|_| io::Error::other("bad descriptor path"))?;
-        // SAFETY: as above.
-        let r = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                proc_path.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if r == 0 {
-            *self.link_way = LinkWay::ProcFd;
-            return Ok(());
+        match beneath::link_open_file(f, at, false) {
+            Ok(()) => {
+                *self.link_way = LinkWay::ProcFd;
+                Ok(())
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::AlreadyExists && at.dir_dev().is_ok() {
+                    // The directory is there, yet neither way links: no /proc, or a system
+                    // that does not allow it. Staging and a rename will do.
+                    *self.link_way = LinkWay::Unsupported;
+                }
+                Err(e)
+            }
         }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::AlreadyExists
-            && abs
-                .parent()
-                .is_some_and(|d| fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()))
-        {
-            // The directory is there, yet neither way links: no /proc, or a system that does
-            // not allow it. Staging and a rename will do.
-            *self.link_way = LinkWay::Unsupported;
-        }
-        Err(e)
     }
 
     /// A staged file with `digest`'s content (see `Staging::take`), receiving from the feed
@@ -285,15 +307,11 @@ impl Applier<'_> {
     }
 
     /// Checks that the disk still holds what the scan saw at `rel` (the top level of `e`).
-    fn verify(&self, rel: &RelPath, e: Option<&Entry>) -> Result<(), String> {
-        let abs = self.abs(rel);
-        let meta = match fs::symlink_metadata(&abs) {
-            Ok(m) => Some(m),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
-            Err(err) => return Err(format!("cannot check before writing: {err}")),
-        };
-        let changed =
-            || Err("changed since it was scanned; left alone until the next cycle".to_owned());
+    fn verify(&self, at: &Place, rel: &RelPath, e: Option<&Entry>) -> Result<(), String> {
+        let meta = at
+            .lstat_opt()
+            .map_err(|err| format!("cannot check before writing: {err}"))?;
+        let changed = || Err(CHANGED.to_owned());
         match (e, meta) {
             (None, None) => Ok(()),
             (None, Some(_)) => Err(
@@ -308,7 +326,7 @@ impl Applier<'_> {
             },
             (Some(Entry::Symlink { target }), Some(m)) => {
                 let same = m.file_type().is_symlink()
-                    && fs::read_link(&abs).ok().as_deref().and_then(Path::to_str)
+                    && at.read_link().ok().as_deref().and_then(Path::to_str)
                         == Some(target.as_str());
                 if same { Ok(()) } else { changed() }
             }
@@ -325,31 +343,38 @@ impl Applier<'_> {
         }
     }
 
+    /// Where the backup of `rel` goes this cycle (its directory created).
+    fn backup_place(&self, rel: &RelPath) -> io::Result<(PathBuf, Place)> {
+        let dest = self.backup_dir.join(rel.as_str());
+        if let Some(p) = dest.parent() {
+            fs::create_dir_all(p)?;
+        }
+        let place = Place::abs(&dest)?;
+        Ok((dest, place))
+    }
+
     /// Keeps a copy of `src` (the content at `rel`) in the backup area unless its content is in
     /// the archive at that path.
     fn backup(
         &mut self,
         rel: &RelPath,
         digest: Digest,
-        src: &Path,
+        src: &Place,
         w: &mut Work,
     ) -> Result<(), String> {
         if !self.backup.contains(&digest) {
             return Ok(());
         }
-        let dest = self.backup_dir.join(rel.as_str());
         let res = (|| {
-            if let Some(p) = dest.parent() {
-                fs::create_dir_all(p)?;
-            }
+            let (dest, to) = self.backup_place(rel)?;
             // A hard link keeps the bytes at no cost when the backup area shares the filesystem.
-            if fs::hard_link(src, &dest).is_err() {
-                fs::copy(src, &dest)?;
+            if beneath::hard_link(src, &to).is_err() {
+                beneath::copy_new(src, &to)?;
             }
-            io::Result::Ok(())
+            io::Result::Ok(dest)
         })();
         match res {
-            Ok(()) => {
+            Ok(dest) => {
                 w.backups.push((rel.clone(), dest));
                 Ok(())
             }
@@ -357,69 +382,72 @@ impl Applier<'_> {
         }
     }
 
-    /// A temporary name next to `abs`, for a directory on another filesystem than staging (a
+    /// A temporary name next to `at`, for a directory on another filesystem than staging (a
     /// mount nested in the root). Always ignored by scans (see `ignore.rs`).
-    fn local_temp(&mut self, abs: &Path) -> PathBuf {
-        let dir = abs.parent().unwrap_or(self.root);
-        dir.join(format!(
+    fn local_temp(&mut self, at: &Place) -> Result<Place, String> {
+        let name = format!(
             ".ferry-tmp-{}-{}",
             std::process::id(),
             self.staging.next_id()
-        ))
+        );
+        at.sibling(&name)
+            .map_err(|e| format!("cannot prepare a temporary name: {e}"))
     }
 
-    /// True if `abs`'s directory is on the staging directory's filesystem.
-    fn staging_reaches(&mut self, abs: &Path) -> bool {
-        let dir = abs.parent().unwrap_or(self.root);
+    /// True if `at`'s directory is on the staging directory's filesystem.
+    fn staging_reaches(&mut self, at: &Place) -> bool {
+        let dir = at
+            .shown()
+            .parent()
+            .unwrap_or(self.root.path())
+            .to_path_buf();
         let dev = match &self.last_dir {
-            Some((d, dev)) if d == dir => *dev,
+            Some((d, dev)) if *d == dir => *dev,
             _ => {
-                let dev = fs::symlink_metadata(dir).map(|m| m.dev()).ok();
-                self.last_dir = Some((dir.to_path_buf(), dev));
+                let dev = at.dir_dev().ok();
+                self.last_dir = Some((dir, dev));
                 dev
             }
         };
         dev.is_some() && dev == self.staging.dev()
     }
 
-    /// `staged` moved (copied, across filesystems) next to `abs` if staging cannot reach it.
-    fn near(&mut self, staged: PathBuf, abs: &Path) -> Result<PathBuf, String> {
-        if self.staging_reaches(abs) {
-            return Ok(staged);
+    /// `staged` moved (copied, across filesystems) next to `at` if staging cannot reach it.
+    fn near(&mut self, staged: PathBuf, at: &Place) -> Result<Place, String> {
+        let from = Place::abs(&staged).map_err(|e| e.to_string())?;
+        if self.staging_reaches(at) {
+            return Ok(from);
         }
-        let tmp = self.local_temp(abs);
-        let copied = fs::copy(&staged, &tmp);
+        let tmp = self.local_temp(at)?;
+        let copied = beneath::copy_new(&from, &tmp);
         let _ = fs::remove_file(&staged);
         match copied {
             Ok(_) => Ok(tmp),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(format!(
-                    "cannot stage next to the file (another filesystem): {e}"
-                ))
-            }
+            Err(e) => Err(format!(
+                "cannot stage next to the file (another filesystem): {e}"
+            )),
         }
     }
 
-    /// Where to move `abs` aside: staging, or next to it when staging cannot reach it.
-    fn aside_for(&mut self, abs: &Path) -> Result<PathBuf, String> {
+    /// Where to move `at` aside: staging, or next to it when staging cannot reach it.
+    fn aside_for(&mut self, at: &Place) -> Result<Place, String> {
         // `scratch` also creates the staging directory, which `staging_reaches` looks at.
         let in_staging = self
             .staging
             .scratch()
             .map_err(|e| format!("cannot prepare: {e}"))?;
-        if self.staging_reaches(abs) {
-            Ok(in_staging)
+        if self.staging_reaches(at) {
+            Place::abs(&in_staging).map_err(|e| e.to_string())
         } else {
-            Ok(self.local_temp(abs))
+            self.local_temp(at)
         }
     }
 
     /// The file moved aside is not the one the scan saw (written after the check): put it back,
     /// or, if something new took its place meanwhile, keep it (see [`Self::park`]).
-    fn restore_aside(&mut self, rel: &RelPath, aside: &Path, w: &mut Work) -> String {
-        if rename_noreplace(aside, &self.abs(rel)).is_ok() {
-            return "changed since it was scanned; left alone until the next cycle".into();
+    fn restore_aside(&mut self, at: &Place, rel: &RelPath, aside: &Place, w: &mut Work) -> String {
+        if beneath::rename_noreplace(aside, at).is_ok() {
+            return CHANGED.into();
         }
         self.park(rel, aside, w)
     }
@@ -427,61 +455,63 @@ impl Applier<'_> {
     /// Keeps a version of `rel` that could not go back to its path: in the backup area if
     /// possible, else under a name in staging that no cleanup removes. Never deletes it.
     /// Returns the message saying where it is.
-    fn park(&mut self, rel: &RelPath, from: &Path, w: &mut Work) -> String {
-        let dest = self.backup_dir.join(rel.as_str());
-        let moved = dest
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| {
-                fs::rename(from, &dest).or_else(|_| {
+    fn park(&mut self, rel: &RelPath, from: &Place, w: &mut Work) -> String {
+        let moved = self.backup_place(rel).and_then(|(dest, to)| {
+            beneath::rename(from, &to, 0)
+                .or_else(|_| {
                     // Across filesystems: copy, and drop the original only once the copy exists.
-                    fs::copy(from, &dest)?;
-                    fs::remove_file(from)
+                    beneath::copy_new(from, &to)?;
+                    from.unlink()
                 })
-            });
-        if moved.is_ok() {
-            w.backups.push((rel.clone(), dest.clone()));
-            return format!(
+                .map(|()| dest)
+        });
+        if let Ok(dest) = moved {
+            let msg = format!(
                 "changed while ferry replaced it; that version is kept at {}",
                 dest.display()
             );
+            w.backups.push((rel.clone(), dest));
+            return msg;
         }
         let kept = self.staging.keep_path();
-        match fs::rename(from, &kept) {
+        let to = Place::abs(&kept);
+        match to.and_then(|to| beneath::rename(from, &to, 0)) {
             Ok(()) => format!(
                 "changed while ferry replaced it and the backup area is unusable; that version is kept at {}",
                 kept.display()
             ),
             Err(_) => format!(
                 "changed while ferry replaced it and could not be moved; that version is at {}",
-                from.display()
+                from.shown().display()
             ),
         }
     }
 
     fn set_executable(
         &mut self,
+        at: &Place,
         rel: &RelPath,
         digest: Digest,
         executable: bool,
     ) -> Result<(), String> {
         // Through a descriptor opened without following links: a file swapped for a symlink
         // since the check is never chmod-ed (nor is anything it points to).
-        let f = super::scan::open_nofollow(&self.abs(rel))
+        let f = at
+            .open(libc::O_RDONLY | libc::O_NONBLOCK, 0)
             .map_err(|e| format!("cannot open for chmod: {e}"))?;
         let m = f.metadata().map_err(|e| e.to_string())?;
         if !m.is_file() {
-            return Err("changed since it was scanned; left alone until the next cycle".into());
+            return Err(CHANGED.into());
         }
         f.set_permissions(fs::Permissions::from_mode(exec_mode(m.mode(), executable)))
             .map_err(|e| format!("chmod failed: {e}"))?;
-        drop(f);
-        self.remember_file(rel, digest);
+        self.remember_stat(rel, &m_after(&f, m), digest);
         Ok(())
     }
 
     fn replace_file(
         &mut self,
+        at: &Place,
         rel: &RelPath,
         old: Digest,
         new: Option<&Entry>,
@@ -493,57 +523,61 @@ impl Applier<'_> {
         else {
             return Err("internal: not a file".into());
         };
-        const CHANGED: &str = "changed since it was scanned; left alone until the next cycle";
-        let abs = self.abs(rel);
         let Some(seen) = self.state.cache.get(rel.as_str()).map(|c| c.stat) else {
             return Err(CHANGED.into());
         };
         let staged = self
             .content(digest, true)
             .map_err(|e| format!("content not available: {e}"))?;
-        let staged = self.near(staged, &abs)?;
+        let staged = self.near(staged, at)?;
         // Our staged file's identity, to tell it apart from anyone else's after swaps.
-        let ours = match fs::symlink_metadata(&staged) {
+        let ours = match staged.lstat() {
             Ok(m) => (m.dev(), m.ino()),
             Err(e) => return Err(format!("content not available: {e}")),
         };
-        let is_ours = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == ours);
-        let mode = fs::Permissions::from_mode(exec_mode(seen.mode, *executable));
-        if let Err(e) = fs::set_permissions(&staged, mode) {
-            let _ = fs::remove_file(&staged);
+        let is_ours = |p: &Place| p.lstat().is_ok_and(|m| (m.dev(), m.ino()) == ours);
+        let set_mode = staged
+            .open(libc::O_RDONLY | libc::O_NONBLOCK, 0)
+            .and_then(|f| {
+                f.set_permissions(fs::Permissions::from_mode(exec_mode(
+                    seen.mode,
+                    *executable,
+                )))
+            });
+        if let Err(e) = set_mode {
+            let _ = staged.unlink();
             return Err(format!("cannot set mode: {e}"));
         }
         // Swap rather than overwrite, then look at what came out: if a write landed after the
         // check, swap back so the person's version is at its path again.
-        match rename_exchange(&staged, &abs) {
+        match beneath::exchange(&staged, at) {
             Ok(()) => {
                 // `staged` now holds what was at the path.
-                if !fs::symlink_metadata(&staged).is_ok_and(|m| same_file(&seen, &m)) {
-                    if !is_ours(&abs) {
+                if !staged.lstat().is_ok_and(|m| same_file(&seen, &m)) {
+                    if !is_ours(at) {
                         // Saved over again after the swap: that newest version stays; keep the
                         // one that came out.
                         return Err(self.park(rel, &staged, w));
                     }
-                    return Err(match rename_exchange(&staged, &abs) {
+                    return Err(match beneath::exchange(&staged, at) {
                         Ok(()) if is_ours(&staged) => {
-                            let _ = fs::remove_file(&staged);
+                            let _ = staged.unlink();
                             CHANGED.into()
                         }
                         // Whatever is in `staged` now is not ours: keep it.
                         Ok(()) | Err(_) => self.park(rel, &staged, w),
                     });
                 }
-                if let Err(e) = self.backup(rel, old, &staged, w) {
+                if let Err(e) = self.keep_swapped(rel, old, &seen, &staged, w) {
                     // No copy could be kept: put the old version back.
-                    return Err(match rename_exchange(&staged, &abs) {
+                    return Err(match beneath::exchange(&staged, at) {
                         Ok(()) if is_ours(&staged) => {
-                            let _ = fs::remove_file(&staged);
+                            let _ = staged.unlink();
                             e
                         }
                         Ok(()) | Err(_) => self.park(rel, &staged, w),
                     });
                 }
-                let _ = fs::remove_file(&staged);
             }
             Err(e)
                 if matches!(
@@ -554,60 +588,99 @@ impl Applier<'_> {
                 // No RENAME_EXCHANGE (NFS, many FUSE filesystems): move the old file aside and
                 // check it, then place ours where nothing is. The path is briefly empty; no
                 // write is lost.
-                let result = self.replace_by_moving_aside(rel, &abs, old, &seen, &staged, w);
+                let result = self.replace_by_moving_aside(at, rel, old, &seen, &staged, w);
                 if is_ours(&staged) {
-                    let _ = fs::remove_file(&staged);
+                    let _ = staged.unlink();
                 }
                 result?;
             }
             Err(e) => {
-                let _ = fs::remove_file(&staged);
+                let _ = staged.unlink();
                 return Err(format!("cannot rename into place: {e}"));
             }
         }
-        self.remember_file(rel, *digest);
+        self.remember_file(at, rel, *digest);
         Ok(())
+    }
+
+    /// Keeps the version a swap took out of `rel` (now at `out`): moved whole into the backup
+    /// area, since a program that had it open may still write to it, and watched for that
+    /// for a while (see [`Swapped`]). Listed as a backup when its content is not in the
+    /// archive. Where it cannot be moved (another filesystem), the old rule: a copy if needed,
+    /// then it is removed.
+    fn keep_swapped(
+        &mut self,
+        rel: &RelPath,
+        old: Digest,
+        seen: &Stat,
+        out: &Place,
+        w: &mut Work,
+    ) -> Result<(), String> {
+        let moved = self.backup_place(rel).and_then(|(dest, to)| {
+            beneath::rename(out, &to, libc::RENAME_NOREPLACE).map(|()| dest)
+        });
+        match moved {
+            Ok(dest) => {
+                // Compared with what the scan saw (checked right after the swap): a write
+                // that landed since, even before this move, is a late one.
+                self.swapped.push(Swapped {
+                    path: rel.clone(),
+                    kept: dest.clone(),
+                    stat: *seen,
+                    at: Instant::now(),
+                });
+                if self.backup.contains(&old) {
+                    w.backups.push((rel.clone(), dest));
+                }
+                Ok(())
+            }
+            Err(_) => {
+                self.backup(rel, old, out, w)?;
+                let _ = out.unlink();
+                Ok(())
+            }
+        }
     }
 
     fn replace_by_moving_aside(
         &mut self,
+        at: &Place,
         rel: &RelPath,
-        abs: &Path,
         old: Digest,
         seen: &Stat,
-        staged: &Path,
+        staged: &Place,
         w: &mut Work,
     ) -> Result<(), String> {
-        let aside = self.aside_for(abs)?;
-        if let Err(e) = fs::rename(abs, &aside) {
+        let aside = self.aside_for(at)?;
+        if let Err(e) = beneath::rename(at, &aside, 0) {
             return Err(if e.kind() == io::ErrorKind::NotFound {
-                "changed since it was scanned; left alone until the next cycle".into()
+                CHANGED.into()
             } else {
                 format!("cannot move the old version aside: {e}")
             });
         }
-        if !fs::symlink_metadata(&aside).is_ok_and(|m| same_file(seen, &m)) {
-            return Err(self.restore_aside(rel, &aside, w));
+        if !aside.lstat().is_ok_and(|m| same_file(seen, &m)) {
+            return Err(self.restore_aside(at, rel, &aside, w));
         }
         if let Err(e) = self.backup(rel, old, &aside, w) {
-            let msg = self.restore_aside(rel, &aside, w);
+            let msg = self.restore_aside(at, rel, &aside, w);
             return Err(format!("{e} ({msg})"));
         }
-        if let Err(e) = rename_noreplace(staged, abs) {
+        if let Err(e) = beneath::rename_noreplace(staged, at) {
             // Something appeared at the path meanwhile: it stays. The old version we moved aside
             // is the one the scan saw; put it back if it can go, else keep it.
-            let msg = self.restore_aside(rel, &aside, w);
+            let msg = self.restore_aside(at, rel, &aside, w);
             return Err(format!("cannot place the new version ({e}); {msg}"));
         }
-        let _ = fs::remove_file(&aside);
+        let _ = aside.unlink();
         Ok(())
     }
 
     /// Records a file ferry just wrote in the stat cache, so the next scan need not read it
     /// (unless it was written too recently for its timestamps to reveal a later same-size
     /// write: then, like any racy entry, it is hashed again).
-    fn remember_file(&mut self, rel: &RelPath, digest: Digest) {
-        if let Ok(m) = fs::symlink_metadata(self.abs(rel)) {
+    fn remember_file(&mut self, at: &Place, rel: &RelPath, digest: Digest) {
+        if let Ok(m) = at.lstat() {
             self.remember_stat(rel, &m, digest);
         }
     }
@@ -627,78 +700,86 @@ impl Applier<'_> {
 
     /// Removes the file at `rel`: moved aside first, checked to be the one the scan saw, backed
     /// up if its content is not in the archive, then unlinked.
-    fn remove_file(&mut self, rel: &RelPath, digest: Digest, w: &mut Work) -> Result<(), String> {
-        const CHANGED: &str = "changed since it was scanned; left alone until the next cycle";
-        let abs = self.abs(rel);
+    fn remove_file(
+        &mut self,
+        at: &Place,
+        rel: &RelPath,
+        digest: Digest,
+        w: &mut Work,
+    ) -> Result<(), String> {
         let Some(seen) = self.state.cache.get(rel.as_str()).map(|c| c.stat) else {
             return Err(CHANGED.into());
         };
-        let aside = self.aside_for(&abs)?;
-        match fs::rename(&abs, &aside) {
+        let aside = self.aside_for(at)?;
+        match beneath::rename(at, &aside, 0) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(CHANGED.into()),
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                 // A mount nested in the root (a volume inside a bind mount): staging is on
                 // another filesystem. Check, keep a copy if needed, unlink.
-                if !fs::symlink_metadata(&abs).is_ok_and(|m| same_file(&seen, &m)) {
+                if !at.lstat().is_ok_and(|m| same_file(&seen, &m)) {
                     return Err(CHANGED.into());
                 }
-                self.backup(rel, digest, &abs, w)?;
-                fs::remove_file(&abs).map_err(|e| format!("cannot remove: {e}"))?;
+                self.backup(rel, digest, at, w)?;
+                at.unlink().map_err(|e| format!("cannot remove: {e}"))?;
                 self.state.cache.remove(rel.as_str());
                 return Ok(());
             }
             Err(e) => return Err(format!("cannot remove: {e}")),
         }
-        if !fs::symlink_metadata(&aside).is_ok_and(|m| same_file(&seen, &m)) {
-            return Err(self.restore_aside(rel, &aside, w));
+        if !aside.lstat().is_ok_and(|m| same_file(&seen, &m)) {
+            return Err(self.restore_aside(at, rel, &aside, w));
         }
         if let Err(e) = self.backup(rel, digest, &aside, w) {
-            let msg = self.restore_aside(rel, &aside, w);
+            let msg = self.restore_aside(at, rel, &aside, w);
             return Err(format!("{e} ({msg})"));
         }
-        let _ = fs::remove_file(&aside);
+        let _ = aside.unlink();
         self.state.cache.remove(rel.as_str());
         Ok(())
     }
 
     /// Removes the symlink at `rel`: moved aside, checked to still be the link the scan saw
     /// (not a file saved there since), then unlinked; anything else goes back.
-    fn remove_symlink(&mut self, rel: &RelPath, target: &str, w: &mut Work) -> Result<(), String> {
-        let abs = self.abs(rel);
-        let aside = self.aside_for(&abs)?;
-        if let Err(e) = fs::rename(&abs, &aside) {
+    fn remove_symlink(
+        &mut self,
+        at: &Place,
+        rel: &RelPath,
+        target: &str,
+        w: &mut Work,
+    ) -> Result<(), String> {
+        let aside = self.aside_for(at)?;
+        if let Err(e) = beneath::rename(at, &aside, 0) {
             return Err(if e.kind() == io::ErrorKind::NotFound {
-                "changed since it was scanned; left alone until the next cycle".into()
+                CHANGED.into()
             } else {
                 format!("cannot remove: {e}")
             });
         }
-        let same = fs::symlink_metadata(&aside).is_ok_and(|m| m.file_type().is_symlink())
-            && fs::read_link(&aside).ok().as_deref().and_then(Path::to_str) == Some(target);
+        let same = aside.lstat().is_ok_and(|m| m.file_type().is_symlink())
+            && aside.read_link().ok().as_deref().and_then(Path::to_str) == Some(target);
         if !same {
-            return Err(self.restore_aside(rel, &aside, w));
+            return Err(self.restore_aside(at, rel, &aside, w));
         }
-        let _ = fs::remove_file(&aside);
+        let _ = aside.unlink();
         Ok(())
     }
 
     /// Removes `old` at `rel`, deepest first. Returns what is left (`None` when all is gone).
-    fn remove(&mut self, rel: &RelPath, old: &Entry, w: &mut Work) -> Option<Entry> {
-        if let Err(e) = self.verify(rel, Some(old)) {
+    fn remove(&mut self, at: &Place, rel: &RelPath, old: &Entry, w: &mut Work) -> Option<Entry> {
+        if let Err(e) = self.verify(at, rel, Some(old)) {
             w.errors.push((rel.clone(), e));
             return Some(old.clone());
         }
-        let abs = self.abs(rel);
         match old {
-            Entry::File { digest, .. } => match self.remove_file(rel, *digest, w) {
+            Entry::File { digest, .. } => match self.remove_file(at, rel, *digest, w) {
                 Ok(()) => None,
                 Err(e) => {
                     w.errors.push((rel.clone(), e));
                     Some(old.clone())
                 }
             },
-            Entry::Symlink { target } => match self.remove_symlink(rel, target, w) {
+            Entry::Symlink { target } => match self.remove_symlink(at, rel, target, w) {
                 Ok(()) => None,
                 Err(e) => {
                     w.errors.push((rel.clone(), e));
@@ -707,19 +788,34 @@ impl Applier<'_> {
             },
             Entry::Directory(children) => {
                 let mut left = std::collections::BTreeMap::new();
+                let inside = match at.as_dir() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let why = if is_parent_error(&e) {
+                            CHANGED.to_owned()
+                        } else {
+                            format!("cannot open directory: {e}")
+                        };
+                        w.errors.push((rel.clone(), why));
+                        return Some(old.clone());
+                    }
+                };
                 for (name, child) in children {
                     let Ok(crel) = rel.join(name) else { continue };
-                    if let Some(l) = self.remove(&crel, child, w) {
+                    let Ok(cat) = inside.place(name) else {
+                        continue;
+                    };
+                    if let Some(l) = self.remove(&cat, &crel, child, w) {
                         left.insert(name.clone(), l);
                     }
                 }
                 if !left.is_empty() {
                     return Some(Entry::Directory(left));
                 }
-                match fs::remove_dir(&abs) {
+                match at.rmdir() {
                     Ok(()) => {
                         self.state.dirs.remove(rel.as_str());
-                        self.hook.dir_removed(&abs);
+                        self.hook.dir_removed(at.shown());
                         None
                     }
                     Err(e) => {
@@ -738,8 +834,7 @@ impl Applier<'_> {
     }
 
     /// Creates `new` at `rel`, where nothing may exist yet. Returns what now exists.
-    fn create(&mut self, rel: &RelPath, new: &Entry, w: &mut Work) -> Option<Entry> {
-        let abs = self.abs(rel);
+    fn create(&mut self, at: &Place, rel: &RelPath, new: &Entry, w: &mut Work) -> Option<Entry> {
         let fail = |w: &mut Work, e: String| {
             w.errors.push((rel.clone(), e));
             None
@@ -748,7 +843,7 @@ impl Applier<'_> {
             Entry::File {
                 digest, executable, ..
             } => {
-                if let Some(done) = self.create_direct(rel, &abs, digest, *executable) {
+                if let Some(done) = self.create_direct(at, rel, digest, *executable) {
                     return match done {
                         Ok(()) => Some(new.clone()),
                         Err(e) => fail(w, e),
@@ -758,31 +853,33 @@ impl Applier<'_> {
                     Ok(p) => p,
                     Err(e) => return fail(w, format!("content not available: {e}")),
                 };
-                let staged = match self.near(staged, &abs) {
+                let staged = match self.near(staged, at) {
                     Ok(p) => p,
                     Err(e) => return fail(w, e),
                 };
                 // Staged files are 0644; only executables need a chmod.
                 if *executable {
                     let mode = fs::Permissions::from_mode(exec_mode(0o100644, true));
-                    if let Err(e) = fs::set_permissions(&staged, mode) {
-                        let _ = fs::remove_file(&staged);
+                    let set = staged
+                        .open(libc::O_RDONLY | libc::O_NONBLOCK, 0)
+                        .and_then(|f| f.set_permissions(mode));
+                    if let Err(e) = set {
+                        let _ = staged.unlink();
                         return fail(w, format!("cannot set mode: {e}"));
                     }
                 }
                 // Never replaces anything: a file that appeared since the scan wins.
-                let placed = rename_noreplace(&staged, &abs);
-                match placed {
+                match beneath::rename_noreplace(&staged, at) {
                     Ok(()) => {
-                        self.remember_file(rel, *digest);
+                        self.remember_file(at, rel, *digest);
                         Some(new.clone())
                     }
                     Err(e) => {
-                        let _ = fs::remove_file(&staged);
+                        let _ = staged.unlink();
                         if e.kind() == io::ErrorKind::AlreadyExists {
                             fail(
                                 w,
-                                self.verify(rel, None)
+                                self.verify(at, rel, None)
                                     .err()
                                     .unwrap_or_else(|| e.to_string()),
                             )
@@ -805,37 +902,52 @@ impl Applier<'_> {
                      side it would lead outside the root"
                 ),
             ),
-            Entry::Symlink { target } => match std::os::unix::fs::symlink(target, &abs) {
+            Entry::Symlink { target } => match at.symlink(target) {
                 Ok(()) => Some(new.clone()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fail(
                     w,
-                    self.verify(rel, None)
+                    self.verify(at, rel, None)
                         .err()
                         .unwrap_or_else(|| e.to_string()),
                 ),
                 Err(e) => fail(w, format!("cannot create symlink: {e}")),
             },
             Entry::Directory(children) => {
-                match fs::create_dir(&abs) {
+                match at.mkdir(0o755) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         return fail(
                             w,
-                            self.verify(rel, None)
+                            self.verify(at, rel, None)
                                 .err()
                                 .unwrap_or_else(|| e.to_string()),
                         );
                     }
                     Err(e) => return fail(w, format!("cannot create directory: {e}")),
                 }
-                if let Ok(m) = fs::symlink_metadata(&abs) {
+                if let Ok(m) = at.lstat() {
                     self.state.dirs.insert(rel.as_str().to_owned(), m.ino());
                 }
-                self.hook.dir_added(&abs);
+                self.hook.dir_added(at.shown());
                 let mut made = std::collections::BTreeMap::new();
+                let inside = match at.as_dir() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        w.errors
+                            .push((rel.clone(), format!("cannot open the new directory: {e}")));
+                        return Some(Entry::Directory(made));
+                    }
+                };
                 for (name, child) in children {
                     let Ok(crel) = rel.join(name) else { continue };
-                    if let Some(e) = self.create(&crel, child, w) {
+                    let cat = match inside.place(name) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            w.errors.push((crel, format!("bad name: {e}")));
+                            continue;
+                        }
+                    };
+                    if let Some(e) = self.create(&cat, &crel, child, w) {
                         made.insert(name.clone(), e);
                     }
                 }
@@ -846,17 +958,18 @@ impl Applier<'_> {
     }
 }
 
+/// The metadata of `f` after a chmod (the one read before, if it cannot be read again).
+fn m_after(f: &fs::File, before: fs::Metadata) -> fs::Metadata {
+    f.metadata().unwrap_or(before)
+}
+
 /// True if the kernel, resolving `target` from the link's directory without leaving `root`
 /// (`openat2` with `RESOLVE_BENEATH`), finds that it leaves: a link that passed the lexical rule
 /// can still climb out through a link on this side that ferry does not sync (one that escapes,
 /// or an ignored one). A target that does not exist yet resolves nowhere and is fine; kernels
 /// without `openat2` (before 5.6) keep the lexical rule alone.
-fn leads_outside(root: &Path, link: &RelPath, target: &str) -> bool {
+fn leads_outside(root: &Root, link: &RelPath, target: &str) -> bool {
     use std::ffi::CString;
-    use std::os::fd::AsRawFd;
-    let Ok(dir) = fs::File::open(root) else {
-        return false;
-    };
     let from = link
         .parent()
         .map(|p| p.as_str().to_owned())
@@ -878,7 +991,7 @@ fn leads_outside(root: &Path, link: &RelPath, target: &str) -> bool {
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            dir.as_raw_fd(),
+            root.raw_fd(),
             c.as_ptr(),
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),
@@ -901,68 +1014,6 @@ fn same_file(seen: &Stat, m: &fs::Metadata) -> bool {
         && now.ino == seen.ino
         && now.size == seen.size
         && now.mtime_ns == seen.mtime_ns
-}
-
-/// Atomically swaps `a` and `b` (`renameat2(RENAME_EXCHANGE)`).
-fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
-    renameat2(a, b, libc::RENAME_EXCHANGE)
-}
-
-fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let (Ok(f), Ok(t)) = (
-        CString::new(from.as_os_str().as_bytes()),
-        CString::new(to.as_os_str().as_bytes()),
-    ) else {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    };
-    // SAFETY: two valid NUL-terminated paths; the syscall reads them and keeps no reference.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            flags,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Moves `from` to `to` unless something exists at `to` (then `AlreadyExists`): one atomic
-/// `renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the filesystem lacks it.
-/// An unnamed file in `dir` (`O_TMPFILE`), readable and writable, mode 0644.
-fn open_unnamed(dir: &Path) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o644)
-        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-        .open(dir)
-}
-
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    match renameat2(from, to, libc::RENAME_NOREPLACE) {
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-            ) =>
-        {
-            // link() refuses to replace anything too.
-            fs::hard_link(from, to)?;
-            let _ = fs::remove_file(from);
-            Ok(())
-        }
-        r => r,
-    }
 }
 
 /// True for errors the next cycle is expected to clear: the disk moved under a cycle (a file

@@ -614,6 +614,7 @@ fn scan(ep: &mut LocalEndpoint, paths: Option<Vec<RelPath>>) -> Msg {
         hashed_files: report.hashed_files,
         hashed_bytes: report.hashed_bytes,
         tree,
+        notes: report.notes,
     }
 }
 

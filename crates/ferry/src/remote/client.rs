@@ -406,6 +406,7 @@ impl Endpoint for RemoteEndpoint {
                 hashed_files,
                 hashed_bytes,
                 tree,
+                notes,
             } => {
                 match tree {
                     TreeUpdate::Whole(t) => {
@@ -465,10 +466,26 @@ impl Endpoint for RemoteEndpoint {
                         self.tree = tree;
                     }
                 }
+                // Words for a person, from a peer: bounded before they are shown.
+                let notes = notes
+                    .into_iter()
+                    .take(1000)
+                    .map(|(p, mut m)| {
+                        if m.len() > 4096 {
+                            let mut cut = 4096;
+                            while !m.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            m.truncate(cut);
+                        }
+                        (p, m)
+                    })
+                    .collect();
                 Ok(ScanReport {
                     entries,
                     hashed_files,
                     hashed_bytes,
+                    notes,
                 })
             }
             other => Err(self.violation(unexpected(&other, "Scanned"))),

@@ -11,7 +11,7 @@ pub mod client;
 pub mod transport;
 pub mod wire;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Where an endpoint is, as written on the command line (see the README's URL table).
@@ -249,8 +249,8 @@ pub struct AgentBinary {
 }
 
 /// Finds the static agent: `$FERRY_AGENT`; this very binary when it is static (a musl build);
-/// the musl build next to this one in cargo's target directory; else the copy a release build
-/// embeds (written out once to the user's cache directory).
+/// the copy a release build embeds (written out once to the user's cache directory); else a
+/// musl build on disk (see [`agent_candidates`]).
 pub fn agent_binary() -> Result<AgentBinary, String> {
     static FOUND: OnceLock<Result<AgentBinary, String>> = OnceLock::new();
     FOUND.get_or_init(find_agent).clone()
@@ -260,28 +260,18 @@ fn find_agent() -> Result<AgentBinary, String> {
     let mut candidates = Vec::new();
     if let Some(p) = std::env::var_os("FERRY_AGENT") {
         candidates.push(PathBuf::from(p));
-    } else if let Ok(exe) = std::env::current_exe() {
-        // The program headers follow the ELF header: the file's head tells (a release ferry
-        // with debug info is ~50 MB, not worth reading whole at every start).
-        if read_head(&exe).is_some_and(|b| is_static_x86_64(&b)) {
-            candidates.push(exe.clone());
-        } else if let Some(found) = embedded_agent() {
-            return found;
-        }
-        if let Some(dir) = exe.parent() {
-            // target/{debug,release}/ferry -> target/x86_64-unknown-linux-musl/*/ferry
-            if let Some(target) = dir.parent() {
-                for profile in ["agent", "release", "debug"] {
-                    candidates.push(
-                        target
-                            .join("x86_64-unknown-linux-musl")
-                            .join(profile)
-                            .join("ferry"),
-                    );
-                }
+    } else {
+        let exe = std::env::current_exe().ok();
+        if let Some(exe) = &exe {
+            // The program headers follow the ELF header: the file's head tells (a release
+            // ferry is tens of MB, not worth reading whole at every start).
+            if read_head(exe).is_some_and(|b| is_static_x86_64(&b)) {
+                candidates.push(exe.clone());
+            } else if let Some(found) = embedded_agent() {
+                return found;
             }
-            candidates.push(dir.join("ferry-agent"));
         }
+        candidates.extend(agent_candidates(exe.as_deref(), &build_target_dirs()));
     }
     for c in &candidates {
         match std::fs::read(c) {
@@ -300,11 +290,85 @@ fn find_agent() -> Result<AgentBinary, String> {
             _ => {}
         }
     }
-    Err(
-        "no static agent binary found: build one with `cargo build --profile agent --target \
-         x86_64-unknown-linux-musl -p ferry` (see DEVELOPERS.md) or point FERRY_AGENT at it"
+    let checkout = checkout_root().filter(|r| r.join("Cargo.toml").is_file());
+    Err(no_agent_message(checkout, build_target_dirs().first()))
+}
+
+/// The musl builds ferry looks for, in order: in the cargo target directory the running binary
+/// sits in, if it is one (`target/{debug,release}/ferry`: tests and `cargo run`); `ferry-agent`
+/// beside the binary; then in the target directories of the checkout this ferry was built from
+/// (so a ferry installed with `cargo install --path crates/ferry` finds an agent built there).
+fn agent_candidates(exe: Option<&Path>, build_targets: &[PathBuf]) -> Vec<PathBuf> {
+    let musl = |target: &Path| {
+        ["agent", "release", "debug"].map(|profile| {
+            target
+                .join("x86_64-unknown-linux-musl")
+                .join(profile)
+                .join("ferry")
+        })
+    };
+    let mut out = Vec::new();
+    if let Some(dir) = exe.and_then(Path::parent) {
+        // Only from cargo's own layout: for a ferry in /tmp/x/ the directory above would be
+        // /tmp, where anyone can plant an "agent".
+        let in_target = dir
+            .file_name()
+            .is_some_and(|n| n == "debug" || n == "release");
+        if let Some(target) = dir.parent().filter(|_| in_target) {
+            out.extend(musl(target));
+        }
+        out.push(dir.join("ferry-agent"));
+    }
+    for target in build_targets {
+        for c in musl(target) {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// The workspace this ferry was built from, when it was built from a checkout of it (not from a
+/// packaged crate): `crates/ferry/../..`.
+fn checkout_root() -> Option<&'static Path> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ends_with("crates/ferry")
+        .then(|| manifest.ancestors().nth(2))
+        .flatten()
+}
+
+/// The target directories an agent built beside this ferry's checkout lands in: the one this
+/// build used if it was kept (`CARGO_TARGET_DIR` or `build.target-dir`; see build.rs), then the
+/// checkout's `target/`.
+fn build_target_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = option_env!("FERRY_BUILD_TARGET_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    let checkout_target = checkout_root().map(|r| r.join("target"));
+    dirs.extend(checkout_target.filter(|t| !dirs.contains(t)));
+    dirs
+}
+
+/// What to do when no agent is found: the one command that builds it where this ferry looks
+/// (`checkout`: the checkout it was built from, if it is still there).
+fn no_agent_message(checkout: Option<&Path>, target_dir: Option<&PathBuf>) -> String {
+    match (checkout, target_dir) {
+        (Some(root), Some(target)) => format!(
+            "no static agent binary found: build one with `cargo build --profile agent --target \
+             x86_64-unknown-linux-musl --manifest-path {} --target-dir {}` (needs `rustup target \
+             add x86_64-unknown-linux-musl` and musl-tools) or point FERRY_AGENT at one",
+            root.join("Cargo.toml").display(),
+            target.display()
+        ),
+        _ => "no static agent binary found and this ferry embeds none: reinstall it with the musl \
+              target present (`rustup target add x86_64-unknown-linux-musl` and musl-tools, then \
+              `cargo install --force --path crates/ferry` in a checkout) or point FERRY_AGENT at a \
+              static ferry"
             .into(),
-    )
+    }
 }
 
 /// An agent's install name: ferry's version and a hash of the agent's bytes.
@@ -460,5 +524,90 @@ mod tests {
         let bb =
             std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)");
         assert!(is_static_x86_64(&bb));
+    }
+
+    fn paths(v: &[&str]) -> Vec<PathBuf> {
+        v.iter().map(PathBuf::from).collect()
+    }
+
+    /// Issue 9, item 23: a ferry installed in ~/.cargo/bin finds the agent built in the
+    /// checkout's target directory; one run from the target directory still prefers its own.
+    #[test]
+    fn agent_candidates_include_the_checkout_target_dir() {
+        const MUSL: &str = "x86_64-unknown-linux-musl";
+        let installed = agent_candidates(
+            Some(Path::new("/home/u/.cargo/bin/ferry")),
+            &paths(&["/src/ferry/target"]),
+        );
+        assert_eq!(
+            installed,
+            paths(&[
+                "/home/u/.cargo/bin/ferry-agent",
+                &format!("/src/ferry/target/{MUSL}/agent/ferry"),
+                &format!("/src/ferry/target/{MUSL}/release/ferry"),
+                &format!("/src/ferry/target/{MUSL}/debug/ferry"),
+            ])
+        );
+        // Run from the checkout itself, with CARGO_TARGET_DIR=/build at build time: no
+        // duplicates, the running binary's own target directory first.
+        let in_tree = agent_candidates(
+            Some(Path::new("/src/ferry/target/release/ferry")),
+            &paths(&["/build", "/src/ferry/target"]),
+        );
+        assert_eq!(
+            in_tree,
+            paths(&[
+                &format!("/src/ferry/target/{MUSL}/agent/ferry"),
+                &format!("/src/ferry/target/{MUSL}/release/ferry"),
+                &format!("/src/ferry/target/{MUSL}/debug/ferry"),
+                "/src/ferry/target/release/ferry-agent",
+                &format!("/build/{MUSL}/agent/ferry"),
+                &format!("/build/{MUSL}/release/ferry"),
+                &format!("/build/{MUSL}/debug/ferry"),
+            ])
+        );
+        // Not in a target directory: nothing from the directory above it.
+        assert_eq!(
+            agent_candidates(Some(Path::new("/tmp/x/ferry")), &[]),
+            paths(&["/tmp/x/ferry-agent"])
+        );
+        // No executable path known: only the build's directories.
+        assert_eq!(agent_candidates(None, &paths(&["/b"])).len(), 3);
+    }
+
+    /// This build's own candidates: the checkout it was built from (this one, when tests run).
+    #[test]
+    fn this_build_looks_in_its_checkout() {
+        let root = checkout_root().expect("tests run from a checkout");
+        assert!(root.join("Cargo.toml").is_file(), "{}", root.display());
+        assert!(root.join("crates/ferry/Cargo.toml").is_file());
+        let dirs = build_target_dirs();
+        assert!(dirs.contains(&root.join("target")), "{dirs:?}");
+        let mut unique = dirs.clone();
+        unique.dedup();
+        assert_eq!(unique, dirs);
+    }
+
+    /// The message names a command that builds the agent where [`agent_candidates`] looks.
+    #[test]
+    fn no_agent_message_gives_a_command_that_builds_where_ferry_looks() {
+        let target = PathBuf::from("/src/ferry/target");
+        let m = no_agent_message(Some(Path::new("/src/ferry")), Some(&target));
+        assert!(
+            m.contains(
+                "`cargo build --profile agent --target x86_64-unknown-linux-musl \
+                 --manifest-path /src/ferry/Cargo.toml --target-dir /src/ferry/target`"
+            ),
+            "{m}"
+        );
+        let built = target.join("x86_64-unknown-linux-musl/agent/ferry");
+        assert!(agent_candidates(None, &[target]).contains(&built));
+        assert!(!m.contains('\n'), "{m}");
+        // The checkout is gone: reinstall, or FERRY_AGENT.
+        let m = no_agent_message(None, None);
+        assert!(
+            m.contains("cargo install") && m.contains("FERRY_AGENT"),
+            "{m}"
+        );
     }
 }

@@ -21,7 +21,7 @@ use crate::copy::{Item, Piece};
 use crate::endpoint::{IgnoreSpec, Outcome, Wanted};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 pub const MAGIC: &[u8; 8] = b"FERRYWIR";
 /// The largest frame payload (after decompression).
 pub const FRAME_MAX: usize = 4 << 20;
@@ -118,6 +118,8 @@ pub enum Msg {
         hashed_files: u64,
         hashed_bytes: u64,
         tree: TreeUpdate,
+        /// See `ScanReport::notes`.
+        notes: Vec<(RelPath, String)>,
     },
     Small(Option<Vec<u8>>),
     Missing(Vec<Digest>),
@@ -577,7 +579,8 @@ mod tests {
         other[8] = 9;
         let e = read_preface(&mut &other[..]).expect_err("other version");
         assert!(
-            e.to_string().contains("speaks 1, the agent speaks 9"),
+            e.to_string()
+                .contains(&format!("speaks {PROTOCOL}, the agent speaks 9")),
             "{e}"
         );
         let e = read_preface(&mut &b"Welcome to Ubuntu"[..]).expect_err("not an agent");

@@ -136,7 +136,6 @@ fn regression_issue9_5_reversed_run_resumes_the_session() {
     assert_content(&fx.a("edited"), "v2 on beta");
     assert_absent(&fx.b("gone"));
     assert_content(&fx.b("d/new"), "new on alpha");
-    assert!(fx.backup_files().is_empty(), "{:?}", fx.backup_files());
     // ... and the first order again finds nothing to do, in the same session.
     fx.assert_converged(&[]);
     assert_eq!(session_dirs(&fx).len(), 1);

@@ -286,6 +286,7 @@ fn scanned(tree: Entry) -> Msg {
         hashed_files: 0,
         hashed_bytes: 0,
         tree: TreeUpdate::Whole(Some(tree)),
+        notes: Vec::new(),
     }
 }
 
@@ -1113,6 +1114,7 @@ fn partial_scan_with_traversal_paths_is_refused() {
                 rel(&placeholder),
                 Some(Entry::file(digest(b"x").0, 1, false)),
             )]),
+            notes: Vec::new(),
         };
         let body = spliced(&template, &placeholder, bad);
         let out = once_against(
@@ -1163,6 +1165,7 @@ fn partial_scan_with_traversal_paths_is_refused() {
                         hashed_files: 0,
                         hashed_bytes: 0,
                         tree: TreeUpdate::At(patches.clone()),
+                        notes: Vec::new(),
                     })
                 })
             }),
@@ -1271,6 +1274,7 @@ fn swap_race(name: &str, patches: Patches) -> (Place, Ran) {
                 hashed_files: 0,
                 hashed_bytes: 0,
                 tree: TreeUpdate::At(patches.clone()),
+                notes: Vec::new(),
             })),
             _ => None,
         }),
@@ -1655,15 +1659,15 @@ fn deep_tree_body() {
     let case = "a tree nested 200000 levels deep";
     let place = Place::new();
     let before = snapshot(&place.root, None);
-    // Scanned { .., Whole(Some(Directory{})) } ends in [0 (Directory), 0 (no children)]: cut
-    // that and nest `a` directories instead.
+    // Scanned { .., Whole(Some(Directory{})), notes: [] } ends in [0 (Directory), 0 (no
+    // children), 0 (no notes)]: cut that and nest `a` directories instead.
     let template = encode(&scanned(dir(vec![])));
-    assert_eq!(&template[template.len() - 2..], &[0, 0]);
-    let mut body = template[..template.len() - 2].to_vec();
+    assert_eq!(&template[template.len() - 3..], &[0, 0, 0]);
+    let mut body = template[..template.len() - 3].to_vec();
     for _ in 0..200_000 {
         body.extend_from_slice(&[0, 1, 1, b'a']);
     }
-    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(&[0, 0, 0]);
     let mut bytes = Vec::new();
     let mut chunks = body.chunks(FRAME_MAX).peekable();
     while let Some(c) = chunks.next() {

@@ -8,6 +8,7 @@ mod hostile;
 mod modes;
 mod once;
 mod placement;
+mod races;
 mod remote;
 mod remote_support;
 mod review;

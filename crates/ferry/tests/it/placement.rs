@@ -182,16 +182,28 @@ const RACE_LINK_C: &str = r#"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+static void resolve(int dirfd, const char *path, char *out, size_t n) {
+    char dir[4096];
+    if (path[0] == '/' || dirfd == AT_FDCWD) { snprintf(out, n, "%s", path); return; }
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+    ssize_t k = readlink(link, dir, sizeof dir - 1);
+    if (k < 0) { snprintf(out, n, "%s", path); return; }
+    dir[k] = 0;
+    snprintf(out, n, "%s/%s", dir, path);
+}
 int linkat(int od, const char *op, int nd, const char *np, int flags) {
     static int (*real)(int, const char *, int, const char *, int) = 0;
     if (!real) real = (int (*)(int, const char *, int, const char *, int))dlsym(RTLD_NEXT, "linkat");
     const char *race = getenv("RACE_NAME");
     static int done = 0;
-    if (race && !done && strstr(np, race)) {
+    char full[8192];
+    resolve(nd, np, full, sizeof full);
+    if (race && !done && strstr(full, race)) {
         done = 1;
-        int fd = open(np, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        int fd = openat(nd, np, O_WRONLY | O_CREAT | O_EXCL, 0644);
         if (fd >= 0) { write(fd, "theirs", 6); close(fd); }
-        fprintf(stderr, "[shim] wrote %s before ferry linked it\n", np);
+        fprintf(stderr, "[shim] wrote %s before ferry linked it\n", full);
     }
     return real(od, op, nd, np, flags);
 }

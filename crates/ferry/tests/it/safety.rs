@@ -183,15 +183,25 @@ fn kill_9_while_files_are_replaced_leaves_whole_files_and_resume_converges() {
     fx.assert_synced();
     assert_eq!(diff_trees(&new, &tree(&fx.beta)), None);
     assert_eq!(temp_like_entries(&tree(&fx.beta)), Vec::<String>::new());
-    // The replaced content was in the archive: no backups were needed, except what the kill
-    // left in staging after a swap (the version swapped out), which the restart keeps under
-    // `recovered-*` rather than deleting it unverified.
-    let backups: Vec<std::path::PathBuf> = fx
-        .backup_files()
+    // The replaced content was in the archive: no backups were needed (none reported). The
+    // versions swapped out are kept in the backup area all the same (a program may still
+    // write to them), and each holds an old version, whole.
+    let reported: Vec<&serde_json::Value> = run
+        .events("change")
         .into_iter()
-        .filter(|p| !p.to_string_lossy().contains("recovered-"))
+        .filter(|e| e["backups"].as_array().is_some_and(|b| !b.is_empty()))
         .collect();
-    assert!(backups.is_empty(), "{backups:?}");
+    assert!(reported.is_empty(), "{reported:?}");
+    let olds: std::collections::HashSet<Vec<u8>> = (0..3000u64)
+        .map(|n| pseudo_random(1_000_000 + n, 4096))
+        .collect();
+    for b in fx.backup_files() {
+        assert!(
+            olds.contains(&read(&b)),
+            "{} is not an old version",
+            b.display()
+        );
+    }
 }
 
 #[test]

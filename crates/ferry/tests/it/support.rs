@@ -28,8 +28,13 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// How often a polled condition is re-checked when no event arrives.
 const POLL: Duration = Duration::from_millis(20);
 
+/// The ferry under test: this build's, or `FERRY_TEST_BIN` (to show a regression test fails on
+/// an older build).
 pub fn ferry_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ferry")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("FERRY_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferry").to_owned())
+    })
 }
 
 /// One test's world: `alpha/` and `beta/` (both created, empty) and a private

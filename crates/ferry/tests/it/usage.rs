@@ -237,3 +237,54 @@ fn names_differing_only_in_case_both_sync() {
     assert_content(&fx.a("Dir/x"), "upper dir");
     assert_content(&fx.a("dir/x"), "lower dir");
 }
+
+/// Issue 9, item 24: `ferry sync --help` carries what a user otherwise has to find in the
+/// README: the endpoint forms, the environment variables and the exit codes.
+#[test]
+fn sync_help_shows_endpoint_forms_environment_and_exit_codes() {
+    let fx = Fixture::new();
+    for args in [&["sync", "--help"][..], &["help", "sync"][..]] {
+        let run = fx.run(args);
+        run.expect_code(0);
+        for needle in [
+            "docker://[USER@]CONTAINER/abs/path",
+            "ssh://[USER@]HOST[:PORT]/abs/path",
+            "[USER@]HOST:path",
+            "k8s://[CONTEXT@]NAMESPACE/POD[:CONTAINER]/abs/path",
+            "FERRY_AGENT",
+            "FERRY_SSH_COMMAND",
+            "FERRY_KUBECTL",
+            "DOCKER_HOST",
+            "Exit codes:",
+            "0  Done and in sync",
+            "1  Failed",
+            "2  Bad usage",
+            "3  Finished with unresolved conflicts",
+        ] {
+            assert!(run.stdout.contains(needle), "no {needle:?} in\n{run}");
+        }
+        assert!(run.stderr.is_empty(), "{run}");
+    }
+    // The short help stays short and says where the rest is.
+    let run = fx.run(["sync", "-h"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("'ferry sync --help'"), "{run}");
+    assert!(!run.stdout.contains("FERRY_SSH_COMMAND"), "{run}");
+}
+
+/// Issue 9, item 24: a misspelt command or flag is refused (exit 2, one line) with clap's
+/// suggestion in that line.
+#[test]
+fn a_misspelt_command_or_flag_suggests_the_right_one() {
+    let fx = Fixture::new();
+    let mut args = sync_args(&fx.alpha, &fx.beta);
+    args[0] = "syn".into();
+    let line = refused(&fx, &args);
+    assert!(line.contains("'syn'") && line.contains("'sync'"), "{line}");
+    let line = refused(&fx, &["syn"]);
+    assert!(line.contains("'sync'"), "{line}");
+    let mut args = sync_args(&fx.alpha, &fx.beta);
+    args[3] = "--onc".into();
+    let line = refused(&fx, &args);
+    assert!(line.contains("'--once'"), "{line}");
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what ferry's tests need, builds the static agent, then runs `cargo test --workspace`
+# with this script's arguments (e.g. `scripts/test.sh -p ferry --test it -- usage::`).
+# The README's test command, and what .ci/run runs after its checks: keep them the same.
+#
+# Needs: a Debian-like system (apt-get; run as root or with sudo), rustup, a running Docker
+# engine (the remote tests start local containers built FROM scratch; nothing is pulled).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: sshd for the SSH tests, busybox-static for the test images, musl-tools for
+# the static agent (blake3 and zstd compile C), ssh-keygen for the sshd fixture's keys.
+need=()
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v x86_64-linux-musl-gcc >/dev/null || need+=(musl-tools)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    sudo=()
+  elif command -v sudo >/dev/null; then
+    sudo=(sudo)
+  else
+    echo "test.sh: the tests need ${need[*]}: install them (apt-get install ${need[*]}) or run this as root" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get install -y --no-install-recommends "${need[@]}" \
+    || { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y --no-install-recommends "${need[@]}"; }
+fi
+if command -v rustup >/dev/null; then
+  rustup target add x86_64-unknown-linux-musl
+else
+  echo "test.sh: no rustup; assuming the x86_64-unknown-linux-musl target is installed" >&2
+fi
+
+docker info >/dev/null 2>&1 || { echo "test.sh: the Docker engine is not reachable (the remote tests need one)" >&2; exit 1; }
+
+# The static agent the remote tests install into containers and over SSH (the tests would
+# build it themselves if missing; building it here first keeps the two builds apart).
+cargo build --profile agent --target x86_64-unknown-linux-musl -p ferry
+cargo test --workspace "$@"
