@@ -40,6 +40,8 @@ pub struct LocalEndpoint {
     state: LocalTree,
     staging: Staging,
     backup_root: PathBuf,
+    /// Versions replaced by ferry whose content is in the archive (see `Applier::replaced_dir`).
+    replaced_root: PathBuf,
     cache_path: PathBuf,
     watch: Option<WatchHook>,
     /// The stat cache changed since it was loaded or saved.
@@ -104,6 +106,7 @@ impl LocalEndpoint {
             root.join(STAGING_DIR_NAME).join(session)
         };
         let backup_root = state_dir.join("backups").join(stored.as_str());
+        let replaced_root = state_dir.join("replaced").join(stored.as_str());
         let recovered = backup_root.join(format!("recovered-{}", backup_stamp(SystemTime::now())));
         let staging = Staging::open(staging_dir, !same_fs, &recovered)
             .map_err(|e| io("preparing staging", e))?;
@@ -124,6 +127,7 @@ impl LocalEndpoint {
             },
             staging,
             backup_root,
+            replaced_root,
             cache_path,
             watch: None,
             cache_dirty: false,
@@ -154,7 +158,9 @@ impl LocalEndpoint {
     fn prune(&mut self) {
         self.last_prune = Instant::now();
         if let Some(policy) = self.retention {
+            // Swapped-out versions (content the archive holds) age out like backups.
             prune_backups(&self.backup_root, policy, SystemTime::now());
+            prune_backups(&self.replaced_root, policy, SystemTime::now());
         }
     }
 
@@ -306,7 +312,9 @@ impl Endpoint for LocalEndpoint {
         if self.last_prune.elapsed() >= PRUNE_EVERY {
             self.prune();
         }
-        let backup_dir = new_backup_dir(&self.backup_root, SystemTime::now());
+        let now = SystemTime::now();
+        let backup_dir = new_backup_dir(&self.backup_root, now);
+        let replaced_dir = new_backup_dir(&self.replaced_root, now);
         let mut nohook = NoHook;
         let hook: &mut dyn DirHook = match self.watch.as_mut() {
             Some(w) => w,
@@ -316,6 +324,7 @@ impl Endpoint for LocalEndpoint {
             root: &root,
             staging: &mut self.staging,
             backup_dir: &backup_dir,
+            replaced_dir: &replaced_dir,
             backup,
             state: &mut self.state,
             hook,

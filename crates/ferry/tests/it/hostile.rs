@@ -1815,7 +1815,7 @@ fn ssh_transport_tells_strangers_and_old_agents_apart() {
         (
             "an agent speaking protocol 99",
             r"FERRYWIR\143\000\000\000",
-            "protocol version mismatch: this ferry speaks 1, the agent speaks 99",
+            "protocol version mismatch: this ferry speaks 2, the agent speaks 99",
         ),
     ] {
         let fx = Fixture::new();

@@ -45,6 +45,19 @@ const CRASH_C: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+/* ferry names places as (directory descriptor, name): resolve to a full path. */
+static void resolve(int dirfd, const char *path, char *out, size_t n) {
+    char dir[4096];
+    if (!path) { snprintf(out, n, "%s", ""); return; }
+    if (path[0] == '/' || dirfd == AT_FDCWD) { snprintf(out, n, "%s", path); return; }
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+    ssize_t k = readlink(link, dir, sizeof dir - 1);
+    if (k < 0) { snprintf(out, n, "%s", path); return; }
+    dir[k] = 0;
+    snprintf(out, n, "%s/%s", dir, path);
+}
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
 #endif
@@ -76,12 +89,32 @@ long syscall(long n, ...) {
     va_end(ap);
     static long (*real)(long, ...) = 0;
     if (!real) real = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
+    char from[8192] = "", to[8192] = "";
+    if (n == SYS_renameat2) {
+        resolve((int)a[0], (const char *)a[1], from, sizeof from);
+        resolve((int)a[2], (const char *)a[3], to, sizeof to);
+    }
     long r = real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
-    static int done = 0;
+    static int done = 0, done_aside = 0;
     const char *at = getenv("CRASH_AT"), *cp = getenv("CRASH_PATH");
     if (n == SYS_renameat2 && (a[4] & RENAME_EXCHANGE) && r == 0 && !done && at && !strcmp(at, "xchg")
-        && cp && strstr((const char *)a[3], cp)) { done = 1; hit("exchange", (const char *)a[3]); }
-    if (n == SYS_renameat2 && (a[4] & 1) && r == 0) placed_one((const char *)a[3]);
+        && cp && strstr(to, cp)) { done = 1; hit("exchange", to); }
+    if (n == SYS_renameat2 && (a[4] & 1) && r == 0) placed_one(to);
+    if (n == SYS_renameat2 && a[4] == 0 && r == 0 && !done_aside && at && !strcmp(at, "aside") && cp
+        && strstr(from, cp) && strstr(to, "ferry-aside")) { done_aside = 1; hit("move aside", from); }
+    return r;
+}
+int unlinkat(int d, const char *p0, int fl) {
+    static int (*real)(int, const char *, int) = 0;
+    if (!real) real = (int (*)(int, const char *, int))dlsym(RTLD_NEXT, "unlinkat");
+    char p[8192];
+    resolve(d, p0, p, sizeof p);
+    int r = real(d, p0, fl);
+    static int done = 0;
+    const char *at = getenv("CRASH_AT");
+    if (r == 0 && !done && at && !strcmp(at, "unlink_aside") && strstr(p, "ferry-aside")) {
+        done = 1; hit("unlink", p);
+    }
     return r;
 }
 int unlink(const char *p) {
@@ -122,6 +155,19 @@ const RACE3_C: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+/* ferry names places as (directory descriptor, name): resolve to a full path. */
+static void resolve(int dirfd, const char *path, char *out, size_t n) {
+    char dir[4096];
+    if (!path) { snprintf(out, n, "%s", ""); return; }
+    if (path[0] == '/' || dirfd == AT_FDCWD) { snprintf(out, n, "%s", path); return; }
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+    ssize_t k = readlink(link, dir, sizeof dir - 1);
+    if (k < 0) { snprintf(out, n, "%s", path); return; }
+    dir[k] = 0;
+    snprintf(out, n, "%s/%s", dir, path);
+}
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
 #endif
@@ -132,8 +178,10 @@ long syscall(long n, ...) {
     static long (*real)(long, ...) = 0;
     if (!real) real = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
     static int done = 0;
-    const char *to = (const char *)a[3], *trig = getenv("RACE_PATH");
-    int hit = n == SYS_renameat2 && (a[4] & RENAME_EXCHANGE) && !done && trig && to && strstr(to, trig);
+    char to[8192] = "";
+    if (n == SYS_renameat2) resolve((int)a[2], (const char *)a[3], to, sizeof to);
+    const char *trig = getenv("RACE_PATH");
+    int hit = n == SYS_renameat2 && (a[4] & RENAME_EXCHANGE) && !done && trig && strstr(to, trig);
     if (hit) { FILE *f = fopen(to, "a"); if (f) { fputs("USER EDIT 1 (older)\n", f); fclose(f); } }
     long r = real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
     if (hit) {
@@ -159,6 +207,19 @@ const SYMRACE_C: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+/* ferry names places as (directory descriptor, name): resolve to a full path. */
+static void resolve(int dirfd, const char *path, char *out, size_t n) {
+    char dir[4096];
+    if (!path) { snprintf(out, n, "%s", ""); return; }
+    if (path[0] == '/' || dirfd == AT_FDCWD) { snprintf(out, n, "%s", path); return; }
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+    ssize_t k = readlink(link, dir, sizeof dir - 1);
+    if (k < 0) { snprintf(out, n, "%s", path); return; }
+    dir[k] = 0;
+    snprintf(out, n, "%s/%s", dir, path);
+}
 static int (*real_rename)(const char *, const char *) = 0;
 static int raced = 0;
 static void race(const char *p) {
@@ -177,6 +238,14 @@ int unlink(const char *p) {
     race(p);
     return real(p);
 }
+int unlinkat(int d, const char *p0, int fl) {
+    static int (*real)(int, const char *, int) = 0;
+    if (!real) real = (int (*)(int, const char *, int))dlsym(RTLD_NEXT, "unlinkat");
+    char p[8192];
+    resolve(d, p0, p, sizeof p);
+    race(p);
+    return real(d, p0, fl);
+}
 int rename(const char *from, const char *to) {
     if (!real_rename) real_rename = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
     race(from);
@@ -188,7 +257,11 @@ long syscall(long n, ...) {
     va_end(ap);
     static long (*real)(long, ...) = 0;
     if (!real) real = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
-    if (n == SYS_renameat2) race((const char *)a[1]);
+    if (n == SYS_renameat2) {
+        char from[8192];
+        resolve((int)a[0], (const char *)a[1], from, sizeof from);
+        race(from);
+    }
     return real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 "#;
