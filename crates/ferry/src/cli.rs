@@ -9,6 +9,7 @@ use ferry_core::Mode;
 
 use crate::engine::Settings;
 use crate::remote::Location;
+use crate::state::Retention;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -85,12 +86,23 @@ pub struct SyncFlags {
     /// Also sync .git, .hg and .svn.
     #[arg(long)]
     pub no_ignore_vcs: bool,
+    /// Also sync editors' temporary files (vim swap files and 4913, *~, emacs .#* and #*#,
+    /// JetBrains ___jb_*), left out by default.
+    #[arg(long)]
+    pub no_default_ignores: bool,
     /// Sync until nothing is left to do, then exit.
     #[arg(long)]
     pub once: bool,
     /// One JSON object per line on stdout for every event.
     #[arg(long)]
     pub json: bool,
+    /// Name every changed path in the per-cycle line (without it, only a few are named).
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// How long each side keeps its backups: DAYS (7d, 12h), SIZE (500MB, 1GiB), both
+    /// (7d,1GiB) or 'forever'. Default: 7 days or 1 GiB per session and side, whichever first.
+    #[arg(long, value_name = "POLICY")]
+    pub keep_backups: Option<String>,
     /// Let a root that was emptied or removed propagate its wipe to the other side.
     #[arg(long, conflicts_with = "reset")]
     pub accept_wipe: bool,
@@ -117,6 +129,10 @@ pub struct SyncArgs {
     pub beta: Place,
     pub settings: Settings,
     pub json: bool,
+    /// `-v`: name every changed path.
+    pub verbose: bool,
+    /// `--keep-backups` (or the default).
+    pub retention: Retention,
 }
 
 /// Where one side is.
@@ -145,9 +161,14 @@ impl SyncFlags {
             .mode
             .parse()
             .map_err(|e: ferry_core::UnknownMode| UsageError(e.to_string()))?;
+        let retention = match &self.keep_backups {
+            Some(p) => p.parse().map_err(UsageError)?,
+            None => Retention::default(),
+        };
         for p in &self.ignores {
             crate::fs::ignore::Ignorer::new(&crate::fs::ignore::IgnoreSpec {
                 vcs: false,
+                editor_temps: false,
                 patterns: vec![p.clone()],
             })
             .map_err(|e| UsageError(e.to_string()))?;
@@ -155,6 +176,7 @@ impl SyncFlags {
         let settings = Settings {
             mode,
             ignore_vcs: !self.no_ignore_vcs,
+            default_ignores: !self.no_default_ignores,
             ignores: self.ignores,
             once: self.once,
             accept_wipe: self.accept_wipe,
@@ -205,6 +227,8 @@ impl SyncFlags {
             alpha,
             beta,
             json: self.json,
+            verbose: self.verbose,
+            retention,
             settings,
         })
     }

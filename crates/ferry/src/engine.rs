@@ -28,6 +28,8 @@ use crate::state::{Archive, Pending, Session, StateError};
 pub struct Settings {
     pub mode: Mode,
     pub ignore_vcs: bool,
+    /// Leave editors' temporary files out (off with `--no-default-ignores`).
+    pub default_ignores: bool,
     /// `--ignore` patterns (applied after `.ferryignore`).
     pub ignores: Vec<String>,
     pub once: bool,
@@ -194,6 +196,7 @@ impl Engine {
         let archive_dirty = settings.reset || !recovering.is_empty();
         let spec = IgnoreSpec {
             vcs: settings.ignore_vcs,
+            editor_temps: settings.default_ignores,
             patterns: settings.ignores.clone(),
         };
         let ignorer = Ignorer::new(&spec).map_err(|e| RunError::Ignore(e.to_string()))?;
@@ -491,6 +494,7 @@ impl Engine {
         patterns.extend(self.settings.ignores.iter().cloned());
         let spec = IgnoreSpec {
             vcs: self.settings.ignore_vcs,
+            editor_temps: self.settings.default_ignores,
             patterns,
         };
         let ignorer = match Ignorer::new(&spec) {
@@ -1194,7 +1198,8 @@ impl Engine {
         }
         let base = dst.base_opener();
         let total: u64 = items.iter().map(|i| i.want.size).sum();
-        self.printer.progress_start(total, items.len() as u64);
+        self.printer
+            .progress_start(total, items.iter().map(|i| i.want.uses as u64).sum());
         let printer = &self.printer;
         let stop = &self.stop;
         let (moved, result) = copy::stream(

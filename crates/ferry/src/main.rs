@@ -9,7 +9,7 @@ use ferry::engine::{Engine, Finish, RunError, wake_channel};
 use ferry::output::Printer;
 use ferry::remote::Location;
 use ferry::remote::client::RemoteEndpoint;
-use ferry::state::Session;
+use ferry::state::{Retention, Session};
 
 /// The design's exit codes.
 #[derive(Clone, Copy)]
@@ -98,13 +98,14 @@ fn sync(args: SyncArgs) -> Exit {
     };
     let spec = IgnoreSpec {
         vcs: args.settings.ignore_vcs,
+        editor_temps: args.settings.default_ignores,
         patterns: args.settings.ignores.clone(),
     };
-    let alpha = match endpoint(Side::Alpha, &args.alpha, &session, &spec) {
+    let alpha = match endpoint(Side::Alpha, &args.alpha, &session, &spec, args.retention) {
         Ok(e) => e,
         Err(code) => return code,
     };
-    let beta = match endpoint(Side::Beta, &args.beta, &session, &spec) {
+    let beta = match endpoint(Side::Beta, &args.beta, &session, &spec, args.retention) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -126,7 +127,8 @@ fn sync(args: SyncArgs) -> Exit {
             return Exit::Failed;
         }
     }
-    let printer = Printer::new(args.json);
+    let mut printer = Printer::new(args.json);
+    printer.set_verbose(args.verbose);
     let mut engine = match Engine::new(alpha, beta, session, args.settings, printer, stop) {
         Ok(e) => e,
         Err(e) => return report(e),
@@ -149,6 +151,7 @@ fn endpoint(
     place: &Place,
     session: &Session,
     spec: &IgnoreSpec,
+    retention: Retention,
 ) -> Result<Box<dyn Endpoint>, Exit> {
     match place {
         Place::Local { root, create } => {
@@ -164,8 +167,13 @@ fn endpoint(
                     }
                 }
             }
-            LocalEndpoint::new(side, root.clone(), &session.dir, spec)
-                .map(|e| Box::new(e) as Box<dyn Endpoint>)
+            // The session's per-side files follow the order the pair was first named in.
+            let stored = session.stored_side(side);
+            LocalEndpoint::new_stored_as(side, stored, root.clone(), &session.dir, spec)
+                .map(|mut e| {
+                    e.set_retention(retention);
+                    Box::new(e) as Box<dyn Endpoint>
+                })
                 .map_err(|e| {
                     eprintln!("ferry: {e}");
                     Exit::Failed
@@ -199,8 +207,11 @@ fn endpoint(
                 key,
                 spec,
             )
-            .map(|e| Box::new(e) as Box<dyn Endpoint>)
             .map_err(|e| fail(e.usage, e.message))
+            .and_then(|mut e| match e.set_retention(retention) {
+                Ok(()) => Ok(Box::new(e) as Box<dyn Endpoint>),
+                Err(err) => Err(fail(false, err.to_string())),
+            })
         }
     }
 }

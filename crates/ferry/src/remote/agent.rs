@@ -211,6 +211,13 @@ impl Agent {
                 Msg::Ok
             }
             Msg::StartWatch => self.watch(),
+            Msg::KeepBackups(policy) => match self.ep() {
+                Ok(ep) => {
+                    ep.set_retention(policy);
+                    Msg::Ok
+                }
+                Err(m) => m,
+            },
             Msg::SaveCache => match self.ep() {
                 Ok(ep) => ep.save_cache().map_or_else(failure, |()| Msg::Ok),
                 Err(m) => m,
@@ -298,7 +305,9 @@ impl Agent {
         }
         let state = state_dir(&root, session);
         match LocalEndpoint::new(side, root.clone(), &state, &ignore) {
-            Ok(ep) => {
+            Ok(mut ep) => {
+                // `ferry sync ./a host:.` serves a home holding the agent itself and its state.
+                ep.hide_own(own_dirs(&state));
                 let backup_root = ep.backup_root().display().to_string();
                 self.ep = Some(ep);
                 Msg::Opened {
@@ -607,6 +616,28 @@ fn scan(ep: &mut LocalEndpoint, paths: Option<Vec<RelPath>>) -> Msg {
         tree,
         notes: report.notes,
     }
+}
+
+/// The agent's own directories, never synced from this side (issue 9 item 13): its install
+/// directory (`.../.ferry` when it runs as `.ferry/agent/<tag>/ferry`) and the state directory
+/// of all its sessions (`.../ferry` above `agent/<session>`).
+fn own_dirs(state: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        let install = exe
+            .parent()
+            .and_then(Path::parent)
+            .filter(|a| a.file_name().is_some_and(|n| n == "agent"))
+            .and_then(Path::parent)
+            .filter(|f| f.file_name().is_some_and(|n| n == ".ferry"));
+        out.extend(install.map(Path::to_path_buf));
+    }
+    let ferry_state = state
+        .parent()
+        .filter(|a| a.file_name().is_some_and(|n| n == "agent"))
+        .and_then(Path::parent);
+    out.push(ferry_state.unwrap_or(state).to_path_buf());
+    out
 }
 
 /// The agent's state for one session (staging, backups, stat cache): under the user's state

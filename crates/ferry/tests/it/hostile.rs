@@ -733,6 +733,7 @@ fn settings(once: bool) -> Settings {
     Settings {
         mode: Mode::TwoWaySafe,
         ignore_vcs: true,
+        default_ignores: true,
         ignores: Vec::new(),
         once,
         accept_wipe: false,
