@@ -223,7 +223,7 @@ impl Endpoint for LocalEndpoint {
         let born = m
             .created()
             .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
         Some(format!("dir:{}:{born}", m.ino()))
     }
