@@ -1120,17 +1120,20 @@ impl Engine {
     }
 
     /// The digests of content that `changes` replace or remove and that the archive does not
-    /// hold at that same path: what must be backed up first. (A digest elsewhere in the
+    /// hold at that same path, and of everything they delete: what must be backed up first. (A digest elsewhere in the
     /// archive is not enough: that copy may be gone by now, or go in this very cycle.)
     fn needs_backup(&self, changes: &[Change], keep_all: bool) -> HashSet<Digest> {
         let ancestor = self.archive.ancestor.as_ref();
         let mut out = HashSet::new();
         for ch in changes {
             let Some(old) = &ch.old else { continue };
+            // What a deletion removes is always kept (a hard link where the backup area shares
+            // the filesystem: free): the first cycles of an `rm -rf` cannot know it is one.
+            let deleting = ch.new.is_none();
             old.walk(ch.path.as_str(), &mut |p, e| {
                 let Entry::File { digest, .. } = e else { return };
                 let archived = matches!(ancestor.and_then(|a| a.get(p)), Some(Entry::File { digest: d, .. }) if d == digest);
-                if keep_all || !archived {
+                if keep_all || deleting || !archived {
                     out.insert(*digest);
                 }
             });

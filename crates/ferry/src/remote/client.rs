@@ -118,7 +118,11 @@ impl RemoteEndpoint {
 
     fn connect(&mut self, create: bool, must_exist: bool) -> Result<(), OpenError> {
         self.hang_up();
+        let before = self.transport.identity();
         let link = self.transport.connect()?;
+        // A new endpoint at the same address (a recreated container) gets its root made, as
+        // at the start of a session: the engine fills it from the other side.
+        let create = create || (before.is_some() && self.transport.identity() != before);
         let compress = self.transport.compress();
         let conn = start(
             link,

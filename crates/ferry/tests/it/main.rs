@@ -14,6 +14,7 @@ mod remote_support;
 mod review;
 mod review2;
 mod review3;
+mod routine;
 mod safety;
 mod soak;
 mod support;

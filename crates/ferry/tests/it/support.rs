@@ -199,6 +199,33 @@ impl Fixture {
         self.assert_synced();
     }
 
+    /// Asserts that every file of `before` (a tree of `side`'s root, "alpha" or "beta") is
+    /// still there with the same content, or kept in that side's backup area: nothing was
+    /// lost, whatever was deleted.
+    pub fn assert_kept(&self, before: &Tree, side: &str) {
+        let root = if side == "alpha" {
+            &self.alpha
+        } else {
+            &self.beta
+        };
+        let kept: std::collections::HashSet<Vec<u8>> = self
+            .backup_files()
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(&format!("/backups/{side}/")))
+            .filter_map(|p| fs::read(p).ok())
+            .collect();
+        for (path, node) in before {
+            let Node::File { data, .. } = node else {
+                continue;
+            };
+            let here = fs::read(root.join(path)).is_ok_and(|d| &d == data);
+            assert!(
+                here || kept.contains(data),
+                "{side}/{path} is gone and no copy of it is in {side}'s backup area"
+            );
+        }
+    }
+
     /// Every file under the state directory's backup areas.
     pub fn backup_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
