@@ -77,6 +77,9 @@ const ARCHIVE_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// progress (`rm -rf` of a root takes many cycles): deletions are then held until changes
 /// stop for [`SETTLE`], and a full scan decides.
 const MASS_DELETE: u64 = 100;
+/// A cycle deleting this many entries on a side (or coming within [`DELETE_WINDOW`] of as many
+/// deletions) is a bulk deletion: everything it removes is kept in the backup area.
+const BULK_COPIES: u64 = 20;
 const DELETE_WINDOW: Duration = Duration::from_secs(2);
 const SETTLE: Duration = Duration::from_secs(1);
 const MAX_HOLD: Duration = Duration::from_secs(10);
@@ -892,9 +895,10 @@ impl Engine {
             }
             // A bulk deletion keeps a copy of everything it removes (hard links: free), as
             // does the cycle filling a new endpoint.
+            let recent: u64 = self.recent_deletes.iter().map(|(_, n)| n).sum();
             let keep_all = (self.watching && self.bulk_deleting())
                 || fresh.is_some()
-                || deletions(changes) >= MASS_DELETE;
+                || deletions(changes).max(recent) >= BULK_COPIES;
             let backup = self.needs_backup(changes, keep_all);
             lap(&mut phases.stage);
             let (outcomes, moved) = self.stage_and_transition(side, changes, &backup, &mut res)?;
@@ -1120,20 +1124,31 @@ impl Engine {
     }
 
     /// The digests of content that `changes` replace or remove and that the archive does not
-    /// hold at that same path, and of everything they delete: what must be backed up first. (A digest elsewhere in the
-    /// archive is not enough: that copy may be gone by now, or go in this very cycle.)
+    /// hold at that same path: what must be backed up first. (A digest elsewhere in the
+    /// archive is not enough: that copy may be gone by now, or go in this very cycle.) With
+    /// `keep_all` (a bulk deletion), everything removed, except content the same changes put
+    /// back elsewhere (a rename or a move needs no copy).
     fn needs_backup(&self, changes: &[Change], keep_all: bool) -> HashSet<Digest> {
         let ancestor = self.archive.ancestor.as_ref();
+        let mut created = HashSet::new();
+        if keep_all {
+            for ch in changes {
+                if let Some(new) = &ch.new {
+                    new.walk("", &mut |_, e| {
+                        if let Entry::File { digest, .. } = e {
+                            created.insert(*digest);
+                        }
+                    });
+                }
+            }
+        }
         let mut out = HashSet::new();
         for ch in changes {
             let Some(old) = &ch.old else { continue };
-            // What a deletion removes is always kept (a hard link where the backup area shares
-            // the filesystem: free): the first cycles of an `rm -rf` cannot know it is one.
-            let deleting = ch.new.is_none();
             old.walk(ch.path.as_str(), &mut |p, e| {
                 let Entry::File { digest, .. } = e else { return };
                 let archived = matches!(ancestor.and_then(|a| a.get(p)), Some(Entry::File { digest: d, .. }) if d == digest);
-                if keep_all || deleting || !archived {
+                if !archived || (keep_all && !created.contains(digest)) {
                     out.insert(*digest);
                 }
             });

@@ -280,3 +280,36 @@ fn docker_a_recreated_container_is_a_new_endpoint_filled_from_the_host() {
     assert!(!s.exited(), "the session ended:\n{}", s.stderr());
     s.stop();
 }
+
+/// A writer filling 40 MB over two seconds: the other side gets the finished file, not every
+/// partial version on the way (the watcher waits for the writer to close it).
+#[test]
+fn a_file_still_being_written_arrives_once_its_writer_closes_it() {
+    use std::io::Write;
+    let fx = Fixture::new();
+    write(&fx.a("keep.txt"), "x\n");
+    let mut s = fx.watch(&[]);
+    let mark = s.log.len();
+    let chunk = pseudo_random(5, 2 << 20);
+    let mut f = fs::File::create(fx.a("big.bin")).expect("create big.bin");
+    for _ in 0..20 {
+        f.write_all(&chunk).expect("write");
+        f.sync_data().expect("fsync");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(f);
+    s.wait_until("big.bin to arrive whole", || {
+        fs::metadata(fx.b("big.bin")).is_ok_and(|m| m.len() == 40 << 20)
+    });
+    s.stop();
+    let versions = s
+        .events_since(mark, "change")
+        .iter()
+        .filter(|e| e["path"] == "big.bin")
+        .count();
+    assert!(
+        versions <= 2,
+        "big.bin reached beta as {versions} versions while it was being written"
+    );
+    fx.assert_synced();
+}
