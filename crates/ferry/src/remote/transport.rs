@@ -987,55 +987,62 @@ impl Transport for DockerTransport {
         let mut no_shell = false;
         for place in self.places(&found, &agent.tag) {
             let path = format!("{}/ferry", place.dir);
-            let mut installed = false;
             let mut aside: Option<String> = None;
             // Several ferries may install at once (one session per mapping): a miss or a busy
-            // file means someone else is at it; installing again is harmless.
-            for attempt in 0..5u64 {
-                match self.exec_agent(&found.id, &path, aside.as_deref()) {
+            // file means someone else is at it; installing again is harmless (a complete copy
+            // replaces the name, never the file someone runs or writes).
+            let mut busy = false;
+            const TRIES: u64 = 6;
+            for attempt in 0..TRIES {
+                let fail = match self.exec_agent(&found.id, &path, aside.as_deref()) {
                     Ok(link) => {
                         self.started = Some(path);
                         return Ok(link);
                     }
-                    Err(ExecFail::Fatal(e)) => return Err(e),
-                    Err(ExecFail::NoExec(e)) => {
+                    Err(f) => f,
+                };
+                match fail {
+                    ExecFail::Fatal(e) => return Err(e),
+                    ExecFail::NoExec(e) => {
                         why.push(format!("{}: {e}", place.dir));
                         break;
                     }
-                    Err(ExecFail::Busy) => {
-                        std::thread::sleep(std::time::Duration::from_millis(20 << attempt));
+                    // Another installer finishing: give it a moment, then install our own.
+                    ExecFail::Busy if !busy => {
+                        busy = true;
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
                     }
-                    Err(ExecFail::Missing) if installed && attempt >= 3 => {
-                        why.push(format!("{}: installed, yet not found", place.dir));
-                        break;
-                    }
-                    Err(ExecFail::Missing) => {
-                        let done = match &place.how {
-                            Install::Upload { at } => self
-                                .upload(&found.id, at, &place.dir, &agent)
-                                .map(|name| aside = Some(name)),
-                            Install::Stream { .. } if no_shell => Err(String::new()),
-                            Install::Stream { as_root } => {
-                                match self.stream(&found.id, &place.dir, *as_root, &agent) {
-                                    Ok(()) => Ok(()),
-                                    Err(ScriptFail::NoShell) => {
-                                        no_shell = true;
-                                        Err(String::new())
-                                    }
-                                    Err(ScriptFail::Failed(e)) => Err(e),
-                                }
+                    ExecFail::Busy | ExecFail::Missing => {}
+                }
+                if attempt + 1 == TRIES {
+                    why.push(format!(
+                        "{}: still missing or busy after {TRIES} tries",
+                        place.dir
+                    ));
+                    break;
+                }
+                let done = match &place.how {
+                    Install::Upload { at } => self
+                        .upload(&found.id, at, &place.dir, &agent)
+                        .map(|name| aside = Some(name)),
+                    Install::Stream { .. } if no_shell => Err(String::new()),
+                    Install::Stream { as_root } => {
+                        match self.stream(&found.id, &place.dir, *as_root, &agent) {
+                            Ok(()) => Ok(()),
+                            Err(ScriptFail::NoShell) => {
+                                no_shell = true;
+                                Err(String::new())
                             }
-                        };
-                        match done {
-                            Ok(()) => installed = true,
-                            Err(e) => {
-                                if !e.is_empty() {
-                                    why.push(format!("{}: {e}", place.dir));
-                                }
-                                break;
-                            }
+                            Err(ScriptFail::Failed(e)) => Err(e),
                         }
                     }
+                };
+                if let Err(e) = done {
+                    if !e.is_empty() {
+                        why.push(format!("{}: {e}", place.dir));
+                    }
+                    break;
                 }
             }
         }

@@ -1159,9 +1159,9 @@ fn k8s_through_the_kubectl_standin_builds_the_right_commands() {
 // Issue 9: remote endpoints in daily use
 // ---------------------------------------------------------------------------------------------
 
-/// `ferry sync ALPHA BETA --once --json` started (not waited for), from `cwd` if given.
-fn spawn_once(fx: &Fixture, alpha: &Path, beta: &str) -> std::process::Child {
-    command(fx, &[])
+/// `ferry sync ALPHA BETA --once --json` started (not waited for), with agent `agent`.
+fn spawn_once(fx: &Fixture, agent: &Path, alpha: &Path, beta: &str) -> std::process::Child {
+    command(fx, &[("FERRY_AGENT", agent.as_os_str())])
         .args([
             OsStr::new("sync"),
             alpha.as_os_str(),
@@ -1179,16 +1179,34 @@ fn spawn_once(fx: &Fixture, alpha: &Path, beta: &str) -> std::process::Child {
 /// start it (today: `exec /.ferry/agent/...: text file busy` in 2 of 5 trials with three).
 #[test]
 fn docker_sessions_starting_together_on_a_fresh_container_all_succeed() {
-    for trial in 0..4 {
+    // A big agent (the static one padded: the kernel ignores bytes past its segments) keeps
+    // each install long enough for the sessions to overlap on this machine too.
+    let padded = tempfile::Builder::new()
+        .prefix("ferry-padded-agent-")
+        .tempdir()
+        .expect("temp dir");
+    let agent = padded.path().join("ferry");
+    let mut bytes = read(&static_agent());
+    bytes.resize(bytes.len() + (32 << 20), 0);
+    fs::write(&agent, &bytes).expect("writing the padded agent");
+    fs::set_permissions(&agent, fs::Permissions::from_mode(0o755)).expect("chmod");
+    for trial in 0..3 {
         let c = Container::start(busybox_image(), &[]);
-        let fxs: Vec<Fixture> = (0..4).map(|_| Fixture::new()).collect();
+        let fxs: Vec<Fixture> = (0..6).map(|_| Fixture::new()).collect();
         for (i, fx) in fxs.iter().enumerate() {
             write(&fx.a("f.txt"), format!("session {i}\n"));
         }
         let children: Vec<_> = fxs
             .iter()
             .enumerate()
-            .map(|(i, fx)| spawn_once(fx, &fx.alpha, &format!("docker://{}/srv/app{i}", c.name)))
+            .map(|(i, fx)| {
+                spawn_once(
+                    fx,
+                    &agent,
+                    &fx.alpha,
+                    &format!("docker://{}/srv/app{i}", c.name),
+                )
+            })
             .collect();
         for (i, child) in children.into_iter().enumerate() {
             let out = child.wait_with_output().expect("waiting for ferry");
@@ -1212,6 +1230,32 @@ fn docker_sessions_starting_together_on_a_fresh_container_all_succeed() {
             "trial {trial}: the agent's directory"
         );
     }
+
+    // An installer caught mid-write (the file open for writing: `text file busy` for whoever
+    // runs it) does not stop a session: it puts a complete copy in place of the name.
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    write(&fx.a("f.txt"), "first\n");
+    let beta = format!("docker://{}/srv/app", c.name);
+    once_ok(&fx, &fx.alpha, &beta, &[]);
+    let out = c.exec(&[
+        "sh",
+        "-c",
+        "for f in /.ferry/agent/*/ferry; do sleep 1000 3>>\"$f\" & done; echo started",
+    ]);
+    assert!(out.status.success(), "holding the agent open for writing");
+    let busy = c.exec(&["sh", "-c", "/.ferry/agent/*/ferry --version"]);
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("busy")
+            || String::from_utf8_lossy(&busy.stdout).contains("busy"),
+        "the premise: running the agent now says `text file busy` ({busy:?})"
+    );
+    write(&fx.a("f.txt"), "second\n");
+    once_ok(&fx, &fx.alpha, &beta, &[]);
+    assert_eq!(
+        c.read_file("/srv/app/f.txt").as_deref(),
+        Some(&b"second\n"[..])
+    );
 }
 
 /// Issue 9 item 4: `docker run --read-only` with a volume for the app: the agent runs from the
@@ -1497,13 +1541,18 @@ fn docker_compose_service_name_resolves_in_the_projects_directory() {
     assert!(!line.contains(&other.name), "{line}");
 }
 
+/// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `ferry sync ALPHA BETA` (human output) with stdout and stderr in files under the fixture.
-fn spawn_human(
-    fx: &Fixture,
-    alpha: &Path,
-    beta: &str,
-    name: &str,
-) -> (std::process::Child, PathBuf) {
+fn spawn_human(fx: &Fixture, alpha: &Path, beta: &str, name: &str) -> (KillOnDrop, PathBuf) {
     let err = fx.root.join(format!("{name}.stderr"));
     let child = command(fx, &[])
         .args([OsStr::new("sync"), alpha.as_os_str(), OsStr::new(beta)])
@@ -1511,7 +1560,7 @@ fn spawn_human(
         .stderr(fs::File::create(&err).expect("stderr file"))
         .spawn()
         .expect("spawning ferry");
-    (child, err)
+    (KillOnDrop(child), err)
 }
 
 /// Issue 9 item 18: a stopped container is reported once, then ferry waits quietly (today: a
@@ -1576,8 +1625,8 @@ fn docker_stopped_container_is_reported_once_then_waited_for_quietly() {
         c.read_file("/srv/a/g.txt").is_some()
     });
     // SAFETY: kill(2) on our own child; no memory involved.
-    unsafe { libc::kill(human.id() as i32, libc::SIGTERM) };
-    let st = human.wait().expect("waiting for ferry");
+    unsafe { libc::kill(human.0.id() as i32, libc::SIGTERM) };
+    let st = human.0.wait().expect("waiting for ferry");
     assert_eq!(
         st.code(),
         Some(0),
@@ -1585,6 +1634,34 @@ fn docker_stopped_container_is_reported_once_then_waited_for_quietly() {
         fs::read_to_string(&err).unwrap_or_default()
     );
     twin.stop();
+}
+
+/// The pid of `parent`'s child process named `comm`.
+fn child_named(parent: i32, comm: &str) -> i32 {
+    let mut found = None;
+    wait_until(DEADLINE, &format!("a child {comm} of {parent}"), || {
+        found = fs::read_dir("/proc").ok().and_then(|d| {
+            d.flatten().find_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+                // pid (comm) state ppid ...
+                let (head, tail) = stat.rsplit_once(") ")?;
+                let name = head.split_once(" (")?.1;
+                let ppid: i32 = tail.split_whitespace().nth(1)?.parse().ok()?;
+                (ppid == parent && name == comm).then_some(pid)
+            })
+        });
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no child {comm} of {parent}"))
+}
+
+/// True while `pid` exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, t)| !t.starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// Issue 9 item 18: Ctrl-C (SIGINT to the whole process group, as a terminal sends it, so ssh
@@ -1609,6 +1686,13 @@ fn ssh_ctrl_c_stops_without_a_reconnect_line() {
         s.wait_event(0, "the `watching` event", |e| is(e, "watching"));
         let remote = sshd.home().join(format!("app{trial}/f.txt"));
         assert_content(&remote, format!("trial {trial}\n"));
+        // The terminal signals the whole group at once; the order in which the processes act
+        // on it is the scheduler's. The worst order: ssh is gone before ferry hears of it.
+        let ssh_pid = child_named(s.pid(), "ssh");
+        // SAFETY: kill(2) on a child of our child; no memory involved.
+        let rc = unsafe { libc::kill(ssh_pid, libc::SIGINT) };
+        assert_eq!(rc, 0, "kill ssh");
+        wait_until(DEADLINE, "ssh to exit", || !running(ssh_pid));
         // SAFETY: kill(2) on our own child's process group; no memory involved.
         let rc = unsafe { libc::kill(-s.pid(), libc::SIGINT) };
         assert_eq!(rc, 0, "killpg");
