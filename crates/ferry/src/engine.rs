@@ -704,14 +704,30 @@ impl Engine {
     fn reconnect(&mut self, side: &'static str, mut why: String) -> Result<(), RunError> {
         let mut delay = Duration::from_millis(100);
         let mut attempt = 0u32;
+        // A Ctrl-C reaches the transport too (ssh shares the terminal's process group, and
+        // must, to ask for passwords): its connection may end a moment before the stop flag
+        // is set. A short grace keeps a stop from looking like a lost connection.
+        let grace = Instant::now() + delay;
+        while Instant::now() < grace && !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // A person reads each reason once, then ferry waits quietly (a stopped container
+        // would otherwise print a line every 5 s); --json keeps every attempt.
+        let mut said: Vec<String> = Vec::new();
         loop {
             attempt += 1;
-            self.printer.emit(&Event::Reconnecting {
-                side,
-                attempt,
-                delay_ms: delay.as_millis() as u64,
-                message: why.clone(),
-            });
+            if self.printer.json() || !said.contains(&why) {
+                self.printer.emit(&Event::Reconnecting {
+                    side,
+                    attempt,
+                    delay_ms: delay.as_millis() as u64,
+                    message: why.clone(),
+                });
+                said.push(why.clone());
+            }
             let until = Instant::now() + delay;
             while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -732,6 +748,8 @@ impl Engine {
                 Err(e) if self.settings.once && attempt >= ONCE_RECONNECTS => {
                     return Err(e.into());
                 }
+                // The side is named once, by the line itself.
+                Err(EndpointError::Lost { message, .. }) => why = message,
                 Err(e) => why = e.to_string(),
             }
             delay = (delay * 2).min(Duration::from_secs(5));

@@ -96,6 +96,38 @@ fn sync(args: SyncArgs) -> Exit {
             return Exit::Failed;
         }
     };
+    let dir = session.dir.clone();
+    let code = run_session(args, session);
+    if !matches!(code, Exit::Ok | Exit::Conflicts) {
+        // A run that failed before saving anything (a bad container, an unreachable host)
+        // leaves no trace: an empty session directory would only puzzle whoever looks.
+        remove_if_unused(&dir);
+    }
+    code
+}
+
+/// Removes a session directory holding nothing but its lock and empty directories.
+fn remove_if_unused(dir: &std::path::Path) {
+    fn only_empty_dirs(d: &std::path::Path, top: bool) -> bool {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            return false;
+        };
+        entries.into_iter().all(|e| {
+            let Ok(e) = e else { return false };
+            match e.file_type() {
+                Ok(t) if t.is_dir() => only_empty_dirs(&e.path(), false),
+                Ok(t) if t.is_file() => top && e.file_name() == "lock",
+                _ => false,
+            }
+        })
+    }
+    if only_empty_dirs(dir, true) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Opens both endpoints and runs the engine; the exit code.
+fn run_session(args: SyncArgs, session: Session) -> Exit {
     let spec = IgnoreSpec {
         vcs: args.settings.ignore_vcs,
         editor_temps: args.settings.default_ignores,
@@ -181,7 +213,7 @@ fn endpoint(
         }
         Place::Remote(loc) => {
             let fail = |usage: bool, message: String| {
-                eprintln!("ferry: {}: {}", side.as_str(), one_line(&message));
+                eprintln!("ferry: {}", name_side(side, loc, &one_line(&message)));
                 if usage { Exit::Usage } else { Exit::Failed }
             };
             let transport = ferry::remote::transport::for_location(loc)
@@ -214,6 +246,26 @@ fn endpoint(
             })
         }
     }
+}
+
+/// Prefixes an endpoint's message with its side, unless the message names the side itself
+/// (the agent's "beta '/srv/app' does not exist": there the path becomes the whole URL).
+fn name_side(side: Side, loc: &Location, message: &str) -> String {
+    let side = side.as_str();
+    if message.starts_with(&format!("{side}:")) {
+        return message.to_owned();
+    }
+    let path = match loc {
+        Location::Docker { path, .. }
+        | Location::Ssh { path, .. }
+        | Location::K8s { path, .. }
+        | Location::Local(path) => path,
+    };
+    let named = format!("{side} '{path}'");
+    if message.contains(&named) {
+        return message.replacen(&named, &format!("{side} '{}'", loc.url()), 1);
+    }
+    format!("{side}: {message}")
 }
 
 /// clap's reason on one line: the text before its usage block, lines joined.

@@ -25,6 +25,7 @@ type Out = Arc<Mutex<FrameWriter<Box<dyn Write + Send>>>>;
 /// Runs the agent until its input ends; the process's exit code.
 pub fn run() -> i32 {
     use std::os::fd::AsFd;
+    remove_install_leftover();
     // The raw descriptors (duplicated): Rust's stdout flushes at every newline byte.
     let raw = (
         io::stdin().as_fd().try_clone_to_owned(),
@@ -42,6 +43,24 @@ pub fn run() -> i32 {
             eprintln!("ferry agent: {e}");
             1
         }
+    }
+}
+
+/// An installer that wrote this agent under a name of its own and linked it as `ferry` (see
+/// the Docker transport) names that copy in `FERRY_AGENT_CLEANUP`: it is removed once the agent
+/// runs, if it is a `ferry.*` beside this very program.
+fn remove_install_leftover() {
+    let Some(p) = std::env::var_os("FERRY_AGENT_CLEANUP").map(std::path::PathBuf::from) else {
+        return;
+    };
+    let me = std::env::args_os().next().map(std::path::PathBuf::from);
+    let beside = me.as_deref().and_then(Path::parent) == p.parent();
+    let ours = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("ferry."));
+    if beside && ours {
+        let _ = std::fs::remove_file(&p);
     }
 }
 

@@ -417,7 +417,7 @@ fn ensure_image(r: &Recipe) {
 /// The label every test container carries (value: the pid of the test process).
 const PID_LABEL: &str = "ferry-test-pid";
 
-/// A running container, removed (`docker rm -f`) when dropped.
+/// A running container, removed with its anonymous volumes (`docker rm -fv`) when dropped.
 pub struct Container {
     /// `ferry-test-<pid>-<counter>`: also the pod name the kubectl stand-in maps to.
     pub name: String,
@@ -665,7 +665,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = docker(["rm", "-f", self.name.as_str()])
+        let _ = docker(["rm", "-fv", self.name.as_str()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
