@@ -22,9 +22,9 @@ use crate::{DockerIgnore, PatternError};
 #[derive(Debug, Error)]
 pub enum PlanError {
     /// The Dockerfile does not parse.
-    #[error("Dockerfile line {line}: {source}")]
+    #[error("Dockerfile{}: {source}", if *line == 0 { String::new() } else { format!(" line {line}") })]
     Parse {
-        /// 1-based line of the error.
+        /// 1-based line of the error (0 when it is about the whole file).
         line: usize,
         /// The parser's error.
         #[source]

@@ -74,14 +74,15 @@ fn owned_by(file_name: &str) -> &'static [(&'static str, bool)] {
 
 /// The container-owned directories among the files in scope (context-relative paths of files).
 /// Manifests inside a directory already owned (a dependency's own `package.json` in
-/// `node_modules`) do not count. Sorted by path; one entry per directory, naming the first
-/// manifest (in path order) that owns it.
+/// `node_modules`) do not count. Sorted by path; one entry per directory, naming the
+/// shallowest manifest (then the first in path order) that owns it.
 pub fn owned_dirs<S: AsRef<str>>(files: impl IntoIterator<Item = S>) -> Vec<OwnedDir> {
     let mut files: Vec<String> = files
         .into_iter()
         .map(|f| path::context_relative(f.as_ref()))
         .collect();
-    files.sort();
+    // Shallow manifests first, so one inside a directory they own is seen as such.
+    files.sort_by(|a, b| (a.matches('/').count(), a).cmp(&(b.matches('/').count(), b)));
     let mut found: BTreeMap<(String, Option<String>), OwnedDir> = BTreeMap::new();
     for file in &files {
         let name = path::base(file);
