@@ -106,7 +106,8 @@ fn sync(args: SyncArgs) -> Exit {
     code
 }
 
-/// Removes a session directory holding nothing but its lock and empty directories.
+/// Removes a session directory holding nothing but its lock, the record of its sides' order
+/// (`pair`) and empty directories.
 fn remove_if_unused(dir: &std::path::Path) {
     fn only_empty_dirs(d: &std::path::Path, top: bool) -> bool {
         let Ok(entries) = std::fs::read_dir(d) else {
@@ -116,7 +117,7 @@ fn remove_if_unused(dir: &std::path::Path) {
             let Ok(e) = e else { return false };
             match e.file_type() {
                 Ok(t) if t.is_dir() => only_empty_dirs(&e.path(), false),
-                Ok(t) if t.is_file() => top && e.file_name() == "lock",
+                Ok(t) if t.is_file() => top && (e.file_name() == "lock" || e.file_name() == "pair"),
                 _ => false,
             }
         })

@@ -30,21 +30,6 @@ const SWAP_C: &str = r#"
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static void resolve(int dirfd, const char *path, char *out, size_t n) {
-    char dir[4096];
-    if (!path) { snprintf(out, n, "%s", ""); return; }
-    if (path[0] == '/') { snprintf(out, n, "%s", path); return; }
-    if (dirfd == AT_FDCWD) {
-        if (!getcwd(dir, sizeof dir)) { snprintf(out, n, "%s", path); return; }
-    } else {
-        char link[64];
-        snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-        ssize_t k = readlink(link, dir, sizeof dir - 1);
-        if (k < 0) { snprintf(out, n, "%s", path); return; }
-        dir[k] = 0;
-    }
-    snprintf(out, n, "%s/%s", dir, path);
-}
 
 static int fired = 0;
 

@@ -571,15 +571,7 @@ fn wait_index(s: &mut Session, since: usize, what: &str, pred: impl Fn(&Value) -
 
 /// `docker ARGS` (stop/start), panicking on failure.
 fn docker_cli(args: &[&str]) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("running docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker_run_ok(args);
 }
 
 #[test]

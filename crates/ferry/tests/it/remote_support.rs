@@ -418,6 +418,20 @@ fn ensure_image(r: &Recipe) {
 const PID_LABEL: &str = "ferry-test-pid";
 
 /// A running container, removed with its anonymous volumes (`docker rm -fv`) when dropped.
+/// `docker ARGS...`, which must succeed; its standard output, trimmed.
+pub fn docker_run_ok(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("running docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 pub struct Container {
     /// `ferry-test-<pid>-<counter>`: also the pod name the kubectl stand-in maps to.
     pub name: String,

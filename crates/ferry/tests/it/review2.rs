@@ -47,21 +47,6 @@ const RACE_C: &str = r#"
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
-static void resolve(int dirfd, const char *path, char *out, size_t n) {
-    char dir[4096];
-    if (!path) { snprintf(out, n, "%s", ""); return; }
-    if (path[0] == '/') { snprintf(out, n, "%s", path); return; }
-    if (dirfd == AT_FDCWD) {
-        if (!getcwd(dir, sizeof dir)) { snprintf(out, n, "%s", path); return; }
-    } else {
-        char link[64];
-        snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-        ssize_t k = readlink(link, dir, sizeof dir - 1);
-        if (k < 0) { snprintf(out, n, "%s", path); return; }
-        dir[k] = 0;
-    }
-    snprintf(out, n, "%s/%s", dir, path);
-}
 
 static int race_done = 0;
 
@@ -145,21 +130,6 @@ const ROOTGONE_C: &str = r#"
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static void resolve(int dirfd, const char *path, char *out, size_t n) {
-    char dir[4096];
-    if (!path) { snprintf(out, n, "%s", ""); return; }
-    if (path[0] == '/') { snprintf(out, n, "%s", path); return; }
-    if (dirfd == AT_FDCWD) {
-        if (!getcwd(dir, sizeof dir)) { snprintf(out, n, "%s", path); return; }
-    } else {
-        char link[64];
-        snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-        ssize_t k = readlink(link, dir, sizeof dir - 1);
-        if (k < 0) { snprintf(out, n, "%s", path); return; }
-        dir[k] = 0;
-    }
-    snprintf(out, n, "%s/%s", dir, path);
-}
 
 static int (*real_rename)(const char *, const char *) = 0;
 static int moved = 0;

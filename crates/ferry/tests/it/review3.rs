@@ -46,18 +46,6 @@ const CRASH_C: &str = r#"
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
-/* ferry names places as (directory descriptor, name): resolve to a full path. */
-static void resolve(int dirfd, const char *path, char *out, size_t n) {
-    char dir[4096];
-    if (!path) { snprintf(out, n, "%s", ""); return; }
-    if (path[0] == '/' || dirfd == AT_FDCWD) { snprintf(out, n, "%s", path); return; }
-    char link[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-    ssize_t k = readlink(link, dir, sizeof dir - 1);
-    if (k < 0) { snprintf(out, n, "%s", path); return; }
-    dir[k] = 0;
-    snprintf(out, n, "%s/%s", dir, path);
-}
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
 #endif
@@ -156,18 +144,6 @@ const RACE3_C: &str = r#"
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
-/* ferry names places as (directory descriptor, name): resolve to a full path. */
-static void resolve(int dirfd, const char *path, char *out, size_t n) {
-    char dir[4096];
-    if (!path) { snprintf(out, n, "%s", ""); return; }
-    if (path[0] == '/' || dirfd == AT_FDCWD) { snprintf(out, n, "%s", path); return; }
-    char link[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-    ssize_t k = readlink(link, dir, sizeof dir - 1);
-    if (k < 0) { snprintf(out, n, "%s", path); return; }
-    dir[k] = 0;
-    snprintf(out, n, "%s/%s", dir, path);
-}
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
 #endif
@@ -208,18 +184,6 @@ const SYMRACE_C: &str = r#"
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
-/* ferry names places as (directory descriptor, name): resolve to a full path. */
-static void resolve(int dirfd, const char *path, char *out, size_t n) {
-    char dir[4096];
-    if (!path) { snprintf(out, n, "%s", ""); return; }
-    if (path[0] == '/' || dirfd == AT_FDCWD) { snprintf(out, n, "%s", path); return; }
-    char link[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-    ssize_t k = readlink(link, dir, sizeof dir - 1);
-    if (k < 0) { snprintf(out, n, "%s", path); return; }
-    dir[k] = 0;
-    snprintf(out, n, "%s/%s", dir, path);
-}
 static int (*real_rename)(const char *, const char *) = 0;
 static int raced = 0;
 static void race(const char *p) {

@@ -197,24 +197,11 @@ fn a_mirror_deleted_while_stopped_is_filled_again_not_refused() {
     assert_content(&fx.a("new.txt"), "made after the fill\n");
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("running docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// `docker rm -f` and `docker run` again under the same name: what `compose up
 /// --force-recreate` and every rebuild do.
 fn recreate(c: &Container) {
-    docker(&["rm", "-f", &c.name]);
-    docker(&["run", "-d", "--name", &c.name, busybox_image()]);
+    docker_run_ok(&["rm", "-f", &c.name]);
+    docker_run_ok(&["run", "-d", "--name", &c.name, busybox_image()]);
 }
 
 fn remote_args(fx: &Fixture, beta: &str, extra: &[&str]) -> Vec<OsString> {

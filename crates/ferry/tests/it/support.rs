@@ -999,7 +999,7 @@ pub fn build_shim(fx: &Fixture, name: &str, source: &str) -> PathBuf {
     mkdir(&dir);
     let c = dir.join(format!("{name}.c"));
     let so = dir.join(format!("{name}.so"));
-    write(&c, source);
+    write(&c, format!("{SHIM_PRELUDE}{source}"));
     let out = Command::new("cc")
         .arg("-shared")
         .arg("-fPIC")
@@ -1022,6 +1022,30 @@ pub fn build_shim(fx: &Fixture, name: &str, source: &str) -> PathBuf {
         Ok(_) => so,
     }
 }
+
+/// What every shim gets first: `resolve(dirfd, path, out, n)` turns the (directory
+/// descriptor, name) pairs ferry uses into the full path a shim matches on.
+const SHIM_PRELUDE: &str = r#"#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static void resolve(int dirfd, const char *path, char *out, size_t n) {
+    char dir[4096];
+    if (!path) { snprintf(out, n, "%s", ""); return; }
+    if (path[0] == '/') { snprintf(out, n, "%s", path); return; }
+    if (dirfd == AT_FDCWD) {
+        if (!getcwd(dir, sizeof dir)) { snprintf(out, n, "%s", path); return; }
+    } else {
+        char link[64];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+        ssize_t k = readlink(link, dir, sizeof dir - 1);
+        if (k < 0) { snprintf(out, n, "%s", path); return; }
+        dir[k] = 0;
+    }
+    snprintf(out, n, "%s/%s", dir, path);
+}
+"#;
 
 /// Where the shims live (skipped when searching the fixture for a marker: their source holds it).
 pub fn shim_dir(fx: &Fixture) -> PathBuf {
