@@ -199,7 +199,11 @@ impl Scope {
     /// Every container path a rebuild would put the host path at, in Dockerfile order, leaving
     /// out placements a later COPY overrides.
     pub fn host_placements(&self, host: &str, is_dir: bool) -> Vec<String> {
-        let host = path::context_relative(host);
+        let cleaned = path::clean(host);
+        if cleaned == ".." || cleaned.starts_with("../") || cleaned.starts_with('/') {
+            return Vec::new(); // outside the build context
+        }
+        let host = path::context_relative(&cleaned);
         if self.ignored(&host) {
             return Vec::new();
         }

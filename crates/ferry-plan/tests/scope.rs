@@ -184,6 +184,16 @@ fn host_to_container_table() {
             false,
             Some("/out/lib/n.css"),
         ),
+        // Paths outside the context, or spelled with dots.
+        ("FROM scratch ; COPY . /app", "", "../outside", false, None),
+        ("FROM scratch ; COPY . /app", "", "/etc/passwd", false, None),
+        (
+            "FROM scratch ; COPY . /app",
+            "",
+            "./src/../a",
+            false,
+            Some("/app/a"),
+        ),
         // A later COPY placing another file at the same path overrides the earlier one.
         (
             "FROM scratch ; COPY . /app ; COPY a /app/b",
