@@ -849,6 +849,77 @@ mod tests {
     }
 
     #[test]
+    fn resolve_commands_are_pasteable() {
+        assert_eq!(
+            resolve_command(
+                "/home/me/app",
+                "docker://node@web/srv/app",
+                "src/a.rs",
+                "alpha"
+            ),
+            "ferry resolve /home/me/app docker://node@web/srv/app src/a.rs --keep alpha"
+        );
+        assert_eq!(
+            resolve_command("/tmp/my app", "/b", "it's here", "beta"),
+            r"ferry resolve '/tmp/my app' /b 'it'\''s here' --keep beta"
+        );
+        // A name starting with '-' would read as an option; the root is '.'.
+        assert_eq!(
+            resolve_command("/a", "/b", "-x", "alpha"),
+            "ferry resolve /a /b ./-x --keep alpha"
+        );
+        assert_eq!(
+            resolve_command("/a", "/b", "", "alpha"),
+            "ferry resolve /a /b . --keep alpha"
+        );
+    }
+
+    #[test]
+    fn conflict_first_sync_and_resolving_lines() {
+        let mut p = Printer::new(false);
+        start(&mut p, "/a", "/b");
+        assert_eq!(
+            lines(p.human(&Event::Conflict {
+                cycle: 1,
+                path: "c".into(),
+                alpha: "modified it (now 7 B)".into(),
+                beta: "replaced it with a directory (2 files)".into(),
+                resolve: "ferry resolve /a /b c --keep alpha".into(),
+            })),
+            [
+                "E conflict: c: alpha modified it (now 7 B), beta replaced it with a directory \
+                 (2 files); neither side touched. To keep one: ferry resolve /a /b c --keep alpha \
+                 (or --keep beta)"
+            ]
+        );
+        assert_eq!(
+            lines(p.human(&Event::FirstSync {
+                alpha: "/a".into(),
+                beta: "/b".into(),
+                to_alpha: 1,
+                to_beta: 12,
+                conflicts: 2,
+            })),
+            [
+                "E first sync of /a and /b, which differ: 12 files would go to beta, 1 file only \
+                 beta has into alpha, 2 conflicts left alone"
+            ]
+        );
+        let resolving = |paths: &[&str]| Event::Resolving {
+            keep: "beta",
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        };
+        assert_eq!(
+            lines(p.human(&resolving(&[]))),
+            ["O no conflicts to resolve"]
+        );
+        assert_eq!(
+            lines(p.human(&resolving(&["a", "b", "c", "d", "e"]))),
+            ["O resolving a, b, c and 2 more: keeping beta's version"]
+        );
+    }
+
+    #[test]
     fn remote_places() {
         assert_eq!(remote_place("/x"), None);
         assert_eq!(
