@@ -393,3 +393,65 @@ fn a_first_sync_into_a_stale_copy_asks_on_a_terminal() {
     assert_content(&fx.a("src/deleted.rs"), "deleted long ago\n");
     fx.assert_synced();
 }
+
+#[test]
+fn resolve_works_on_a_container_and_the_conflict_line_names_it() {
+    use crate::remote_support::{Container, busybox_image, static_agent};
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    let beta = format!("docker://{}/srv/app", c.name);
+    let run_with = |args: Vec<OsString>| {
+        let mut cmd = fx.command();
+        cmd.env("FERRY_AGENT", static_agent());
+        fx.run_command(cmd, args)
+    };
+    let sync = || {
+        run_with(vec![
+            "sync".into(),
+            fx.alpha.clone().into(),
+            OsString::from(&beta),
+            "--once".into(),
+            "--json".into(),
+        ])
+    };
+    write(&fx.a("c"), "agreed\n");
+    sync().expect_code(0);
+    write(&fx.a("c"), "alpha's edit\n");
+    c.write_file("/srv/app/c", "beta's longer edit\n");
+    let run = sync();
+    run.expect_code(3);
+    let conflicts = run.events("conflict");
+    assert_eq!(conflicts.len(), 1, "{run}");
+    let command = conflicts[0]["resolve"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no resolve command\n{run}"))
+        .to_owned();
+    assert_eq!(
+        command,
+        format!("ferry resolve {} {beta} c --keep alpha", fx.alpha.display()),
+        "{run}"
+    );
+    // The command as printed (its words need no quoting here), with --json to see the backup.
+    let mut args: Vec<OsString> = command.split(' ').skip(1).map(OsString::from).collect();
+    args.push("--json".into());
+    let run = run_with(args);
+    run.expect_code(0);
+    assert_eq!(
+        c.read_file("/srv/app/c").as_deref(),
+        Some(&b"alpha's edit\n"[..]),
+        "{run}"
+    );
+    let changes = run.changes_at("c");
+    assert_eq!(changes.len(), 1, "{run}");
+    let backup = changes[0]["backups"][0]["backup"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no backup of beta's c\n{run}"));
+    assert_eq!(
+        c.read_file(backup).as_deref(),
+        Some(&b"beta's longer edit\n"[..]),
+        "{run}"
+    );
+    let next = sync();
+    next.expect_code(0);
+    assert_eq!(next.transferred(), (0, 0), "{next}");
+}
