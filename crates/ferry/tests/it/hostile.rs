@@ -740,6 +740,7 @@ fn settings(once: bool) -> Settings {
         reset: false,
         debounce: Duration::from_millis(20),
         rescan_interval: None,
+        yes: false,
     }
 }
 
