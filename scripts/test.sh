@@ -36,6 +36,12 @@ fi
 
 docker info >/dev/null 2>&1 || { echo "test.sh: the Docker engine is not reachable (the remote tests need one)" >&2; exit 1; }
 
+# Docker Compose v2 (for `ferry up` and its tests), unpacked from Debian 13's package, never
+# installed (see the script).
+if ! docker compose version >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then "$(dirname "$0")/compose-v2.sh"; else sudo "$(dirname "$0")/compose-v2.sh"; fi
+fi
+
 # The static agent the remote tests install into containers and over SSH (the tests would
 # build it themselves if missing; building it here first keeps the two builds apart).
 cargo build --profile agent --target x86_64-unknown-linux-musl -p ferry

@@ -8,8 +8,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use ferry_core::{
-    Change, Digest, Entry, Mode, RelPath, WipeRefusal, agree_at, agree_made, check_wipe, forget,
-    reconcile, reconcile_at, scope, set_agreed,
+    Change, Conflict, Digest, Entry, Mode, RelPath, WipeRefusal, agree_at, agree_made, check_wipe,
+    forget, reconcile, reconcile_at, scope, set_agreed,
 };
 
 use crate::copy;
@@ -19,6 +19,7 @@ use crate::endpoint::{
 };
 use crate::fs::ignore::{Ignorer, parse_ignore_file};
 use crate::fs::transition::is_transient;
+use crate::identity::{Identities, Side as IdSide};
 use crate::output::{Backup, Event, Phases, Printer};
 use crate::state::{Archive, Pending, Session, StateError};
 
@@ -27,6 +28,8 @@ use crate::state::{Archive, Pending, Session, StateError};
 pub struct Settings {
     pub mode: Mode,
     pub ignore_vcs: bool,
+    /// Leave editors' temporary files out (off with `--no-default-ignores`).
+    pub default_ignores: bool,
     /// `--ignore` patterns (applied after `.ferryignore`).
     pub ignores: Vec<String>,
     pub once: bool,
@@ -37,6 +40,15 @@ pub struct Settings {
     pub debounce: Duration,
     /// Full rescan period while watching (the fallback for missed events); `None`: never.
     pub rescan_interval: Option<Duration>,
+    /// A first sync may copy into alpha what only beta has without asking (`--yes`).
+    pub yes: bool,
+}
+
+/// What `ferry resolve` asked for: where (`None`: every conflict) and whose version wins.
+#[derive(Clone, Debug)]
+pub struct Resolving {
+    pub paths: Option<Vec<RelPath>>,
+    pub keep: Side,
 }
 
 /// Why a session stopped before it was done.
@@ -52,16 +64,9 @@ pub enum RunError {
     RootGone(&'static str, String),
     #[error("bad ignore rules: {0}")]
     Ignore(String),
-    #[error(
-        "{deleted} of {side}'s {total} entries were about to be deleted at once (a wipe in \
-         progress?); nothing was deleted. Re-run with --accept-wipe to let it through, or with \
-         --reset to bring them back"
-    )]
-    MassDeletion {
-        side: &'static str,
-        deleted: u64,
-        total: u64,
-    },
+    /// Not done, as asked or because nobody could be asked; nothing was changed (exit 2).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// How a session ended (maps to the design's exit codes).
@@ -84,6 +89,9 @@ const ARCHIVE_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// progress (`rm -rf` of a root takes many cycles): deletions are then held until changes
 /// stop for [`SETTLE`], and a full scan decides.
 const MASS_DELETE: u64 = 100;
+/// A cycle deleting this many entries on a side (or coming within [`DELETE_WINDOW`] of as many
+/// deletions) is a bulk deletion: everything it removes is kept in the backup area.
+const BULK_COPIES: u64 = 20;
 const DELETE_WINDOW: Duration = Duration::from_secs(2);
 const SETTLE: Duration = Duration::from_secs(1);
 const MAX_HOLD: Duration = Duration::from_secs(10);
@@ -129,7 +137,19 @@ pub struct Engine {
     settling: bool,
     stop: Arc<AtomicBool>,
     reported: HashSet<(Side, String, String)>,
-    reported_conflicts: HashMap<String, (Option<Entry>, Option<Entry>)>,
+    /// Conflicts told and still open, by path.
+    reported_conflicts: HashMap<String, Conflict>,
+    /// Paths that failed and when to retry them.
+    retries: HashMap<RelPath, Retry>,
+    /// The last error shown for a path on a side: the same error again is not repeated.
+    shown_errors: HashMap<(Side, RelPath), String>,
+    /// Which endpoints the archive's sides are, and what a fresh side kept for itself.
+    ids: Identities,
+    /// Asks the person at the terminal whether a first sync may merge into alpha (see
+    /// [`Engine::confirm_first_sync`]); `None`: nobody to ask, so it is refused.
+    confirm: Option<Box<dyn FnMut() -> bool>>,
+    /// Set while `ferry resolve` runs its cycle.
+    resolving: Option<Resolving>,
 }
 
 /// What one cycle left behind.
@@ -140,6 +160,39 @@ struct CycleResult {
     errors: u64,
     /// Paths whose transient errors the next cycle should retry.
     retry: BTreeSet<RelPath>,
+    /// Paths that failed for a reason that may clear with time (no space, permissions, a
+    /// read-only filesystem): retried with a growing delay while watching.
+    retry_later: BTreeSet<RelPath>,
+    /// Paths this cycle looked at (`None`: everything).
+    looked: Option<BTreeSet<RelPath>>,
+    /// What failed at each path that will be retried: the side's entry before and the entry
+    /// wanted there.
+    failed: HashMap<RelPath, (Option<Entry>, Option<Entry>)>,
+    /// Paths left out of this cycle because their retry was not due yet.
+    deferred: BTreeSet<RelPath>,
+}
+
+/// A path that keeps failing: when to try again, and the change that failed (the same change
+/// is not tried again before then, whatever else starts a cycle).
+#[derive(Clone, Debug)]
+struct Retry {
+    attempts: u32,
+    due: Instant,
+    old: Option<Entry>,
+    new: Option<Entry>,
+}
+
+/// The delay before the `attempts`th retry: transient failures (a file changed while it was
+/// copied) are retried quickly, failures that wait on the user (a full disk) slowly.
+fn retry_delay(attempts: u32, slow: bool) -> Duration {
+    let (first, cap) = if slow {
+        (Duration::from_secs(1), Duration::from_secs(30))
+    } else {
+        (Duration::from_millis(50), Duration::from_secs(2))
+    };
+    first
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(10))
+        .min(cap)
 }
 
 impl Engine {
@@ -167,9 +220,11 @@ impl Engine {
         let archive_dirty = settings.reset || !recovering.is_empty();
         let spec = IgnoreSpec {
             vcs: settings.ignore_vcs,
+            editor_temps: settings.default_ignores,
             patterns: settings.ignores.clone(),
         };
         let ignorer = Ignorer::new(&spec).map_err(|e| RunError::Ignore(e.to_string()))?;
+        let session_dir = session.dir.clone();
         let mut engine = Engine {
             alpha,
             beta,
@@ -196,6 +251,11 @@ impl Engine {
             stop,
             reported: HashSet::new(),
             reported_conflicts: HashMap::new(),
+            retries: HashMap::new(),
+            shown_errors: HashMap::new(),
+            ids: Identities::load(&session_dir),
+            confirm: None,
+            resolving: None,
         };
         engine.archive.alpha = engine.alpha.describe();
         engine.archive.beta = engine.beta.describe();
@@ -231,6 +291,34 @@ impl Engine {
         let _ = self.alpha.save_cache();
         let _ = self.beta.save_cache();
         finish
+    }
+
+    /// Who to ask before a first sync merges into alpha what only beta has (a terminal's
+    /// y/N). Without it such a first sync is refused unless `--yes`.
+    pub fn set_confirm(&mut self, ask: Box<dyn FnMut() -> bool>) {
+        self.confirm = Some(ask);
+    }
+
+    /// `ferry resolve`: one full cycle that acts only at `r.paths` (every conflict if `None`),
+    /// where the side `r.keep` wins every conflict; the loser's versions go to its backup area
+    /// and the archive records the paths as agreed.
+    pub fn resolve(&mut self, r: Resolving) -> Result<Finish, RunError> {
+        self.printer.emit(&Event::SessionStart {
+            alpha: self.alpha.describe(),
+            beta: self.beta.describe(),
+            mode: format!("resolve, keeping {}'s version", r.keep.as_str()),
+            state_dir: self.session.dir.display().to_string(),
+        });
+        self.resolving = Some(r);
+        let res = self.cycle_resilient(&ScanRequest::Full, &ScanRequest::Full);
+        self.resolving = None;
+        let res = res?;
+        if self.archive_dirty {
+            self.save_archive()?;
+        }
+        let _ = self.alpha.save_cache();
+        let _ = self.beta.save_cache();
+        Ok(self.finish(&res))
     }
 
     fn once_loop(&mut self) -> Result<Finish, RunError> {
@@ -282,15 +370,15 @@ impl Engine {
         });
         let mut last_full = Instant::now();
         let mut polling = false;
-        let mut backoff = Duration::from_millis(50);
+        self.schedule_retries(&res);
         let mut last_cache_save = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let mut full = (false, false);
             let mut dirty: (BTreeSet<RelPath>, BTreeSet<RelPath>) = Default::default();
             // How long to sleep: until a retry is due, a periodic rescan is due, or forever.
             let mut timeout = Duration::from_secs(3600);
-            if !res.retry.is_empty() {
-                timeout = backoff;
+            if let Some(due) = self.retries.values().map(|r| r.due).min() {
+                timeout = due.saturating_duration_since(Instant::now());
             }
             let period = if polling {
                 Some(Duration::from_secs(2))
@@ -383,10 +471,17 @@ impl Engine {
                 self.hold_started = None;
                 full = (true, true);
             }
-            if !res.retry.is_empty() {
-                dirty.0.extend(res.retry.iter().cloned());
-                dirty.1.extend(res.retry.iter().cloned());
-            }
+            // Failed paths are looked at again when their delay is up, whatever woke the loop
+            // (a failing write can itself cause events: it must not retry at once).
+            let now = Instant::now();
+            let due: Vec<RelPath> = self
+                .retries
+                .iter()
+                .filter(|(_, r)| r.due <= now)
+                .map(|(p, _)| p.clone())
+                .collect();
+            dirty.0.extend(due.iter().cloned());
+            dirty.1.extend(due);
             if !full.0 && !full.1 && dirty.0.is_empty() && dirty.1.is_empty() {
                 continue;
             }
@@ -400,16 +495,11 @@ impl Engine {
                     ScanRequest::Paths(d)
                 }
             };
-            let had_retry = !res.retry.is_empty();
             self.settling = settle;
             let out = self.cycle_resilient(&req(full.0, dirty.0), &req(full.1, dirty.1));
             self.settling = false;
             res = out?;
-            backoff = if had_retry && !res.retry.is_empty() {
-                (backoff * 2).min(Duration::from_secs(2))
-            } else {
-                Duration::from_millis(50)
-            };
+            self.schedule_retries(&res);
             if last_cache_save.elapsed() > Duration::from_secs(60) {
                 let _ = self.alpha.save_cache();
                 let _ = self.beta.save_cache();
@@ -420,12 +510,103 @@ impl Engine {
         if self.archive_dirty {
             self.save_archive()?;
         }
+        // Open conflicts are listed again (with the command that resolves each), as `--once`
+        // leaves them, and the exit code says so.
+        let mut open: Vec<Conflict> = self.reported_conflicts.values().cloned().collect();
+        open.sort_by(|x, y| x.path.cmp(&y.path));
+        for c in &open {
+            let ev = self.conflict_event(self.cycle, c);
+            self.printer.emit(&ev);
+        }
+        let finish = if open.is_empty() {
+            Finish::InSync
+        } else {
+            Finish::Conflicts
+        };
         self.printer.emit(&Event::SessionEnd {
-            exit_code: 0,
-            conflicts: self.reported_conflicts.len() as u64,
+            exit_code: if open.is_empty() { 0 } else { 3 },
+            conflicts: open.len() as u64,
             errors: res.errors,
         });
-        Ok(Finish::InSync)
+        Ok(finish)
+    }
+
+    /// The event telling conflict `c`: what each side did, and the command that resolves it.
+    fn conflict_event(&self, cycle: u64, c: &Conflict) -> Event {
+        Event::Conflict {
+            cycle,
+            path: c.path.to_string(),
+            alpha: describe_side(c.ancestor.as_ref(), c.alpha.as_ref()),
+            beta: describe_side(c.ancestor.as_ref(), c.beta.as_ref()),
+            resolve: crate::output::resolve_command(
+                &self.alpha.describe(),
+                &self.beta.describe(),
+                c.path.as_str(),
+                "alpha",
+            ),
+        }
+    }
+
+    /// Before a first sync (nothing agreed yet) copies into a non-empty alpha what only beta
+    /// has (a stale copy as beta would put back files deleted from the source tree), says what
+    /// would go each way and asks; with nobody to ask, refuses unless `--yes`. Filling an
+    /// empty side, trees that agree, the one-way modes and `--reset` are not asked about.
+    fn confirm_first_sync(&mut self, plan: &ferry_core::Plan) -> Result<(), RunError> {
+        if self.archive.ancestor.is_some()
+            || self.settings.reset
+            || self.settings.yes
+            || self.settings.mode.is_one_way()
+            || plan.alpha.is_empty()
+            || !matches!(self.alpha.tree(), Some(Entry::Directory(c)) if !c.is_empty())
+        {
+            return Ok(());
+        }
+        let (to_alpha, to_beta) = (leaves(&plan.alpha), leaves(&plan.beta));
+        let conflicts = plan.conflicts.len() as u64;
+        let ev = Event::FirstSync {
+            alpha: self.alpha.describe(),
+            beta: self.beta.describe(),
+            to_alpha,
+            to_beta,
+            conflicts,
+        };
+        let asked = match self.confirm.as_mut() {
+            Some(ask) => {
+                self.printer.emit(&ev);
+                Some(ask())
+            }
+            None => {
+                if self.printer.json() {
+                    self.printer.emit(&ev);
+                }
+                None
+            }
+        };
+        match asked {
+            Some(true) => {
+                // Asked once per run, whatever makes the first cycle run again.
+                self.settings.yes = true;
+                Ok(())
+            }
+            Some(false) => Err(RunError::Refused(
+                "nothing was changed (--mode one-way-replica makes beta a copy of alpha)".into(),
+            )),
+            None => Err(RunError::Refused(format!(
+                "first sync: would copy {} only beta has into alpha, {} to beta{}; nothing was \
+                 changed: pass --yes to merge both ways, or --mode one-way-replica to make beta \
+                 a copy of alpha",
+                crate::output::count(to_alpha, "file", "files"),
+                to_beta,
+                if conflicts > 0 {
+                    format!(
+                        ", and leave {}",
+                        crate::output::count(conflicts, "conflict", "conflicts")
+                    )
+                } else {
+                    String::new()
+                }
+            ))),
+        }
     }
 
     /// Reads alpha's `.ferryignore`; if it changed, installs the new rules on both sides and
@@ -459,6 +640,7 @@ impl Engine {
         patterns.extend(self.settings.ignores.iter().cloned());
         let spec = IgnoreSpec {
             vcs: self.settings.ignore_vcs,
+            editor_temps: self.settings.default_ignores,
             patterns,
         };
         let ignorer = match Ignorer::new(&spec) {
@@ -480,6 +662,111 @@ impl Engine {
         self.ignorer = ignorer;
         self.ignore_file = content;
         Ok(true)
+    }
+
+    /// Updates the retry schedule after a cycle: paths that failed again wait longer, paths
+    /// the cycle looked at without failing are done.
+    fn schedule_retries(&mut self, res: &CycleResult) {
+        let now = Instant::now();
+        self.retries.retain(|p, _| {
+            res.retry.contains(p)
+                || res.retry_later.contains(p)
+                || res.deferred.contains(p)
+                || res
+                    .looked
+                    .as_ref()
+                    .is_some_and(|l| !l.iter().any(|q| p.starts_with(q)))
+        });
+        for (paths, slow) in [(&res.retry, false), (&res.retry_later, true)] {
+            for p in paths {
+                let (old, new) = res.failed.get(p).cloned().unwrap_or_default();
+                let r = self.retries.entry(p.clone()).or_insert(Retry {
+                    attempts: 0,
+                    due: now,
+                    old: None,
+                    new: None,
+                });
+                r.attempts += 1;
+                r.due = now + retry_delay(r.attempts, slow);
+                r.old = old;
+                r.new = new;
+            }
+        }
+    }
+
+    /// While watching, takes out of `plan` the changes that failed before and are not due for
+    /// another try (the same change: an edit since is tried at once).
+    fn defer_not_due(&self, plan: &mut ferry_core::Plan, res: &mut CycleResult) {
+        if !self.watching || self.retries.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for changes in [&mut plan.alpha, &mut plan.beta] {
+            changes.retain(|c| {
+                let wait = self
+                    .retries
+                    .get(&c.path)
+                    .is_some_and(|r| r.due > now && r.old == c.old && r.new == c.new);
+                if wait {
+                    res.deferred.insert(c.path.clone());
+                }
+                !wait
+            });
+        }
+    }
+
+    /// The side that is a new endpoint since the last cycle (see `identity.rs`).
+    fn fresh_side(&self) -> Option<IdSide> {
+        // Nothing agreed yet: a first sync either way.
+        self.archive.ancestor.as_ref()?;
+        self.ids.fresh(
+            self.alpha.identity().as_deref(),
+            self.beta.identity().as_deref(),
+        )
+    }
+
+    /// After a full cycle: records what the endpoints are, and what a fresh side kept for
+    /// itself. A fill is saved at once (archive first), so a crash cannot make a later run
+    /// read the fresh side against the old archive.
+    fn note_identities(
+        &mut self,
+        fresh: Option<IdSide>,
+        adopted: std::collections::BTreeMap<String, Entry>,
+    ) -> Result<(), RunError> {
+        let mut ids = self.ids.clone();
+        let (a, b) = (self.alpha.identity(), self.beta.identity());
+        if a.is_some() {
+            ids.alpha = a;
+        }
+        if b.is_some() {
+            ids.beta = b;
+        }
+        match fresh {
+            Some(IdSide::Alpha) => ids.adopted_alpha = adopted,
+            Some(IdSide::Beta) => ids.adopted_beta = adopted,
+            None => {}
+        }
+        // An adopted entry is forgotten once it changed or the other side has the path.
+        let (ta, tb) = (self.alpha.tree(), self.beta.tree());
+        ids.adopted_alpha.retain(|p, e| {
+            ta.and_then(|t| t.get(p)) == Some(&*e) && tb.and_then(|t| t.get(p)).is_none()
+        });
+        ids.adopted_beta.retain(|p, e| {
+            tb.and_then(|t| t.get(p)) == Some(&*e) && ta.and_then(|t| t.get(p)).is_none()
+        });
+        if fresh.is_some() {
+            self.save_archive()?;
+        }
+        if ids != self.ids {
+            ids.save(&self.session.dir).map_err(|source| {
+                RunError::State(StateError::Io {
+                    path: self.session.dir.join("endpoints"),
+                    source,
+                })
+            })?;
+            self.ids = ids;
+        }
+        Ok(())
     }
 
     /// Emits a problem unless the same one was already reported.
@@ -560,14 +847,30 @@ impl Engine {
     fn reconnect(&mut self, side: &'static str, mut why: String) -> Result<(), RunError> {
         let mut delay = Duration::from_millis(100);
         let mut attempt = 0u32;
+        // A Ctrl-C reaches the transport too (ssh shares the terminal's process group, and
+        // must, to ask for passwords): its connection may end a moment before the stop flag
+        // is set. A short grace keeps a stop from looking like a lost connection.
+        let grace = Instant::now() + delay;
+        while Instant::now() < grace && !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // A person reads each reason once, then ferry waits quietly (a stopped container
+        // would otherwise print a line every 5 s); --json keeps every attempt.
+        let mut said: Vec<String> = Vec::new();
         loop {
             attempt += 1;
-            self.printer.emit(&Event::Reconnecting {
-                side,
-                attempt,
-                delay_ms: delay.as_millis() as u64,
-                message: why.clone(),
-            });
+            if self.printer.json() || !said.contains(&why) {
+                self.printer.emit(&Event::Reconnecting {
+                    side,
+                    attempt,
+                    delay_ms: delay.as_millis() as u64,
+                    message: why.clone(),
+                });
+                said.push(why.clone());
+            }
             let until = Instant::now() + delay;
             while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -588,6 +891,8 @@ impl Engine {
                 Err(e) if self.settings.once && attempt >= ONCE_RECONNECTS => {
                     return Err(e.into());
                 }
+                // The side is named once, by the line itself.
+                Err(EndpointError::Lost { message, .. }) => why = message,
                 Err(e) => why = e.to_string(),
             }
             delay = (delay * 2).min(Duration::from_secs(5));
@@ -635,6 +940,31 @@ impl Engine {
         if !self.in_flight.is_empty() {
             self.settle_interrupted();
         }
+        // A side that is a new endpoint (a recreated container, a mirror made again) was
+        // edited by nobody: this cycle fills it from the other side instead of reading the
+        // difference as deletions (see `fill_plan`).
+        let fresh = if scope.is_none() && self.resolving.is_none() {
+            self.fresh_side()
+        } else {
+            None
+        };
+        if let Some(f) = fresh {
+            let (new, from) = match f {
+                IdSide::Alpha => (Side::Alpha, Side::Beta),
+                IdSide::Beta => (Side::Beta, Side::Alpha),
+            };
+            let endpoint = match f {
+                IdSide::Alpha => self.alpha.describe(),
+                IdSide::Beta => self.beta.describe(),
+            };
+            self.printer.emit(&Event::NewEndpoint {
+                side: new.as_str(),
+                from: from.as_str(),
+                endpoint,
+            });
+            self.archive.ancestor = None;
+            self.archive_dirty = true;
+        }
         let ancestor = self.archive.ancestor.as_ref();
         let (a, b) = (self.alpha.tree(), self.beta.tree());
         if !self.settings.accept_wipe {
@@ -646,19 +976,34 @@ impl Engine {
         if b.is_none() {
             return Err(RunError::RootGone("beta", self.beta.describe()));
         }
-        let mut plan = match &scope {
-            Some(paths) => reconcile_at(ancestor, a, b, self.settings.mode, paths),
-            None => reconcile(ancestor, a, b, self.settings.mode),
+        let mut adopted = std::collections::BTreeMap::new();
+        let mut plan = match (&scope, fresh, &self.resolving) {
+            (_, _, Some(r)) => {
+                let (plan, paths) = resolve_plan(ancestor, a, b, r)?;
+                self.printer.emit(&Event::Resolving {
+                    keep: r.keep.as_str(),
+                    paths: paths.iter().map(|p| p.to_string()).collect(),
+                });
+                plan
+            }
+            (_, Some(f), None) => fill_plan(a, b, f, &mut adopted),
+            (Some(paths), None, None) => reconcile_at(ancestor, a, b, self.settings.mode, paths),
+            (None, None, None) => reconcile(ancestor, a, b, self.settings.mode),
         };
+        if fresh.is_none() {
+            drop_adopted(&mut plan, &self.ids);
+        }
+        if fresh.is_none() && self.resolving.is_none() {
+            self.confirm_first_sync(&plan)?;
+        }
+        // Deletions in bulk are held while they keep coming (a wipe of the whole root shows
+        // as one only at its end); then they propagate, with copies kept (below). Only a root
+        // that was emptied or vanished stops a session (`check_wipe`).
         if self.watching && !self.settling {
             self.hold_mass_deletions(&mut plan, cycle);
         }
-        // Every full look (start, --once, the cycle deciding held deletions, rescans) refuses
-        // to delete half or more of a side at once: a refused wipe stays refused on a re-run.
-        let full_look = scope.is_none() || self.settling;
-        if full_look && !self.settings.accept_wipe && self.settings.mode != Mode::OneWayReplica {
-            self.refuse_mass_deletion(&plan)?;
-        }
+        let mut deferred = CycleResult::default();
+        self.defer_not_due(&mut plan, &mut deferred);
         if self.watching {
             let created = creations(&plan.alpha) + creations(&plan.beta);
             self.note_deletions(deletions(&plan.alpha) + deletions(&plan.beta), created);
@@ -668,6 +1013,8 @@ impl Engine {
         lap(&mut phases.reconcile);
         let mut res = CycleResult {
             conflicts: plan.conflicts.len() as u64,
+            looked: scope.as_ref().map(|s| s.iter().cloned().collect()),
+            deferred: deferred.deferred,
             ..Default::default()
         };
         let current: HashSet<&str> = plan.conflicts.iter().map(|c| c.path.as_str()).collect();
@@ -680,18 +1027,14 @@ impl Engine {
                 })
         });
         for c in &plan.conflicts {
-            let key = (c.alpha.clone(), c.beta.clone());
-            if self.reported_conflicts.get(c.path.as_str()) == Some(&key) {
+            let told = self.reported_conflicts.get(c.path.as_str());
+            if told.is_some_and(|t| t.alpha == c.alpha && t.beta == c.beta) {
                 continue;
             }
             self.reported_conflicts
-                .insert(c.path.as_str().to_owned(), key);
-            self.printer.emit(&Event::Conflict {
-                cycle,
-                path: c.path.to_string(),
-                alpha: describe_side(c.ancestor.as_ref(), c.alpha.as_ref()),
-                beta: describe_side(c.ancestor.as_ref(), c.beta.as_ref()),
-            });
+                .insert(c.path.as_str().to_owned(), c.clone());
+            let ev = self.conflict_event(cycle, c);
+            self.printer.emit(&ev);
         }
         if !plan.alpha.is_empty() || !plan.beta.is_empty() {
             let records: Vec<Pending> = [(true, &plan.alpha), (false, &plan.beta)]
@@ -722,7 +1065,13 @@ impl Engine {
             if changes.is_empty() || self.stop.load(Ordering::SeqCst) {
                 continue;
             }
-            let keep_all = self.watching && self.bulk_deleting();
+            // A bulk deletion keeps a copy of everything it removes (hard links: free), as
+            // does the cycle filling a new endpoint.
+            let recent: u64 = self.recent_deletes.iter().map(|(_, n)| n).sum();
+            let keep_all = (self.watching && self.bulk_deleting())
+                || fresh.is_some()
+                || self.resolving.is_some()
+                || deletions(changes).max(recent) >= BULK_COPIES;
             let backup = self.needs_backup(changes, keep_all);
             lap(&mut phases.stage);
             let (outcomes, moved) = self.stage_and_transition(side, changes, &backup, &mut res)?;
@@ -754,6 +1103,11 @@ impl Engine {
                 .map_or(0, |a| a.count() as u64);
         }
         lap(&mut phases.agree);
+        if scope.is_none() && self.resolving.is_none() {
+            self.note_identities(fresh, adopted)?;
+        }
+        // `--accept-wipe` lets one wipe through, not every later one of a live session.
+        self.settings.accept_wipe = false;
         // Writing the archive is off the path to visibility; while busy, at most once a second
         // (the watch loop saves it when things go quiet, and at exit). Until then the journal
         // records what this cycle agreed on.
@@ -955,32 +1309,6 @@ impl Engine {
         self.settle_at.is_some() || self.settling
     }
 
-    /// In a full look: removing half or more of a side's entries at once, or bringing the
-    /// current deletion episode to half of what the archive held when it began, is treated like
-    /// a wipe (a partly observed or slow `rm -rf` looks just like this).
-    fn refuse_mass_deletion(&mut self, plan: &ferry_core::Plan) -> Result<(), RunError> {
-        let episode = self.episode_total(Instant::now());
-        let base = self.episode_base_or_now();
-        for (side, changes, tree) in [
-            ("alpha", &plan.alpha, self.alpha.tree()),
-            ("beta", &plan.beta, self.beta.tree()),
-        ] {
-            let deleted = deletions(changes);
-            let total = tree.map_or(0, |t| t.count() as u64);
-            let at_once = deleted >= MASS_DELETE && deleted * 2 >= total;
-            let all = deleted + episode;
-            let in_episode = episode > 0 && all >= MASS_DELETE && all * 2 >= base.max(total);
-            if deleted > 0 && (at_once || in_episode) {
-                return Err(RunError::MassDeletion {
-                    side,
-                    deleted: all,
-                    total: total.max(base),
-                });
-            }
-        }
-        Ok(())
-    }
-
     fn save_archive(&mut self) -> Result<(), RunError> {
         if !self.in_flight.is_empty() {
             // A cycle was cut short and no scan has settled its changes yet (stopped while
@@ -997,16 +1325,30 @@ impl Engine {
 
     /// The digests of content that `changes` replace or remove and that the archive does not
     /// hold at that same path: what must be backed up first. (A digest elsewhere in the
-    /// archive is not enough: that copy may be gone by now, or go in this very cycle.)
+    /// archive is not enough: that copy may be gone by now, or go in this very cycle.) With
+    /// `keep_all` (a bulk deletion), everything removed, except content the same changes put
+    /// back elsewhere (a rename or a move needs no copy).
     fn needs_backup(&self, changes: &[Change], keep_all: bool) -> HashSet<Digest> {
         let ancestor = self.archive.ancestor.as_ref();
+        let mut created = HashSet::new();
+        if keep_all {
+            for ch in changes {
+                if let Some(new) = &ch.new {
+                    new.walk("", &mut |_, e| {
+                        if let Entry::File { digest, .. } = e {
+                            created.insert(*digest);
+                        }
+                    });
+                }
+            }
+        }
         let mut out = HashSet::new();
         for ch in changes {
             let Some(old) = &ch.old else { continue };
             old.walk(ch.path.as_str(), &mut |p, e| {
                 let Entry::File { digest, .. } = e else { return };
                 let archived = matches!(ancestor.and_then(|a| a.get(p)), Some(Entry::File { digest: d, .. }) if d == digest);
-                if keep_all || !archived {
+                if !archived || (keep_all && !created.contains(digest)) {
                     out.insert(*digest);
                 }
             });
@@ -1074,7 +1416,8 @@ impl Engine {
         }
         let base = dst.base_opener();
         let total: u64 = items.iter().map(|i| i.want.size).sum();
-        self.printer.progress_start(total, items.len() as u64);
+        self.printer
+            .progress_start(total, items.iter().map(|i| i.want.uses as u64).sum());
         let printer = &self.printer;
         let stop = &self.stop;
         let (moved, result) = copy::stream(
@@ -1115,17 +1458,37 @@ impl Engine {
         let mut n = 0;
         for (ch, o) in changes.iter().zip(outcomes) {
             for (path, message) in &o.errors {
-                let retry = is_transient(message);
+                // A full disk also shows as "content not available": it waits on the user.
+                let later = waits_on_the_user(message);
+                let retry = !later && is_transient(message);
                 if retry {
                     res.retry.insert(path.clone());
+                } else if later {
+                    res.retry_later.insert(path.clone());
+                }
+                if retry || later {
+                    res.failed.insert(
+                        path.clone(),
+                        (below(ch, &ch.old, path), below(ch, &ch.new, path)),
+                    );
                 }
                 res.errors += 1;
+                let message = explain(message, path, ch);
+                // The same failure at the same path is said once, not at every retry.
+                let key = (side, path.clone());
+                if self.shown_errors.get(&key) == Some(&message) {
+                    continue;
+                }
+                self.shown_errors.insert(key, message.clone());
                 self.printer.emit(&Event::Error {
                     side: Some(side.as_str()),
                     path: Some(path.to_string()),
-                    message: message.clone(),
-                    retry,
+                    message,
+                    retry: retry || later,
                 });
+            }
+            if o.errors.is_empty() {
+                self.shown_errors.remove(&(side, ch.path.clone()));
             }
             if o.now == ch.old {
                 continue;
@@ -1189,6 +1552,183 @@ impl Engine {
     }
 }
 
+/// The plan of the cycle that fills a fresh side from the other (the truth): the truth's
+/// files go in, the fresh side's differing versions are replaced (kept as backups), what only
+/// the fresh side has stays where it is and is not copied back (`adopted`), nothing is
+/// deleted. Two-way as usual from the next cycle.
+fn fill_plan(
+    alpha: Option<&Entry>,
+    beta: Option<&Entry>,
+    fresh: IdSide,
+    adopted: &mut std::collections::BTreeMap<String, Entry>,
+) -> ferry_core::Plan {
+    let (truth, new) = match fresh {
+        IdSide::Beta => (alpha, beta),
+        IdSide::Alpha => (beta, alpha),
+    };
+    // No ancestor: nothing is a deletion; the truth wins every difference.
+    let p = reconcile(None, truth, new, Mode::TwoWayResolved);
+    for c in &p.alpha {
+        if c.old.is_none()
+            && let Some(n) = &c.new
+        {
+            adopted.insert(c.path.as_str().to_owned(), n.clone());
+        }
+    }
+    let mut conflicts = p.conflicts;
+    match fresh {
+        IdSide::Beta => ferry_core::Plan {
+            alpha: Vec::new(),
+            beta: p.beta,
+            conflicts,
+        },
+        IdSide::Alpha => {
+            for c in &mut conflicts {
+                std::mem::swap(&mut c.alpha, &mut c.beta);
+            }
+            ferry_core::Plan {
+                alpha: p.beta,
+                beta: Vec::new(),
+                conflicts,
+            }
+        }
+    }
+}
+
+/// The plan of `ferry resolve` (see [`Engine::resolve`]) and the paths it covers: two-way
+/// reconciliation restricted to those paths in which the kept side wins every conflict (alpha
+/// as in `two-way-resolved`, beta by its mirror). What changed on one side only there syncs as
+/// usual. A named path that is on neither side is refused before anything is done.
+fn resolve_plan(
+    ancestor: Option<&Entry>,
+    a: Option<&Entry>,
+    b: Option<&Entry>,
+    r: &Resolving,
+) -> Result<(ferry_core::Plan, Vec<RelPath>), RunError> {
+    let at = |t: Option<&Entry>, p: &RelPath| t.and_then(|t| t.get(p.as_str())).is_some();
+    let paths = match &r.paths {
+        Some(paths) => {
+            if let Some(p) = paths.iter().find(|p| !at(a, p) && !at(b, p)) {
+                return Err(RunError::Refused(format!(
+                    "nothing at '{p}' in alpha or beta; nothing was changed"
+                )));
+            }
+            paths.clone()
+        }
+        None => reconcile(ancestor, a, b, Mode::TwoWaySafe)
+            .conflicts
+            .into_iter()
+            .map(|c| c.path)
+            .collect(),
+    };
+    let plan = match r.keep {
+        Side::Alpha => reconcile_at(ancestor, a, b, Mode::TwoWayResolved, &paths),
+        Side::Beta => {
+            let p = reconcile_at(ancestor, b, a, Mode::TwoWayResolved, &paths);
+            ferry_core::Plan {
+                alpha: p.beta,
+                beta: p.alpha,
+                conflicts: p
+                    .conflicts
+                    .into_iter()
+                    .map(|c| Conflict {
+                        alpha: c.beta,
+                        beta: c.alpha,
+                        ..c
+                    })
+                    .collect(),
+            }
+        }
+    };
+    Ok((plan, paths))
+}
+
+/// Files (and links, and empty directories) that `changes` put in place.
+fn leaves(changes: &[Change]) -> u64 {
+    let mut n = 0;
+    for c in changes {
+        if let Some(e) = &c.new {
+            e.walk("", &mut |_, e| match e {
+                Entry::Directory(c) if !c.is_empty() => {}
+                _ => n += 1,
+            });
+        }
+    }
+    n
+}
+
+/// Takes out of `plan` the copies of what a fresh side adopted (see [`fill_plan`]).
+fn drop_adopted(plan: &mut ferry_core::Plan, ids: &Identities) {
+    let keep = |adopted: &std::collections::BTreeMap<String, Entry>, c: &Change| {
+        !(c.old.is_none() && c.new.is_some() && adopted.get(c.path.as_str()) == c.new.as_ref())
+    };
+    plan.alpha.retain(|c| keep(&ids.adopted_beta, c));
+    plan.beta.retain(|c| keep(&ids.adopted_alpha, c));
+}
+
+/// The part of `e` (an entry of change `ch`) at `path`, a path at or below `ch.path`.
+fn below(ch: &Change, e: &Option<Entry>, path: &RelPath) -> Option<Entry> {
+    let e = e.as_ref()?;
+    if path == &ch.path {
+        return Some(e.clone());
+    }
+    let rest = path.as_str().strip_prefix(ch.path.as_str())?;
+    let rest = rest.trim_start_matches('/');
+    e.get(rest).cloned()
+}
+
+/// True for failures that wait on something outside ferry (space, permissions, a read-only
+/// filesystem, a quota): retried slowly while watching, never given up on.
+fn waits_on_the_user(message: &str) -> bool {
+    [
+        "No space left on device",
+        "Disk quota exceeded",
+        "Permission denied",
+        "Read-only file system",
+        "Operation not permitted",
+        "Too many open files",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+/// The message a person reads for an error at `path` while applying `ch`: a full disk says
+/// how much was needed.
+fn explain(message: &str, path: &RelPath, ch: &Change) -> String {
+    if message.contains("No space left on device") {
+        let need = ch.new.as_ref().map_or(0, |e| {
+            let mut n = 0;
+            e.walk("", &mut |_, e| {
+                if let Entry::File { size, .. } = e {
+                    n += size;
+                }
+            });
+            n
+        });
+        return format!(
+            "no space left on device writing {path} ({} needed); retrying until there is",
+            human_bytes(need)
+        );
+    }
+    message.to_owned()
+}
+
+/// `n` bytes for a person: "1.6 MB", "512 B".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// Entries removed by `changes` (files and whole subtrees).
 fn deletions(changes: &[Change]) -> u64 {
     changes
@@ -1231,16 +1771,41 @@ fn describe_change(ch: &Change) -> (&'static str, &'static str) {
     }
 }
 
-/// How one side moved away from the ancestor, for conflict messages.
+/// How one side moved away from the ancestor, for conflict messages: "created a file (7 B)",
+/// "modified it (now 1.2 kB)", "replaced it with a directory (3 files)", "deleted it".
 fn describe_side(ancestor: Option<&Entry>, now: Option<&Entry>) -> String {
     match (ancestor, now) {
-        (_, None) => "deleted".into(),
-        (None, Some(e)) => format!("created {}", kind(e)),
+        (_, None) => "deleted it".into(),
+        (None, Some(e)) => format!("created {}", what(e)),
         (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b => {
-            "changed the executable bit".into()
+            "changed its executable bit".into()
         }
-        (Some(a), Some(e)) if kind(a) == kind(e) => format!("modified {}", kind(e)),
-        (Some(_), Some(e)) => format!("replaced it with a {}", kind(e)),
+        (Some(Entry::File { .. }), Some(Entry::File { size, .. })) => {
+            format!("modified it (now {})", human_bytes(*size))
+        }
+        (Some(a), Some(e)) if kind(a) == kind(e) => "modified it".into(),
+        (Some(_), Some(e)) => format!("replaced it with {}", what(e)),
+    }
+}
+
+/// An entry for a person: "a file (7 B)", "a directory (3 files)", "a symlink to x".
+fn what(e: &Entry) -> String {
+    match e {
+        Entry::File { size, .. } => format!("a file ({})", human_bytes(*size)),
+        Entry::Directory(_) => {
+            let mut files = 0;
+            e.walk("", &mut |_, e| {
+                if !e.is_dir() {
+                    files += 1;
+                }
+            });
+            format!(
+                "a directory ({})",
+                crate::output::count(files, "file", "files")
+            )
+        }
+        Entry::Symlink { target } => format!("a symlink to {target}"),
+        Entry::Problem(m) => format!("something unreadable ({m})"),
     }
 }
 

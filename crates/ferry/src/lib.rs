@@ -11,6 +11,7 @@ pub mod delta;
 pub mod endpoint;
 pub mod engine;
 pub mod fs;
+pub mod identity;
 pub mod output;
 pub mod remote;
 pub mod state;

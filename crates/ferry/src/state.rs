@@ -1,17 +1,25 @@
 //! Per-session state on disk: the archive, the lock, atomic writes.
 //!
 //! Layout (see docs/archive.md): `$XDG_STATE_HOME/ferry/sessions/<key>/` holds `archive`,
-//! `alpha.cache`, `beta.cache`, `lock`, `staging-*/` and `backups/{alpha,beta}/<time>/`.
+//! `pair`, `alpha.cache`, `beta.cache`, `lock`, `staging-*/` and `backups/{alpha,beta}/<time>/`.
+//!
+//! A session is the unordered pair: `ferry sync A B` and `ferry sync B A` share one key and one
+//! lock (issue 9 item 5). The per-side files are named after the order of the run that created
+//! the session (kept in `pair`); a run in the other order reads and writes them swapped.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_core::{Entry, RelPath};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::endpoint::Side;
+
 const ARCHIVE_MAGIC: &[u8; 8] = b"FERRYAR2";
+const PAIR_MAGIC: &[u8; 8] = b"FERRYPR1";
 
 /// The last state both sides agreed on.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +29,15 @@ pub struct Archive {
     /// Incremented by every write; the journal names the epoch it extends.
     pub epoch: u64,
     pub ancestor: Option<Entry>,
+}
+
+/// [`Archive`] borrowed, for writing.
+#[derive(Serialize)]
+struct ArchiveRef<'a> {
+    alpha: &'a str,
+    beta: &'a str,
+    epoch: u64,
+    ancestor: &'a Option<Entry>,
 }
 
 /// A journal record (see `docs/archive.md`): what a cycle was about to change, and what it
@@ -49,7 +66,7 @@ pub enum Pending {
 pub enum StateError {
     #[error("no state directory: set XDG_STATE_HOME or HOME")]
     NoStateDir,
-    #[error("another ferry is already syncing this pair (state {0})")]
+    #[error("another ferry is already syncing this pair, in this order or the other (state {0})")]
     Locked(PathBuf),
     #[error("state {path}: {source}")]
     Io {
@@ -63,6 +80,8 @@ pub enum StateError {
 
 pub struct Session {
     pub dir: PathBuf,
+    /// This run names the pair in the other order than the session's per-side files.
+    reversed: bool,
     _lock: File,
 }
 
@@ -74,23 +93,77 @@ pub fn state_root() -> Result<PathBuf, StateError> {
 }
 
 impl Session {
-    /// Opens (creating) the state of the session for this endpoint pair and locks it.
+    /// Opens (creating) the state of the session for this endpoint pair and locks it. The pair
+    /// is unordered: `open(a, b)` and `open(b, a)` are the same session and exclude each other.
     pub fn open(alpha: &str, beta: &str) -> Result<Session, StateError> {
-        let key = blake3::hash(format!("{alpha}\0{beta}").as_bytes()).to_hex();
-        let dir = state_root()?.join("sessions").join(&key.as_str()[..24]);
         let io = |path: &Path, source| StateError::Io {
             path: path.to_path_buf(),
             source,
         };
+        let (lo, hi) = if alpha <= beta {
+            (alpha, beta)
+        } else {
+            (beta, alpha)
+        };
+        let sessions = state_root()?.join("sessions");
+        let dir = sessions.join(session_key(lo, hi));
+        let mut orientation = None;
+        if alpha > beta && !dir.exists() {
+            // Before the key was symmetric it hashed the pair in the order given: adopt such a
+            // session (under its lock, so a ferry still running it keeps it).
+            let legacy = sessions.join(session_key(alpha, beta));
+            if legacy.is_dir() {
+                let lock_path = legacy.join("lock");
+                let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
+                if !try_lock(&lock) {
+                    return Err(StateError::Locked(legacy));
+                }
+                fs::rename(&legacy, &dir).map_err(|e| io(&legacy, e))?;
+                orientation = Some((alpha.to_owned(), beta.to_owned()));
+            }
+        }
+        let fresh = !dir.exists();
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let lock_path = dir.join("lock");
         let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        if !try_lock(&lock) {
             return Err(StateError::Locked(dir));
         }
-        Ok(Session { dir, _lock: lock })
+        let pair_path = dir.join("pair");
+        let stored: Option<(String, String)> =
+            read_versioned(&pair_path, PAIR_MAGIC).ok().flatten();
+        let (first, second) = match stored {
+            Some(p) => p,
+            None => {
+                // A new session takes this run's order; one from before `pair` existed was
+                // keyed (and its files named) in sorted order, unless adopted above.
+                let p = match orientation {
+                    Some(p) => p,
+                    None if fresh => (alpha.to_owned(), beta.to_owned()),
+                    None => (lo.to_owned(), hi.to_owned()),
+                };
+                write_versioned(PAIR_MAGIC, &p)
+                    .and_then(|b| write_atomic(&pair_path, &b))
+                    .map_err(|e| io(&pair_path, e))?;
+                p
+            }
+        };
+        let reversed = first == beta && second == alpha && alpha != beta;
+        Ok(Session {
+            dir,
+            reversed,
+            _lock: lock,
+        })
+    }
+
+    /// The name `side` of this run has in the session's per-side files (caches, staging,
+    /// backups): the other one when the pair is named in the other order than at its creation.
+    pub fn stored_side(&self, side: Side) -> Side {
+        match (self.reversed, side) {
+            (false, s) => s,
+            (true, Side::Alpha) => Side::Beta,
+            (true, Side::Beta) => Side::Alpha,
+        }
     }
 
     fn archive_path(&self) -> PathBuf {
@@ -107,7 +180,8 @@ impl Session {
         let p = self.pending_path();
         let mut buf = Vec::new();
         for r in records {
-            let body = postcard::to_stdvec(r).map_err(|e| StateError::Io {
+            let r = self.orient(r.clone());
+            let body = postcard::to_stdvec(&r).map_err(|e| StateError::Io {
                 path: p.clone(),
                 source: io::Error::other(e),
             })?;
@@ -146,7 +220,7 @@ impl Session {
                 break;
             }
             match postcard::take_from_bytes::<Pending>(body) {
-                Ok((r, [])) => out.push(r),
+                Ok((r, [])) => out.push(self.orient(r)),
                 _ => break,
             }
             good += 8 + len;
@@ -164,21 +238,60 @@ impl Session {
         out
     }
 
+    /// A journal record as stored (or, stored, as this run sees it): the side a planned
+    /// change writes is named in the session's order.
+    fn orient(&self, r: Pending) -> Pending {
+        match r {
+            Pending::Planned {
+                alpha,
+                path,
+                old,
+                new,
+            } if self.reversed => Pending::Planned {
+                alpha: !alpha,
+                path,
+                old,
+                new,
+            },
+            r => r,
+        }
+    }
+
     pub fn load_archive(&self) -> Result<Option<Archive>, StateError> {
         let p = self.archive_path();
-        read_versioned(&p, ARCHIVE_MAGIC).map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => StateError::Corrupt(p.clone()),
-            _ => StateError::Io {
-                path: p.clone(),
-                source: e,
-            },
-        })
+        let swap = |mut a: Archive| {
+            if self.reversed {
+                std::mem::swap(&mut a.alpha, &mut a.beta);
+            }
+            a
+        };
+        read_versioned(&p, ARCHIVE_MAGIC)
+            .map(|a| a.map(swap))
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => StateError::Corrupt(p.clone()),
+                _ => StateError::Io {
+                    path: p.clone(),
+                    source: e,
+                },
+            })
     }
 
     /// Writes the archive atomically, then clears the pending journal it now accounts for.
     pub fn save_archive(&self, a: &Archive) -> Result<(), StateError> {
         let p = self.archive_path();
-        write_versioned(ARCHIVE_MAGIC, a)
+        // The same encoding as `Archive`, its names in the session's order (no copy of the tree).
+        let (alpha, beta) = if self.reversed {
+            (&a.beta, &a.alpha)
+        } else {
+            (&a.alpha, &a.beta)
+        };
+        let stored = ArchiveRef {
+            alpha,
+            beta,
+            epoch: a.epoch,
+            ancestor: &a.ancestor,
+        };
+        write_versioned(ARCHIVE_MAGIC, &stored)
             .and_then(|b| write_atomic(&p, &b))
             .map_err(|source| StateError::Io { path: p, source })?;
         match fs::remove_file(self.pending_path()) {
@@ -190,6 +303,243 @@ impl Session {
             }),
         }
     }
+}
+
+/// How long a side's backups are kept (`--keep-backups`): folders older than `max_age`, and
+/// the oldest folders beyond `max_bytes` in all, are removed, whichever comes first; the newest
+/// folder is always kept. `None`: no limit of that kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for Retention {
+    /// 7 days or 1 GiB, whichever comes first.
+    fn default() -> Self {
+        Retention {
+            max_age: Some(Duration::from_secs(7 * 86_400)),
+            max_bytes: Some(1 << 30),
+        }
+    }
+}
+
+impl Retention {
+    /// Keeps everything.
+    pub const FOREVER: Retention = Retention {
+        max_age: None,
+        max_bytes: None,
+    };
+}
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+
+    /// `forever`, or one or two limits separated by a comma: an age (`7d`, `12h`, or a bare
+    /// number of days) and a size (`500MB`, `1GiB`, `2G`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "--keep-backups '{s}': expected DAYS (7d, 12h), SIZE (500MB, 1GiB), both (7d,1GiB) or 'forever'"
+            )
+        };
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("forever") {
+            return Ok(Retention::FOREVER);
+        }
+        let mut r = Retention::FOREVER;
+        for part in s.split(',').map(str::trim) {
+            let digits = part
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(part.len());
+            let (num, unit) = part.split_at(digits);
+            let n: f64 = num.parse().map_err(|_| bad())?;
+            if !n.is_finite() || n < 0.0 {
+                return Err(bad());
+            }
+            let age = |secs: f64| Some(Duration::from_secs_f64(n * secs));
+            let size = |mul: f64| Some((n * mul) as u64);
+            match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "d" | "day" | "days" if r.max_age.is_none() => r.max_age = age(86_400.0),
+                "h" | "hour" | "hours" if r.max_age.is_none() => r.max_age = age(3600.0),
+                "b" if r.max_bytes.is_none() => r.max_bytes = size(1.0),
+                "k" | "kb" if r.max_bytes.is_none() => r.max_bytes = size(1e3),
+                "m" | "mb" if r.max_bytes.is_none() => r.max_bytes = size(1e6),
+                "g" | "gb" if r.max_bytes.is_none() => r.max_bytes = size(1e9),
+                "t" | "tb" if r.max_bytes.is_none() => r.max_bytes = size(1e12),
+                "kib" if r.max_bytes.is_none() => r.max_bytes = size(1024.0),
+                "mib" if r.max_bytes.is_none() => r.max_bytes = size(1024.0 * 1024.0),
+                "gib" if r.max_bytes.is_none() => r.max_bytes = size(1024.0 * 1024.0 * 1024.0),
+                "tib" if r.max_bytes.is_none() => {
+                    r.max_bytes = size(1024.0 * 1024.0 * 1024.0 * 1024.0)
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// A backup folder's name: the UTC time, readable and sorting in time order
+/// (`2026-12-06T11-30-05Z`; colons are avoided for the sake of other filesystems and tools).
+pub fn backup_stamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A new backup folder's path under `root` for a transition starting at `t`: the time's
+/// stamp, with `-2`, `-3`, ... when a folder of that second exists already. Not created (the
+/// transition creates it when it keeps something).
+pub fn new_backup_dir(root: &Path, t: SystemTime) -> PathBuf {
+    let stamp = backup_stamp(t);
+    let mut dir = root.join(&stamp);
+    let mut n = 2u32;
+    while fs::symlink_metadata(&dir).is_ok() {
+        dir = root.join(format!("{stamp}-{n}"));
+        n += 1;
+    }
+    dir
+}
+
+/// The order of a backup folder's name (seconds since the epoch, then the `-N` suffix):
+/// `<stamp>[-N]`, `recovered-<stamp>`, and the unix-time names of earlier versions
+/// (`<secs>.<nanos>`, `recovered-<secs>`). `None` for anything else (never pruned).
+fn backup_order(name: &str) -> Option<(u64, u64)> {
+    let name = name.strip_prefix("recovered-").unwrap_or(name);
+    if let Some((secs, nanos)) = name.split_once('.') {
+        return Some((secs.parse().ok()?, nanos.parse().ok()?));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Some((name.parse().ok()?, 0));
+    }
+    let (stamp, seq) = match name.split_once("Z-") {
+        Some((st, n)) => (st, n.parse().ok()?),
+        None => (name.strip_suffix('Z')?, 1),
+    };
+    let b = stamp.as_bytes();
+    if b.len() != 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| stamp.get(r)?.parse::<u64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let days = days_from_civil(y as i64, mo as i64, d as i64);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + s;
+    // Sub-second order of the earlier names is nanoseconds; keep suffixes after them.
+    Some((secs, seq))
+}
+
+/// What [`prune_backups`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub folders: u64,
+    pub bytes: u64,
+}
+
+/// Applies `policy` to the backup folders under `root` (one side's backup area) at `now`.
+/// Only folders older than the newest one are ever removed; names ferry did not make are left
+/// alone. A folder that cannot be measured or removed is skipped.
+pub fn prune_backups(root: &Path, policy: Retention, now: SystemTime) -> Pruned {
+    let mut out = Pruned::default();
+    if policy == Retention::FOREVER {
+        return out;
+    }
+    let Ok(rd) = fs::read_dir(root) else {
+        return out;
+    };
+    let mut folders: Vec<((u64, u64), PathBuf)> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let order = backup_order(e.file_name().to_str()?)?;
+            Some((order, e.path()))
+        })
+        .collect();
+    folders.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let now_secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut total = 0u64;
+    for (i, ((secs, _), path)) in folders.into_iter().enumerate() {
+        let size = tree_size(&path);
+        total = total.saturating_add(size);
+        if i == 0 {
+            continue;
+        }
+        let too_old = policy
+            .max_age
+            .is_some_and(|a| now_secs.saturating_sub(secs) > a.as_secs());
+        let too_big = policy.max_bytes.is_some_and(|m| total > m);
+        if (too_old || too_big) && fs::remove_dir_all(&path).is_ok() {
+            out.folders += 1;
+            out.bytes += size;
+        }
+    }
+    out
+}
+
+/// The bytes of the files under `dir` (not following links).
+fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Days since 1970-01-01 of a civil date (the inverse of [`civil_from_days`]).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The directory name of the session of the pair `(first, second)`.
+fn session_key(first: &str, second: &str) -> String {
+    let key = blake3::hash(format!("{first}\0{second}").as_bytes()).to_hex();
+    key.as_str()[..24].to_owned()
+}
+
+/// Takes `lock` (`flock`, exclusive, without waiting); false if another process holds it.
+fn try_lock(lock: &File) -> bool {
+    // SAFETY: flock on a file descriptor we own; no memory is shared.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 fn checksum(body: &[u8]) -> [u8; 4] {
@@ -262,5 +612,136 @@ mod tests {
             read_versioned::<Archive>(&d.path().join("none"), ARCHIVE_MAGIC).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn stamps_are_readable_utc_and_parse_back() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_556_605); // 2026-12-06T11:30:05Z
+        assert_eq!(backup_stamp(t), "2026-12-06T11-30-05Z");
+        assert_eq!(backup_stamp(UNIX_EPOCH), "1970-01-01T00-00-00Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(backup_stamp(leap), "2000-02-29T00-00-00Z");
+        assert_eq!(
+            backup_order("2026-12-06T11-30-05Z"),
+            Some((1_796_556_605, 1))
+        );
+        assert_eq!(
+            backup_order("2026-12-06T11-30-05Z-3"),
+            Some((1_796_556_605, 3))
+        );
+        assert_eq!(
+            backup_order("recovered-2026-12-06T11-30-05Z"),
+            Some((1_796_556_605, 1))
+        );
+        assert_eq!(
+            backup_order("1796556605.000000012"),
+            Some((1_796_556_605, 12))
+        );
+        assert_eq!(
+            backup_order("recovered-1796556605"),
+            Some((1_796_556_605, 0))
+        );
+        for other in ["notes", "2026-12-06", "x2026-12-06T11-30-05Z", ""] {
+            assert_eq!(backup_order(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn new_backup_dirs_are_unique_within_a_second() {
+        let d = tempfile::tempdir().unwrap();
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_556_605);
+        let a = new_backup_dir(d.path(), t);
+        assert_eq!(a, d.path().join("2026-12-06T11-30-05Z"));
+        assert_eq!(new_backup_dir(d.path(), t), a, "not created: still free");
+        fs::create_dir(&a).unwrap();
+        let b = new_backup_dir(d.path(), t);
+        assert_eq!(b, d.path().join("2026-12-06T11-30-05Z-2"));
+        fs::create_dir(&b).unwrap();
+        assert_eq!(
+            new_backup_dir(d.path(), t),
+            d.path().join("2026-12-06T11-30-05Z-3")
+        );
+    }
+
+    #[test]
+    fn retention_parses() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!("forever".parse(), Ok(Retention::FOREVER));
+        assert_eq!(
+            "3".parse(),
+            Ok(Retention {
+                max_age: Some(day * 3),
+                max_bytes: None
+            })
+        );
+        assert_eq!(
+            "30d, 2GiB".parse(),
+            Ok(Retention {
+                max_age: Some(day * 30),
+                max_bytes: Some(2 << 30)
+            })
+        );
+        assert_eq!(
+            "500MB".parse(),
+            Ok(Retention {
+                max_age: None,
+                max_bytes: Some(500_000_000)
+            })
+        );
+        for bad in ["", "soon", "7d,8d", "-1d", "1GiB,2GB", "7x"] {
+            assert!(bad.parse::<Retention>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_folder_and_removes_old_or_big_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_556_605);
+        let day = Duration::from_secs(86_400);
+        let mk = |name: &str, bytes: usize| {
+            let p = d.path().join(name);
+            fs::create_dir_all(p.join("src")).unwrap();
+            fs::write(p.join("src/f"), vec![0u8; bytes]).unwrap();
+        };
+        mk(&backup_stamp(now - day * 30), 10); // old
+        mk(&backup_stamp(now - day * 2), 10);
+        mk(&format!("{}-2", backup_stamp(now - day)), 600);
+        mk(&backup_stamp(now - day), 600);
+        mk(&backup_stamp(now), 10);
+        fs::create_dir(d.path().join("mine")).unwrap();
+        let policy = Retention {
+            max_age: Some(day * 7),
+            max_bytes: Some(1000),
+        };
+        let pruned = prune_backups(d.path(), policy, now);
+        let mut left: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "2026-12-05T11-30-05Z-2".to_owned(),
+                backup_stamp(now),
+                "mine".to_owned()
+            ]
+        );
+        assert_eq!(
+            pruned,
+            Pruned {
+                folders: 3,
+                bytes: 620
+            }
+        );
+        // The newest is kept even when it alone is over the limit, and even when it is old.
+        let d2 = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d2.path().join(backup_stamp(now - day * 99))).unwrap();
+        fs::write(
+            d2.path().join(backup_stamp(now - day * 99)).join("f"),
+            vec![0u8; 5000],
+        )
+        .unwrap();
+        assert_eq!(prune_backups(d2.path(), policy, now), Pruned::default());
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use ferry_core::{Change, Digest, Entry, RelPath};
 
@@ -24,7 +24,10 @@ use crate::fs::scan::{
 use crate::fs::stage::Staging;
 use crate::fs::transition::{Applier, LinkWay, Swapped, check_swapped};
 use crate::fs::watch::{DirWatcher, Seen};
-use crate::state::{read_versioned, write_atomic, write_versioned};
+use crate::state::{
+    Retention, backup_stamp, new_backup_dir, prune_backups, read_versioned, write_atomic,
+    write_versioned,
+};
 
 const CACHE_MAGIC: &[u8; 8] = b"FERRYSC2";
 /// Smallest content worth looking for a local copy of (see `stage_local`).
@@ -37,6 +40,8 @@ pub struct LocalEndpoint {
     state: LocalTree,
     staging: Staging,
     backup_root: PathBuf,
+    /// Versions replaced by ferry whose content is in the archive (see `Applier::replaced_dir`).
+    replaced_root: PathBuf,
     cache_path: PathBuf,
     watch: Option<WatchHook>,
     /// The stat cache changed since it was loaded or saved.
@@ -46,13 +51,33 @@ pub struct LocalEndpoint {
     link_way: LinkWay,
     /// Versions swapped out recently, watched for late writes.
     swapped: Vec<Swapped>,
+    /// ferry's own directories this side never syncs (see [`LocalEndpoint::hide_own`]).
+    own: Vec<PathBuf>,
+    /// How long backups are kept; `None` until told (then nothing is pruned).
+    retention: Option<Retention>,
+    last_prune: Instant,
 }
+
+/// While a session runs, its backups are pruned at most this often (and at its start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 impl LocalEndpoint {
     /// An endpoint for `root` (canonical, existing or not) keeping its staging, backups and
     /// cache under `state_dir`.
     pub fn new(
         side: Side,
+        root: PathBuf,
+        state_dir: &Path,
+        ignore: &IgnoreSpec,
+    ) -> Result<Self, EndpointError> {
+        Self::new_stored_as(side, side, root, state_dir, ignore)
+    }
+
+    /// As [`LocalEndpoint::new`], its files in `state_dir` named after `stored` (the name this
+    /// side has in the session's files: a run naming the pair in the other order swaps them).
+    pub fn new_stored_as(
+        side: Side,
+        stored: Side,
         root: PathBuf,
         state_dir: &Path,
         ignore: &IgnoreSpec,
@@ -70,7 +95,7 @@ impl LocalEndpoint {
             _ => false,
         };
         let staging_dir = if same_fs {
-            state_dir.join(format!("staging-{}", side.as_str()))
+            state_dir.join(format!("staging-{}", stored.as_str()))
         } else {
             // One subdirectory per session: two sessions sharing a root never touch each
             // other's staged files.
@@ -80,15 +105,12 @@ impl LocalEndpoint {
                 .unwrap_or("session");
             root.join(STAGING_DIR_NAME).join(session)
         };
-        let backup_root = state_dir.join("backups").join(side.as_str());
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let recovered = backup_root.join(format!("recovered-{stamp}"));
+        let backup_root = state_dir.join("backups").join(stored.as_str());
+        let replaced_root = state_dir.join("replaced").join(stored.as_str());
+        let recovered = backup_root.join(format!("recovered-{}", backup_stamp(SystemTime::now())));
         let staging = Staging::open(staging_dir, !same_fs, &recovered)
             .map_err(|e| io("preparing staging", e))?;
-        let cache_path = state_dir.join(format!("{}.cache", side.as_str()));
+        let cache_path = state_dir.join(format!("{}.cache", stored.as_str()));
         let cache: StatCache = read_versioned(&cache_path, CACHE_MAGIC)
             .ok()
             .flatten()
@@ -105,13 +127,41 @@ impl LocalEndpoint {
             },
             staging,
             backup_root,
+            replaced_root,
             cache_path,
             watch: None,
             cache_dirty: false,
             overflow: Arc::new(AtomicBool::new(false)),
             link_way: LinkWay::EmptyPath,
             swapped: Vec::new(),
+            own: Vec::new(),
+            retention: None,
+            last_prune: Instant::now(),
         })
+    }
+
+    /// Never syncs `dirs` (absolute) where they lie below the root: ferry's own install and
+    /// state directories (an agent serving a home directory holds both). Side-local, and no
+    /// ignore pattern re-includes them. The next scan must be full.
+    pub fn hide_own(&mut self, dirs: Vec<PathBuf>) {
+        self.ignorer.hide_own(&self.root, &dirs);
+        self.own = dirs;
+    }
+
+    /// Sets how long this side's backups are kept, and prunes them now (a session's start);
+    /// then at most every [`PRUNE_EVERY`] while it runs.
+    pub fn set_retention(&mut self, policy: Retention) {
+        self.retention = Some(policy);
+        self.prune();
+    }
+
+    fn prune(&mut self) {
+        self.last_prune = Instant::now();
+        if let Some(policy) = self.retention {
+            // Swapped-out versions (content the archive holds) age out like backups.
+            prune_backups(&self.backup_root, policy, SystemTime::now());
+            prune_backups(&self.replaced_root, policy, SystemTime::now());
+        }
     }
 
     fn io_err(&self, op: &'static str, source: std::io::Error) -> EndpointError {
@@ -135,6 +185,7 @@ impl Endpoint for LocalEndpoint {
     fn set_ignore(&mut self, spec: &IgnoreSpec) -> Result<(), EndpointError> {
         self.ignorer = Ignorer::new(spec)
             .map_err(|e| EndpointError::Other(e.to_string(), self.side.as_str()))?;
+        self.ignorer.hide_own(&self.root, &self.own);
         Ok(())
     }
 
@@ -163,6 +214,18 @@ impl Endpoint for LocalEndpoint {
             hashed_bytes: stats.hashed_bytes,
             notes: check_swapped(&mut self.swapped),
         })
+    }
+
+    fn identity(&self) -> Option<String> {
+        // The root directory's inode and birth time: a directory deleted and made again is
+        // another one (the inode alone may be reused at once), a restart or a remount is not.
+        let m = fs::symlink_metadata(&self.root).ok()?;
+        let born = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Some(format!("dir:{}:{born}", m.ino()))
     }
 
     fn tree(&self) -> Option<&Entry> {
@@ -258,11 +321,12 @@ impl Endpoint for LocalEndpoint {
                 root: self.describe(),
             });
         };
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
-            .unwrap_or_default();
-        let backup_dir = self.backup_root.join(stamp);
+        if self.last_prune.elapsed() >= PRUNE_EVERY {
+            self.prune();
+        }
+        let now = SystemTime::now();
+        let backup_dir = new_backup_dir(&self.backup_root, now);
+        let replaced_dir = new_backup_dir(&self.replaced_root, now);
         let mut nohook = NoHook;
         let hook: &mut dyn DirHook = match self.watch.as_mut() {
             Some(w) => w,
@@ -272,6 +336,7 @@ impl Endpoint for LocalEndpoint {
             root: &root,
             staging: &mut self.staging,
             backup_dir: &backup_dir,
+            replaced_dir: &replaced_dir,
             backup,
             state: &mut self.state,
             hook,

@@ -257,6 +257,12 @@ pub trait Endpoint: Send {
     }
 
     /// Bytes this side's connection carried so far, both ways (0 for a local side).
+    /// What this endpoint is, to tell it from a new one at the same address (a recreated
+    /// container, a mirror deleted and made again): `None` when that cannot be told.
+    fn identity(&self) -> Option<String> {
+        None
+    }
+
     fn wire_bytes(&self) -> u64 {
         0
     }

@@ -1,4 +1,7 @@
-//! Ignore rules: gitignore syntax from `.ferryignore` and `--ignore`, VCS directories by default.
+//! Ignore rules: gitignore syntax from `.ferryignore` and `--ignore`; VCS directories and
+//! editors' temporary files by default; and, per side, ferry's own directories.
+
+use std::path::{Path, PathBuf};
 
 use ferry_core::RelPath;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -16,9 +19,20 @@ pub const TEMP_PREFIX: &str = ".ferry-tmp-";
 pub struct IgnoreSpec {
     /// Ignore `.git`, `.hg`, `.svn` (on unless `--no-ignore-vcs`).
     pub vcs: bool,
+    /// Ignore editors' temporary files, [`EDITOR_TEMPORARIES`] (on unless
+    /// `--no-default-ignores`).
+    pub editor_temps: bool,
     /// Patterns in order: `.ferryignore` lines first, then `--ignore` values.
     pub patterns: Vec<String>,
 }
+
+/// Editors' temporary files, never synced unless `--no-default-ignores` (issue 9 item 11):
+/// vim's swap files (`.x.swp`, `.x.swo`, ...) and the `4913` it writes to probe a directory,
+/// backup files (`x~`), emacs lock and auto-save files (`.#x`, `#x#`), and JetBrains' safe-write
+/// temporaries (`___jb_tmp___`, `___jb_old___`). Synced, a swap file makes vim on the other side
+/// warn that the file is being edited. In gitignore syntax (a leading `#` is escaped: it would
+/// start a comment).
+pub const EDITOR_TEMPORARIES: &[&str] = &[".*.sw?", "4913", "*~", ".#*", "\\#*#", "___jb_*"];
 
 /// A bad pattern.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +47,9 @@ pub struct IgnoreError {
 #[derive(Clone, Debug)]
 pub struct Ignorer {
     rules: Gitignore,
+    /// Paths below the root that are never synced on this side, whatever the rules say:
+    /// ferry's own directories (an agent's install and state when the root holds them).
+    own: Vec<String>,
 }
 
 impl Ignorer {
@@ -45,6 +62,9 @@ impl Ignorer {
         if spec.vcs {
             lines.extend([".git", ".hg", ".svn"]);
         }
+        if spec.editor_temps {
+            lines.extend(EDITOR_TEMPORARIES);
+        }
         lines.extend(spec.patterns.iter().map(String::as_str));
         for line in lines {
             b.add_line(None, line).map_err(|source| IgnoreError {
@@ -56,7 +76,16 @@ impl Ignorer {
             pattern: String::new(),
             source,
         })?;
-        Ok(Ignorer { rules })
+        Ok(Ignorer {
+            rules,
+            own: Vec::new(),
+        })
+    }
+
+    /// Also hides `dirs` (absolute) wherever they lie below `root` (absolute, canonical): a
+    /// side-local rule for ferry's own directories, which no pattern can re-include.
+    pub fn hide_own(&mut self, root: &Path, dirs: &[PathBuf]) {
+        self.own = own_below(root, dirs);
     }
 
     /// True if `path` itself is ignored (callers walk top-down, so parents are already checked).
@@ -65,6 +94,7 @@ impl Ignorer {
         let name = path.rsplit('/').next().unwrap_or(path);
         path == STAGING_DIR_NAME
             || name.starts_with(TEMP_PREFIX)
+            || self.own.iter().any(|o| o == path)
             || self.rules.matched(path, is_dir).is_ignore()
     }
 
@@ -88,6 +118,26 @@ impl Ignorer {
     }
 }
 
+/// The relative paths of `dirs` that lie strictly below `root` (the root itself is never
+/// hidden: syncing it is what the user asked for).
+pub fn own_below(root: &Path, dirs: &[PathBuf]) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in dirs {
+        // Canonical where it exists (a symlinked home), as the root is.
+        let d = d.canonicalize().unwrap_or_else(|_| d.clone());
+        let Ok(rel) = d.strip_prefix(root) else {
+            continue;
+        };
+        let Some(rel) = rel.to_str().filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        if !out.iter().any(|o: &String| o == rel) {
+            out.push(rel.to_owned());
+        }
+    }
+    out
+}
+
 /// Parses `.ferryignore` content into pattern lines (comments and blanks are kept: the
 /// gitignore parser skips them itself).
 pub fn parse_ignore_file(content: &str) -> Vec<String> {
@@ -104,6 +154,7 @@ mod tests {
     fn ig(patterns: &[&str]) -> Ignorer {
         Ignorer::new(&IgnoreSpec {
             vcs: true,
+            editor_temps: true,
             patterns: patterns.iter().map(|s| s.to_string()).collect(),
         })
         .unwrap()
@@ -160,5 +211,58 @@ mod tests {
         assert!(i.is_ignored_or_below(&RelPath::new("target/debug/x").unwrap()));
         assert!(i.is_ignored_or_below(&RelPath::new(".git/index").unwrap()));
         assert!(!i.is_ignored_or_below(&RelPath::new("src/main.rs").unwrap()));
+    }
+
+    #[test]
+    fn editor_temporaries_by_default() {
+        let i = ig(&[]);
+        for p in [
+            ".x.swp",
+            "src/.main.rs.swo",
+            ".x.swx",
+            "4913",
+            "src/4913",
+            "notes.txt~",
+            ".#main.rs",
+            "#main.rs#",
+            "___jb_tmp___",
+            "src/___jb_old___",
+        ] {
+            assert!(i.is_ignored(p, false), "{p} should be ignored");
+        }
+        for p in ["x.swp", "swap.c", "49130", "a#b", "main.rs", "jb_tmp"] {
+            assert!(!i.is_ignored(p, false), "{p} should be synced");
+        }
+        let keep = Ignorer::new(&IgnoreSpec {
+            vcs: true,
+            editor_temps: false,
+            patterns: vec![],
+        })
+        .unwrap();
+        assert!(!keep.is_ignored(".x.swp", false));
+        assert!(!keep.is_ignored("notes.txt~", false));
+        let reinclude = ig(&["!4913"]);
+        assert!(!reinclude.is_ignored("4913", false));
+    }
+
+    #[test]
+    fn own_directories_are_hidden_below_the_root_only() {
+        let root = Path::new("/home/u");
+        let mut i = ig(&["!.ferry"]);
+        i.hide_own(
+            root,
+            &[
+                PathBuf::from("/home/u/.ferry"),
+                PathBuf::from("/home/u/.local/state/ferry"),
+                PathBuf::from("/elsewhere/ferry"),
+                PathBuf::from("/home/u"),
+            ],
+        );
+        assert!(i.is_ignored(".ferry", true));
+        assert!(i.is_ignored(".local/state/ferry", true));
+        assert!(!i.is_ignored(".local/state", true));
+        assert!(!i.is_ignored("app/.ferry", true));
+        assert!(i.is_ignored_or_below(&RelPath::new(".ferry/agent/x/ferry").unwrap()));
+        assert!(!i.is_ignored_or_below(&RelPath::new("src/a").unwrap()));
     }
 }

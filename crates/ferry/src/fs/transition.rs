@@ -35,6 +35,9 @@ pub struct Applier<'a> {
     pub staging: &'a mut Staging,
     /// Where this cycle's backups go (created on first use).
     pub backup_dir: &'a Path,
+    /// Where versions a replacement swapped out go when their content is in the archive (no
+    /// backup needed): kept for late writes, pruned like backups.
+    pub replaced_dir: &'a Path,
     /// Content that must be backed up before it is replaced or removed (not in the archive).
     pub backup: &'a HashSet<Digest>,
     pub state: &'a mut LocalTree,
@@ -603,11 +606,11 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Keeps the version a swap took out of `rel` (now at `out`): moved whole into the backup
-    /// area, since a program that had it open may still write to it, and watched for that
-    /// for a while (see [`Swapped`]). Listed as a backup when its content is not in the
-    /// archive. Where it cannot be moved (another filesystem), the old rule: a copy if needed,
-    /// then it is removed.
+    /// Keeps the version a swap took out of `rel` (now at `out`): moved whole (a rename, no
+    /// copy) into the backup area when its content is not in the archive (a backup, listed),
+    /// else into the area of replaced versions, since a program that had it open may still
+    /// write to it; watched for that for a while (see [`Swapped`]). Where it cannot be moved
+    /// (another filesystem), the old rule: a copy if needed, then it is removed.
     fn keep_swapped(
         &mut self,
         rel: &RelPath,
@@ -616,9 +619,18 @@ impl Applier<'_> {
         out: &Place,
         w: &mut Work,
     ) -> Result<(), String> {
-        let moved = self.backup_place(rel).and_then(|(dest, to)| {
-            beneath::rename(out, &to, libc::RENAME_NOREPLACE).map(|()| dest)
-        });
+        let needed = self.backup.contains(&old);
+        let dest = if needed {
+            self.backup_dir.join(rel.as_str())
+        } else {
+            self.replaced_dir.join(rel.as_str())
+        };
+        let moved = dest
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| Place::abs(&dest))
+            .and_then(|to| beneath::rename(out, &to, libc::RENAME_NOREPLACE))
+            .map(|()| dest);
         match moved {
             Ok(dest) => {
                 // Compared with what the scan saw (checked right after the swap): a write
@@ -629,7 +641,7 @@ impl Applier<'_> {
                     stat: *seen,
                     at: Instant::now(),
                 });
-                if self.backup.contains(&old) {
+                if needed {
                     w.backups.push((rel.clone(), dest));
                 }
                 Ok(())

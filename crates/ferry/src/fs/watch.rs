@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
@@ -22,6 +23,10 @@ pub enum Seen {
     /// The watcher cannot go on.
     Failed(String),
 }
+
+/// How long a file written and not closed is kept back before it is reported anyway (a log
+/// that never closes still syncs every few seconds).
+const HOLD_CAP: Duration = Duration::from_secs(3);
 
 /// Changes to entries, and a watched directory itself going away.
 fn mask() -> WatchMask {
@@ -74,11 +79,60 @@ impl DirWatcher {
         std::thread::Builder::new()
             .name("ferry-watch".into())
             .spawn(move || {
+                use std::os::fd::AsRawFd;
                 let mut buf = vec![0u8; 64 * 1024];
+                // Files written and not closed yet, and since when (see `HOLD_CAP`).
+                let mut writing: HashMap<PathBuf, Instant> = HashMap::new();
                 loop {
-                    let events = match inotify.read_events_blocking(&mut buf) {
+                    // Wait for events, or until a held file's cap is up.
+                    let now = Instant::now();
+                    let wait = writing
+                        .values()
+                        .map(|t| (*t + HOLD_CAP).saturating_duration_since(now))
+                        .min()
+                        .map_or(-1, |d| d.as_millis().min(60_000) as libc::c_int + 1);
+                    let mut pfd = libc::pollfd {
+                        fd: inotify.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd for the duration of the call.
+                    let rc = unsafe { libc::poll(&mut pfd, 1, wait) };
+                    if rc < 0 {
+                        let e = io::Error::last_os_error();
+                        if e.kind() == io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        if !sh.stopped.load(Ordering::SeqCst) {
+                            handler(Seen::Failed(format!("watcher error: {e}")));
+                        }
+                        return;
+                    }
+                    if sh.stopped.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    // A file that keeps being written (a log) is still seen every few seconds.
+                    let now = Instant::now();
+                    writing.retain(|p, since| {
+                        if now >= *since + HOLD_CAP {
+                            handler(Seen::Path(p.clone()));
+                            return false;
+                        }
+                        true
+                    });
+                    if rc == 0 {
+                        continue;
+                    }
+                    let events = match inotify.read_events(&mut buf) {
                         Ok(ev) => ev,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                            ) =>
+                        {
+                            continue;
+                        }
                         Err(e) => {
                             if !sh.stopped.load(Ordering::SeqCst) {
                                 handler(Seen::Failed(format!("watcher error: {e}")));
@@ -106,10 +160,30 @@ impl DirWatcher {
                         }
                         let dir = sh.maps().by_wd.get(&ev.wd).cloned();
                         let Some(dir) = dir else { continue };
-                        handler(Seen::Path(match ev.name {
+                        let path = match ev.name {
                             Some(name) => dir.join(name),
                             None => dir,
-                        }));
+                        };
+                        // A file being written is seen once its writer closes it: not as every
+                        // partial version on the way (a single save is a write then a close,
+                        // milliseconds apart).
+                        let file = !ev.mask.contains(EventMask::ISDIR);
+                        if file && ev.mask.contains(EventMask::CLOSE_WRITE) {
+                            writing.remove(&path);
+                        } else if file
+                            && (ev.mask.contains(EventMask::MODIFY)
+                                || (ev.mask.contains(EventMask::CREATE)
+                                    && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())))
+                        {
+                            writing.entry(path).or_insert(now);
+                            continue;
+                        } else if ev
+                            .mask
+                            .intersects(EventMask::DELETE | EventMask::MOVED_FROM)
+                        {
+                            writing.remove(&path);
+                        }
+                        handler(Seen::Path(path));
                     }
                 }
             })?;

@@ -25,6 +25,7 @@ type Out = Arc<Mutex<FrameWriter<Box<dyn Write + Send>>>>;
 /// Runs the agent until its input ends; the process's exit code.
 pub fn run() -> i32 {
     use std::os::fd::AsFd;
+    remove_install_leftover();
     // The raw descriptors (duplicated): Rust's stdout flushes at every newline byte.
     let raw = (
         io::stdin().as_fd().try_clone_to_owned(),
@@ -42,6 +43,24 @@ pub fn run() -> i32 {
             eprintln!("ferry agent: {e}");
             1
         }
+    }
+}
+
+/// An installer that wrote this agent under a name of its own and linked it as `ferry` (see
+/// the Docker transport) names that copy in `FERRY_AGENT_CLEANUP`: it is removed once the agent
+/// runs, if it is a `ferry.*` beside this very program.
+fn remove_install_leftover() {
+    let Some(p) = std::env::var_os("FERRY_AGENT_CLEANUP").map(std::path::PathBuf::from) else {
+        return;
+    };
+    let me = std::env::args_os().next().map(std::path::PathBuf::from);
+    let beside = me.as_deref().and_then(Path::parent) == p.parent();
+    let ours = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("ferry."));
+    if beside && ours {
+        let _ = std::fs::remove_file(&p);
     }
 }
 
@@ -211,6 +230,13 @@ impl Agent {
                 Msg::Ok
             }
             Msg::StartWatch => self.watch(),
+            Msg::KeepBackups(policy) => match self.ep() {
+                Ok(ep) => {
+                    ep.set_retention(policy);
+                    Msg::Ok
+                }
+                Err(m) => m,
+            },
             Msg::SaveCache => match self.ep() {
                 Ok(ep) => ep.save_cache().map_or_else(failure, |()| Msg::Ok),
                 Err(m) => m,
@@ -298,7 +324,9 @@ impl Agent {
         }
         let state = state_dir(&root, session);
         match LocalEndpoint::new(side, root.clone(), &state, &ignore) {
-            Ok(ep) => {
+            Ok(mut ep) => {
+                // `ferry sync ./a host:.` serves a home holding the agent itself and its state.
+                ep.hide_own(own_dirs(&state));
                 let backup_root = ep.backup_root().display().to_string();
                 self.ep = Some(ep);
                 Msg::Opened {
@@ -607,6 +635,28 @@ fn scan(ep: &mut LocalEndpoint, paths: Option<Vec<RelPath>>) -> Msg {
         tree,
         notes: report.notes,
     }
+}
+
+/// The agent's own directories, never synced from this side (issue 9 item 13): its install
+/// directory (`.../.ferry` when it runs as `.ferry/agent/<tag>/ferry`) and the state directory
+/// of all its sessions (`.../ferry` above `agent/<session>`).
+fn own_dirs(state: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        let install = exe
+            .parent()
+            .and_then(Path::parent)
+            .filter(|a| a.file_name().is_some_and(|n| n == "agent"))
+            .and_then(Path::parent)
+            .filter(|f| f.file_name().is_some_and(|n| n == ".ferry"));
+        out.extend(install.map(Path::to_path_buf));
+    }
+    let ferry_state = state
+        .parent()
+        .filter(|a| a.file_name().is_some_and(|n| n == "agent"))
+        .and_then(Path::parent);
+    out.push(ferry_state.unwrap_or(state).to_path_buf());
+    out
 }
 
 /// The agent's state for one session (staging, backups, stat cache): under the user's state

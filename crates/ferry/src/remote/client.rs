@@ -61,6 +61,8 @@ pub struct RemoteEndpoint {
     wire_before: u64,
     /// The agent broke the protocol: every later call fails with this, no reconnection.
     poisoned: Option<String>,
+    /// `--keep-backups`, told to every agent this side connects to.
+    retention: Option<crate::state::Retention>,
 }
 
 /// Why opening a remote endpoint failed.
@@ -108,6 +110,7 @@ impl RemoteEndpoint {
             sent: HashSet::new(),
             wire_before: 0,
             poisoned: None,
+            retention: None,
         };
         ep.connect(create, true)?;
         Ok(ep)
@@ -115,7 +118,11 @@ impl RemoteEndpoint {
 
     fn connect(&mut self, create: bool, must_exist: bool) -> Result<(), OpenError> {
         self.hang_up();
+        let before = self.transport.identity();
         let link = self.transport.connect()?;
+        // A new endpoint at the same address (a recreated container) gets its root made, as
+        // at the start of a session: the engine fills it from the other side.
+        let create = create || (before.is_some() && self.transport.identity() != before);
         let compress = self.transport.compress();
         let conn = start(
             link,
@@ -165,6 +172,13 @@ impl RemoteEndpoint {
                 });
             }
         }
+        if let Some(policy) = self.retention {
+            self.expect_ok(&Msg::KeepBackups(policy))
+                .map_err(|e| OpenError {
+                    usage: false,
+                    message: e.to_string(),
+                })?;
+        }
         if self.watching {
             self.expect_ok(&Msg::StartWatch).map_err(|e| OpenError {
                 usage: false,
@@ -172,6 +186,13 @@ impl RemoteEndpoint {
             })?;
         }
         Ok(())
+    }
+
+    /// Tells the agent how long to keep this side's backups (it prunes them now), and every
+    /// agent a reconnection starts.
+    pub fn set_retention(&mut self, policy: crate::state::Retention) -> Result<(), EndpointError> {
+        self.retention = Some(policy);
+        self.expect_ok(&Msg::KeepBackups(policy))
     }
 
     fn hang_up(&mut self) {
@@ -752,6 +773,10 @@ impl Endpoint for RemoteEndpoint {
         self.conn
             .as_ref()
             .is_some_and(|c| !c.dead.load(Ordering::SeqCst))
+    }
+
+    fn identity(&self) -> Option<String> {
+        self.transport.identity()
     }
 
     fn reconnect(&mut self) -> Result<(), EndpointError> {

@@ -143,6 +143,9 @@ pub enum Msg {
     },
     /// From the agent's watcher.
     Watch(WatchWire),
+    /// A request: how long the opened side keeps its backups (`--keep-backups`); the agent
+    /// prunes them now and then hourly. Answered with `Ok`.
+    KeepBackups(crate::state::Retention),
 }
 
 impl From<Piece> for Msg {

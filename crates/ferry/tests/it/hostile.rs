@@ -733,12 +733,14 @@ fn settings(once: bool) -> Settings {
     Settings {
         mode: Mode::TwoWaySafe,
         ignore_vcs: true,
+        default_ignores: true,
         ignores: Vec::new(),
         once,
         accept_wipe: false,
         reset: false,
         debounce: Duration::from_millis(20),
         rescan_interval: None,
+        yes: false,
     }
 }
 
@@ -1814,7 +1816,7 @@ fn ssh_transport_tells_strangers_and_old_agents_apart() {
         (
             "an agent speaking protocol 99",
             r"FERRYWIR\143\000\000\000",
-            "protocol version mismatch: this ferry speaks 1, the agent speaks 99",
+            "protocol version mismatch: this ferry speaks 2, the agent speaks 99",
         ),
     ] {
         let fx = Fixture::new();

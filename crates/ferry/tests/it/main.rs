@@ -3,7 +3,9 @@
 //! Every test gets its own temporary alpha, beta and `XDG_STATE_HOME` (see `support`), so tests
 //! run in parallel and never touch the real home directory.
 
+mod conflicts;
 mod converge;
+mod daily;
 mod hostile;
 mod modes;
 mod once;
@@ -14,6 +16,7 @@ mod remote_support;
 mod review;
 mod review2;
 mod review3;
+mod routine;
 mod safety;
 mod soak;
 mod support;

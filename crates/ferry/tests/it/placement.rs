@@ -182,16 +182,6 @@ const RACE_LINK_C: &str = r#"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-static void resolve(int dirfd, const char *path, char *out, size_t n) {
-    char dir[4096];
-    if (path[0] == '/' || dirfd == AT_FDCWD) { snprintf(out, n, "%s", path); return; }
-    char link[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-    ssize_t k = readlink(link, dir, sizeof dir - 1);
-    if (k < 0) { snprintf(out, n, "%s", path); return; }
-    dir[k] = 0;
-    snprintf(out, n, "%s/%s", dir, path);
-}
 int linkat(int od, const char *op, int nd, const char *np, int flags) {
     static int (*real)(int, const char *, int, const char *, int) = 0;
     if (!real) real = (int (*)(int, const char *, int, const char *, int))dlsym(RTLD_NEXT, "linkat");

@@ -571,15 +571,7 @@ fn wait_index(s: &mut Session, since: usize, what: &str, pred: impl Fn(&Value) -
 
 /// `docker ARGS` (stop/start), panicking on failure.
 fn docker_cli(args: &[&str]) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("running docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker_run_ok(args);
 }
 
 #[test]
@@ -1092,7 +1084,9 @@ fn k8s_through_the_kubectl_standin_builds_the_right_commands() {
     symlink("d/tool", &fx.a("tool"));
     c.write_file("/srv/app/from-pod.txt", "from the pod\n");
 
-    let run = once_ok(&fx, &fx.alpha, &url, envs);
+    // A first sync that merges into alpha needs --yes (issue 9, item 6).
+    let run = once(&fx, &fx.alpha, &url, envs, &["--yes"]);
+    run.expect_code(0);
     assert_content(&fx.a("from-pod.txt"), "from the pod\n");
     assert_trees(
         "first sync through kubectl",
@@ -1153,4 +1147,556 @@ fn k8s_through_the_kubectl_standin_builds_the_right_commands() {
         [start.as_str()],
         "the second run should only start the installed agent\n{run}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 9: remote endpoints in daily use
+// ---------------------------------------------------------------------------------------------
+
+/// `ferry sync ALPHA BETA --once --json` started (not waited for), with agent `agent`.
+fn spawn_once(fx: &Fixture, agent: &Path, alpha: &Path, beta: &str) -> std::process::Child {
+    command(fx, &[("FERRY_AGENT", agent.as_os_str())])
+        .args([
+            OsStr::new("sync"),
+            alpha.as_os_str(),
+            OsStr::new(beta),
+            OsStr::new("--once"),
+            OsStr::new("--json"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning ferry")
+}
+
+/// Issue 9 item 21: sessions connecting at once to a fresh container all install the agent and
+/// start it (today: `exec /.ferry/agent/...: text file busy` in 2 of 5 trials with three).
+#[test]
+fn docker_sessions_starting_together_on_a_fresh_container_all_succeed() {
+    // A big agent (the static one padded: the kernel ignores bytes past its segments) keeps
+    // each install long enough for the sessions to overlap on this machine too.
+    let padded = tempfile::Builder::new()
+        .prefix("ferry-padded-agent-")
+        .tempdir()
+        .expect("temp dir");
+    let agent = padded.path().join("ferry");
+    let mut bytes = read(&static_agent());
+    bytes.resize(bytes.len() + (32 << 20), 0);
+    fs::write(&agent, &bytes).expect("writing the padded agent");
+    fs::set_permissions(&agent, fs::Permissions::from_mode(0o755)).expect("chmod");
+    for trial in 0..3 {
+        let c = Container::start(busybox_image(), &[]);
+        let fxs: Vec<Fixture> = (0..6).map(|_| Fixture::new()).collect();
+        for (i, fx) in fxs.iter().enumerate() {
+            write(&fx.a("f.txt"), format!("session {i}\n"));
+        }
+        let children: Vec<_> = fxs
+            .iter()
+            .enumerate()
+            .map(|(i, fx)| {
+                spawn_once(
+                    fx,
+                    &agent,
+                    &fx.alpha,
+                    &format!("docker://{}/srv/app{i}", c.name),
+                )
+            })
+            .collect();
+        for (i, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().expect("waiting for ferry");
+            assert!(
+                out.status.success(),
+                "trial {trial}: session {i} failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                c.read_file(&format!("/srv/app{i}/f.txt")).as_deref(),
+                Some(format!("session {i}\n").as_bytes()),
+                "trial {trial}: session {i}'s file"
+            );
+        }
+        // One agent in place, no installer's copy left beside it.
+        let listing = c.sh("ls -A /.ferry/agent/*/");
+        assert_eq!(
+            listing.split_whitespace().collect::<Vec<_>>(),
+            ["ferry"],
+            "trial {trial}: the agent's directory"
+        );
+    }
+
+    // An installer caught mid-write (the file open for writing: `text file busy` for whoever
+    // runs it) does not stop a session: it puts a complete copy in place of the name.
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    write(&fx.a("f.txt"), "first\n");
+    let beta = format!("docker://{}/srv/app", c.name);
+    once_ok(&fx, &fx.alpha, &beta, &[]);
+    let out = c.exec(&[
+        "sh",
+        "-c",
+        "for f in /.ferry/agent/*/ferry; do sleep 1000 3>>\"$f\" & done; echo started",
+    ]);
+    assert!(out.status.success(), "holding the agent open for writing");
+    let busy = c.exec(&["sh", "-c", "/.ferry/agent/*/ferry --version"]);
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("busy")
+            || String::from_utf8_lossy(&busy.stdout).contains("busy"),
+        "the premise: running the agent now says `text file busy` ({busy:?})"
+    );
+    write(&fx.a("f.txt"), "second\n");
+    once_ok(&fx, &fx.alpha, &beta, &[]);
+    assert_eq!(
+        c.read_file("/srv/app/f.txt").as_deref(),
+        Some(&b"second\n"[..])
+    );
+}
+
+/// Issue 9 item 4: `docker run --read-only` with a volume for the app: the agent runs from the
+/// volume (under the root's never-synced `.ferry-staging`), both ways.
+#[test]
+fn docker_read_only_root_with_a_volume_runs_the_agent_from_the_volume() {
+    let c = Container::start(busybox_image(), &["--read-only", "-v", "/srv/app"]);
+    let fx = Fixture::new();
+    let beta = format!("docker://{}/srv/app", c.name);
+    write(&fx.a("hello.txt"), "hello\n");
+    let run = once_ok(&fx, &fx.alpha, &beta, &[]);
+    assert_eq!(
+        c.read_file("/srv/app/hello.txt").as_deref(),
+        Some(&b"hello\n"[..]),
+        "{run}"
+    );
+    let agents = c.sh("ls /srv/app/.ferry-staging/agent/*/ferry");
+    assert!(
+        agents.trim().ends_with("/ferry"),
+        "no agent in the volume: {agents:?}\n{run}"
+    );
+    c.write_file("/srv/app/back.txt", "from the container\n");
+    let run = once_ok(&fx, &fx.alpha, &beta, &[]);
+    assert_content(&fx.a("back.txt"), "from the container\n");
+    assert!(
+        !exists(&fx.a(".ferry-staging")),
+        "the agent's place was synced to alpha\n{run}"
+    );
+    assert_settled(&fx, &fx.alpha, &beta, &[]);
+}
+
+/// Issue 9 item 4: `--read-only` with only a (noexec) tmpfs for the app: the agent runs from
+/// the container's own `/dev`, and nothing of the failed try stays in the app's directory.
+#[test]
+fn docker_read_only_root_with_only_a_tmpfs_runs_the_agent_from_dev() {
+    let c = Container::start(busybox_image(), &["--read-only", "--tmpfs", "/srv/app"]);
+    let fx = Fixture::new();
+    let beta = format!("docker://{}/srv/app", c.name);
+    write(&fx.a("hello.txt"), "hello\n");
+    let run = once_ok(&fx, &fx.alpha, &beta, &[]);
+    assert_eq!(
+        c.read_file("/srv/app/hello.txt").as_deref(),
+        Some(&b"hello\n"[..]),
+        "{run}"
+    );
+    let agents = c.sh("ls /dev/.ferry/agent/*/ferry");
+    assert!(
+        agents.trim().ends_with("/ferry"),
+        "no agent in /dev: {agents:?}\n{run}"
+    );
+    assert!(
+        !c.exec(&["test", "-e", "/srv/app/.ferry-staging/agent"])
+            .status
+            .success(),
+        "the noexec try left the agent's directory in the app\n{run}"
+    );
+    // A second session (another user's view of the same container) finds it there.
+    c.write_file("/srv/app/back.txt", "from the container\n");
+    once_ok(&fx, &fx.alpha, &beta, &[]);
+    assert_content(&fx.a("back.txt"), "from the container\n");
+}
+
+/// Issue 9 item 4: read-only, no shell, only a tmpfs: no way in; one line says why and what to
+/// change. With the volume it suggests (at `/.ferry`), the same container works.
+#[test]
+fn docker_read_only_root_without_a_shell_says_why_in_one_line() {
+    let c = Container::start(noshell_image(), &["--read-only", "--tmpfs", "/srv/app"]);
+    let fx = Fixture::new();
+    write(&fx.a("f"), "f\n");
+    let run = once(
+        &fx,
+        &fx.alpha,
+        format!("docker://{}/srv/app", c.name),
+        &[],
+        &[],
+    );
+    run.expect_code(1);
+    let line = run.expect_one_stderr_line();
+    let head = format!("container '{}' has a read-only root filesystem", c.name);
+    for want in [
+        head.as_str(),
+        "no shell",
+        "docker run -v ferry-agent:/.ferry",
+    ] {
+        assert!(line.contains(want), "{want:?} missing from: {line}");
+    }
+
+    let c = Container::start(
+        noshell_image(),
+        &["--read-only", "--tmpfs", "/srv/app", "-v", "/.ferry"],
+    );
+    let fx = Fixture::new();
+    write(&fx.a("f"), "f\n");
+    let beta = format!("docker://{}/srv/app", c.name);
+    let run = once_ok(&fx, &fx.alpha, &beta, &[]);
+    assert_eq!(run.transferred(), (0, 1), "{run}");
+    assert!(
+        c.tree("/.ferry/agent")
+            .keys()
+            .any(|k| k.ends_with("/ferry")),
+        "no agent in the /.ferry volume\n{run}"
+    );
+    assert_settled(&fx, &fx.alpha, &beta, &[]);
+}
+
+/// Issue 9 item 18: messages a person reads, exactly.
+#[test]
+fn docker_messages_name_the_user_the_path_and_the_engine() {
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    write(&fx.a("f"), "f\n");
+
+    // An unknown user (today: `the far side is not a ferry agent (it sent "unable to fi")`).
+    let run = once(
+        &fx,
+        &fx.alpha,
+        format!("docker://nobody@{}/srv/app", c.name),
+        &[],
+        &[],
+    );
+    run.expect_code(2);
+    assert_eq!(
+        run.expect_one_stderr_line(),
+        format!("ferry: beta: no user 'nobody' in container '{}'", c.name)
+    );
+
+    // A missing alpha (today: `alpha: alpha '/opt/app' does not exist`).
+    let run = once(
+        &fx,
+        format!("docker://{}/srv/app", c.name),
+        &fx.beta,
+        &[],
+        &[],
+    );
+    run.expect_code(2);
+    assert_eq!(
+        run.expect_one_stderr_line(),
+        format!("ferry: alpha 'docker://{}/srv/app' does not exist", c.name)
+    );
+
+    // The engine is not there (today: `Error in the hyper legacy client: client error
+    // (Connect)`): a socket nobody listens on.
+    let sock = fx.root.join("docker.sock");
+    // Bound and closed: the file stays, connecting is refused.
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("binding a socket"));
+    let host = OsString::from(format!("unix://{}", sock.display()));
+    let run = once(
+        &fx,
+        &fx.alpha,
+        format!("docker://{}/srv/app", c.name),
+        &[("DOCKER_HOST", &host)],
+        &[],
+    );
+    run.expect_code(1);
+    let line = run.expect_one_stderr_line();
+    let want = format!(
+        "cannot reach the Docker engine at unix://{}: Connection refused (os error 111); is it running?",
+        sock.display()
+    );
+    assert!(line.contains(&want), "{want:?} missing from: {line}");
+}
+
+/// Issue 9 item 20: runs that fail before both sides are connected leave no session directory.
+#[test]
+fn failed_runs_leave_no_session_directory() {
+    let fx = Fixture::new();
+    write(&fx.a("f"), "f\n");
+    let sessions = fx.state.join("ferry/sessions");
+    let count = || fs::read_dir(&sessions).map_or(0, |d| d.count());
+
+    let run = once(
+        &fx,
+        &fx.alpha,
+        "docker://no-such-container-h2/app",
+        &[],
+        &[],
+    );
+    run.expect_code(2);
+    assert_eq!(count(), 0, "a bad container left a session dir\n{run}");
+
+    let unreachable = OsString::from("ssh -o ConnectTimeout=5 -p 1");
+    let run = once(
+        &fx,
+        &fx.alpha,
+        "127.0.0.1:app",
+        &[("FERRY_SSH_COMMAND", &unreachable)],
+        &[],
+    );
+    run.expect_code(1);
+    assert_eq!(count(), 0, "an unreachable host left a session dir\n{run}");
+
+    // A run that did sync keeps its state.
+    let c = Container::start(busybox_image(), &[]);
+    once_ok(&fx, &fx.alpha, format!("docker://{}/srv/app", c.name), &[]);
+    assert_eq!(count(), 1, "the successful run's session dir");
+}
+
+/// Issue 9 item 19: `docker://SERVICE/path` in a Compose project resolves through the labels
+/// Compose sets, from the project's directory or below it; otherwise the candidates are named.
+#[test]
+fn docker_compose_service_name_resolves_in_the_projects_directory() {
+    let fx = Fixture::new();
+    let project = fx.root.join("project");
+    mkdir(&project.join("sub"));
+    let service = format!("web-h2-{}", std::process::id());
+    let labels = |dir: &Path| {
+        [
+            "--label".to_owned(),
+            format!("com.docker.compose.service={service}"),
+            "--label".to_owned(),
+            format!("com.docker.compose.project.working_dir={}", dir.display()),
+        ]
+    };
+    let ours_args = labels(&project);
+    let ours = Container::start(
+        busybox_image(),
+        &ours_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let other_args = labels(Path::new("/somewhere/else"));
+    let other = Container::start(
+        busybox_image(),
+        &other_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    write(&fx.a("f.txt"), "from the host\n");
+    let url = format!("docker://{service}/srv/app");
+    let from = |dir: &Path| {
+        let mut cmd = command(&fx, &[]);
+        cmd.current_dir(dir);
+        fx.run_command(
+            cmd,
+            vec![
+                "sync".into(),
+                fx.alpha.clone().into(),
+                url.clone().into(),
+                "--once".into(),
+                "--json".into(),
+            ],
+        )
+    };
+
+    // From a subdirectory of the project: the project's container.
+    let run = from(&project.join("sub"));
+    run.expect_code(0);
+    assert_eq!(
+        ours.read_file("/srv/app/f.txt").as_deref(),
+        Some(&b"from the host\n"[..]),
+        "{run}"
+    );
+    assert!(
+        !other.exec(&["test", "-e", "/srv/app"]).status.success(),
+        "the other project's container was written to\n{run}"
+    );
+
+    // From elsewhere: no project here; the candidates are named.
+    let run = from(&fx.beta);
+    run.expect_code(2);
+    let line = run.expect_one_stderr_line();
+    for want in [
+        &ours.name,
+        &other.name,
+        &format!("no container named '{service}'"),
+    ] {
+        assert!(
+            line.contains(want.as_str()),
+            "{want:?} missing from: {line}"
+        );
+    }
+
+    // Two containers of the project run the service: which one is for the user to say.
+    let twin = Container::start(
+        busybox_image(),
+        &ours_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let run = from(&project);
+    run.expect_code(2);
+    let line = run.expect_one_stderr_line();
+    for want in [&ours.name, &twin.name] {
+        assert!(
+            line.contains(want.as_str()),
+            "{want:?} missing from: {line}"
+        );
+    }
+    assert!(!line.contains(&other.name), "{line}");
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `ferry sync ALPHA BETA` (human output) with stdout and stderr in files under the fixture.
+fn spawn_human(fx: &Fixture, alpha: &Path, beta: &str, name: &str) -> (KillOnDrop, PathBuf) {
+    let err = fx.root.join(format!("{name}.stderr"));
+    let child = command(fx, &[])
+        .args([OsStr::new("sync"), alpha.as_os_str(), OsStr::new(beta)])
+        .stdout(fs::File::create(fx.root.join(format!("{name}.stdout"))).expect("stdout file"))
+        .stderr(fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawning ferry");
+    (KillOnDrop(child), err)
+}
+
+/// Issue 9 item 18: a stopped container is reported once, then ferry waits quietly (today: a
+/// line every 5 s, forever); `--json` keeps every attempt; the session resumes once it starts.
+#[test]
+fn docker_stopped_container_is_reported_once_then_waited_for_quietly() {
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    write(&fx.a("f.txt"), "one\n");
+    let (mut human, err) = spawn_human(&fx, &fx.alpha, &format!("docker://{}/srv/a", c.name), "h");
+    let twin_fx = Fixture::new();
+    let mut twin = watch(
+        &twin_fx,
+        &twin_fx.alpha,
+        format!("docker://{}/srv/b", c.name),
+        &[],
+    );
+    wait_until(DEADLINE, "the first sync", || {
+        c.read_file("/srv/a/f.txt").is_some()
+    });
+    let since = twin.log.len();
+    docker_cli(&["kill", &c.name]);
+    // The twin (started with the human one, same backoff) has tried five times: so has the
+    // human one, give or take one.
+    twin.wait_event(since, "the fifth reconnect attempt", |e| {
+        is(e, "reconnecting") && e["attempt"].as_u64() >= Some(5)
+    });
+    let said = fs::read_to_string(&err).expect("reading stderr");
+    let lines: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("connection lost"))
+        .collect();
+    let mut distinct = lines.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(
+        !lines.is_empty(),
+        "the lost connection was not reported:\n{said}"
+    );
+    assert_eq!(
+        lines.len(),
+        distinct.len(),
+        "a reason was repeated:\n{said}"
+    );
+    assert!(
+        !said.contains("connection lost: "),
+        "a doubled prefix:\n{said}"
+    );
+    docker_cli(&["start", &c.name]);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    let out = fx.root.join("h.stdout");
+    while !fs::read_to_string(&out).is_ok_and(|s| s.contains("reconnected")) {
+        assert!(
+            std::time::Instant::now() < end,
+            "no reconnection within 30 s of the restart:\n{}",
+            fs::read_to_string(&err).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    write(&fx.a("g.txt"), "two\n");
+    wait_until(DEADLINE, "an edit after the restart", || {
+        c.read_file("/srv/a/g.txt").is_some()
+    });
+    // SAFETY: kill(2) on our own child; no memory involved.
+    unsafe { libc::kill(human.0.id() as i32, libc::SIGTERM) };
+    let st = human.0.wait().expect("waiting for ferry");
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "{}",
+        fs::read_to_string(&err).unwrap_or_default()
+    );
+    twin.stop();
+}
+
+/// The pid of `parent`'s child process named `comm`.
+fn child_named(parent: i32, comm: &str) -> i32 {
+    let mut found = None;
+    wait_until(DEADLINE, &format!("a child {comm} of {parent}"), || {
+        found = fs::read_dir("/proc").ok().and_then(|d| {
+            d.flatten().find_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+                // pid (comm) state ppid ...
+                let (head, tail) = stat.rsplit_once(") ")?;
+                let name = head.split_once(" (")?.1;
+                let ppid: i32 = tail.split_whitespace().nth(1)?.parse().ok()?;
+                (ppid == parent && name == comm).then_some(pid)
+            })
+        });
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no child {comm} of {parent}"))
+}
+
+/// True while `pid` exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, t)| !t.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Issue 9 item 18: Ctrl-C (SIGINT to the whole process group, as a terminal sends it, so ssh
+/// gets it too) ends an SSH session without a reconnect line.
+#[test]
+fn ssh_ctrl_c_stops_without_a_reconnect_line() {
+    use std::os::unix::process::CommandExt;
+    let sshd = Sshd::start();
+    let ssh = OsString::from(sshd.ssh_command());
+    for trial in 0..3 {
+        let fx = Fixture::new();
+        write(&fx.a("f.txt"), format!("trial {trial}\n"));
+        let mut cmd = command(&fx, &[("FERRY_SSH_COMMAND", &ssh)]);
+        cmd.process_group(0);
+        let args: Vec<OsString> = vec![
+            "sync".into(),
+            fx.alpha.clone().into(),
+            format!("{}:app{trial}", Sshd::HOST).into(),
+            "--json".into(),
+        ];
+        let mut s = Session::spawn(cmd, args);
+        s.wait_event(0, "the `watching` event", |e| is(e, "watching"));
+        let remote = sshd.home().join(format!("app{trial}/f.txt"));
+        assert_content(&remote, format!("trial {trial}\n"));
+        // The terminal signals the whole group at once; the order in which the processes act
+        // on it is the scheduler's. The worst order: ssh is gone before ferry hears of it.
+        let ssh_pid = child_named(s.pid(), "ssh");
+        // SAFETY: kill(2) on a child of our child; no memory involved.
+        let rc = unsafe { libc::kill(ssh_pid, libc::SIGINT) };
+        assert_eq!(rc, 0, "kill ssh");
+        wait_until(DEADLINE, "ssh to exit", || !running(ssh_pid));
+        // SAFETY: kill(2) on our own child's process group; no memory involved.
+        let rc = unsafe { libc::kill(-s.pid(), libc::SIGINT) };
+        assert_eq!(rc, 0, "killpg");
+        let st = s.wait_exit("ferry to stop after Ctrl-C");
+        let lost = s.events_since(0, "reconnecting");
+        assert!(
+            lost.is_empty(),
+            "trial {trial}: a stop looked like a lost connection: {lost:?}\n{}",
+            s.stderr()
+        );
+        assert_eq!(st.code(), Some(0), "trial {trial}: {}", s.stderr());
+    }
 }

@@ -417,7 +417,21 @@ fn ensure_image(r: &Recipe) {
 /// The label every test container carries (value: the pid of the test process).
 const PID_LABEL: &str = "ferry-test-pid";
 
-/// A running container, removed (`docker rm -f`) when dropped.
+/// A running container, removed with its anonymous volumes (`docker rm -fv`) when dropped.
+/// `docker ARGS...`, which must succeed; its standard output, trimmed.
+pub fn docker_run_ok(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("running docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 pub struct Container {
     /// `ferry-test-<pid>-<counter>`: also the pod name the kubectl stand-in maps to.
     pub name: String,
@@ -665,7 +679,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = docker(["rm", "-f", self.name.as_str()])
+        let _ = docker(["rm", "-fv", self.name.as_str()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

@@ -199,6 +199,33 @@ impl Fixture {
         self.assert_synced();
     }
 
+    /// Asserts that every file of `before` (a tree of `side`'s root, "alpha" or "beta") is
+    /// still there with the same content, or kept in that side's backup area: nothing was
+    /// lost, whatever was deleted.
+    pub fn assert_kept(&self, before: &Tree, side: &str) {
+        let root = if side == "alpha" {
+            &self.alpha
+        } else {
+            &self.beta
+        };
+        let kept: std::collections::HashSet<Vec<u8>> = self
+            .backup_files()
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(&format!("/backups/{side}/")))
+            .filter_map(|p| fs::read(p).ok())
+            .collect();
+        for (path, node) in before {
+            let Node::File { data, .. } = node else {
+                continue;
+            };
+            let here = fs::read(root.join(path)).is_ok_and(|d| &d == data);
+            assert!(
+                here || kept.contains(data),
+                "{side}/{path} is gone and no copy of it is in {side}'s backup area"
+            );
+        }
+    }
+
     /// Every file under the state directory's backup areas.
     pub fn backup_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
@@ -972,7 +999,7 @@ pub fn build_shim(fx: &Fixture, name: &str, source: &str) -> PathBuf {
     mkdir(&dir);
     let c = dir.join(format!("{name}.c"));
     let so = dir.join(format!("{name}.so"));
-    write(&c, source);
+    write(&c, format!("{SHIM_PRELUDE}{source}"));
     let out = Command::new("cc")
         .arg("-shared")
         .arg("-fPIC")
@@ -995,6 +1022,30 @@ pub fn build_shim(fx: &Fixture, name: &str, source: &str) -> PathBuf {
         Ok(_) => so,
     }
 }
+
+/// What every shim gets first: `resolve(dirfd, path, out, n)` turns the (directory
+/// descriptor, name) pairs ferry uses into the full path a shim matches on.
+const SHIM_PRELUDE: &str = r#"#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static void resolve(int dirfd, const char *path, char *out, size_t n) {
+    char dir[4096];
+    if (!path) { snprintf(out, n, "%s", ""); return; }
+    if (path[0] == '/') { snprintf(out, n, "%s", path); return; }
+    if (dirfd == AT_FDCWD) {
+        if (!getcwd(dir, sizeof dir)) { snprintf(out, n, "%s", path); return; }
+    } else {
+        char link[64];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+        ssize_t k = readlink(link, dir, sizeof dir - 1);
+        if (k < 0) { snprintf(out, n, "%s", path); return; }
+        dir[k] = 0;
+    }
+    snprintf(out, n, "%s/%s", dir, path);
+}
+"#;
 
 /// Where the shims live (skipped when searching the fixture for a marker: their source holds it).
 pub fn shim_dir(fx: &Fixture) -> PathBuf {
