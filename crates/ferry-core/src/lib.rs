@@ -25,7 +25,7 @@ mod mode;
 mod path;
 mod reconcile;
 
-pub use agree::{agree, agree_at, forget, set_agreed};
+pub use agree::{agree, agree_at, agree_made, forget, set_agreed};
 pub use apply::{ApplyError, apply_changes};
 pub use entry::{Digest, Entry, MAX_DEPTH, digests};
 pub use mode::{Mode, UnknownMode};

@@ -8,8 +8,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use ferry_core::{
-    Change, Conflict, Digest, Entry, Mode, RelPath, WipeRefusal, agree_at, check_wipe, forget,
-    reconcile, reconcile_at, scope, set_agreed,
+    Change, Conflict, Digest, Entry, Mode, RelPath, WipeRefusal, agree_at, agree_made, check_wipe,
+    forget, reconcile, reconcile_at, scope, set_agreed,
 };
 
 use crate::copy;
@@ -113,6 +113,9 @@ pub struct Engine {
     archive_dirty: bool,
     /// Journalled changes of a run that died before saving the archive.
     recovering: Vec<Pending>,
+    /// The changes of the cycle in flight, until it agrees on what they did; still there when
+    /// the next cycle starts if a lost connection cut that cycle short (see `settle_interrupted`).
+    in_flight: Vec<Pending>,
     /// The journal holds records the saved archive does not account for.
     journal_open: bool,
     archive_saved: Instant,
@@ -235,6 +238,7 @@ impl Engine {
             archive_dirty,
             journal_open: !recovering.is_empty(),
             recovering,
+            in_flight: Vec::new(),
             archive_saved: Instant::now(),
             watching: false,
             recent_deletes: Default::default(),
@@ -933,6 +937,9 @@ impl Engine {
         if !self.recovering.is_empty() {
             self.recover();
         }
+        if !self.in_flight.is_empty() {
+            self.settle_interrupted();
+        }
         // A side that is a new endpoint (a recreated container, a mirror made again) was
         // edited by nobody: this cycle fills it from the other side instead of reading the
         // difference as deletions (see `fill_plan`).
@@ -1047,6 +1054,7 @@ impl Engine {
                     .journal_pending(&[Pending::Epoch(self.archive.epoch)])?;
             }
             self.session.journal_pending(&records)?;
+            self.in_flight = records;
             self.journal_open = true;
             // The journal only shrinks when the archive is written: keep that coming.
             self.archive_dirty = true;
@@ -1085,6 +1093,7 @@ impl Engine {
             self.beta.tree(),
             paths,
         );
+        self.in_flight.clear();
         self.archive_dirty |= changed;
         if scope.is_none() {
             self.ancestor_entries = self
@@ -1179,6 +1188,27 @@ impl Engine {
             } else if now != old.as_ref() {
                 forget(&mut self.archive.ancestor, &path);
             }
+        }
+    }
+
+    /// Settles the changes of a cycle a lost connection cut short, against this cycle's full
+    /// scan (`cycle_resilient` follows a loss with a full cycle): what was made is agreed on
+    /// (see [`agree_made`]; issue 9, item C), the rest keeps the archive's value.
+    fn settle_interrupted(&mut self) {
+        for r in std::mem::take(&mut self.in_flight) {
+            let Pending::Planned {
+                alpha, path, new, ..
+            } = r
+            else {
+                continue;
+            };
+            let side = if alpha {
+                self.alpha.tree()
+            } else {
+                self.beta.tree()
+            };
+            let now = side.and_then(|t| t.get(path.as_str()));
+            self.archive_dirty |= agree_made(&mut self.archive.ancestor, &path, new.as_ref(), now);
         }
     }
 
@@ -1280,6 +1310,11 @@ impl Engine {
     }
 
     fn save_archive(&mut self) -> Result<(), RunError> {
+        if !self.in_flight.is_empty() {
+            // A cycle was cut short and no scan has settled its changes yet (stopped while
+            // reconnecting): only the journal knows them; the next start settles them.
+            return Ok(());
+        }
         self.archive.epoch += 1;
         self.session.save_archive(&self.archive)?;
         self.archive_dirty = false;
