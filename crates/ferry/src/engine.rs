@@ -18,6 +18,7 @@ use crate::endpoint::{
     Endpoint, EndpointError, IgnoreSpec, Outcome, ScanRequest, Side, Wanted, WatchEvent,
 };
 use crate::fs::ignore::{Ignorer, parse_ignore_file};
+use crate::fs::meta::MetaSpec;
 use crate::fs::transition::is_transient;
 use crate::identity::{Identities, Side as IdSide};
 use crate::output::{Backup, Event, Phases, Printer};
@@ -32,6 +33,8 @@ pub struct Settings {
     pub default_ignores: bool,
     /// `--ignore` patterns (applied after `.ferryignore`).
     pub ignores: Vec<String>,
+    /// Which metadata is synced (`--permissions`, `--no-times`, `--symlinks`).
+    pub meta: MetaSpec,
     pub once: bool,
     pub accept_wipe: bool,
     /// Start from an empty archive (a first sync: nothing is deleted, differences conflict).
@@ -198,6 +201,7 @@ impl Engine {
             vcs: settings.ignore_vcs,
             editor_temps: settings.default_ignores,
             patterns: settings.ignores.clone(),
+            meta: settings.meta,
         };
         let ignorer = Ignorer::new(&spec).map_err(|e| RunError::Ignore(e.to_string()))?;
         let session_dir = session.dir.clone();
@@ -496,6 +500,7 @@ impl Engine {
             vcs: self.settings.ignore_vcs,
             editor_temps: self.settings.default_ignores,
             patterns,
+            meta: self.settings.meta,
         };
         let ignorer = match Ignorer::new(&spec) {
             Ok(i) => i,
@@ -1485,6 +1490,7 @@ fn describe_change(ch: &Change) -> (&'static str, &'static str) {
         (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b => {
             ("chmod", "file")
         }
+        (Some(Entry::Directory(_)), Some(Entry::Directory(_))) => ("chmod", "directory"),
         (Some(Entry::File { .. }), Some(Entry::File { .. })) => ("modify", "file"),
         (Some(_), Some(n)) => ("replace", kind(n)),
         (None, None) => ("none", "none"),
@@ -1497,7 +1503,7 @@ fn describe_side(ancestor: Option<&Entry>, now: Option<&Entry>) -> String {
         (_, None) => "deleted".into(),
         (None, Some(e)) => format!("created {}", kind(e)),
         (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b => {
-            "changed the executable bit".into()
+            "changed the permission bits".into()
         }
         (Some(a), Some(e)) if kind(a) == kind(e) => format!("modified {}", kind(e)),
         (Some(_), Some(e)) => format!("replaced it with a {}", kind(e)),

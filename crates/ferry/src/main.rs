@@ -100,6 +100,7 @@ fn sync(args: SyncArgs) -> Exit {
         vcs: args.settings.ignore_vcs,
         editor_temps: args.settings.default_ignores,
         patterns: args.settings.ignores.clone(),
+        meta: args.settings.meta,
     };
     let alpha = match endpoint(Side::Alpha, &args.alpha, &session, &spec, args.retention) {
         Ok(e) => e,

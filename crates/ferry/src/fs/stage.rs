@@ -170,8 +170,8 @@ impl Staging {
     }
 
     /// Writes `want.size` bytes of `src` to staging, checking they hash to `want.digest`.
-    /// `want.uses` is how many placements will take it. Staged files are created `0644` (no
-    /// executable bits: placement adds them).
+    /// `want.uses` is how many placements will take it. Staged files are created `0600`
+    /// (never more readable than their source): placement gives them their mode.
     pub fn receive(&mut self, want: &Wanted, src: &mut dyn Read) -> Result<(), StageError> {
         self.ensure_dir()?;
         if self.buf.is_empty() {
@@ -276,7 +276,7 @@ pub fn write_part(
     let mut out = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(&part)?;
     let res = fill_verified(src, &mut out, want, buf);

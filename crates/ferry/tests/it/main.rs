@@ -5,6 +5,7 @@
 
 mod daily;
 mod hostile;
+mod metadata;
 mod modes;
 mod once;
 mod placement;
