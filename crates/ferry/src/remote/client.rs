@@ -693,7 +693,9 @@ impl Endpoint for RemoteEndpoint {
                     Content::Stream(r) => loop {
                         match r.read(&mut buf) {
                             Ok(0) => return c.writer.queue(&Msg::End),
-                            Ok(n) => c.writer.queue(&Msg::Data(buf[..n].to_vec()))?,
+                            Ok(n) => c
+                                .writer
+                                .queue(&super::wire::data_or_hole(buf[..n].to_vec()))?,
                             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                             Err(e) => return c.writer.queue(&Msg::Failed(e.to_string())),
                         }

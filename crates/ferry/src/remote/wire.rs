@@ -148,12 +148,37 @@ pub enum Msg {
     /// A request: how long the opened side keeps its backups (`--keep-backups`); the agent
     /// prunes them now and then hourly. Answered with `Ok`.
     KeepBackups(crate::state::Retention),
+    /// Content: this many zero bytes (at most [`HOLE_MAX`]), in place of a `Data` of zeros. A
+    /// sparse file's holes cross the wire as these (issue 9 item 9).
+    Hole(u64),
+}
+
+/// The most zeros one [`Msg::Hole`] stands for (what one `Data` could carry).
+pub const HOLE_MAX: u64 = FRAME_MAX as u64;
+
+/// `Data` of `d`, or a `Hole` when it is all zeros.
+pub fn data_or_hole(d: Vec<u8>) -> Msg {
+    if !d.is_empty() && crate::fs::stage::is_zero(&d) {
+        Msg::Hole(d.len() as u64)
+    } else {
+        Msg::Data(d)
+    }
+}
+
+/// The zeros a `Hole` stands for; an error for one larger than any `Data` could be.
+pub fn hole_bytes(n: u64) -> Result<Vec<u8>, String> {
+    if n > HOLE_MAX {
+        return Err(format!(
+            "a hole of {n} bytes in one message (at most {HOLE_MAX})"
+        ));
+    }
+    Ok(vec![0; n as usize])
 }
 
 impl From<Piece> for Msg {
     fn from(p: Piece) -> Msg {
         match p {
-            Piece::Data(d) => Msg::Data(d),
+            Piece::Data(d) => data_or_hole(d),
             Piece::End => Msg::End,
             Piece::Failed(f) => Msg::Failed(f),
             Piece::Delta {
@@ -174,6 +199,10 @@ impl Msg {
     pub fn into_piece(self) -> Option<Piece> {
         Some(match self {
             Msg::Data(d) => Piece::Data(d),
+            Msg::Hole(n) => match hole_bytes(n) {
+                Ok(z) => Piece::Data(z),
+                Err(e) => Piece::Failed(e),
+            },
             Msg::End => Piece::End,
             Msg::Failed(f) => Piece::Failed(f),
             Msg::Delta {

@@ -438,3 +438,146 @@ fn a_chmod_alone_is_synced_while_watching() {
     });
     s.stop();
 }
+
+const MIB: u64 = 1024 * 1024;
+
+/// A 64 MiB file holding 8 KiB of data: 4 KiB at 1 MiB and 4 KiB at 40 MiB (`tail_hole`: the
+/// rest is a hole, else the last 4 KiB are data too).
+fn make_sparse(p: &Path, tail_hole: bool) {
+    use std::io::{Seek, SeekFrom, Write};
+    if let Some(d) = p.parent() {
+        fs::create_dir_all(d).expect("mkdir");
+    }
+    let mut f = fs::File::create(p).expect("create sparse file");
+    f.set_len(64 * MIB).expect("set_len");
+    for (at, byte) in [(MIB, 1u8), (40 * MIB, 2)] {
+        f.seek(SeekFrom::Start(at)).expect("seek");
+        f.write_all(&[byte; 4096]).expect("write");
+    }
+    if !tail_hole {
+        f.seek(SeekFrom::Start(64 * MIB - 4096)).expect("seek");
+        f.write_all(&[3u8; 4096]).expect("write");
+    }
+}
+
+fn allocated(p: &Path) -> u64 {
+    fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .blocks()
+        * 512
+}
+
+fn assert_sparse_copy(src: &Path, dst: &Path, run: &dyn std::fmt::Display) {
+    assert!(
+        read(src) == read(dst),
+        "{} differs from its source\n{run}",
+        dst.display()
+    );
+    let got = allocated(dst);
+    assert!(
+        got < MIB,
+        "{} has {got} bytes allocated for {} of data: its holes were filled\n{run}",
+        dst.display(),
+        allocated(src)
+    );
+}
+
+/// Issue 9 item 9: holes are kept (a 2 GB file holding 4 KB arrived as 2 GB allocated).
+#[test]
+fn sparse_files_keep_their_holes() {
+    let fx = Fixture::new();
+    make_sparse(&fx.a("disk.img"), true);
+    make_sparse(&fx.a("d/ends-in-data.img"), false);
+    assert!(
+        allocated(&fx.a("disk.img")) < MIB,
+        "this filesystem has no holes"
+    );
+    let run = fx.once(&[]);
+    run.expect_code(0);
+    assert_sparse_copy(&fx.a("disk.img"), &fx.b("disk.img"), &run);
+    assert_sparse_copy(
+        &fx.a("d/ends-in-data.img"),
+        &fx.b("d/ends-in-data.img"),
+        &run,
+    );
+    assert_eq!(
+        fs::metadata(fx.b("disk.img")).map(|m| m.len()).ok(),
+        Some(64 * MIB)
+    );
+
+    // A new version (placed through staging) keeps its holes too.
+    make_sparse(&fx.a("disk.img"), false);
+    let run = fx.once(&[]);
+    run.expect_code(0);
+    assert_sparse_copy(&fx.a("disk.img"), &fx.b("disk.img"), &run);
+}
+
+/// Issue 9 item 9 through the agent: only data crosses the wire (a local Docker socket is not
+/// compressed), and the container's copy keeps its holes; and back.
+#[test]
+fn docker_sparse_files_send_only_data() {
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    let beta = format!("docker://{}/srv/app", c.name);
+    make_sparse(&fx.a("disk.img"), true);
+    let mut cmd = fx.command();
+    cmd.env("FERRY_AGENT", static_agent());
+    let args: Vec<OsString> = vec![
+        "sync".into(),
+        fx.alpha.as_os_str().into(),
+        beta.into(),
+        "--once".into(),
+        "--json".into(),
+    ];
+    let run = fx.run_command(cmd, args.clone());
+    run.expect_code(0);
+    let wire: u64 = run
+        .events("cycle_end")
+        .iter()
+        .filter_map(|e| e["wire_bytes"].as_u64())
+        .sum();
+    assert!(
+        wire < 4 * MIB,
+        "{wire} bytes crossed the wire for 8 KiB of data in a 64 MiB file\n{run}"
+    );
+    let blocks = c.sh("stat -c '%b %B' /srv/app/disk.img");
+    let mut it = blocks
+        .split_whitespace()
+        .map(|w| w.parse::<u64>().unwrap_or(u64::MAX));
+    let bytes = it
+        .next()
+        .unwrap_or(u64::MAX)
+        .saturating_mul(it.next().unwrap_or(u64::MAX));
+    assert!(
+        bytes < MIB,
+        "the container's copy has {bytes} bytes allocated ({blocks:?})\n{run}"
+    );
+    assert_eq!(
+        c.sh("stat -c %s /srv/app/disk.img").trim(),
+        (64 * MIB).to_string()
+    );
+
+    // Back: a sparse file made in the container.
+    c.sh(
+        "dd if=/dev/zero of=/srv/app/back.img bs=1 count=0 seek=33554432 2>/dev/null; \
+          echo data | dd of=/srv/app/back.img bs=1 seek=1048576 conv=notrunc 2>/dev/null",
+    );
+    let mut cmd = fx.command();
+    cmd.env("FERRY_AGENT", static_agent());
+    let run = fx.run_command(cmd, args);
+    run.expect_code(0);
+    let wire: u64 = run
+        .events("cycle_end")
+        .iter()
+        .filter_map(|e| e["wire_bytes"].as_u64())
+        .sum();
+    assert!(
+        wire < 4 * MIB,
+        "{wire} bytes for a 32 MiB sparse file\n{run}"
+    );
+    assert_eq!(
+        fs::metadata(fx.a("back.img")).map(|m| m.len()).ok(),
+        Some(32 * MIB)
+    );
+    assert!(allocated(&fx.a("back.img")) < MIB, "{run}");
+}
