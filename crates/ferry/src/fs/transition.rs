@@ -515,8 +515,7 @@ impl Applier<'_> {
     /// Gives a file about to be placed its mode and (unless `--no-times`) its source's
     /// modification time, through its descriptor.
     fn finish_file(&self, f: &fs::File, mode: u32, mtime: Mtime) -> Result<(), String> {
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set mode: {e}"))?;
+        chmod_kept(f, mode, self.meta.permissions == Permissions::Full)?;
         // Zero: not known (an entry from before times were kept).
         if self.meta.times && mtime.0 != 0 {
             f.set_modified(system_time(mtime.0))
@@ -549,10 +548,11 @@ impl Applier<'_> {
         if !m.is_file() {
             return Err(CHANGED.into());
         }
-        f.set_permissions(fs::Permissions::from_mode(
+        chmod_kept(
+            &f,
             self.new_mode(mode, Some(m.mode())),
-        ))
-        .map_err(|e| format!("chmod failed: {e}"))?;
+            self.meta.permissions == Permissions::Full,
+        )?;
         self.remember_stat(rel, &m_after(&f, m), digest);
         Ok(())
     }
@@ -1042,8 +1042,30 @@ fn set_dir_mode(at: &Place, mode: u32) -> Result<(), String> {
     let f = at
         .open(libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK, 0)
         .map_err(|e| format!("cannot open the directory for chmod: {e}"))?;
-    f.set_permissions(fs::Permissions::from_mode(mode & PERMISSION_BITS))
-        .map_err(|e| format!("chmod failed: {e}"))
+    chmod_kept(&f, mode & PERMISSION_BITS, true)
+}
+
+/// Sets `f`'s permission bits; with `check`, makes sure the filesystem kept them. One that
+/// cannot (vfat, some network and FUSE filesystems) would show its own bits at the next scan,
+/// which would then travel back as a change: refused instead, saying what to do.
+fn chmod_kept(f: &fs::File, mode: u32, check: bool) -> Result<(), String> {
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod failed: {e}"))?;
+    if check {
+        let kept = f
+            .metadata()
+            .map_err(|e| format!("cannot check the mode: {e}"))?
+            .mode()
+            & PERMISSION_BITS;
+        if kept != mode & PERMISSION_BITS {
+            return Err(format!(
+                "this filesystem does not keep permission bits (set {:o}, it shows {kept:o}); \
+                 --permissions exec syncs only the executable bit",
+                mode & PERMISSION_BITS
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A modification time in nanoseconds since the epoch as a `SystemTime`.

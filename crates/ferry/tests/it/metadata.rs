@@ -581,3 +581,40 @@ fn docker_sparse_files_send_only_data() {
     );
     assert!(allocated(&fx.a("back.img")) < MIB, "{run}");
 }
+
+/// A filesystem that keeps no permission bits (vfat, some FUSE ones), as an `fchmod` that does
+/// nothing.
+const NO_CHMOD_C: &str = r#"
+#include <sys/stat.h>
+#include <stdio.h>
+int fchmod(int fd, mode_t mode) {
+    static int said = 0;
+    if (!said++) fprintf(stderr, "[shim] fchmod ignored\n");
+    return 0;
+}
+"#;
+
+/// Issue 9 item 7: on a filesystem that cannot keep modes, full permission syncing says so and
+/// names `--permissions exec`, instead of placing files whose bits would travel back as changes.
+#[test]
+fn a_filesystem_without_modes_is_told_to_use_permissions_exec() {
+    let fx = Fixture::new();
+    write(&fx.a("shared.txt"), "s\n");
+    chmod(&fx.a("shared.txt"), 0o644);
+    let so = build_shim(&fx, "no-chmod", NO_CHMOD_C);
+    let env = [("LD_PRELOAD", so.as_os_str())];
+    let run = fx.once_with_env(&env);
+    assert!(run.stderr.contains("[shim] fchmod ignored"), "{run}");
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("does not keep permission bits")
+            && run.stdout.contains("--permissions exec"),
+        "{run}"
+    );
+    assert_absent(&fx.b("shared.txt"));
+    let mut cmd = fx.command();
+    cmd.env("LD_PRELOAD", &so);
+    let run = fx.run_command(cmd, fx.once_args(&["--permissions", "exec"]));
+    run.expect_code(0);
+    assert_content(&fx.b("shared.txt"), "s\n");
+}
