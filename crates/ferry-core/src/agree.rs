@@ -1,6 +1,6 @@
 use std::collections::BTreeSet;
 
-use crate::{Entry, RelPath};
+use crate::{Dir, Entry, RelPath};
 
 /// The new ancestor after a cycle: wherever alpha and beta now agree, their common state;
 /// wherever they still differ (conflicts, failed transitions, one-way-safe's beta-only files),
@@ -24,7 +24,10 @@ pub fn agree(
                     .map(|e| (name.clone(), e))
             })
             .collect();
-        return Some(Entry::Directory(children));
+        return Some(Entry::Directory(Dir {
+            children,
+            mode: agreed_mode(ancestor, xc.mode, yc.mode),
+        }));
     }
     if alpha == beta && !alpha.is_some_and(Entry::has_problems) {
         return alpha.cloned();
@@ -70,13 +73,18 @@ fn agree_in(slot: &mut Option<Entry>, alpha: Option<&Entry>, beta: Option<&Entry
     }
     if let (Some(Entry::Directory(xc)), Some(Entry::Directory(yc))) = (alpha, beta) {
         let mut changed = false;
+        let mode = agreed_mode(slot.as_ref(), xc.mode, yc.mode);
         if !matches!(slot, Some(Entry::Directory(_))) {
-            *slot = Some(Entry::Directory(Default::default()));
+            *slot = Some(Entry::Directory(Dir::bare(mode)));
             changed = true;
         }
         let Some(Entry::Directory(ac)) = slot else {
             return changed;
         };
+        if ac.mode != mode {
+            ac.mode = mode;
+            changed = true;
+        }
         let before = ac.len();
         // Names on neither side: both agree they are gone.
         ac.retain(|k, _| xc.contains_key(k) || yc.contains_key(k));
@@ -126,6 +134,22 @@ fn agree_in(slot: &mut Option<Entry>, alpha: Option<&Entry>, beta: Option<&Entry
     }
     false
 }
+
+/// A directory's agreed permission bits: both sides' if they agree, else the ancestor's, else
+/// [`NO_MODE`].
+fn agreed_mode(ancestor: Option<&Entry>, alpha: u32, beta: u32) -> u32 {
+    if alpha == beta {
+        return alpha;
+    }
+    match ancestor {
+        Some(Entry::Directory(d)) => d.mode,
+        _ => NO_MODE,
+    }
+}
+
+/// The mode of an ancestor directory whose bits were never agreed on: it matches neither side,
+/// so the next cycle sees both changed and alpha's win.
+const NO_MODE: u32 = u32::MAX;
 
 /// Forgets what the archive knew at `path` (and below): the next cycle treats it like a first
 /// sync there, so nothing at that path can be taken for a deletion. Used for paths a crashed

@@ -207,6 +207,17 @@ pub struct SyncFlags {
     /// JetBrains ___jb_*), left out by default.
     #[arg(long)]
     pub no_default_ignores: bool,
+    /// Permission bits synced: full (user/group/other rwx) or exec (only the executable bit,
+    /// for filesystems that cannot keep modes).
+    #[arg(long, default_value = "full", value_name = "full|exec")]
+    pub permissions: String,
+    /// Leave the copy time on files ferry writes instead of their source's modification time.
+    #[arg(long)]
+    pub no_times: bool,
+    /// Symlinks: portable (links that stay inside the root; others are reported), raw (every
+    /// link as it is, never followed) or ignore (none).
+    #[arg(long, default_value = "portable", value_name = "portable|raw|ignore")]
+    pub symlinks: String,
     /// Sync until nothing is left to do, then exit.
     #[arg(long)]
     pub once: bool,
@@ -288,14 +299,19 @@ impl SyncFlags {
         };
         for p in &self.ignores {
             crate::fs::ignore::Ignorer::new(&crate::fs::ignore::IgnoreSpec {
-                vcs: false,
-                editor_temps: false,
                 patterns: vec![p.clone()],
+                ..Default::default()
             })
             .map_err(|e| UsageError(e.to_string()))?;
         }
+        let meta = crate::fs::meta::MetaSpec {
+            permissions: self.permissions.parse().map_err(UsageError)?,
+            times: !self.no_times,
+            symlinks: self.symlinks.parse().map_err(UsageError)?,
+        };
         let settings = Settings {
             mode,
+            meta,
             ignore_vcs: !self.no_ignore_vcs,
             default_ignores: !self.no_default_ignores,
             ignores: self.ignores,

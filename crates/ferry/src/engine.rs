@@ -18,6 +18,7 @@ use crate::endpoint::{
     Endpoint, EndpointError, IgnoreSpec, Outcome, ScanRequest, Side, Wanted, WatchEvent,
 };
 use crate::fs::ignore::{Ignorer, parse_ignore_file};
+use crate::fs::meta::MetaSpec;
 use crate::fs::transition::is_transient;
 use crate::identity::{Identities, Side as IdSide};
 use crate::output::{Backup, Event, Phases, Printer};
@@ -32,6 +33,8 @@ pub struct Settings {
     pub default_ignores: bool,
     /// `--ignore` patterns (applied after `.ferryignore`).
     pub ignores: Vec<String>,
+    /// Which metadata is synced (`--permissions`, `--no-times`, `--symlinks`).
+    pub meta: MetaSpec,
     pub once: bool,
     pub accept_wipe: bool,
     /// Start from an empty archive (a first sync: nothing is deleted, differences conflict).
@@ -222,6 +225,7 @@ impl Engine {
             vcs: settings.ignore_vcs,
             editor_temps: settings.default_ignores,
             patterns: settings.ignores.clone(),
+            meta: settings.meta,
         };
         let ignorer = Ignorer::new(&spec).map_err(|e| RunError::Ignore(e.to_string()))?;
         let session_dir = session.dir.clone();
@@ -642,6 +646,7 @@ impl Engine {
             vcs: self.settings.ignore_vcs,
             editor_temps: self.settings.default_ignores,
             patterns,
+            meta: self.settings.meta,
         };
         let ignorer = match Ignorer::new(&spec) {
             Ok(i) => i,
@@ -1765,6 +1770,7 @@ fn describe_change(ch: &Change) -> (&'static str, &'static str) {
         (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b => {
             ("chmod", "file")
         }
+        (Some(Entry::Directory(_)), Some(Entry::Directory(_))) => ("chmod", "directory"),
         (Some(Entry::File { .. }), Some(Entry::File { .. })) => ("modify", "file"),
         (Some(_), Some(n)) => ("replace", kind(n)),
         (None, None) => ("none", "none"),
@@ -1778,7 +1784,7 @@ fn describe_side(ancestor: Option<&Entry>, now: Option<&Entry>) -> String {
         (_, None) => "deleted it".into(),
         (None, Some(e)) => format!("created {}", what(e)),
         (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b => {
-            "changed its executable bit".into()
+            "changed the permission bits".into()
         }
         (Some(Entry::File { .. }), Some(Entry::File { size, .. })) => {
             format!("modified it (now {})", human_bytes(*size))

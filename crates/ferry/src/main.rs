@@ -131,6 +131,7 @@ fn resolve(args: ResolveArgs) -> Exit {
         debounce: Duration::ZERO,
         rescan_interval: None,
         yes: true,
+        meta: Default::default(),
     };
     let opened = open(
         &args.alpha,
@@ -202,6 +203,7 @@ fn open(
         vcs: settings.ignore_vcs,
         editor_temps: settings.default_ignores,
         patterns: settings.ignores.clone(),
+        meta: settings.meta,
     };
     // A run that fails before anything is saved (a bad container, an unreachable host)
     // leaves no trace: an empty session directory would only puzzle whoever looks.

@@ -7,6 +7,7 @@ mod conflicts;
 mod converge;
 mod daily;
 mod hostile;
+mod metadata;
 mod modes;
 mod once;
 mod placement;
