@@ -145,6 +145,10 @@ pub struct Engine {
     shown_errors: HashMap<(Side, RelPath), String>,
     /// Which endpoints the archive's sides are, and what a fresh side kept for itself.
     ids: Identities,
+    /// The side being filled as a new endpoint, until the fill's cycle finishes: a cycle cut
+    /// short (a lost connection) left no ancestor behind, and the next one must fill again,
+    /// not merge as in a first sync.
+    filling: Option<IdSide>,
     /// Asks the person at the terminal whether a first sync may merge into alpha (see
     /// [`Engine::confirm_first_sync`]); `None`: nobody to ask, so it is refused.
     confirm: Option<Box<dyn FnMut() -> bool>>,
@@ -253,6 +257,7 @@ impl Engine {
             reported_conflicts: HashMap::new(),
             retries: HashMap::new(),
             shown_errors: HashMap::new(),
+            filling: None,
             ids: Identities::load(&session_dir),
             confirm: None,
             resolving: None,
@@ -717,6 +722,9 @@ impl Engine {
 
     /// The side that is a new endpoint since the last cycle (see `identity.rs`).
     fn fresh_side(&self) -> Option<IdSide> {
+        if self.filling.is_some() {
+            return self.filling;
+        }
         // Nothing agreed yet: a first sync either way.
         self.archive.ancestor.as_ref()?;
         self.ids.fresh(
@@ -757,6 +765,7 @@ impl Engine {
         if fresh.is_some() {
             self.save_archive()?;
         }
+        self.filling = None;
         if ids != self.ids {
             ids.save(&self.session.dir).map_err(|source| {
                 RunError::State(StateError::Io {
@@ -964,6 +973,7 @@ impl Engine {
             });
             self.archive.ancestor = None;
             self.archive_dirty = true;
+            self.filling = Some(f);
         }
         let ancestor = self.archive.ancestor.as_ref();
         let (a, b) = (self.alpha.tree(), self.beta.tree());
