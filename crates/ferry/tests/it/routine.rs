@@ -362,3 +362,47 @@ fn docker_a_fill_cut_short_by_a_lost_connection_is_still_a_fill() {
     );
     s.stop();
 }
+
+/// What the image put in a directory of its own stays in the container when that directory
+/// is touched later on either side: a file the app adds there, or one the host adds, syncs
+/// alone; the image's files do not come back with it.
+#[test]
+fn docker_an_image_directory_touched_later_does_not_bring_the_image_files_back() {
+    let _serial = serial();
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    let beta = format!("docker://{}/srv/app", c.name);
+    many_files(&fx.a("src"), 5, "source");
+    let once = || fx.run_command(remote_command(&fx), remote_args(&fx, &beta, &["--once"]));
+    once().expect_code(0);
+    recreate(&c);
+    c.sh("mkdir -p /srv/app/etc /srv/app/cache && echo image > /srv/app/etc/from-image && echo image > /srv/app/cache/from-image");
+    once().expect_code(0);
+    assert!(
+        !exists(&fx.a("etc")),
+        "the image's directory came to the host"
+    );
+    // The app writes next to the image's file; the host adds one to the other directory.
+    c.sh("echo app > /srv/app/etc/app.conf");
+    write(&fx.a("cache/host.txt"), "host\n");
+    once().expect_code(0);
+    assert_content(&fx.a("etc/app.conf"), "app\n");
+    assert_eq!(c.sh("cat /srv/app/cache/host.txt").trim(), "host");
+    assert!(
+        !exists(&fx.a("etc/from-image")),
+        "the image's file came to the host with the app's file beside it"
+    );
+    assert!(
+        !exists(&fx.a("cache/from-image")),
+        "the image's file came to the host when the host wrote beside it"
+    );
+    assert_eq!(c.sh("cat /srv/app/etc/from-image").trim(), "image");
+    assert_eq!(c.sh("cat /srv/app/cache/from-image").trim(), "image");
+    // Stable: another run changes nothing.
+    let run = once();
+    run.expect_code(0);
+    assert!(
+        !exists(&fx.a("etc/from-image")) && !exists(&fx.a("cache/from-image")),
+        "a later run brought the image's files to the host\n{run}"
+    );
+}
