@@ -148,6 +148,10 @@ pub struct Engine {
     shown_errors: HashMap<(Side, RelPath), String>,
     /// Which endpoints the archive's sides are, and what a fresh side kept for itself.
     ids: Identities,
+    /// The side being filled as a new endpoint, until the fill's cycle finishes: a cycle cut
+    /// short (a lost connection) left no ancestor behind, and the next one must fill again,
+    /// not merge as in a first sync.
+    filling: Option<IdSide>,
     /// Asks the person at the terminal whether a first sync may merge into alpha (see
     /// [`Engine::confirm_first_sync`]); `None`: nobody to ask, so it is refused.
     confirm: Option<Box<dyn FnMut() -> bool>>,
@@ -257,6 +261,7 @@ impl Engine {
             reported_conflicts: HashMap::new(),
             retries: HashMap::new(),
             shown_errors: HashMap::new(),
+            filling: None,
             ids: Identities::load(&session_dir),
             confirm: None,
             resolving: None,
@@ -722,6 +727,9 @@ impl Engine {
 
     /// The side that is a new endpoint since the last cycle (see `identity.rs`).
     fn fresh_side(&self) -> Option<IdSide> {
+        if self.filling.is_some() {
+            return self.filling;
+        }
         // Nothing agreed yet: a first sync either way.
         self.archive.ancestor.as_ref()?;
         self.ids.fresh(
@@ -762,6 +770,7 @@ impl Engine {
         if fresh.is_some() {
             self.save_archive()?;
         }
+        self.filling = None;
         if ids != self.ids {
             ids.save(&self.session.dir).map_err(|source| {
                 RunError::State(StateError::Io {
@@ -969,6 +978,7 @@ impl Engine {
             });
             self.archive.ancestor = None;
             self.archive_dirty = true;
+            self.filling = Some(f);
         }
         let ancestor = self.archive.ancestor.as_ref();
         let (a, b) = (self.alpha.tree(), self.beta.tree());
@@ -1577,7 +1587,13 @@ fn fill_plan(
         if c.old.is_none()
             && let Some(n) = &c.new
         {
-            adopted.insert(c.path.as_str().to_owned(), n.clone());
+            // Leaf by leaf: a file added beside them later syncs alone (see `drop_adopted`).
+            n.walk(c.path.as_str(), &mut |path, e| match e {
+                Entry::Directory(children) if !children.is_empty() => {}
+                _ => {
+                    adopted.insert(path.to_owned(), e.clone());
+                }
+            });
         }
     }
     let mut conflicts = p.conflicts;
@@ -1662,13 +1678,59 @@ fn leaves(changes: &[Change]) -> u64 {
     n
 }
 
-/// Takes out of `plan` the copies of what a fresh side adopted (see [`fill_plan`]).
+/// Takes out of `plan` the copies of what a fresh side adopted (see [`fill_plan`]): a
+/// creation of an adopted entry goes, and a directory created with adopted entries inside
+/// goes without them (the files added beside them still go).
 fn drop_adopted(plan: &mut ferry_core::Plan, ids: &Identities) {
-    let keep = |adopted: &std::collections::BTreeMap<String, Entry>, c: &Change| {
-        !(c.old.is_none() && c.new.is_some() && adopted.get(c.path.as_str()) == c.new.as_ref())
+    let strip = |adopted: &std::collections::BTreeMap<String, Entry>, changes: &mut Vec<Change>| {
+        if adopted.is_empty() {
+            return;
+        }
+        changes.retain_mut(|c| {
+            if c.old.is_some() {
+                return true;
+            }
+            let Some(new) = &c.new else { return true };
+            match without_adopted(new, c.path.as_str(), adopted) {
+                Some(rest) => {
+                    c.new = Some(rest);
+                    true
+                }
+                None => false,
+            }
+        });
     };
-    plan.alpha.retain(|c| keep(&ids.adopted_beta, c));
-    plan.beta.retain(|c| keep(&ids.adopted_alpha, c));
+    strip(&ids.adopted_beta, &mut plan.alpha);
+    strip(&ids.adopted_alpha, &mut plan.beta);
+}
+
+/// `e` (at `path`) without the adopted entries in it; `None` when nothing else is left.
+fn without_adopted(
+    e: &Entry,
+    path: &str,
+    adopted: &std::collections::BTreeMap<String, Entry>,
+) -> Option<Entry> {
+    if adopted.get(path) == Some(e) {
+        return None;
+    }
+    let Entry::Directory(children) = e else {
+        return Some(e.clone());
+    };
+    if children.is_empty() {
+        return Some(e.clone());
+    }
+    let kept: std::collections::BTreeMap<String, Entry> = children
+        .iter()
+        .filter_map(|(name, child)| {
+            let p = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            without_adopted(child, &p, adopted).map(|c| (name.clone(), c))
+        })
+        .collect();
+    (!kept.is_empty()).then_some(Entry::Directory(kept))
 }
 
 /// The part of `e` (an entry of change `ch`) at `path`, a path at or below `ch.path`.

@@ -473,6 +473,9 @@ fn backup_order(name: &str) -> Option<(u64, u64)> {
     Some((secs, seq))
 }
 
+/// Backup folders younger than this are never pruned, whatever the policy.
+pub const PRUNE_GRACE: Duration = Duration::from_secs(60);
+
 /// What [`prune_backups`] removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -508,7 +511,9 @@ pub fn prune_backups(root: &Path, policy: Retention, now: SystemTime) -> Pruned 
     for (i, ((secs, _), path)) in folders.into_iter().enumerate() {
         let size = tree_size(&path);
         total = total.saturating_add(size);
-        if i == 0 {
+        // The newest folder, and any from the last minute: a version swapped out of its path
+        // is watched for late writes for a while (`check_swapped`), and must still be there.
+        if i == 0 || now_secs.saturating_sub(secs) < PRUNE_GRACE.as_secs() {
             continue;
         }
         let too_old = policy
@@ -998,5 +1003,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(prune_backups(d2.path(), policy, now), Pruned::default());
+        // Folders of the last minute stay too: a swapped-out version in one is still watched
+        // for late writes.
+        let d3 = tempfile::tempdir().unwrap();
+        for t in [now - Duration::from_secs(5), now] {
+            fs::create_dir_all(d3.path().join(backup_stamp(t))).unwrap();
+            fs::write(d3.path().join(backup_stamp(t)).join("f"), vec![0u8; 5000]).unwrap();
+        }
+        assert_eq!(prune_backups(d3.path(), policy, now), Pruned::default());
     }
 }
