@@ -1730,7 +1730,10 @@ fn without_adopted(
             without_adopted(child, &p, adopted).map(|c| (name.clone(), c))
         })
         .collect();
-    (!kept.is_empty()).then_some(Entry::Directory(kept))
+    (!kept.is_empty()).then_some(Entry::Directory(ferry_core::Dir {
+        children: kept,
+        mode: children.mode,
+    }))
 }
 
 /// The part of `e` (an entry of change `ch`) at `path`, a path at or below `ch.path`.
