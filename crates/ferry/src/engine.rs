@@ -1502,8 +1502,10 @@ impl Engine {
                     retry: retry || later,
                 });
             }
-            if o.errors.is_empty() {
-                self.shown_errors.remove(&(side, ch.path.clone()));
+            if o.errors.is_empty() && !self.shown_errors.is_empty() {
+                // Done at this path and below: a later failure there is news again.
+                self.shown_errors
+                    .retain(|(s, p), _| *s != side || !p.starts_with(&ch.path));
             }
             if o.now == ch.old {
                 continue;
