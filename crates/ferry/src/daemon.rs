@@ -425,6 +425,9 @@ struct Daemon {
     paths: Paths,
     uid: u32,
     sessions: Mutex<BTreeMap<String, Entry>>,
+    /// `daemon.lock`, held while serving; let go of before a stop is answered, so the next
+    /// daemon can start at once.
+    lock: Mutex<Option<File>>,
 }
 
 type Reply = Result<Value, (String, bool)>;
@@ -685,6 +688,7 @@ pub fn run() -> Result<(), String> {
         paths: paths.clone(),
         uid,
         sessions: Mutex::new(BTreeMap::new()),
+        lock: Mutex::new(Some(lock)),
     });
     resume_saved(&daemon);
     {
@@ -709,7 +713,6 @@ pub fn run() -> Result<(), String> {
             .name("connection".into())
             .spawn(move || serve(&daemon, conn));
     }
-    drop(lock);
     Ok(())
 }
 
@@ -809,6 +812,7 @@ fn serve(daemon: &Daemon, conn: UnixStream) {
         let r = daemon.handle(&req);
         if stopping {
             let _ = std::fs::remove_file(&daemon.paths.socket);
+            drop(daemon.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
             reply(&mut out, r);
             std::process::exit(0);
         }

@@ -60,28 +60,37 @@ fn spawn_daemon(paths: &Paths) -> Result<UnixStream, OpenFailure> {
         .spawn()
         .map_err(|e| OpenFailure::failed(format!("cannot start the ferry daemon: {e}")))?;
     let deadline = Instant::now() + START_DEADLINE;
+    let mut exited = None;
     loop {
         if let Some(s) = connect(paths)? {
             // Reaped by init once this client exits; a zombie meanwhile is harmless.
             let _ = child.try_wait();
             return Ok(s);
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            // Another client's daemon may have won the lock: try it once more.
-            if let Some(s) = connect(paths)? {
-                return Ok(s);
-            }
-            return Err(OpenFailure::failed(format!(
-                "the ferry daemon did not start ({status}); see {}",
-                paths.log.display()
-            )));
+        // Ours may have lost the lock to another client's daemon (or to one still exiting):
+        // keep trying until the deadline.
+        if exited.is_none() {
+            exited = child.try_wait().ok().flatten();
         }
         if Instant::now() >= deadline {
-            return Err(OpenFailure::failed(format!(
-                "the ferry daemon did not start listening in {}s; see {}",
-                START_DEADLINE.as_secs(),
-                paths.log.display()
-            )));
+            return Err(OpenFailure::failed(match exited {
+                Some(status) => format!(
+                    "the ferry daemon did not start ({status}); see {}",
+                    paths.log.display()
+                ),
+                None => format!(
+                    "the ferry daemon did not start listening in {}s; see {}",
+                    START_DEADLINE.as_secs(),
+                    paths.log.display()
+                ),
+            }));
+        }
+        if exited.is_some() {
+            // Start another once the one exiting has let go of the lock.
+            if let Ok(c) = cmd.spawn() {
+                child = c;
+                exited = None;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -4,6 +4,7 @@
 //! run in parallel and never touch the real home directory.
 
 mod conflicts;
+mod daemon;
 mod daily;
 mod hostile;
 mod modes;
