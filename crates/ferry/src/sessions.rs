@@ -235,7 +235,13 @@ mod tests {
         );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2, "{t}");
-        assert!(lines[0].starts_with("NAME  ALPHA  BETA"), "{t}");
-        assert!(lines[1].contains("watching  10s ago    never"), "{t}");
+        assert_eq!(
+            lines[0],
+            "NAME  ALPHA  BETA            STATE     TO BETA  TO ALPHA  CONFLICTS  ERRORS"
+        );
+        assert_eq!(
+            lines[1],
+            "web   /a     docker://w/app  watching  10s ago  never     1          0"
+        );
     }
 }
