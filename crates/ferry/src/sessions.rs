@@ -110,9 +110,15 @@ pub fn request(mut req: Value, start: bool) -> Result<Option<Value>, OpenFailure
     }
     let io = |e: std::io::Error| OpenFailure::failed(format!("talking to the ferry daemon: {e}"));
     let mut w = stream.try_clone().map_err(io)?;
-    writeln!(w, "{req}").map_err(io)?;
+    // A daemon refusing this user answers without reading and closes: the write may fail, and
+    // its answer is still there to read.
+    let written = writeln!(w, "{req}");
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).map_err(io)?;
+    let read = BufReader::new(stream).read_line(&mut line);
+    if line.is_empty() {
+        written.map_err(io)?;
+        read.map_err(io)?;
+    }
     if line.is_empty() {
         return Err(OpenFailure::failed(
             "the ferry daemon closed the connection without answering".into(),
