@@ -572,6 +572,12 @@ impl Daemon {
         let Some(e) = sessions.get_mut(name) else {
             return Err(usage(format!("no session named '{name}'")));
         };
+        // A session whose engine ended (an error) is restarted too.
+        if e.control.as_ref().is_some_and(|c| c.thread.is_finished()) {
+            if let Some(c) = e.control.take() {
+                c.stop();
+            }
+        }
         if e.control.is_none() {
             e.control = Some(start(&e.spec, &e.shared).map_err(|f| (f.message, f.usage))?);
         }
