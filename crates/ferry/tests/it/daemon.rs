@@ -337,3 +337,25 @@ fn version_mismatch_is_refused_with_a_hint() {
         "{e}"
     );
 }
+
+/// Two clients at once with no daemon running: both start one, one daemon wins the lock and
+/// serves both.
+#[test]
+fn two_clients_at_once_share_one_daemon() {
+    let d = Daemon::new();
+    let runs: Vec<Run> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| d.run(&["list", "--json"])))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    for r in &runs {
+        assert_eq!(r.code(), 0, "{r}\n--- daemon log ---\n{}", d.log());
+        assert_eq!(r.events[0]["sessions"], serde_json::json!([]));
+    }
+    let pid = d.pid();
+    d.create("web");
+    assert_eq!(d.pid(), pid);
+}
