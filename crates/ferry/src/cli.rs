@@ -33,9 +33,98 @@ pub enum Command {
     /// version is kept in its backup area.
     #[command(after_help = RESOLVE_AFTER_HELP)]
     Resolve(ResolveFlags),
+    /// Start, stop or ask about the background daemon (started on demand by the session
+    /// commands).
+    Daemon {
+        #[command(subcommand)]
+        op: DaemonOp,
+    },
+    /// Create a background session syncing ALPHA and BETA (as 'ferry sync' would, in the
+    /// daemon, surviving this terminal).
+    #[command(after_help = SESSIONS_AFTER_HELP)]
+    Create(CreateFlags),
+    /// List the background sessions: endpoints, state, last sync each way, conflicts, errors.
+    List {
+        /// One JSON object with every session.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a session (its engine stops; changes wait until resume).
+    Pause(Target),
+    /// Resume a paused session.
+    Resume(Target),
+    /// Stop a session and forget it (its archive and backups stay in the state directory).
+    Terminate(Target),
+    /// Run a full cycle of a session now and wait for it to end.
+    Flush(Target),
     /// Serve the wire protocol on stdin/stdout (started by ferry itself on the far side).
     #[command(hide = true)]
     Agent,
+}
+
+const SESSIONS_AFTER_HELP: &str = "\
+Background sessions run in one daemon per user (its socket under $XDG_RUNTIME_DIR/ferry), are
+kept in the state directory and resumed when the daemon starts. Manage them with 'ferry list',
+'ferry flush NAME', 'ferry pause NAME', 'ferry resume NAME' and 'ferry terminate NAME'.
+
+Example: ferry create ./app docker://web/app --name web --label team=api";
+
+#[derive(Subcommand, Debug)]
+pub enum DaemonOp {
+    /// Start the daemon (nothing happens if it runs already).
+    Start,
+    /// Stop the daemon: every session saves its state and is resumed at the next start.
+    Stop,
+    /// Is the daemon running? Its pid, socket and number of sessions.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the daemon in the foreground (what 'start' spawns).
+    #[command(hide = true)]
+    Run,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateFlags {
+    /// First endpoint (as for 'ferry sync').
+    pub alpha: String,
+    /// Second endpoint (as for 'ferry sync').
+    pub beta: String,
+    /// The session's name (letters, digits, '.', '_', '-').
+    #[arg(long)]
+    pub name: String,
+    /// two-way-safe, two-way-resolved, one-way-safe or one-way-replica.
+    #[arg(long, default_value = "two-way-safe")]
+    pub mode: String,
+    /// Ignore paths matching PATTERN (gitignore syntax; repeatable).
+    #[arg(long = "ignore", value_name = "PATTERN")]
+    pub ignores: Vec<String>,
+    /// A label KEY=VALUE (repeatable), for --label-selector.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// On a first sync, copy into alpha what only beta has (otherwise such a first sync is
+    /// refused: nobody can be asked).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which sessions a command acts on: NAME, or every session with these labels.
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    /// The session's name.
+    #[arg(
+        required_unless_present = "label_selector",
+        conflicts_with = "label_selector"
+    )]
+    pub name: Option<String>,
+    /// Every session carrying these labels (KEY=VALUE[,KEY=VALUE...]).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label_selector: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ferry sync -h`: where the rest is.
@@ -337,7 +426,7 @@ impl SyncFlags {
 
 /// The two sides as places: local directories checked now (existence, nesting), remote ones
 /// when connected.
-fn places(alpha: &str, beta: &str) -> Result<(Place, Place), UsageError> {
+pub fn places(alpha: &str, beta: &str) -> Result<(Place, Place), UsageError> {
     {
         let la = Location::parse("alpha", alpha).map_err(UsageError)?;
         let lb = Location::parse("beta", beta).map_err(UsageError)?;

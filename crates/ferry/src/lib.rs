@@ -7,11 +7,14 @@
 
 pub mod cli;
 pub mod copy;
+pub mod daemon;
 pub mod delta;
 pub mod endpoint;
 pub mod engine;
 pub mod fs;
 pub mod identity;
+pub mod open;
 pub mod output;
 pub mod remote;
+pub mod sessions;
 pub mod state;

@@ -3,18 +3,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use std::io::{IsTerminal, Write};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-use ferry::cli::{Cli, Command, Keep, Place, ResolveArgs, SyncArgs};
-use ferry::endpoint::local::LocalEndpoint;
-use ferry::endpoint::{Endpoint, IgnoreSpec, Side, WatchEvent};
-use ferry::engine::{Engine, Finish, Resolving, RunError, Settings, wake_channel};
+use ferry::cli::{Cli, Command, CreateFlags, DaemonOp, Keep, Place, ResolveArgs, SyncArgs, Target};
+use ferry::endpoint::Side;
+use ferry::engine::{Engine, Finish, Resolving, RunError, Settings};
+use ferry::open::{OpenFailure, Wake, one_line};
 use ferry::output::Printer;
-use ferry::remote::Location;
-use ferry::remote::client::RemoteEndpoint;
-use ferry::state::{Retention, Session, StateError};
+use ferry::state::Retention;
 use ferry_core::Mode;
+use serde_json::{Value, json};
 
 /// The design's exit codes.
 #[derive(Clone, Copy)]
@@ -81,6 +80,13 @@ fn run() -> Exit {
                 Exit::Usage
             }
         },
+        Command::Daemon { op } => daemon(op),
+        Command::Create(flags) => create(flags),
+        Command::List { json } => list(json),
+        Command::Pause(t) => act("pause", t),
+        Command::Resume(t) => act("resume", t),
+        Command::Terminate(t) => act("terminate", t),
+        Command::Flush(t) => act("flush", t),
         Command::Agent => match ferry::remote::agent::run() {
             0 => Exit::Ok,
             _ => Exit::Failed,
@@ -160,88 +166,6 @@ fn resolve(args: ResolveArgs) -> Exit {
     code
 }
 
-type Wake = (SyncSender<WatchEvent>, Receiver<WatchEvent>);
-
-/// Opens the pair's session (its lock taken) and both endpoints, and installs the signal
-/// handler. Failures are reported here; `Err` is the exit code.
-fn open(
-    alpha: &Place,
-    beta: &Place,
-    settings: Settings,
-    retention: Retention,
-    printer: Printer,
-    resolving: bool,
-) -> Result<(Engine, Wake, Arc<AtomicBool>), Exit> {
-    let (Some(alpha_key), Some(beta_key)) = (alpha.key(), beta.key()) else {
-        eprintln!("ferry: endpoint paths must be valid UTF-8");
-        return Err(Exit::Usage);
-    };
-    for (which, place) in [("alpha", alpha), ("beta", beta)] {
-        if let Place::Local { root, .. } = place {
-            if let Err(e) = state_dir_outside(which, root) {
-                eprintln!("ferry: {e}");
-                return Err(Exit::Usage);
-            }
-        }
-    }
-    let session = match Session::open(&alpha_key, &beta_key) {
-        Ok(s) => s,
-        Err(StateError::Locked(dir)) if resolving => {
-            eprintln!(
-                "ferry: a ferry is syncing this pair right now (state {}); stop it (Ctrl-C lists \
-                 its conflicts), then resolve",
-                dir.display()
-            );
-            return Err(Exit::Failed);
-        }
-        Err(e) => {
-            eprintln!("ferry: {e}");
-            return Err(Exit::Failed);
-        }
-    };
-    let spec = IgnoreSpec {
-        vcs: settings.ignore_vcs,
-        editor_temps: settings.default_ignores,
-        patterns: settings.ignores.clone(),
-        meta: settings.meta,
-    };
-    // A run that fails before anything is saved (a bad container, an unreachable host)
-    // leaves no trace: an empty session directory would only puzzle whoever looks.
-    let dir = session.dir.clone();
-    let opened = endpoint(Side::Alpha, alpha, &session, &spec, retention)
-        .and_then(|a| endpoint(Side::Beta, beta, &session, &spec, retention).map(|b| (a, b)));
-    let (alpha, beta) = match opened {
-        Ok(ab) => ab,
-        Err(code) => {
-            drop(session);
-            remove_if_unused(&dir);
-            return Err(code);
-        }
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = wake_channel();
-    {
-        let stop = stop.clone();
-        let tx = tx.clone();
-        let handler = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                // A second signal: the user insists. What was applied is on disk; the archive
-                // may lag, which the next run's pending-paths journal accounts for.
-                std::process::exit(Exit::Failed as i32);
-            }
-            let _ = tx.try_send(WatchEvent::Stop);
-        });
-        if let Err(e) = handler {
-            eprintln!("ferry: cannot install the signal handler: {e}");
-            return Err(Exit::Failed);
-        }
-    }
-    match Engine::new(alpha, beta, session, settings, printer, stop.clone()) {
-        Ok(e) => Ok((e, (tx, rx), stop)),
-        Err(e) => Err(report(e)),
-    }
-}
-
 fn finish_code(f: Finish) -> Exit {
     match f {
         Finish::InSync => Exit::Ok,
@@ -277,166 +201,21 @@ fn ask(question: &str, stop: &AtomicBool) -> bool {
     }
 }
 
-/// Opens one side: a local directory (created if it is a new beta), or a connection to an
-/// agent. Failures are reported here; `Err` is the exit code.
-fn endpoint(
-    side: Side,
-    place: &Place,
-    session: &Session,
-    spec: &IgnoreSpec,
+/// `ferry::open::open` with the signal handler, its failure reported.
+fn open(
+    alpha: &Place,
+    beta: &Place,
+    settings: Settings,
     retention: Retention,
-) -> Result<Box<dyn Endpoint>, Exit> {
-    match place {
-        Place::Local { root, create } => {
-            if *create {
-                if let Err(e) = std::fs::create_dir(root) {
-                    if e.kind() != std::io::ErrorKind::AlreadyExists {
-                        eprintln!(
-                            "ferry: cannot create {} '{}': {e}",
-                            side.as_str(),
-                            root.display()
-                        );
-                        return Err(Exit::Failed);
-                    }
-                }
-            }
-            // The session's per-side files follow the order the pair was first named in.
-            let stored = session.stored_side(side);
-            LocalEndpoint::new_stored_as(side, stored, root.clone(), &session.dir, spec)
-                .map(|mut e| {
-                    e.set_retention(retention);
-                    Box::new(e) as Box<dyn Endpoint>
-                })
-                .map_err(|e| {
-                    eprintln!("ferry: {e}");
-                    Exit::Failed
-                })
-        }
-        Place::Remote(loc) => {
-            let fail = |usage: bool, message: String| {
-                eprintln!("ferry: {}", name_side(side, loc, &one_line(&message)));
-                if usage { Exit::Usage } else { Exit::Failed }
-            };
-            let transport = ferry::remote::transport::for_location(loc)
-                .map_err(|e| fail(e.usage, format!("{}: {}", loc.url(), e.message)))?;
-            let path = match loc {
-                Location::Docker { path, .. }
-                | Location::Ssh { path, .. }
-                | Location::K8s { path, .. } => path.clone(),
-                Location::Local(p) => p.clone(),
-            };
-            let key = session
-                .dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("0")
-                .to_owned();
-            RemoteEndpoint::open(
-                side,
-                loc.url(),
-                transport,
-                path,
-                side == Side::Beta,
-                key,
-                spec,
-            )
-            .map_err(|e| fail(e.usage, e.message))
-            .and_then(|mut e| match e.set_retention(retention) {
-                Ok(()) => Ok(Box::new(e) as Box<dyn Endpoint>),
-                Err(err) => Err(fail(false, err.to_string())),
-            })
-        }
-    }
+    printer: Printer,
+    resolving: bool,
+) -> Result<(Engine, Wake, Arc<AtomicBool>), Exit> {
+    ferry::open::open(true, alpha, beta, settings, retention, printer, resolving).map_err(fail)
 }
 
-/// Removes a session directory holding nothing but its lock, the record of its sides' order
-/// (`pair`) and empty directories.
-fn remove_if_unused(dir: &std::path::Path) {
-    fn only_empty_dirs(d: &std::path::Path, top: bool) -> bool {
-        let Ok(entries) = std::fs::read_dir(d) else {
-            return false;
-        };
-        entries.into_iter().all(|e| {
-            let Ok(e) = e else { return false };
-            match e.file_type() {
-                Ok(t) if t.is_dir() => only_empty_dirs(&e.path(), false),
-                Ok(t) if t.is_file() => top && (e.file_name() == "lock" || e.file_name() == "pair"),
-                _ => false,
-            }
-        })
-    }
-    if only_empty_dirs(dir, true) {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-/// Prefixes an endpoint's message with its side, unless the message names the side itself
-/// (the agent's "beta '/srv/app' does not exist": there the path becomes the whole URL).
-fn name_side(side: Side, loc: &Location, message: &str) -> String {
-    let side = side.as_str();
-    if message.starts_with(&format!("{side}:")) {
-        return message.to_owned();
-    }
-    let path = match loc {
-        Location::Docker { path, .. }
-        | Location::Ssh { path, .. }
-        | Location::K8s { path, .. }
-        | Location::Local(path) => path,
-    };
-    let named = format!("{side} '{path}'");
-    if message.contains(&named) {
-        return message.replacen(&named, &format!("{side} '{}'", loc.url()), 1);
-    }
-    format!("{side}: {message}")
-}
-
-/// clap's reason on one line: the text before its usage block, lines joined.
-/// clap's message on one line; its tips (`a similar subcommand exists: 'sync'`) kept in
-/// parentheses, as they are the fix.
-fn one_line(msg: &str) -> String {
-    msg.lines()
-        .take_while(|l| !l.starts_with("Usage:"))
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| match l.strip_prefix("tip: ") {
-            Some(tip) => format!("({tip})"),
-            None => l.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim_start_matches("error: ")
-        .to_owned()
-}
-
-/// Refuses a state directory inside a root: it would be synced (backups included) and every
-/// archive save would trigger another cycle.
-fn state_dir_outside(which: &str, r: &std::path::Path) -> Result<(), String> {
-    let root = ferry::state::state_root().map_err(|e| e.to_string())?;
-    // Canonicalise the part that exists (the rest is created later, below it).
-    let mut existing = root.clone();
-    let mut rest = Vec::new();
-    while !existing.exists() {
-        match (
-            existing.file_name().map(|n| n.to_owned()),
-            existing.parent(),
-        ) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                existing = parent.to_path_buf();
-            }
-            _ => break,
-        }
-    }
-    let mut canon = existing.canonicalize().unwrap_or(existing);
-    canon.extend(rest.iter().rev());
-    if canon.starts_with(r) {
-        return Err(format!(
-            "the state directory {} is inside {which} ({}); set XDG_STATE_HOME to a directory outside both",
-            canon.display(),
-            r.display()
-        ));
-    }
-    Ok(())
+fn fail(f: OpenFailure) -> Exit {
+    eprintln!("ferry: {}", f.message);
+    if f.usage { Exit::Usage } else { Exit::Failed }
 }
 
 fn report(e: RunError) -> Exit {
@@ -444,5 +223,208 @@ fn report(e: RunError) -> Exit {
     match e {
         RunError::Ignore(_) | RunError::Refused(_) => Exit::Usage,
         _ => Exit::Failed,
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn daemon(op: DaemonOp) -> Exit {
+    match op {
+        DaemonOp::Run => match ferry::daemon::run() {
+            Ok(()) => Exit::Ok,
+            Err(e) => {
+                eprintln!("ferry: {e}");
+                Exit::Failed
+            }
+        },
+        DaemonOp::Start => match ferry::sessions::start() {
+            Ok(v) => {
+                println!(
+                    "ferry daemon running (pid {})",
+                    v.get("pid").and_then(Value::as_u64).unwrap_or(0)
+                );
+                Exit::Ok
+            }
+            Err(f) => fail(f),
+        },
+        DaemonOp::Stop => match ferry::sessions::request(json!({"op": "stop"}), false) {
+            Ok(Some(_)) => {
+                println!("ferry daemon stopped (its sessions resume at the next start)");
+                Exit::Ok
+            }
+            Ok(None) => {
+                println!("no ferry daemon is running");
+                Exit::Ok
+            }
+            Err(f) => fail(f),
+        },
+        DaemonOp::Status { json } => match ferry::sessions::request(json!({"op": "status"}), false)
+        {
+            Ok(Some(v)) => {
+                if json {
+                    println!("{v}");
+                } else {
+                    println!(
+                        "ferry daemon running: pid {}, {} sessions, socket {}",
+                        v.get("pid").and_then(Value::as_u64).unwrap_or(0),
+                        v.get("sessions").and_then(Value::as_u64).unwrap_or(0),
+                        v.get("socket").and_then(Value::as_str).unwrap_or("?")
+                    );
+                }
+                Exit::Ok
+            }
+            Ok(None) => {
+                if json {
+                    println!("{}", json!({"running": false}));
+                } else {
+                    println!("no ferry daemon is running");
+                }
+                Exit::Failed
+            }
+            Err(f) => fail(f),
+        },
+    }
+}
+
+/// Sends `req`, starting the daemon if needed.
+fn ask_daemon(req: Value) -> Result<Value, Exit> {
+    match ferry::sessions::request(req, true) {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(fail(OpenFailure::failed(
+            "the ferry daemon did not start".into(),
+        ))),
+        Err(f) => Err(fail(f)),
+    }
+}
+
+fn create(flags: CreateFlags) -> Exit {
+    let usage = |e: String| {
+        eprintln!("ferry: {e}");
+        Exit::Usage
+    };
+    if let Err(e) = ferry::daemon::check_name(&flags.name) {
+        return usage(e);
+    }
+    if let Err(e) = flags.mode.parse::<Mode>() {
+        return usage(e.to_string());
+    }
+    for p in &flags.ignores {
+        let spec = ferry::fs::ignore::IgnoreSpec {
+            vcs: false,
+            editor_temps: false,
+            patterns: vec![p.clone()],
+            meta: Default::default(),
+        };
+        if let Err(e) = ferry::fs::ignore::Ignorer::new(&spec) {
+            return usage(e.to_string());
+        }
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &flags.labels {
+        match ferry::daemon::parse_label(l) {
+            Ok((k, v)) => {
+                labels.insert(k, v);
+            }
+            Err(e) => return usage(e),
+        }
+    }
+    // Relative paths are the client's: the daemon gets canonical ones.
+    let (alpha, beta) = match ferry::cli::places(&flags.alpha, &flags.beta) {
+        Ok(p) => p,
+        Err(e) => return usage(e.0),
+    };
+    let (Some(alpha), Some(beta)) = (alpha.key(), beta.key()) else {
+        return usage("endpoint paths must be valid UTF-8".into());
+    };
+    let spec = ferry::daemon::SessionSpec {
+        name: flags.name.clone(),
+        alpha,
+        beta,
+        mode: flags.mode,
+        ignores: flags.ignores,
+        labels,
+        paused: false,
+        yes: flags.yes,
+    };
+    match ask_daemon(json!({"op": "create", "spec": spec})) {
+        Ok(v) => {
+            if flags.json {
+                println!("{}", v.get("session").unwrap_or(&Value::Null));
+            } else {
+                println!("created session '{}'", flags.name);
+            }
+            Exit::Ok
+        }
+        Err(code) => code,
+    }
+}
+
+fn list(json: bool) -> Exit {
+    match ask_daemon(json!({"op": "list"})) {
+        Ok(v) => {
+            let empty = Vec::new();
+            let sessions = v
+                .get("sessions")
+                .and_then(Value::as_array)
+                .unwrap_or(&empty);
+            if json {
+                println!("{}", json!({ "sessions": sessions }));
+            } else {
+                println!("{}", ferry::sessions::table(sessions, now()));
+            }
+            Exit::Ok
+        }
+        Err(code) => code,
+    }
+}
+
+/// pause, resume, terminate, flush: by NAME or --label-selector.
+fn act(op: &str, t: Target) -> Exit {
+    let mut req = json!({ "op": op });
+    if let Some(n) = &t.name {
+        req["name"] = n.as_str().into();
+    }
+    if let Some(s) = &t.label_selector {
+        req["selector"] = s.as_str().into();
+    }
+    match ask_daemon(req) {
+        Ok(v) => {
+            let empty = Vec::new();
+            let done = v
+                .get("sessions")
+                .and_then(Value::as_array)
+                .unwrap_or(&empty);
+            if t.json {
+                println!("{}", json!({ "sessions": done }));
+                return Exit::Ok;
+            }
+            for s in done {
+                let name = s.get("name").and_then(Value::as_str).unwrap_or("?");
+                match op {
+                    "flush" => {
+                        let c = s.get("cycle").unwrap_or(&Value::Null);
+                        let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+                        println!(
+                            "{name}: flushed ({} to beta, {} to alpha, {} conflicts, {} errors)",
+                            n("to_beta"),
+                            n("to_alpha"),
+                            n("conflicts"),
+                            n("errors")
+                        );
+                    }
+                    _ => println!(
+                        "{name}: {}",
+                        s.get("state").and_then(Value::as_str).unwrap_or("?")
+                    ),
+                }
+            }
+            Exit::Ok
+        }
+        Err(code) => code,
     }
 }

@@ -157,7 +157,12 @@ pub struct Printer {
     /// Errors described in the previous cycle that had errors (a retried error is described
     /// once, not at every retry).
     described: HashSet<(String, String, String)>,
+    /// A daemon's session: every event goes here instead of stdout/stderr.
+    sink: Option<Sink>,
 }
+
+/// Where a [`Printer::sink`] sends events.
+pub type Sink = Box<dyn Fn(&Event) + Send + Sync>;
 
 /// What the cycle in progress did.
 #[derive(Default)]
@@ -261,7 +266,15 @@ impl Printer {
             place: [None, None],
             cycle: CycleLog::default(),
             described: HashSet::new(),
+            sink: None,
         }
+    }
+
+    /// A printer that hands every event to `sink` and prints nothing (a daemon's session).
+    pub fn sink(sink: Sink) -> Self {
+        let mut p = Printer::new(true);
+        p.sink = Some(sink);
+        p
     }
 
     /// `-v`: name every changed path in the per-cycle line.
@@ -274,6 +287,10 @@ impl Printer {
     }
 
     pub fn emit(&mut self, ev: &Event) {
+        if let Some(sink) = &self.sink {
+            sink(ev);
+            return;
+        }
         if self.json {
             let mut out = std::io::stdout().lock();
             if let Ok(line) = serde_json::to_string(ev) {

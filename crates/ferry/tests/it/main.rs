@@ -5,6 +5,7 @@
 
 mod conflicts;
 mod converge;
+mod daemon;
 mod daily;
 mod hostile;
 mod metadata;
