@@ -194,7 +194,7 @@ pub struct SyncFlags {
     pub alpha: String,
     /// Second endpoint. Created if missing (its parent must exist).
     pub beta: String,
-    /// two-way-safe, two-way-resolved, one-way-safe or one-way-replica.
+    /// two-way-safe, two-way-resolved, two-way-newest, one-way-safe or one-way-replica.
     #[arg(long, default_value = "two-way-safe")]
     pub mode: String,
     /// Ignore paths matching PATTERN (gitignore syntax; repeatable; after .ferryignore).
