@@ -25,7 +25,7 @@ use crate::output::{Backup, Event, Phases, Printer};
 use crate::state::{Archive, Pending, Session, StateError};
 
 /// What a session was asked to do.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Settings {
     pub mode: Mode,
     pub ignore_vcs: bool,
@@ -45,6 +45,22 @@ pub struct Settings {
     pub rescan_interval: Option<Duration>,
     /// A first sync may copy into alpha what only beta has without asking (`--yes`).
     pub yes: bool,
+    /// `--max-file-size` in bytes: bigger files are reported, not synced.
+    pub max_file_size: Option<u64>,
+}
+
+impl Settings {
+    /// The rules both sides scan and watch by, with `patterns` (`.ferryignore`'s lines, then
+    /// `--ignore`'s).
+    pub fn ignore_spec(&self, patterns: Vec<String>) -> IgnoreSpec {
+        IgnoreSpec {
+            vcs: self.ignore_vcs,
+            editor_temps: self.default_ignores,
+            patterns,
+            meta: self.meta,
+            max_file_size: self.max_file_size,
+        }
+    }
 }
 
 /// What `ferry resolve` asked for: where (`None`: every conflict) and whose version wins.
@@ -221,12 +237,7 @@ impl Engine {
             session.pending(archive.epoch)
         };
         let archive_dirty = settings.reset || !recovering.is_empty();
-        let spec = IgnoreSpec {
-            vcs: settings.ignore_vcs,
-            editor_temps: settings.default_ignores,
-            patterns: settings.ignores.clone(),
-            meta: settings.meta,
-        };
+        let spec = settings.ignore_spec(settings.ignores.clone());
         let ignorer = Ignorer::new(&spec).map_err(|e| RunError::Ignore(e.to_string()))?;
         let session_dir = session.dir.clone();
         let mut engine = Engine {
@@ -642,12 +653,7 @@ impl Engine {
             .map(|c| parse_ignore_file(&String::from_utf8_lossy(c)))
             .unwrap_or_default();
         patterns.extend(self.settings.ignores.iter().cloned());
-        let spec = IgnoreSpec {
-            vcs: self.settings.ignore_vcs,
-            editor_temps: self.settings.default_ignores,
-            patterns,
-            meta: self.settings.meta,
-        };
+        let spec = self.settings.ignore_spec(patterns);
         let ignorer = match Ignorer::new(&spec) {
             Ok(i) => i,
             // Bad input at start is a usage error; later, a typo must not end the session.

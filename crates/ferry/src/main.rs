@@ -132,6 +132,7 @@ fn resolve(args: ResolveArgs) -> Exit {
         rescan_interval: None,
         yes: true,
         meta: Default::default(),
+        ..Default::default()
     };
     let opened = open(
         &args.alpha,
@@ -199,12 +200,7 @@ fn open(
             return Err(Exit::Failed);
         }
     };
-    let spec = IgnoreSpec {
-        vcs: settings.ignore_vcs,
-        editor_temps: settings.default_ignores,
-        patterns: settings.ignores.clone(),
-        meta: settings.meta,
-    };
+    let spec = settings.ignore_spec(settings.ignores.clone());
     // A run that fails before anything is saved (a bad container, an unreachable host)
     // leaves no trace: an empty session directory would only puzzle whoever looks.
     let dir = session.dir.clone();

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_core::RelPath;
+use ferry_core::{Entry, RelPath};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,9 @@ pub struct IgnoreSpec {
     /// Which metadata is synced (permission bits, times, symlinks): scans and transitions on
     /// both sides follow it, so it travels with the ignore rules.
     pub meta: MetaSpec,
+    /// Files bigger than this many bytes are not synced (`--max-file-size`): a scan reports
+    /// each as a problem entry, never propagated nor deleted.
+    pub max_file_size: Option<u64>,
 }
 
 /// Editors' temporary files, never synced unless `--no-default-ignores` (issue 9 item 11):
@@ -56,6 +59,7 @@ pub struct Ignorer {
     /// ferry's own directories (an agent's install and state when the root holds them).
     own: Vec<String>,
     meta: MetaSpec,
+    max_file_size: Option<u64>,
 }
 
 impl Ignorer {
@@ -86,12 +90,25 @@ impl Ignorer {
             rules,
             own: Vec::new(),
             meta: spec.meta,
+            max_file_size: spec.max_file_size,
         })
     }
 
     /// The session's metadata settings (see [`MetaSpec`]).
     pub fn meta(&self) -> MetaSpec {
         self.meta
+    }
+
+    /// The problem a file of `size` bytes is, if it is over `--max-file-size`. The message
+    /// names the limit, not the size, so a growing file is reported once.
+    pub fn too_big(&self, size: u64) -> Option<Entry> {
+        let max = self.max_file_size?;
+        (size > max).then(|| {
+            Entry::Problem(format!(
+                "bigger than --max-file-size {}; not synced",
+                crate::engine::human_bytes(max)
+            ))
+        })
     }
 
     /// Also hides `dirs` (absolute) wherever they lie below `root` (absolute, canonical): a

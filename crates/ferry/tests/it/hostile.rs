@@ -742,6 +742,7 @@ fn settings(once: bool) -> Settings {
         debounce: Duration::from_millis(20),
         rescan_interval: None,
         yes: false,
+        ..Default::default()
     }
 }
 

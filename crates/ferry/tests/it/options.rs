@@ -67,3 +67,107 @@ fn two_way_newest_equal_times_stay_a_conflict() {
     assert_content(&fx.a("f.txt"), "alpha\n");
     assert_content(&fx.b("f.txt"), "beta\n");
 }
+
+// --- --max-file-size ----------------------------------------------------------------------
+
+#[test]
+fn max_file_size_big_files_are_reported_never_synced_nor_deleted() {
+    let fx = Fixture::new();
+    write(&fx.a("small.txt"), "small\n");
+    write(&fx.a("big.bin"), vec![b'a'; 2000]);
+    write(&fx.a("dir/big2.bin"), vec![b'c'; 1001]);
+    write(&fx.a("dir/edge.bin"), vec![b'e'; 1000]);
+    // Beta has its own big file at the same path: neither replaced nor deleted.
+    write(&fx.b("big.bin"), vec![b'b'; 3000]);
+    let run = fx.once(&["--max-file-size", "1kB"]);
+    run.expect_code(0);
+    assert_content(&fx.b("small.txt"), "small\n");
+    assert_content(&fx.b("dir/edge.bin"), vec![b'e'; 1000]);
+    assert_absent(&fx.b("dir/big2.bin"));
+    assert_content(&fx.b("big.bin"), vec![b'b'; 3000]);
+    assert_content(&fx.a("big.bin"), vec![b'a'; 2000]);
+    assert!(run.problem_at("dir/big2.bin"), "{run}");
+    assert!(run.problem_at("big.bin"), "{run}");
+    let problem = run
+        .events("problem")
+        .into_iter()
+        .find(|e| e["path"] == "dir/big2.bin")
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(problem.contains("--max-file-size 1.0 kB"), "{problem}");
+    // A file that was synced and then grew past the limit is left alone on the other side.
+    write(&fx.a("small.txt"), vec![b's'; 5000]);
+    let run = fx.once(&["--max-file-size", "1kB"]);
+    run.expect_code(0);
+    assert!(run.problem_at("small.txt"), "{run}");
+    assert_content(&fx.b("small.txt"), "small\n");
+    // Without the limit everything goes, beta's own big file being a conflict.
+    let run = fx.once(&[]);
+    assert!(run.conflict_at("big.bin"), "{run}");
+    assert_content(&fx.b("dir/big2.bin"), vec![b'c'; 1001]);
+}
+
+#[test]
+fn max_file_size_a_growing_file_is_reported_once_while_watching() {
+    let fx = Fixture::new();
+    write(&fx.a("log.txt"), vec![b'l'; 2048]);
+    let mut s = fx.watch(&["--max-file-size", "1KiB"]);
+    write(&fx.a("log.txt"), vec![b'l'; 4096]);
+    write(&fx.a("after.txt"), "after\n");
+    s.wait_until("after.txt reaches beta", || exists(&fx.b("after.txt")));
+    write(&fx.a("log.txt"), vec![b'l'; 8192]);
+    write(&fx.a("later.txt"), "later\n");
+    s.wait_until("later.txt reaches beta", || exists(&fx.b("later.txt")));
+    let problems = s
+        .events_since(0, "problem")
+        .into_iter()
+        .filter(|e| e["path"] == "log.txt")
+        .count();
+    s.stop();
+    assert_eq!(problems, 1, "the big file is reported once");
+    assert_absent(&fx.b("log.txt"));
+}
+
+#[test]
+fn max_file_size_bad_values_are_usage_errors() {
+    let fx = Fixture::new();
+    for bad in ["ten", "5XB", "1.2.3GB"] {
+        let run = fx.once(&["--max-file-size", bad]);
+        run.expect_code(2);
+        let line = run.expect_one_stderr_line();
+        assert!(line.contains("--max-file-size"), "{line}");
+    }
+}
+
+/// The limit crosses the wire: the agent in a container leaves its own big file out too.
+#[test]
+fn max_file_size_applies_in_a_container() {
+    use crate::remote_support::{Container, busybox_image, static_agent};
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    let beta = format!("docker://{}/srv/app", c.name);
+    c.sh("mkdir -p /srv/app");
+    c.write_file("/srv/app/huge.bin", vec![b'h'; 4096]);
+    c.write_file("/srv/app/ok.txt", "ok\n");
+    write(&fx.a("local-big.bin"), vec![b'l'; 4096]);
+    let mut cmd = fx.command();
+    cmd.env("FERRY_AGENT", static_agent());
+    let args = [
+        "sync",
+        fx.alpha.to_str().unwrap_or_default(),
+        &beta,
+        "--once",
+        "--json",
+        "--yes",
+        "--max-file-size",
+        "1KiB",
+    ];
+    let run = fx.run_command(cmd, args.iter().map(Into::into).collect());
+    run.expect_code(0);
+    assert_content(&fx.a("ok.txt"), "ok\n");
+    assert_absent(&fx.a("huge.bin"));
+    assert!(run.problem_at("huge.bin"), "{run}");
+    assert!(run.problem_at("local-big.bin"), "{run}");
+    assert_eq!(c.read_file("/srv/app/local-big.bin"), None);
+    assert_eq!(c.read_file("/srv/app/huge.bin"), Some(vec![b'h'; 4096]));
+}
