@@ -223,6 +223,10 @@ pub struct SyncFlags {
     /// deleted.
     #[arg(long, value_name = "SIZE")]
     pub max_file_size: Option<String>,
+    /// Also ignore what the .gitignore files in alpha's tree ignore, at every level, as git
+    /// does (read again whenever one changes; both sides follow alpha's).
+    #[arg(long)]
+    pub gitignore: bool,
     /// Sync until nothing is left to do, then exit.
     #[arg(long)]
     pub once: bool,
@@ -327,6 +331,7 @@ impl SyncFlags {
             rescan_interval: (self.rescan_interval > 0)
                 .then(|| Duration::from_secs(self.rescan_interval)),
             yes: self.yes,
+            gitignore: self.gitignore,
             max_file_size: match &self.max_file_size {
                 Some(s) => Some(parse_size(s).ok_or_else(|| {
                     UsageError(format!(

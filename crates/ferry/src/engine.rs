@@ -17,7 +17,7 @@ use crate::delta;
 use crate::endpoint::{
     Endpoint, EndpointError, IgnoreSpec, Outcome, ScanRequest, Side, Wanted, WatchEvent,
 };
-use crate::fs::ignore::{Ignorer, parse_ignore_file};
+use crate::fs::ignore::{GITIGNORE, Ignorer, gitignore_patterns, parse_ignore_file};
 use crate::fs::meta::MetaSpec;
 use crate::fs::transition::is_transient;
 use crate::identity::{Identities, Side as IdSide};
@@ -47,6 +47,8 @@ pub struct Settings {
     pub yes: bool,
     /// `--max-file-size` in bytes: bigger files are reported, not synced.
     pub max_file_size: Option<u64>,
+    /// `--gitignore`: alpha's `.gitignore` files, at every level, are ignore rules too.
+    pub gitignore: bool,
 }
 
 impl Settings {
@@ -128,6 +130,12 @@ pub struct Engine {
     printer: Printer,
     ignorer: Ignorer,
     ignore_file: Option<Vec<u8>>,
+    /// With `--gitignore`: alpha's `.gitignore` files (directory -> digest) the rules in force
+    /// were made from, and their patterns.
+    gitignores: std::collections::BTreeMap<String, Digest>,
+    gitignore_patterns: Vec<String>,
+    /// The rules must be made again even if `.ferryignore` did not change.
+    rules_stale: bool,
     cycle: u64,
     archive_dirty: bool,
     /// Journalled changes of a run that died before saving the archive.
@@ -249,6 +257,9 @@ impl Engine {
             printer,
             ignorer,
             ignore_file: None,
+            gitignores: Default::default(),
+            gitignore_patterns: Vec::new(),
+            rules_stale: false,
             cycle: 0,
             archive_dirty,
             journal_open: !recovering.is_empty(),
@@ -624,6 +635,57 @@ impl Engine {
         }
     }
 
+    /// With `--gitignore`: if the `.gitignore` files in alpha's tree changed since the rules
+    /// were made (added, edited, removed, or newly visible or hidden), reads them again and
+    /// installs the new rules on both sides; returns true (both sides then need a full scan).
+    /// Rules come from alpha alone, as `.ferryignore`'s do, so both sides ignore the same paths
+    /// (a rule only one side knew would read as a deletion there).
+    fn reload_gitignore(&mut self) -> Result<bool, RunError> {
+        if !self.settings.gitignore {
+            return Ok(false);
+        }
+        let mut found = std::collections::BTreeMap::new();
+        if let Some(tree) = self.alpha.tree() {
+            tree.walk("", &mut |p, e| {
+                if let Entry::File { digest, .. } = e {
+                    let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+                    if name == GITIGNORE {
+                        found.insert(dir.to_owned(), *digest);
+                    }
+                }
+            });
+        }
+        if found == self.gitignores {
+            return Ok(false);
+        }
+        // Shallowest first, so a deeper file's patterns come later and win.
+        let mut dirs: Vec<&String> = found.keys().collect();
+        dirs.sort_by_key(|d| (d.matches('/').count() + usize::from(!d.is_empty()), *d));
+        let mut patterns = Vec::new();
+        for dir in dirs {
+            let file = if dir.is_empty() {
+                GITIGNORE.to_owned()
+            } else {
+                format!("{dir}/{GITIGNORE}")
+            };
+            let Ok(path) = RelPath::new(&file) else {
+                continue;
+            };
+            match self.alpha.read_small(&path, 1 << 20) {
+                Ok(Some(c)) => {
+                    patterns.extend(gitignore_patterns(dir, &String::from_utf8_lossy(&c)))
+                }
+                Ok(None) => {}
+                Err(e) => self.report_once(Side::Alpha, &file, &format!("{e}; ignored")),
+            }
+        }
+        self.gitignores = found;
+        self.gitignore_patterns = patterns;
+        // Installs them (with `.ferryignore`'s and `--ignore`'s), as a changed .ferryignore.
+        self.rules_stale = true;
+        self.reload_ignore()
+    }
+
     /// Reads alpha's `.ferryignore`; if it changed, installs the new rules on both sides and
     /// returns true (both sides then need a full scan).
     fn reload_ignore(&mut self) -> Result<bool, RunError> {
@@ -645,13 +707,17 @@ impl Engine {
                 None
             }
         };
-        if content == self.ignore_file && !starting {
+        let stale = std::mem::take(&mut self.rules_stale);
+        if content == self.ignore_file && !starting && !stale {
             return Ok(false);
         }
-        let mut patterns = content
-            .as_deref()
-            .map(|c| parse_ignore_file(&String::from_utf8_lossy(c)))
-            .unwrap_or_default();
+        let mut patterns = self.gitignore_patterns.clone();
+        patterns.extend(
+            content
+                .as_deref()
+                .map(|c| parse_ignore_file(&String::from_utf8_lossy(c)))
+                .unwrap_or_default(),
+        );
         patterns.extend(self.settings.ignores.iter().cloned());
         let spec = self.settings.ignore_spec(patterns);
         let ignorer = match Ignorer::new(&spec) {
@@ -933,6 +999,15 @@ impl Engine {
             ScanRequest::Paths(p) => p.iter().any(|p| p.as_str() == IGNORE_FILE),
         };
         if ignore_touched && self.reload_ignore()? && cycle > 1 {
+            self.scan(&ScanRequest::Full, &ScanRequest::Full)?;
+            full = true;
+        }
+        // Each new set of .gitignore rules can show or hide other .gitignore files: read again
+        // until they settle (a .gitignore's rules apply below its directory, so they do).
+        for _ in 0..8 {
+            if !self.reload_gitignore()? {
+                break;
+            }
             self.scan(&ScanRequest::Full, &ScanRequest::Full)?;
             full = true;
         }

@@ -167,6 +167,47 @@ pub fn own_below(root: &Path, dirs: &[PathBuf]) -> Vec<String> {
     out
 }
 
+/// The name of the files `--gitignore` reads.
+pub const GITIGNORE: &str = ".gitignore";
+
+/// The lines of the `.gitignore` in directory `dir` (relative, `""` at the root) as patterns
+/// of one matcher rooted at the root, as git reads them: a pattern with a slash (other than a
+/// trailing one) is relative to `dir`, one without matches at any depth below `dir`. Listed
+/// shallowest file first, later (deeper) patterns win, as a deeper `.gitignore` does in git.
+pub fn gitignore_patterns(dir: &str, content: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in content.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if dir.is_empty() {
+            out.push(line.to_owned());
+            continue;
+        }
+        let (neg, body) = match line.strip_prefix('!') {
+            Some(b) => ("!", b),
+            None => ("", line),
+        };
+        let anchored = body.trim_end_matches('/').contains('/');
+        let body = body.strip_prefix('/').unwrap_or(body);
+        // The directory's own name is literal: its glob characters are escaped.
+        let mut prefix = String::with_capacity(dir.len());
+        for c in dir.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\' | '{' | '}') {
+                prefix.push('\\');
+            }
+            prefix.push(c);
+        }
+        if anchored {
+            out.push(format!("{neg}/{prefix}/{body}"));
+        } else {
+            out.push(format!("{neg}/{prefix}/**/{body}"));
+        }
+    }
+    out
+}
+
 /// Parses `.ferryignore` content into pattern lines (comments and blanks are kept: the
 /// gitignore parser skips them itself).
 pub fn parse_ignore_file(content: &str) -> Vec<String> {
@@ -188,6 +229,48 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    /// Each directory's `.gitignore`, hoisted to the root, means what git makes of it.
+    #[test]
+    fn nested_gitignores_as_git_reads_them() {
+        let mut patterns = gitignore_patterns("", "*.log\n/top-only\n# comment\n\n");
+        patterns.extend(gitignore_patterns(
+            "sub",
+            "!keep.log\ntmp/\n/anchored\nx/y\n",
+        ));
+        patterns.extend(gitignore_patterns("we[i]rd*", "a\n"));
+        let i = Ignorer::new(&IgnoreSpec {
+            patterns,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(i.is_ignored("a.log", false));
+        assert!(i.is_ignored("other/a.log", false));
+        assert!(
+            !i.is_ignored("sub/keep.log", false),
+            "a deeper file re-includes"
+        );
+        assert!(!i.is_ignored("sub/deeper/keep.log", false));
+        assert!(
+            i.is_ignored("other/keep.log", false),
+            "only below its directory"
+        );
+        assert!(i.is_ignored("top-only", false));
+        assert!(!i.is_ignored("sub/top-only", false));
+        assert!(i.is_ignored("sub/tmp", true));
+        assert!(i.is_ignored("sub/deep/tmp", true));
+        assert!(
+            !i.is_ignored("sub/deep/tmp", false),
+            "tmp/ matches directories only"
+        );
+        assert!(!i.is_ignored("tmp", true), "not above its directory");
+        assert!(i.is_ignored("sub/anchored", false));
+        assert!(!i.is_ignored("sub/deep/anchored", false));
+        assert!(i.is_ignored("sub/x/y", false));
+        assert!(!i.is_ignored("sub/deep/x/y", false));
+        assert!(i.is_ignored("we[i]rd*/a", false));
+        assert!(!i.is_ignored("weird/a", false));
     }
 
     #[test]

@@ -171,3 +171,57 @@ fn max_file_size_applies_in_a_container() {
     assert_eq!(c.read_file("/srv/app/local-big.bin"), None);
     assert_eq!(c.read_file("/srv/app/huge.bin"), Some(vec![b'h'; 4096]));
 }
+
+// --- --gitignore --------------------------------------------------------------------------
+
+#[test]
+fn gitignore_files_at_every_level_are_applied_as_git_does() {
+    let fx = Fixture::new();
+    write(&fx.a(".gitignore"), "*.log\nbuild/\n");
+    write(&fx.a("app.log"), "log\n");
+    write(&fx.a("build/out.o"), "obj\n");
+    write(&fx.a("src/main.rs"), "fn main() {}\n");
+    write(&fx.a("src/.gitignore"), "!keep.log\n/gen\n");
+    write(&fx.a("src/keep.log"), "kept\n");
+    write(&fx.a("src/other.log"), "other\n");
+    write(&fx.a("src/gen/x.rs"), "generated\n");
+    write(&fx.a("lib/gen/y.rs"), "not generated\n");
+    let run = fx.once(&["--gitignore"]);
+    run.expect_code(0);
+    assert_content(&fx.b("src/main.rs"), "fn main() {}\n");
+    assert_content(&fx.b("src/keep.log"), "kept\n");
+    assert_content(&fx.b("lib/gen/y.rs"), "not generated\n");
+    assert_content(&fx.b(".gitignore"), "*.log\nbuild/\n");
+    for gone in ["app.log", "build", "src/other.log", "src/gen"] {
+        assert_absent(&fx.b(gone));
+    }
+    // Without the flag they are ordinary files.
+    fx.once(&[]).expect_code(0);
+    assert_content(&fx.b("src/gen/x.rs"), "generated\n");
+}
+
+#[test]
+fn gitignore_a_changed_gitignore_is_read_again_while_watching() {
+    let fx = Fixture::new();
+    write(&fx.a(".gitignore"), "*.tmp\n");
+    write(&fx.a("a.tmp"), "tmp\n");
+    write(&fx.a("sub/b.txt"), "b\n");
+    let mut s = fx.watch(&["--gitignore"]);
+    s.wait_until("sub/b.txt reaches beta", || exists(&fx.b("sub/b.txt")));
+    assert_absent(&fx.b("a.tmp"));
+    // A new nested .gitignore hides what it names from then on; the root's no longer hides
+    // *.tmp once edited.
+    write(&fx.a("sub/.gitignore"), "*.txt\n");
+    write(&fx.a(".gitignore"), "# nothing\n");
+    s.wait_until("a.tmp reaches beta", || exists(&fx.b("a.tmp")));
+    s.wait_until("sub/.gitignore reaches beta", || {
+        exists(&fx.b("sub/.gitignore"))
+    });
+    write(&fx.a("sub/c.txt"), "c\n");
+    write(&fx.a("sub/d.md"), "d\n");
+    s.wait_until("sub/d.md reaches beta", || exists(&fx.b("sub/d.md")));
+    s.stop();
+    assert_absent(&fx.b("sub/c.txt"));
+    // Already synced before the rule, b.txt is now ignored on both sides: left alone.
+    assert_content(&fx.b("sub/b.txt"), "b\n");
+}
