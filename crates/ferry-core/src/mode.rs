@@ -16,13 +16,18 @@ pub enum Mode {
     OneWaySafe,
     /// Beta becomes an exact copy of alpha.
     OneWayReplica,
+    /// Both ways; a conflict between two files goes to the one modified last (the loser is
+    /// kept in the backup area). Equal or unknown times, or anything but two files: a
+    /// conflict, as in two-way-safe. A deletion still never beats a modification.
+    TwoWayNewest,
 }
 
 impl Mode {
     /// Every mode, in the order the design lists them.
-    pub const ALL: [Mode; 4] = [
+    pub const ALL: [Mode; 5] = [
         Mode::TwoWaySafe,
         Mode::TwoWayResolved,
+        Mode::TwoWayNewest,
         Mode::OneWaySafe,
         Mode::OneWayReplica,
     ];
@@ -34,6 +39,7 @@ impl Mode {
             Mode::TwoWayResolved => "two-way-resolved",
             Mode::OneWaySafe => "one-way-safe",
             Mode::OneWayReplica => "one-way-replica",
+            Mode::TwoWayNewest => "two-way-newest",
         }
     }
 
@@ -52,7 +58,8 @@ impl fmt::Display for Mode {
 /// The error for a mode name that is not one of [`Mode::ALL`].
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown mode '{0}' (expected two-way-safe, two-way-resolved, one-way-safe or one-way-replica)"
+    "unknown mode '{0}' (expected two-way-safe, two-way-resolved, two-way-newest, one-way-safe or \
+     one-way-replica)"
 )]
 pub struct UnknownMode(String);
 

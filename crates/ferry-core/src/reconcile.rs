@@ -3,6 +3,8 @@
 //! Invariants, each checked by the property tests in `tests/properties.rs`:
 //! - changes never nest: a change at a path means no other change at or below it on that side;
 //! - in the safe modes, no change removes a file whose content is not in the ancestor;
+//! - two-way-newest plans what two-way-safe plans, and settles some of its conflicts between
+//!   two files toward the newer one; swapping the sides mirrors both;
 //! - the one-way modes never produce a change for alpha;
 //! - after applying the plan, both sides are equal except at the conflicts (two-way modes).
 
@@ -183,7 +185,7 @@ fn walk(
             // Bits changed differently on both sides put no content at stake: alpha's win.
             match mode {
                 Mode::OneWaySafe if beta_changed && !alpha_changed => {}
-                Mode::TwoWaySafe | Mode::TwoWayResolved if !alpha_changed => {
+                Mode::TwoWaySafe | Mode::TwoWayResolved | Mode::TwoWayNewest if !alpha_changed => {
                     plan.alpha.push(meta(xc.mode, yc.mode))
                 }
                 _ => plan.beta.push(meta(yc.mode, xc.mode)),
@@ -211,7 +213,7 @@ fn walk(
     let to_beta = |plan: &mut Plan| push(plan, false);
     match mode {
         Mode::OneWayReplica => to_beta(plan),
-        Mode::TwoWaySafe | Mode::TwoWayResolved => {
+        Mode::TwoWaySafe | Mode::TwoWayResolved | Mode::TwoWayNewest => {
             if !alpha_changed {
                 to_alpha(plan);
             } else if !beta_changed {
@@ -223,6 +225,14 @@ fn walk(
                 // Both sides hold the same content with different permission bits (a first
                 // sync, or a chmod on each side): no content at stake, alpha's bits win.
                 to_beta(plan);
+            } else if mode == Mode::TwoWayNewest {
+                // The side modified last wins; the loser's content is not in the archive (it
+                // changed), so the applier keeps it in the backup area.
+                match newer(x, y) {
+                    Some(std::cmp::Ordering::Greater) => to_beta(plan),
+                    Some(std::cmp::Ordering::Less) => to_alpha(plan),
+                    _ => plan.conflicts.push(conflict(path, a, x, y)),
+                }
             } else {
                 plan.conflicts.push(conflict(path, a, x, y));
             }
@@ -239,6 +249,19 @@ fn walk(
                 plan.conflicts.push(conflict(path, a, x, y));
             }
         }
+    }
+}
+
+/// Which of two files was modified last, for two-way-newest: `None` unless both are files
+/// whose times are known (`Mtime(0)` is unknown).
+fn newer(x: Option<&Entry>, y: Option<&Entry>) -> Option<std::cmp::Ordering> {
+    match (x, y) {
+        (Some(Entry::File { mtime: a, .. }), Some(Entry::File { mtime: b, .. }))
+            if a.0 != 0 && b.0 != 0 =>
+        {
+            Some(a.0.cmp(&b.0))
+        }
+        _ => None,
     }
 }
 

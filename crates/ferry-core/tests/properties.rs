@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use common::*;
 use ferry_core::{
-    Change, Digest, Dir, Entry, Mode, Plan, RelPath, agree, apply_changes, digests, reconcile,
-    reconcile_at,
+    Change, Digest, Dir, Entry, Mode, Mtime, Plan, RelPath, agree, apply_changes, digests,
+    reconcile, reconcile_at,
 };
 use proptest::prelude::*;
 
@@ -24,10 +24,21 @@ fn name() -> impl Strategy<Value = &'static str> {
     prop::sample::select(NAMES.to_vec())
 }
 
-/// A file with one of three contents (size follows content) and one of three modes.
+/// A file with one of three contents (size follows content), one of three modes and a
+/// modification time among three (0 is unknown), so two-way-newest meets equal, unknown and
+/// ordered times.
 fn file() -> impl Strategy<Value = Entry> {
-    (1u8..=3, prop::sample::select(vec![0o644u32, 0o755, 0o600]))
-        .prop_map(|(n, mode)| Entry::file_mode([n; 32], u64::from(n), mode))
+    (
+        1u8..=3,
+        prop::sample::select(vec![0o644u32, 0o755, 0o600]),
+        0i64..=2,
+    )
+        .prop_map(|(n, mode, t)| Entry::File {
+            digest: Digest([n; 32]),
+            size: u64::from(n),
+            mode,
+            mtime: Mtime(t),
+        })
 }
 
 /// A directory of `children` with one of two modes.
@@ -293,7 +304,7 @@ fn check(anc: &Option<Entry>, a: &Option<Entry>, b: &Option<Entry>, mode: Mode) 
     masked.extend(problem_paths(a.as_ref()));
     masked.extend(problem_paths(b.as_ref()));
     match mode {
-        Mode::TwoWaySafe | Mode::TwoWayResolved | Mode::OneWayReplica => {
+        Mode::TwoWaySafe | Mode::TwoWayResolved | Mode::TwoWayNewest | Mode::OneWayReplica => {
             assert_eq!(
                 mask(a2.clone(), &masked),
                 mask(b2.clone(), &masked),
@@ -325,8 +336,9 @@ fn check(anc: &Option<Entry>, a: &Option<Entry>, b: &Option<Entry>, mode: Mode) 
     let archived = digests(anc.as_ref());
     let lost_alpha = backed_up(&plan.alpha, &archived);
     let lost_beta = backed_up(&plan.beta, &archived);
+    // Two-way-newest takes the older file from either side.
     assert!(
-        lost_alpha.is_empty(),
+        lost_alpha.is_empty() || mode == Mode::TwoWayNewest,
         "{mode}: alpha loses content not in the archive: {lost_alpha:?}"
     );
     if is_safe(mode) {
@@ -354,7 +366,8 @@ fn check(anc: &Option<Entry>, a: &Option<Entry>, b: &Option<Entry>, mode: Mode) 
             continue;
         }
         let kept = after_a.get(&path) == Some(&digest) || after_b.get(&path) == Some(&digest);
-        let backed = lost_beta.contains(&(path.clone(), digest));
+        let backed = lost_beta.contains(&(path.clone(), digest))
+            || lost_alpha.contains(&(path.clone(), digest));
         assert!(
             kept || backed,
             "{mode}: new content {digest:?} at {path} is neither kept nor backed up"
@@ -427,10 +440,14 @@ proptest! {
         }
     }
 
+    /// In two-way-safe, and in two-way-newest (the newer file wins whichever side holds it).
     #[test]
-    fn swapping_sides_mirrors_two_way_safe((anc, a, b) in trees()) {
-        let plan = reconcile(anc.as_ref(), a.as_ref(), b.as_ref(), Mode::TwoWaySafe);
-        let swapped = reconcile(anc.as_ref(), b.as_ref(), a.as_ref(), Mode::TwoWaySafe);
+    fn swapping_sides_mirrors_two_way_safe_and_newest(
+        (anc, a, b) in trees(),
+        mode in prop::sample::select(vec![Mode::TwoWaySafe, Mode::TwoWayNewest]),
+    ) {
+        let plan = reconcile(anc.as_ref(), a.as_ref(), b.as_ref(), mode);
+        let swapped = reconcile(anc.as_ref(), b.as_ref(), a.as_ref(), mode);
         // Permission bits changed differently on both sides (no content at stake) go alpha's
         // way, so those changes swap direction; the same paths are settled either way.
         let split = |v: &[Change]| -> (Vec<Change>, BTreeSet<RelPath>) {
@@ -470,6 +487,51 @@ proptest! {
         let conflicted: BTreeSet<&RelPath> = safe.conflicts.iter().map(|c| &c.path).collect();
         prop_assert!(settled.is_subset(&conflicted), "{:?} vs {:?}", settled, conflicted);
         prop_assert!(safe.beta.iter().all(|c| resolved.beta.contains(c)));
+    }
+
+    /// Two-way-newest plans what two-way-safe plans; at safe's conflicts between two files
+    /// with known, different times it puts the newer file over the older one (whose content
+    /// then goes to the backup area), and every other conflict stays a conflict.
+    #[test]
+    fn two_way_newest_settles_conflicts_toward_the_newer_file((anc, a, b) in trees()) {
+        let safe = reconcile(anc.as_ref(), a.as_ref(), b.as_ref(), Mode::TwoWaySafe);
+        let newest = reconcile(anc.as_ref(), a.as_ref(), b.as_ref(), Mode::TwoWayNewest);
+        prop_assert!(safe.alpha.iter().all(|c| newest.alpha.contains(c)));
+        prop_assert!(safe.beta.iter().all(|c| newest.beta.contains(c)));
+        let extra = newest.alpha.len() + newest.beta.len() - safe.alpha.len() - safe.beta.len();
+        let mut settled = 0;
+        for c in &safe.conflicts {
+            let times = match (&c.alpha, &c.beta) {
+                (Some(Entry::File { mtime: x, .. }), Some(Entry::File { mtime: y, .. }))
+                    if x.0 != 0 && y.0 != 0 && x.0 != y.0 => Some((x.0, y.0)),
+                _ => None,
+            };
+            let still = newest.conflicts.iter().any(|n| n.path == c.path);
+            let readable = !has_problems(c.alpha.as_ref()) && !has_problems(c.beta.as_ref());
+            match times {
+                Some((x, y)) if readable => {
+                    prop_assert!(!still, "{} stays a conflict with times {} {}", c.path, x, y);
+                    let (winner, loser, changes) = if x > y {
+                        (&c.alpha, &c.beta, &newest.beta)
+                    } else {
+                        (&c.beta, &c.alpha, &newest.alpha)
+                    };
+                    let ch = changes.iter().find(|ch| ch.path == c.path);
+                    prop_assert!(ch.is_some(), "{} not settled", c.path);
+                    let ch = ch.unwrap();
+                    prop_assert_eq!(&ch.old, loser);
+                    let digest = |e: &Option<Entry>| match e {
+                        Some(Entry::File { digest, .. }) => Some(*digest),
+                        _ => None,
+                    };
+                    prop_assert_eq!(digest(&ch.new), digest(winner));
+                    settled += 1;
+                }
+                _ => prop_assert!(still, "{} settled without two known times", c.path),
+            }
+        }
+        prop_assert_eq!(extra, settled);
+        prop_assert_eq!(newest.conflicts.len() + settled, safe.conflicts.len());
     }
 
     /// The archive never gains a path neither side has, and never keeps an unreadable one.

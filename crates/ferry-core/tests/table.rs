@@ -12,12 +12,22 @@ use ferry_core::{Change, Entry, Mode, WipeRefusal, agree, apply_changes, check_w
 
 const ALL: &[Mode] = &Mode::ALL;
 const ONE_WAY: &[Mode] = &[Mode::OneWaySafe, Mode::OneWayReplica];
-const TWO_WAY_SAFE: &[Mode] = &[Mode::TwoWaySafe];
+/// Two-way-safe, and two-way-newest where no modification time is known (every case but the
+/// ones written for it).
+const TWO_WAY_SAFE: &[Mode] = &[Mode::TwoWaySafe, Mode::TwoWayNewest];
+const TWO_WAY_NEWEST: &[Mode] = &[Mode::TwoWayNewest];
+/// The modes that report a conflict between two edited files whatever their times.
+const SAFE_ALWAYS: &[Mode] = &[Mode::TwoWaySafe, Mode::OneWaySafe];
 const TWO_WAY_RESOLVED: &[Mode] = &[Mode::TwoWayResolved];
 const ONE_WAY_SAFE: &[Mode] = &[Mode::OneWaySafe];
 const REPLICA: &[Mode] = &[Mode::OneWayReplica];
 /// Every mode but one-way-replica.
-const NOT_REPLICA: &[Mode] = &[Mode::TwoWaySafe, Mode::TwoWayResolved, Mode::OneWaySafe];
+const NOT_REPLICA: &[Mode] = &[
+    Mode::TwoWaySafe,
+    Mode::TwoWayResolved,
+    Mode::TwoWayNewest,
+    Mode::OneWaySafe,
+];
 
 /// What one group of modes must produce for a case.
 struct Outcome {
@@ -352,6 +362,88 @@ fn cases() -> Vec<Case> {
                 conflict(SAFE, vec!["n"]),
                 to_beta(ALPHA_WINS, vec![put("n", f(2), f(1))]),
             ],
+        },
+        // --- Two-way-newest: the file modified last wins a conflict ---------------------------
+        Case {
+            description: "both modify a file differently, alpha's edit is newer",
+            ancestor: root(&[("n", ft(1, 100))]),
+            alpha: root(&[("n", ft(2, 300))]),
+            beta: root(&[("n", ft(3, 200))]),
+            outcomes: vec![
+                conflict(SAFE_ALWAYS, vec!["n"]),
+                to_beta(TWO_WAY_NEWEST, vec![put("n", ft(3, 200), ft(2, 300))]),
+                to_beta(ALPHA_WINS, vec![put("n", ft(3, 200), ft(2, 300))]),
+            ],
+        },
+        Case {
+            description: "both modify a file differently, beta's edit is newer",
+            ancestor: root(&[("n", ft(1, 100))]),
+            alpha: root(&[("n", ft(2, 200))]),
+            beta: root(&[("n", ft(3, 300))]),
+            outcomes: vec![
+                conflict(SAFE_ALWAYS, vec!["n"]),
+                to_alpha(TWO_WAY_NEWEST, vec![put("n", ft(2, 200), ft(3, 300))]),
+                to_beta(ALPHA_WINS, vec![put("n", ft(3, 300), ft(2, 200))]),
+            ],
+        },
+        Case {
+            description: "both create a file, beta's is newer (first sync)",
+            ancestor: None,
+            alpha: root(&[("n", ft(1, 5))]),
+            beta: root(&[("n", ft(2, 6))]),
+            outcomes: vec![
+                conflict(SAFE_ALWAYS, vec!["n"]),
+                to_alpha(TWO_WAY_NEWEST, vec![put("n", ft(1, 5), ft(2, 6))]),
+                to_beta(ALPHA_WINS, vec![put("n", ft(2, 6), ft(1, 5))]),
+            ],
+        },
+        Case {
+            description: "both modify a file differently at the same time",
+            ancestor: root(&[("n", ft(1, 100))]),
+            alpha: root(&[("n", ft(2, 300))]),
+            beta: root(&[("n", ft(3, 300))]),
+            outcomes: vec![
+                conflict(SAFE, vec!["n"]),
+                to_beta(ALPHA_WINS, vec![put("n", ft(3, 300), ft(2, 300))]),
+            ],
+        },
+        Case {
+            description: "both modify a file differently, beta's time unknown",
+            ancestor: root(&[("n", ft(1, 100))]),
+            alpha: root(&[("n", ft(2, 300))]),
+            beta: root(&[("n", ft(3, 0))]),
+            outcomes: vec![
+                conflict(SAFE, vec!["n"]),
+                to_beta(ALPHA_WINS, vec![put("n", ft(3, 0), ft(2, 300))]),
+            ],
+        },
+        Case {
+            description: "alpha's newer file against beta's symlink: no time to compare",
+            ancestor: root(&[("n", ft(1, 100))]),
+            alpha: root(&[("n", ft(2, 300))]),
+            beta: root(&[("n", l("t"))]),
+            outcomes: vec![
+                conflict(SAFE, vec!["n"]),
+                to_beta(ALPHA_WINS, vec![put("n", l("t"), ft(2, 300))]),
+            ],
+        },
+        Case {
+            description: "alpha deletes a file, beta modified it long before: the edit comes back",
+            ancestor: root(&[("n", ft(1, 100))]),
+            alpha: root(&[]),
+            beta: root(&[("n", ft(2, 50))]),
+            outcomes: vec![
+                to_alpha(TWO_WAY, vec![add("n", ft(2, 50))]),
+                conflict(ONE_WAY_SAFE, vec!["n"]),
+                to_beta(REPLICA, vec![del("n", ft(2, 50))]),
+            ],
+        },
+        Case {
+            description: "both modify a file to the same content at different times",
+            ancestor: root(&[("n", ft(1, 100))]),
+            alpha: root(&[("n", ft(2, 300))]),
+            beta: root(&[("n", ft(2, 200))]),
+            outcomes: vec![nothing(ALL)],
         },
         Case {
             description: "alpha makes a file private (chmod 600, issue 9 item 7)",

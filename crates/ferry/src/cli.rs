@@ -283,7 +283,7 @@ pub struct SyncFlags {
     pub alpha: String,
     /// Second endpoint. Created if missing (its parent must exist).
     pub beta: String,
-    /// two-way-safe, two-way-resolved, one-way-safe or one-way-replica.
+    /// two-way-safe, two-way-resolved, two-way-newest, one-way-safe or one-way-replica.
     #[arg(long, default_value = "two-way-safe")]
     pub mode: String,
     /// Ignore paths matching PATTERN (gitignore syntax; repeatable; after .ferryignore).
@@ -307,6 +307,15 @@ pub struct SyncFlags {
     /// link as it is, never followed) or ignore (none).
     #[arg(long, default_value = "portable", value_name = "portable|raw|ignore")]
     pub symlinks: String,
+    /// Leave files bigger than SIZE out (10MB, 512KiB, 1GiB; kB/MB/GB are powers of 1000,
+    /// KiB/MiB/GiB of 1024, a bare number is bytes): each is reported once, never synced nor
+    /// deleted.
+    #[arg(long, value_name = "SIZE")]
+    pub max_file_size: Option<String>,
+    /// Also ignore what the .gitignore files in alpha's tree ignore, at every level, as git
+    /// does (read again whenever one changes; both sides follow alpha's).
+    #[arg(long)]
+    pub gitignore: bool,
     /// Sync until nothing is left to do, then exit.
     #[arg(long)]
     pub once: bool,
@@ -411,6 +420,15 @@ impl SyncFlags {
             rescan_interval: (self.rescan_interval > 0)
                 .then(|| Duration::from_secs(self.rescan_interval)),
             yes: self.yes,
+            gitignore: self.gitignore,
+            max_file_size: match &self.max_file_size {
+                Some(s) => Some(parse_size(s).ok_or_else(|| {
+                    UsageError(format!(
+                        "--max-file-size '{s}': expected a size such as 10MB, 512KiB or 1GiB"
+                    ))
+                })?),
+                None => None,
+            },
         };
         let (alpha, beta) = places(&self.alpha, &self.beta)?;
         Ok(SyncArgs {
@@ -422,6 +440,33 @@ impl SyncFlags {
             settings,
         })
     }
+}
+
+/// A size as a person writes it: `10MB`, `1.5GiB`, `512k`, `4096` (bytes). `k`/`kB`, `M`/`MB`,
+/// `G`/`GB`, `T`/`TB` are powers of 1000 (as `--keep-backups` reads them); `KiB`, `MiB`,
+/// `GiB`, `TiB` powers of 1024.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mul: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = n * mul;
+    // `u64::MAX as f64` rounds up to 2^64, which does not fit: keep strictly below it.
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 /// The two sides as places: local directories checked now (existence, nesting), remote ones
@@ -565,4 +610,23 @@ fn new_dir(which: &str, p: &Path) -> Result<PathBuf, UsageError> {
         )));
     }
     Ok(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_as_people_write_them() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("10MB"), Some(10_000_000));
+        assert_eq!(parse_size("10mb"), Some(10_000_000));
+        assert_eq!(parse_size("512KiB"), Some(512 * 1024));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1.5k"), Some(1500));
+        assert_eq!(parse_size(" 2 GB "), Some(2_000_000_000));
+        for bad in ["", "MB", "ten", "-1MB", "1XB", "1e3", "99999999999TiB"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
 }

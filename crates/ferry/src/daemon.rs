@@ -384,6 +384,7 @@ fn run_session(spec: SessionSpec, shared: Arc<Shared>, ready: Ready) {
         rescan_interval: Some(Duration::from_secs(300)),
         yes: spec.yes,
         meta: Default::default(),
+        ..Default::default()
     };
     let sink = shared.clone();
     let printer = Printer::sink(Box::new(move |ev| sink.on_event(ev)));

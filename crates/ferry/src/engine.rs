@@ -17,7 +17,7 @@ use crate::delta;
 use crate::endpoint::{
     Endpoint, EndpointError, IgnoreSpec, Outcome, ScanRequest, Side, Wanted, WatchEvent,
 };
-use crate::fs::ignore::{Ignorer, parse_ignore_file};
+use crate::fs::ignore::{GITIGNORE, Ignorer, gitignore_patterns, parse_ignore_file};
 use crate::fs::meta::MetaSpec;
 use crate::fs::transition::is_transient;
 use crate::identity::{Identities, Side as IdSide};
@@ -25,7 +25,7 @@ use crate::output::{Backup, Event, Phases, Printer};
 use crate::state::{Archive, Pending, Session, StateError};
 
 /// What a session was asked to do.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Settings {
     pub mode: Mode,
     pub ignore_vcs: bool,
@@ -45,6 +45,24 @@ pub struct Settings {
     pub rescan_interval: Option<Duration>,
     /// A first sync may copy into alpha what only beta has without asking (`--yes`).
     pub yes: bool,
+    /// `--max-file-size` in bytes: bigger files are reported, not synced.
+    pub max_file_size: Option<u64>,
+    /// `--gitignore`: alpha's `.gitignore` files, at every level, are ignore rules too.
+    pub gitignore: bool,
+}
+
+impl Settings {
+    /// The rules both sides scan and watch by, with `patterns` (`.ferryignore`'s lines, then
+    /// `--ignore`'s).
+    pub fn ignore_spec(&self, patterns: Vec<String>) -> IgnoreSpec {
+        IgnoreSpec {
+            vcs: self.ignore_vcs,
+            editor_temps: self.default_ignores,
+            patterns,
+            meta: self.meta,
+            max_file_size: self.max_file_size,
+        }
+    }
 }
 
 /// What `ferry resolve` asked for: where (`None`: every conflict) and whose version wins.
@@ -112,6 +130,12 @@ pub struct Engine {
     printer: Printer,
     ignorer: Ignorer,
     ignore_file: Option<Vec<u8>>,
+    /// With `--gitignore`: alpha's `.gitignore` files (directory -> digest) the rules in force
+    /// were made from, and their patterns.
+    gitignores: std::collections::BTreeMap<String, Digest>,
+    gitignore_patterns: Vec<String>,
+    /// The rules must be made again even if `.ferryignore` did not change.
+    rules_stale: bool,
     cycle: u64,
     archive_dirty: bool,
     /// Journalled changes of a run that died before saving the archive.
@@ -225,12 +249,7 @@ impl Engine {
             session.pending(archive.epoch)
         };
         let archive_dirty = settings.reset || !recovering.is_empty();
-        let spec = IgnoreSpec {
-            vcs: settings.ignore_vcs,
-            editor_temps: settings.default_ignores,
-            patterns: settings.ignores.clone(),
-            meta: settings.meta,
-        };
+        let spec = settings.ignore_spec(settings.ignores.clone());
         let ignorer = Ignorer::new(&spec).map_err(|e| RunError::Ignore(e.to_string()))?;
         let session_dir = session.dir.clone();
         let mut engine = Engine {
@@ -242,6 +261,9 @@ impl Engine {
             printer,
             ignorer,
             ignore_file: None,
+            gitignores: Default::default(),
+            gitignore_patterns: Vec::new(),
+            rules_stale: false,
             cycle: 0,
             archive_dirty,
             journal_open: !recovering.is_empty(),
@@ -618,6 +640,57 @@ impl Engine {
         }
     }
 
+    /// With `--gitignore`: if the `.gitignore` files in alpha's tree changed since the rules
+    /// were made (added, edited, removed, or newly visible or hidden), reads them again and
+    /// installs the new rules on both sides; returns true (both sides then need a full scan).
+    /// Rules come from alpha alone, as `.ferryignore`'s do, so both sides ignore the same paths
+    /// (a rule only one side knew would read as a deletion there).
+    fn reload_gitignore(&mut self) -> Result<bool, RunError> {
+        if !self.settings.gitignore {
+            return Ok(false);
+        }
+        let mut found = std::collections::BTreeMap::new();
+        if let Some(tree) = self.alpha.tree() {
+            tree.walk("", &mut |p, e| {
+                if let Entry::File { digest, .. } = e {
+                    let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+                    if name == GITIGNORE {
+                        found.insert(dir.to_owned(), *digest);
+                    }
+                }
+            });
+        }
+        if found == self.gitignores {
+            return Ok(false);
+        }
+        // Shallowest first, so a deeper file's patterns come later and win.
+        let mut dirs: Vec<&String> = found.keys().collect();
+        dirs.sort_by_key(|d| (d.matches('/').count() + usize::from(!d.is_empty()), *d));
+        let mut patterns = Vec::new();
+        for dir in dirs {
+            let file = if dir.is_empty() {
+                GITIGNORE.to_owned()
+            } else {
+                format!("{dir}/{GITIGNORE}")
+            };
+            let Ok(path) = RelPath::new(&file) else {
+                continue;
+            };
+            match self.alpha.read_small(&path, 1 << 20) {
+                Ok(Some(c)) => {
+                    patterns.extend(gitignore_patterns(dir, &String::from_utf8_lossy(&c)))
+                }
+                Ok(None) => {}
+                Err(e) => self.report_once(Side::Alpha, &file, &format!("{e}; ignored")),
+            }
+        }
+        self.gitignores = found;
+        self.gitignore_patterns = patterns;
+        // Installs them (with `.ferryignore`'s and `--ignore`'s), as a changed .ferryignore.
+        self.rules_stale = true;
+        self.reload_ignore()
+    }
+
     /// Reads alpha's `.ferryignore`; if it changed, installs the new rules on both sides and
     /// returns true (both sides then need a full scan).
     fn reload_ignore(&mut self) -> Result<bool, RunError> {
@@ -639,20 +712,19 @@ impl Engine {
                 None
             }
         };
-        if content == self.ignore_file && !starting {
+        let stale = std::mem::take(&mut self.rules_stale);
+        if content == self.ignore_file && !starting && !stale {
             return Ok(false);
         }
-        let mut patterns = content
-            .as_deref()
-            .map(|c| parse_ignore_file(&String::from_utf8_lossy(c)))
-            .unwrap_or_default();
+        let mut patterns = self.gitignore_patterns.clone();
+        patterns.extend(
+            content
+                .as_deref()
+                .map(|c| parse_ignore_file(&String::from_utf8_lossy(c)))
+                .unwrap_or_default(),
+        );
         patterns.extend(self.settings.ignores.iter().cloned());
-        let spec = IgnoreSpec {
-            vcs: self.settings.ignore_vcs,
-            editor_temps: self.settings.default_ignores,
-            patterns,
-            meta: self.settings.meta,
-        };
+        let spec = self.settings.ignore_spec(patterns);
         let ignorer = match Ignorer::new(&spec) {
             Ok(i) => i,
             // Bad input at start is a usage error; later, a typo must not end the session.
@@ -936,6 +1008,15 @@ impl Engine {
             ScanRequest::Paths(p) => p.iter().any(|p| p.as_str() == IGNORE_FILE),
         };
         if ignore_touched && self.reload_ignore()? && cycle > 1 {
+            self.scan(&ScanRequest::Full, &ScanRequest::Full)?;
+            full = true;
+        }
+        // Each new set of .gitignore rules can show or hide other .gitignore files: read again
+        // until they settle (a .gitignore's rules apply below its directory, so they do).
+        for _ in 0..8 {
+            if !self.reload_gitignore()? {
+                break;
+            }
             self.scan(&ScanRequest::Full, &ScanRequest::Full)?;
             full = true;
         }

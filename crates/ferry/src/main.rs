@@ -138,6 +138,7 @@ fn resolve(args: ResolveArgs) -> Exit {
         rescan_interval: None,
         yes: true,
         meta: Default::default(),
+        ..Default::default()
     };
     let opened = open(
         &args.alpha,
@@ -319,6 +320,7 @@ fn create(flags: CreateFlags) -> Exit {
             editor_temps: false,
             patterns: vec![p.clone()],
             meta: Default::default(),
+            max_file_size: None,
         };
         if let Err(e) = ferry::fs::ignore::Ignorer::new(&spec) {
             return usage(e.to_string());

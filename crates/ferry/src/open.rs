@@ -83,12 +83,7 @@ pub fn open(
         }
         Err(e) => return Err(OpenFailure::failed(e.to_string())),
     };
-    let spec = IgnoreSpec {
-        vcs: settings.ignore_vcs,
-        editor_temps: settings.default_ignores,
-        patterns: settings.ignores.clone(),
-        meta: settings.meta,
-    };
+    let spec = settings.ignore_spec(settings.ignores.clone());
     // A run that fails before anything is saved (a bad container, an unreachable host)
     // leaves no trace: an empty session directory would only puzzle whoever looks.
     let dir = session.dir.clone();

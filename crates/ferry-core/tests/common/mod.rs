@@ -7,15 +7,26 @@ use std::collections::BTreeMap;
 use ferry_core::{Change, Digest, Dir, Entry, Mode, RelPath};
 
 /// The two-way modes.
-pub const TWO_WAY: &[Mode] = &[Mode::TwoWaySafe, Mode::TwoWayResolved];
-/// The modes that never overwrite content that is not in the archive.
-pub const SAFE: &[Mode] = &[Mode::TwoWaySafe, Mode::OneWaySafe];
+pub const TWO_WAY: &[Mode] = &[Mode::TwoWaySafe, Mode::TwoWayResolved, Mode::TwoWayNewest];
+/// The modes that never overwrite content that is not in the archive when no modification
+/// time is known (the fixtures below carry none, so two-way-newest settles no conflict).
+pub const SAFE: &[Mode] = &[Mode::TwoWaySafe, Mode::OneWaySafe, Mode::TwoWayNewest];
 /// The modes that let alpha win.
 pub const ALPHA_WINS: &[Mode] = &[Mode::TwoWayResolved, Mode::OneWayReplica];
 
 /// A plain file whose digest is `[n; 32]` (its size is `n`, so equal digests mean equal sizes).
 pub fn f(n: u8) -> Entry {
     Entry::file([n; 32], u64::from(n), false)
+}
+
+/// A file with the content of `f(n)` modified at `mtime` (nanoseconds; 0 is unknown).
+pub fn ft(n: u8, mtime: i64) -> Entry {
+    Entry::File {
+        digest: Digest([n; 32]),
+        size: u64::from(n),
+        mode: ferry_core::FILE_MODE,
+        mtime: ferry_core::Mtime(mtime),
+    }
 }
 
 /// An executable file with the same content as `f(n)`.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_core::RelPath;
+use ferry_core::{Entry, RelPath};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,9 @@ pub struct IgnoreSpec {
     /// Which metadata is synced (permission bits, times, symlinks): scans and transitions on
     /// both sides follow it, so it travels with the ignore rules.
     pub meta: MetaSpec,
+    /// Files bigger than this many bytes are not synced (`--max-file-size`): a scan reports
+    /// each as a problem entry, never propagated nor deleted.
+    pub max_file_size: Option<u64>,
 }
 
 /// Editors' temporary files, never synced unless `--no-default-ignores` (issue 9 item 11):
@@ -56,6 +59,7 @@ pub struct Ignorer {
     /// ferry's own directories (an agent's install and state when the root holds them).
     own: Vec<String>,
     meta: MetaSpec,
+    max_file_size: Option<u64>,
 }
 
 impl Ignorer {
@@ -86,12 +90,25 @@ impl Ignorer {
             rules,
             own: Vec::new(),
             meta: spec.meta,
+            max_file_size: spec.max_file_size,
         })
     }
 
     /// The session's metadata settings (see [`MetaSpec`]).
     pub fn meta(&self) -> MetaSpec {
         self.meta
+    }
+
+    /// The problem a file of `size` bytes is, if it is over `--max-file-size`. The message
+    /// names the limit, not the size, so a growing file is reported once.
+    pub fn too_big(&self, size: u64) -> Option<Entry> {
+        let max = self.max_file_size?;
+        (size > max).then(|| {
+            Entry::Problem(format!(
+                "bigger than --max-file-size {}; not synced",
+                crate::engine::human_bytes(max)
+            ))
+        })
     }
 
     /// Also hides `dirs` (absolute) wherever they lie below `root` (absolute, canonical): a
@@ -150,6 +167,47 @@ pub fn own_below(root: &Path, dirs: &[PathBuf]) -> Vec<String> {
     out
 }
 
+/// The name of the files `--gitignore` reads.
+pub const GITIGNORE: &str = ".gitignore";
+
+/// The lines of the `.gitignore` in directory `dir` (relative, `""` at the root) as patterns
+/// of one matcher rooted at the root, as git reads them: a pattern with a slash (other than a
+/// trailing one) is relative to `dir`, one without matches at any depth below `dir`. Listed
+/// shallowest file first, later (deeper) patterns win, as a deeper `.gitignore` does in git.
+pub fn gitignore_patterns(dir: &str, content: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in content.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if dir.is_empty() {
+            out.push(line.to_owned());
+            continue;
+        }
+        let (neg, body) = match line.strip_prefix('!') {
+            Some(b) => ("!", b),
+            None => ("", line),
+        };
+        let anchored = body.trim_end_matches('/').contains('/');
+        let body = body.strip_prefix('/').unwrap_or(body);
+        // The directory's own name is literal: its glob characters are escaped.
+        let mut prefix = String::with_capacity(dir.len());
+        for c in dir.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\' | '{' | '}') {
+                prefix.push('\\');
+            }
+            prefix.push(c);
+        }
+        if anchored {
+            out.push(format!("{neg}/{prefix}/{body}"));
+        } else {
+            out.push(format!("{neg}/{prefix}/**/{body}"));
+        }
+    }
+    out
+}
+
 /// Parses `.ferryignore` content into pattern lines (comments and blanks are kept: the
 /// gitignore parser skips them itself).
 pub fn parse_ignore_file(content: &str) -> Vec<String> {
@@ -171,6 +229,48 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    /// Each directory's `.gitignore`, hoisted to the root, means what git makes of it.
+    #[test]
+    fn nested_gitignores_as_git_reads_them() {
+        let mut patterns = gitignore_patterns("", "*.log\n/top-only\n# comment\n\n");
+        patterns.extend(gitignore_patterns(
+            "sub",
+            "!keep.log\ntmp/\n/anchored\nx/y\n",
+        ));
+        patterns.extend(gitignore_patterns("we[i]rd*", "a\n"));
+        let i = Ignorer::new(&IgnoreSpec {
+            patterns,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(i.is_ignored("a.log", false));
+        assert!(i.is_ignored("other/a.log", false));
+        assert!(
+            !i.is_ignored("sub/keep.log", false),
+            "a deeper file re-includes"
+        );
+        assert!(!i.is_ignored("sub/deeper/keep.log", false));
+        assert!(
+            i.is_ignored("other/keep.log", false),
+            "only below its directory"
+        );
+        assert!(i.is_ignored("top-only", false));
+        assert!(!i.is_ignored("sub/top-only", false));
+        assert!(i.is_ignored("sub/tmp", true));
+        assert!(i.is_ignored("sub/deep/tmp", true));
+        assert!(
+            !i.is_ignored("sub/deep/tmp", false),
+            "tmp/ matches directories only"
+        );
+        assert!(!i.is_ignored("tmp", true), "not above its directory");
+        assert!(i.is_ignored("sub/anchored", false));
+        assert!(!i.is_ignored("sub/deep/anchored", false));
+        assert!(i.is_ignored("sub/x/y", false));
+        assert!(!i.is_ignored("sub/deep/x/y", false));
+        assert!(i.is_ignored("we[i]rd*/a", false));
+        assert!(!i.is_ignored("weird/a", false));
     }
 
     #[test]

@@ -418,6 +418,11 @@ impl<'a> Scanner<'a> {
             });
         }
         if ft.is_file() {
+            if let Some(problem) = self.ignorer.too_big(meta.len()) {
+                // Never read, so a huge file costs nothing; stale cache entries go with it.
+                state.cache.remove(rel.as_str());
+                return Some(problem);
+            }
             let stat = Stat::of(meta);
             if let Some(c) = state.cache.get_mut(rel.as_str()) {
                 if c.trusted && c.stat == stat {

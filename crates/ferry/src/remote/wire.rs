@@ -23,7 +23,7 @@ use crate::copy::{Item, Piece};
 use crate::endpoint::{IgnoreSpec, Outcome, Wanted};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 pub const MAGIC: &[u8; 8] = b"FERRYWIR";
 /// The largest frame payload (after decompression).
 pub const FRAME_MAX: usize = 4 << 20;

@@ -11,6 +11,7 @@ mod hostile;
 mod metadata;
 mod modes;
 mod once;
+mod options;
 mod placement;
 mod races;
 mod remote;

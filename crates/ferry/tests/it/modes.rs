@@ -33,7 +33,7 @@ fn backups_at(run: &Run, path: &str) -> Vec<(String, PathBuf)> {
 /// Asserts a change at `path` names a backup of `side`'s content `data`, and that the backup
 /// file holds it and lies in the session's backup area for that side.
 #[track_caller]
-fn assert_backed_up(fx: &Fixture, run: &Run, side: &str, path: &str, data: &str) {
+pub(crate) fn assert_backed_up(fx: &Fixture, run: &Run, side: &str, path: &str, data: &str) {
     let backups = backups_at(run, path);
     let found = backups.iter().find(|(p, _)| *p == format!("{side}/{path}"));
     let Some((_, file)) = found else {
