@@ -1,6 +1,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod up;
+
 use clap::Parser;
 use ferry::cli::{Cli, Command, Place, SyncArgs};
 use ferry::endpoint::local::LocalEndpoint;
@@ -12,7 +14,7 @@ use ferry::remote::client::RemoteEndpoint;
 use ferry::state::{Retention, Session};
 
 /// The design's exit codes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Exit {
     Ok = 0,
     Failed = 1,
@@ -69,6 +71,7 @@ fn run() -> Exit {
                 Exit::Usage
             }
         },
+        Command::Up(flags) => up::run(flags),
         Command::Agent => match ferry::remote::agent::run() {
             0 => Exit::Ok,
             _ => Exit::Failed,
@@ -127,8 +130,47 @@ fn remove_if_unused(dir: &std::path::Path) {
     }
 }
 
-/// Opens both endpoints and runs the engine; the exit code.
+/// Opens both endpoints and runs the engine until it finishes or Ctrl-C; the exit code.
 fn run_session(args: SyncArgs, session: Session) -> Exit {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = wake_channel();
+    let printer = Printer::new(args.json);
+    let on_ready = {
+        let stop = stop.clone();
+        let tx = tx.clone();
+        // Installed once both sides are open: until then Ctrl-C ends the process at once.
+        move || {
+            ctrlc::set_handler(move || {
+                if stop.swap(true, Ordering::SeqCst) {
+                    // A second signal: the user insists. What was applied is on disk; the
+                    // archive may lag, which the next run's pending-paths journal accounts for.
+                    std::process::exit(Exit::Failed as i32);
+                }
+                let _ = tx.try_send(WatchEvent::Stop);
+            })
+            .map_err(|e| {
+                eprintln!("ferry: cannot install the signal handler: {e}");
+                Exit::Failed
+            })
+        }
+    };
+    run_engine(args, session, printer, stop, (tx, rx), on_ready)
+}
+
+/// The one way a session runs, for `ferry sync` and for each of `ferry up`'s sessions: opens
+/// both endpoints, calls `on_ready`, then runs the engine until it finishes or `stop` is set
+/// (and a `WatchEvent::Stop` sent on the wake channel); the exit code.
+pub(crate) fn run_engine(
+    args: SyncArgs,
+    session: Session,
+    mut printer: Printer,
+    stop: Arc<AtomicBool>,
+    wake: (
+        std::sync::mpsc::SyncSender<WatchEvent>,
+        std::sync::mpsc::Receiver<WatchEvent>,
+    ),
+    on_ready: impl FnOnce() -> Result<(), Exit>,
+) -> Exit {
     let spec = IgnoreSpec {
         vcs: args.settings.ignore_vcs,
         editor_temps: args.settings.default_ignores,
@@ -142,31 +184,15 @@ fn run_session(args: SyncArgs, session: Session) -> Exit {
         Ok(e) => e,
         Err(code) => return code,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = wake_channel();
-    {
-        let stop = stop.clone();
-        let tx = tx.clone();
-        let handler = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                // A second signal: the user insists. What was applied is on disk; the archive
-                // may lag, which the next run's pending-paths journal accounts for.
-                std::process::exit(Exit::Failed as i32);
-            }
-            let _ = tx.try_send(WatchEvent::Stop);
-        });
-        if let Err(e) = handler {
-            eprintln!("ferry: cannot install the signal handler: {e}");
-            return Exit::Failed;
-        }
+    if let Err(code) = on_ready() {
+        return code;
     }
-    let mut printer = Printer::new(args.json);
     printer.set_verbose(args.verbose);
     let mut engine = match Engine::new(alpha, beta, session, args.settings, printer, stop) {
         Ok(e) => e,
         Err(e) => return report(e),
     };
-    let code = match engine.run(Some((tx, rx))) {
+    let code = match engine.run(Some(wake)) {
         Ok(Finish::InSync) => Exit::Ok,
         Ok(Finish::Conflicts) => Exit::Conflicts,
         Ok(Finish::Errors) => Exit::Failed,

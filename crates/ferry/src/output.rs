@@ -137,6 +137,9 @@ pub struct Printer {
     /// Errors described in the previous cycle that had errors (a retried error is described
     /// once, not at every retry).
     described: HashSet<(String, String, String)>,
+    /// `ferry up`: the compose service this session syncs, added to every JSON event and
+    /// before every human line (several sessions and logs share one terminal).
+    service: Option<String>,
 }
 
 /// What the cycle in progress did.
@@ -214,7 +217,14 @@ impl Printer {
             place: [None, None],
             cycle: CycleLog::default(),
             described: HashSet::new(),
+            service: None,
         }
+    }
+
+    /// Tags everything printed with a compose service (`ferry up`); no progress bar then.
+    pub fn set_service(&mut self, service: &str) {
+        self.service = Some(service.to_owned());
+        self.tty = false;
     }
 
     /// `-v`: name every changed path in the per-cycle line.
@@ -229,7 +239,16 @@ impl Printer {
     pub fn emit(&mut self, ev: &Event) {
         if self.json {
             let mut out = std::io::stdout().lock();
-            if let Ok(line) = serde_json::to_string(ev) {
+            let line = match &self.service {
+                None => serde_json::to_string(ev),
+                Some(service) => serde_json::to_value(ev).and_then(|mut v| {
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("service".into(), service.clone().into());
+                    }
+                    serde_json::to_string(&v)
+                }),
+            };
+            if let Ok(line) = line {
                 let _ = writeln!(out, "{line}");
                 let _ = out.flush();
             }
@@ -520,6 +539,14 @@ impl Printer {
     }
 
     fn line(&self, s: &str, to_stderr: bool) {
+        let prefixed;
+        let s = match &self.service {
+            Some(service) => {
+                prefixed = format!("{service} | {s}");
+                prefixed.as_str()
+            }
+            None => s,
+        };
         let print = || {
             if to_stderr {
                 eprintln!("{s}");
