@@ -176,11 +176,29 @@ pub(crate) fn run_engine(
         editor_temps: args.settings.default_ignores,
         patterns: args.settings.ignores.clone(),
     };
-    let alpha = match endpoint(Side::Alpha, &args.alpha, &session, &spec, args.retention) {
+    // Under `ferry up` several sessions share the terminal: their errors name the service.
+    let tag = printer
+        .service()
+        .map_or_else(String::new, |s| format!("{s} | "));
+    let alpha = match endpoint(
+        Side::Alpha,
+        &args.alpha,
+        &session,
+        &spec,
+        args.retention,
+        &tag,
+    ) {
         Ok(e) => e,
         Err(code) => return code,
     };
-    let beta = match endpoint(Side::Beta, &args.beta, &session, &spec, args.retention) {
+    let beta = match endpoint(
+        Side::Beta,
+        &args.beta,
+        &session,
+        &spec,
+        args.retention,
+        &tag,
+    ) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -190,13 +208,13 @@ pub(crate) fn run_engine(
     printer.set_verbose(args.verbose);
     let mut engine = match Engine::new(alpha, beta, session, args.settings, printer, stop) {
         Ok(e) => e,
-        Err(e) => return report(e),
+        Err(e) => return report(e, &tag),
     };
     let code = match engine.run(Some(wake)) {
         Ok(Finish::InSync) => Exit::Ok,
         Ok(Finish::Conflicts) => Exit::Conflicts,
         Ok(Finish::Errors) => Exit::Failed,
-        Err(e) => report(e),
+        Err(e) => report(e, &tag),
     };
     // The process ends right after: freeing the session's trees one by one would only cost time.
     std::mem::forget(engine);
@@ -211,6 +229,7 @@ fn endpoint(
     session: &Session,
     spec: &IgnoreSpec,
     retention: Retention,
+    tag: &str,
 ) -> Result<Box<dyn Endpoint>, Exit> {
     match place {
         Place::Local { root, create } => {
@@ -218,7 +237,7 @@ fn endpoint(
                 if let Err(e) = std::fs::create_dir(root) {
                     if e.kind() != std::io::ErrorKind::AlreadyExists {
                         eprintln!(
-                            "ferry: cannot create {} '{}': {e}",
+                            "{tag}ferry: cannot create {} '{}': {e}",
                             side.as_str(),
                             root.display()
                         );
@@ -234,13 +253,13 @@ fn endpoint(
                     Box::new(e) as Box<dyn Endpoint>
                 })
                 .map_err(|e| {
-                    eprintln!("ferry: {e}");
+                    eprintln!("{tag}ferry: {e}");
                     Exit::Failed
                 })
         }
         Place::Remote(loc) => {
             let fail = |usage: bool, message: String| {
-                eprintln!("ferry: {}", name_side(side, loc, &one_line(&message)));
+                eprintln!("{tag}ferry: {}", name_side(side, loc, &one_line(&message)));
                 if usage { Exit::Usage } else { Exit::Failed }
             };
             let transport = ferry::remote::transport::for_location(loc)
@@ -344,8 +363,8 @@ fn state_dir_outside(which: &str, r: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-fn report(e: RunError) -> Exit {
-    eprintln!("ferry: {e}");
+fn report(e: RunError, tag: &str) -> Exit {
+    eprintln!("{tag}ferry: {e}");
     match e {
         RunError::Ignore(_) => Exit::Usage,
         _ => Exit::Failed,

@@ -227,6 +227,11 @@ impl Printer {
         self.tty = false;
     }
 
+    /// The compose service this printer tags its output with, if any.
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+
     /// `-v`: name every changed path in the per-cycle line.
     pub fn set_verbose(&mut self, verbose: bool) {
         self.verbose = verbose;

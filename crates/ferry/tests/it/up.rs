@@ -338,3 +338,34 @@ fn up_build_failure_shows_the_builds_last_lines() {
         "{err}"
     );
 }
+
+#[test]
+fn up_again_brings_host_edits_made_while_it_was_stopped() {
+    let p = Project::new("two");
+    let mut s = p.up(&["worker"]);
+    wait_boot(&mut s, "worker watching", |e| {
+        is(e, "watching") && e["service"] == "worker"
+    });
+    p.sh("worker", "echo kept > /work/jobs/from-container.sh");
+    let from_container = p.dir.join("worker/jobs/from-container.sh");
+    s.wait_until("the container's file is on the host", || {
+        fs::read(&from_container).is_ok_and(|d| d == b"kept\n")
+    });
+    s.stop();
+
+    // While ferry up is stopped: an edit and a new file on the host (the rebuild recreates the
+    // container: a new endpoint, filled from the host and the archive, never a wipe).
+    write(&p.dir.join("worker/jobs/run.sh"), "echo edited\n");
+    write(&p.dir.join("worker/jobs/later.sh"), "echo later\n");
+    let mut s = p.up(&["worker"]);
+    wait_boot(&mut s, "worker watching again", |e| {
+        is(e, "watching") && e["service"] == "worker"
+    });
+    s.wait_until("the edits made meanwhile are in the container", || {
+        p.cat("worker", "/work/jobs/run.sh").as_deref() == Some("echo edited\n")
+            && p.cat("worker", "/work/jobs/later.sh").as_deref() == Some("echo later\n")
+    });
+    assert_eq!(read(&from_container), b"kept\n");
+    assert!(s.log.iter().all(|e| !is(e, "conflict")), "{:?}", s.log);
+    s.stop();
+}
