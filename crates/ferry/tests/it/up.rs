@@ -185,7 +185,9 @@ fn up_syncs_a_service_both_ways_and_ctrl_c_stops_it() {
         is(e, "watching") && e["service"] == "web"
     });
 
-    // A host edit reaches the container.
+    // A host edit reaches the container; the host's own node_modules does not (it is the
+    // container's: its build made one).
+    write(&p.dir.join("web/node_modules/host-only.js"), "host\n");
     write(&p.dir.join("web/src/new.txt"), "from the host\n");
     s.wait_until("the host's new file is in the container", || {
         p.cat("web", "/app/src/new.txt").as_deref() == Some("from the host\n")
@@ -197,7 +199,12 @@ fn up_syncs_a_service_both_ways_and_ctrl_c_stops_it() {
         fs::read(&made).is_ok_and(|d| d == b"made in the container\n")
     });
     // Left out both ways: the container-owned node_modules and the .dockerignored README.md.
-    assert_absent(&p.dir.join("web/node_modules"));
+    assert_absent(&p.dir.join("web/node_modules/dep"));
+    assert_eq!(p.cat("web", "/app/node_modules/host-only.js"), None);
+    assert_eq!(
+        p.cat("web", "/app/node_modules/dep/index.js").as_deref(),
+        Some("built\n")
+    );
     assert_eq!(p.cat("web", "/app/README.md"), None);
     // Only the service asked for was started.
     assert!(p.containers("worker").is_empty(), "worker was started");
@@ -368,4 +375,60 @@ fn up_again_brings_host_edits_made_while_it_was_stopped() {
     assert_eq!(read(&from_container), b"kept\n");
     assert!(s.log.iter().all(|e| !is(e, "conflict")), "{:?}", s.log);
     s.stop();
+}
+
+/// What a person reads at start, without `--json`: per service, where each session goes and
+/// what is left out and why; logs and cycle lines prefixed by the service.
+#[test]
+fn up_start_lines_name_each_mapping_and_what_is_left_out() {
+    use std::io::{BufRead, BufReader};
+    let p = Project::new("two");
+    let mut child = p
+        .command()
+        .args(["up", "web"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning ferry up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let end = Instant::now() + BOOT;
+    while !lines
+        .iter()
+        .any(|l: &String| l.starts_with("web | watching "))
+    {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no 'watching' line ({e}); stdout so far: {lines:#?}");
+            }
+        }
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().expect("waiting for ferry up");
+    assert_eq!(st.code(), Some(0));
+    let web = p.dir.join("web");
+    let container = p.container("web");
+    for expected in [
+        "web | Dockerfile line 5: not synced: COPY --from=tools copies from another stage or image, not from the build context".to_owned(),
+        format!(
+            "web | {} -> {container}:/app (left out: .dockerignore: /*.md /Dockerfile; container-owned: node_modules (package.json))",
+            web.display()
+        ),
+        "web | web started".to_owned(),
+    ] {
+        assert!(lines.contains(&expected), "no line {expected:?} in {lines:#?}");
+    }
 }
