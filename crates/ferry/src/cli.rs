@@ -82,7 +82,7 @@ build-context files in the built stage maps a host directory to a container dire
 minus .dockerignore and container-owned directories (node_modules, target, .venv, ...).
 Needs Docker Compose v2 ('docker compose' or a v2 'docker-compose').
 
-Exit codes: 0 stopped by Ctrl-C (or SIGTERM), 1 failed (engine, build, a session),
+Exit codes: 0 stopped by Ctrl-C (or SIGTERM), 1 failed (engine, build), 3 conflicts left,
 2 bad usage or input (no compose file, unknown service, no Compose v2).";
 
 #[derive(clap::Args, Debug)]

@@ -679,9 +679,9 @@ impl Docker {
             .collect();
         names.sort();
         let Some(name) = names.into_iter().next() else {
-            return Err(failed(format!(
-                "service {service}: no running container after 'docker compose up' (did it exit? see its logs)"
-            )));
+            return Err(failed(
+                "no running container after 'docker compose up' (did it exit? 'docker compose logs' tells): not synced",
+            ));
         };
         let info = self
             .rt
@@ -863,9 +863,18 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
         return Err(failed(msg));
     }
 
+    // A service with no running container (a one-shot job that already exited) is named and
+    // skipped; the others run.
     let mut containers = BTreeMap::new();
     for s in &selected {
-        containers.insert(s.clone(), docker.container(&project.name, s)?);
+        match docker.container(&project.name, s) {
+            Ok(c) => {
+                containers.insert(s.clone(), c);
+            }
+            Err(Fail(_, why)) => {
+                out.event(s, &why, json!({"event": "up_note", "message": why}));
+            }
+        }
     }
 
     // Logs first, so what a service prints while its sessions start is seen.
@@ -1005,8 +1014,9 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                 code: c,
             }) => {
                 running -= 1;
+                // Reported now; the exit code is Ctrl-C's (a session that ended is not running
+                // when the user stops the loop).
                 if c != Exit::Ok {
-                    code = Exit::Failed;
                     let m = format!("session {what} ended (exit code {})", c as i32);
                     out.event(
                         &service,
@@ -1025,9 +1035,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Msg::Ended { code: c, .. }) => {
                 running -= 1;
-                if c == Exit::Failed {
-                    code = Exit::Failed;
-                } else if c == Exit::Conflicts && code == Exit::Ok {
+                if c == Exit::Conflicts {
                     code = Exit::Conflicts;
                 }
             }

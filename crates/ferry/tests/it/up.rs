@@ -432,3 +432,27 @@ fn up_start_lines_name_each_mapping_and_what_is_left_out() {
         assert!(lines.contains(&expected), "no line {expected:?} in {lines:#?}");
     }
 }
+
+#[test]
+fn up_names_a_service_that_exited_and_syncs_the_others() {
+    let p = Project::new("two");
+    let dockerfile = p.dir.join("worker/Dockerfile");
+    let text = String::from_utf8(read(&dockerfile))
+        .expect("utf-8")
+        .replace("echo worker started; exec sleep 100000", "echo worker done");
+    write(&dockerfile, text);
+    let mut s = p.up(&[]);
+    // The worker may still be running when ferry looks (it exits right after starting): then
+    // its session fails and says so. Either way ferry names it and goes on with web.
+    wait_boot(&mut s, "worker named as not running", |e| {
+        e["service"] == "worker"
+            && ((is(e, "up_note")
+                && e["message"]
+                    == "no running container after 'docker compose up' (did it exit? 'docker compose logs' tells): not synced")
+                || is(e, "up_session_end"))
+    });
+    wait_boot(&mut s, "web watching", |e| {
+        is(e, "watching") && e["service"] == "web"
+    });
+    s.stop();
+}
