@@ -1,6 +1,6 @@
 use std::collections::BTreeSet;
 
-use crate::{Entry, RelPath};
+use crate::{Dir, Entry, RelPath};
 
 /// The new ancestor after a cycle: wherever alpha and beta now agree, their common state;
 /// wherever they still differ (conflicts, failed transitions, one-way-safe's beta-only files),
@@ -24,7 +24,10 @@ pub fn agree(
                     .map(|e| (name.clone(), e))
             })
             .collect();
-        return Some(Entry::Directory(children));
+        return Some(Entry::Directory(Dir {
+            children,
+            mode: agreed_mode(ancestor, xc.mode, yc.mode),
+        }));
     }
     if alpha == beta && !alpha.is_some_and(Entry::has_problems) {
         return alpha.cloned();
@@ -70,13 +73,18 @@ fn agree_in(slot: &mut Option<Entry>, alpha: Option<&Entry>, beta: Option<&Entry
     }
     if let (Some(Entry::Directory(xc)), Some(Entry::Directory(yc))) = (alpha, beta) {
         let mut changed = false;
+        let mode = agreed_mode(slot.as_ref(), xc.mode, yc.mode);
         if !matches!(slot, Some(Entry::Directory(_))) {
-            *slot = Some(Entry::Directory(Default::default()));
+            *slot = Some(Entry::Directory(Dir::bare(mode)));
             changed = true;
         }
         let Some(Entry::Directory(ac)) = slot else {
             return changed;
         };
+        if ac.mode != mode {
+            ac.mode = mode;
+            changed = true;
+        }
         let before = ac.len();
         // Names on neither side: both agree they are gone.
         ac.retain(|k, _| xc.contains_key(k) || yc.contains_key(k));
@@ -127,6 +135,22 @@ fn agree_in(slot: &mut Option<Entry>, alpha: Option<&Entry>, beta: Option<&Entry
     false
 }
 
+/// A directory's agreed permission bits: both sides' if they agree, else the ancestor's, else
+/// [`NO_MODE`].
+fn agreed_mode(ancestor: Option<&Entry>, alpha: u32, beta: u32) -> u32 {
+    if alpha == beta {
+        return alpha;
+    }
+    match ancestor {
+        Some(Entry::Directory(d)) => d.mode,
+        _ => NO_MODE,
+    }
+}
+
+/// The mode of an ancestor directory whose bits were never agreed on: it matches neither side,
+/// so the next cycle sees both changed and alpha's win.
+const NO_MODE: u32 = u32::MAX;
+
 /// Forgets what the archive knew at `path` (and below): the next cycle treats it like a first
 /// sync there, so nothing at that path can be taken for a deletion. Used for paths a crashed
 /// cycle may have changed after the archive was last written.
@@ -134,6 +158,41 @@ pub fn forget(ancestor: &mut Option<Entry>, path: &RelPath) {
     if crate::entry::at(ancestor.as_ref(), path.as_str()).is_some() {
         set(ancestor, path, None);
     }
+}
+
+/// After a cycle cut short (a lost connection), records as agreed whatever part of one of its
+/// planned changes was made: `planned` is the change's new value at `path`, `now` what the
+/// side it was made on holds there according to a fresh scan. All of it when `now` is
+/// `planned`; inside a directory created half way, each entry that arrived as planned. Anything
+/// else keeps the ancestor's value: a change not made, or half a directory removed (with the
+/// ancestor's value, the next plan finishes the removal). Returns true if the ancestor changed.
+///
+/// Without it, a file copied before the loss and changed again on its source since looks
+/// modified on both sides: a conflict that nothing resolves.
+pub fn agree_made(
+    ancestor: &mut Option<Entry>,
+    path: &RelPath,
+    planned: Option<&Entry>,
+    now: Option<&Entry>,
+) -> bool {
+    if planned == now {
+        if crate::entry::at(ancestor.as_ref(), path.as_str()) == planned {
+            return false;
+        }
+        set(ancestor, path, planned.cloned());
+        return true;
+    }
+    let (Some(Entry::Directory(pc)), Some(Entry::Directory(nc))) = (planned, now) else {
+        return false;
+    };
+    let mut changed = false;
+    for (name, child) in pc {
+        let (Some(got), Ok(p)) = (nc.get(name), path.join(name)) else {
+            continue;
+        };
+        changed |= agree_made(ancestor, &p, Some(child), Some(got));
+    }
+    changed
 }
 
 /// Records `value` as the agreed state at `path` (parents become directories as needed).
@@ -167,6 +226,108 @@ fn set(tree: &mut Option<Entry>, path: &RelPath, value: Option<Entry>) {
             None => {
                 c.remove(name);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(n: u8) -> Entry {
+        Entry::file([n; 32], u64::from(n), false)
+    }
+
+    fn rel(p: &str) -> RelPath {
+        RelPath::new(p).expect("valid path")
+    }
+
+    #[test]
+    fn agree_made_takes_what_a_cut_short_cycle_did_and_nothing_else() {
+        let base = || {
+            Some(Entry::dir([
+                ("f", f(1)),
+                ("old", Entry::dir([("x", f(7)), ("y", f(8))])),
+            ]))
+        };
+        /// (what, path, planned, now on the written side, ancestor after)
+        type Case = (
+            &'static str,
+            &'static str,
+            Option<Entry>,
+            Option<Entry>,
+            Option<Entry>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "a copy made: its version is agreed",
+                "f",
+                Some(f(2)),
+                Some(f(2)),
+                Some(Entry::dir([
+                    ("f", f(2)),
+                    ("old", Entry::dir([("x", f(7)), ("y", f(8))])),
+                ])),
+            ),
+            (
+                "a copy not made: the ancestor stands",
+                "f",
+                Some(f(2)),
+                Some(f(1)),
+                base(),
+            ),
+            (
+                "changed by someone else since: the ancestor stands",
+                "f",
+                Some(f(2)),
+                Some(f(3)),
+                base(),
+            ),
+            (
+                "a removal made",
+                "old",
+                None,
+                None,
+                Some(Entry::dir([("f", f(1))])),
+            ),
+            (
+                "half a removal: the ancestor stands, so the next plan finishes it",
+                "old",
+                None,
+                Some(Entry::dir([("y", f(8))])),
+                base(),
+            ),
+            (
+                "a directory created half way: what arrived is agreed",
+                "new",
+                Some(Entry::dir([
+                    ("a", f(4)),
+                    ("z", f(5)),
+                    ("s", Entry::dir([("b", f(6))])),
+                ])),
+                Some(Entry::dir([
+                    ("a", f(4)),
+                    ("s", Entry::Directory(Default::default())),
+                ])),
+                Some(Entry::dir([
+                    ("f", f(1)),
+                    ("new", Entry::dir([("a", f(4))])),
+                    ("old", Entry::dir([("x", f(7)), ("y", f(8))])),
+                ])),
+            ),
+            (
+                "a file inside replaced by a problem: not agreed",
+                "new",
+                Some(Entry::dir([("a", f(4))])),
+                Some(Entry::dir([("a", Entry::Problem("cannot read".into()))])),
+                base(),
+            ),
+        ];
+        for (what, path, planned, now, want) in cases {
+            let mut anc = base();
+            let changed = agree_made(&mut anc, &rel(path), planned.as_ref(), now.as_ref());
+            assert_eq!(anc, want, "{what}");
+            assert_eq!(changed, anc != base(), "{what}: the change flag");
         }
     }
 }

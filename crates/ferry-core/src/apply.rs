@@ -19,6 +19,14 @@ pub fn apply_changes(
 ) -> Result<Option<Entry>, ApplyError> {
     for ch in changes {
         let path = ch.path.as_str();
+        if let (Some(Entry::Directory(old)), Some(Entry::Directory(new))) = (&ch.old, &ch.new) {
+            // A directory's permission bits alone (see `Change::is_meta`): its children stay.
+            match tree.as_mut().and_then(|t| t.get_mut(path)) {
+                Some(Entry::Directory(d)) if d.mode == old.mode => d.mode = new.mode,
+                _ => return Err(ApplyError::Mismatch(path.to_owned())),
+            }
+            continue;
+        }
         let Some(parent_path) = ch.path.parent() else {
             if tree != ch.old {
                 return Err(ApplyError::Mismatch(path.to_owned()));

@@ -22,6 +22,100 @@ impl fmt::Display for Digest {
     }
 }
 
+/// A file's modification time in nanoseconds since the Unix epoch, as a scan saw it.
+///
+/// Carried so the side receiving a file can set it (as `rsync -a` does), but never compared:
+/// every `Mtime` equals every other. ferry tells content apart by digest, so a `touch` is not
+/// a change, and two sides holding the same content with different times agree.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Mtime(pub i64);
+
+impl PartialEq for Mtime {
+    fn eq(&self, _: &Mtime) -> bool {
+        true
+    }
+}
+
+impl Eq for Mtime {}
+
+/// The permission bits ferry syncs: read, write and execute for user, group and other.
+pub const PERMISSION_BITS: u32 = 0o777;
+
+/// The permission bits of a file created with no other information (tests, older archives).
+pub const FILE_MODE: u32 = 0o644;
+/// The same for directories, and for executable files.
+pub const DIR_MODE: u32 = 0o755;
+
+/// A directory: its children by name and its permission bits.
+///
+/// Dereferences to the map of children, so most code reads it as one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dir {
+    /// The children by name.
+    pub children: BTreeMap<String, Entry>,
+    /// Permission bits (`0o777` at most).
+    pub mode: u32,
+}
+
+impl Dir {
+    /// A directory with no children and `mode`: what a change of a directory's permission
+    /// bits carries (see [`Change::is_meta`](crate::Change::is_meta)).
+    pub fn bare(mode: u32) -> Dir {
+        Dir {
+            children: BTreeMap::new(),
+            mode,
+        }
+    }
+}
+
+impl Default for Dir {
+    fn default() -> Dir {
+        Dir::bare(DIR_MODE)
+    }
+}
+
+impl std::ops::Deref for Dir {
+    type Target = BTreeMap<String, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.children
+    }
+}
+
+impl std::ops::DerefMut for Dir {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.children
+    }
+}
+
+impl From<BTreeMap<String, Entry>> for Dir {
+    fn from(children: BTreeMap<String, Entry>) -> Dir {
+        Dir {
+            children,
+            mode: DIR_MODE,
+        }
+    }
+}
+
+impl<const N: usize> From<[(String, Entry); N]> for Dir {
+    fn from(children: [(String, Entry); N]) -> Dir {
+        Dir::from(BTreeMap::from(children))
+    }
+}
+
+impl FromIterator<(String, Entry)> for Dir {
+    fn from_iter<I: IntoIterator<Item = (String, Entry)>>(iter: I) -> Dir {
+        Dir::from(iter.into_iter().collect::<BTreeMap<_, _>>())
+    }
+}
+
+impl<'a> IntoIterator for &'a Dir {
+    type Item = (&'a String, &'a Entry);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, Entry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.children.iter()
+    }
+}
+
 /// One node of an endpoint's tree, as a scan saw it. Only metadata and digests: content never
 /// lives in a tree.
 ///
@@ -29,18 +123,20 @@ impl fmt::Display for Digest {
 /// tree from a peer or a damaged file cannot exhaust the stack.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum Entry {
-    /// A directory and its children by name.
-    Directory(BTreeMap<String, Entry>),
+    /// A directory, its children and permission bits.
+    Directory(Dir),
     /// A regular file.
     File {
         /// BLAKE3 of the content.
         digest: Digest,
         /// Length in bytes.
         size: u64,
-        /// Whether the owner-executable bit is set.
-        executable: bool,
+        /// Permission bits (`0o777` at most; with `--permissions exec`, `0o755` or `0o644`).
+        mode: u32,
+        /// When it was last modified (never compared, see [`Mtime`]).
+        mtime: Mtime,
     },
-    /// A symbolic link whose target stays inside the root.
+    /// A symbolic link (whose target stays inside the root, unless links are synced raw).
     Symlink {
         /// The link's target, as stored in the link.
         target: String,
@@ -59,11 +155,12 @@ pub const MAX_DEPTH: usize = crate::MAX_PATH_LEN / 2 + 1;
 #[derive(Deserialize)]
 #[serde(rename = "Entry")]
 enum EntryRepr {
-    Directory(BTreeMap<String, Entry>),
+    Directory(Dir),
     File {
         digest: Digest,
         size: u64,
-        executable: bool,
+        mode: u32,
+        mtime: Mtime,
     },
     Symlink {
         target: String,
@@ -91,11 +188,13 @@ impl<'de> Deserialize<'de> for Entry {
             EntryRepr::File {
                 digest,
                 size,
-                executable,
+                mode,
+                mtime,
             } => Entry::File {
                 digest,
                 size,
-                executable,
+                mode,
+                mtime,
             },
             EntryRepr::Symlink { target } => Entry::Symlink { target },
             EntryRepr::Problem(p) => Entry::Problem(p),
@@ -104,16 +203,22 @@ impl<'de> Deserialize<'de> for Entry {
 }
 
 impl Entry {
-    /// A file entry.
+    /// A file entry, `0o755` if `executable` else `0o644`, with no known modification time.
     pub fn file(digest: [u8; 32], size: u64, executable: bool) -> Entry {
+        Entry::file_mode(digest, size, if executable { DIR_MODE } else { FILE_MODE })
+    }
+
+    /// A file entry with permission bits `mode`.
+    pub fn file_mode(digest: [u8; 32], size: u64, mode: u32) -> Entry {
         Entry::File {
             digest: Digest(digest),
             size,
-            executable,
+            mode,
+            mtime: Mtime(0),
         }
     }
 
-    /// A directory entry from `(name, entry)` pairs.
+    /// A directory entry (`0o755`) from `(name, entry)` pairs.
     pub fn dir<'a>(children: impl IntoIterator<Item = (&'a str, Entry)>) -> Entry {
         Entry::Directory(
             children
@@ -121,6 +226,25 @@ impl Entry {
                 .map(|(n, e)| (n.to_owned(), e))
                 .collect(),
         )
+    }
+
+    /// A directory entry with permission bits `mode`.
+    pub fn dir_mode<'a>(mode: u32, children: impl IntoIterator<Item = (&'a str, Entry)>) -> Entry {
+        let mut d: Dir = children
+            .into_iter()
+            .map(|(n, e)| (n.to_owned(), e))
+            .collect();
+        d.mode = mode;
+        Entry::Directory(d)
+    }
+
+    /// The permission bits of a file or directory.
+    pub fn mode(&self) -> Option<u32> {
+        match self {
+            Entry::Directory(d) => Some(d.mode),
+            Entry::File { mode, .. } => Some(*mode),
+            _ => None,
+        }
     }
 
     /// A symlink entry.
@@ -133,7 +257,7 @@ impl Entry {
     /// The children of a directory, `None` for anything else.
     pub fn children(&self) -> Option<&BTreeMap<String, Entry>> {
         match self {
-            Entry::Directory(c) => Some(c),
+            Entry::Directory(c) => Some(&c.children),
             _ => None,
         }
     }
@@ -189,12 +313,14 @@ impl Entry {
     /// This subtree with every problem entry left out (what can actually be created).
     pub fn without_problems(&self) -> Entry {
         match self {
-            Entry::Directory(c) => Entry::Directory(
-                c.iter()
+            Entry::Directory(c) => Entry::Directory(Dir {
+                children: c
+                    .iter()
                     .filter(|(_, e)| !e.is_problem())
                     .map(|(n, e)| (n.clone(), e.without_problems()))
                     .collect(),
-            ),
+                mode: c.mode,
+            }),
             e => e.clone(),
         }
     }

@@ -25,9 +25,11 @@ mod mode;
 mod path;
 mod reconcile;
 
-pub use agree::{agree, agree_at, forget, set_agreed};
+pub use agree::{agree, agree_at, agree_made, forget, set_agreed};
 pub use apply::{ApplyError, apply_changes};
-pub use entry::{Digest, Entry, MAX_DEPTH, digests};
+pub use entry::{
+    DIR_MODE, Digest, Dir, Entry, FILE_MODE, MAX_DEPTH, Mtime, PERMISSION_BITS, digests,
+};
 pub use mode::{Mode, UnknownMode};
 pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, RelPath, link_stays_inside, validate_name};
 pub use reconcile::{

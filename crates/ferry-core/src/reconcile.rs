@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Entry, Mode, RelPath};
+use crate::{Dir, Entry, Mode, RelPath};
 
 /// One transition for one side: replace `old` (what the scan saw there, `None` for nothing)
 /// with `new` (`None` to remove) at `path`.
@@ -22,6 +22,18 @@ pub struct Change {
     pub old: Option<Entry>,
     /// What the side must have afterwards.
     pub new: Option<Entry>,
+}
+
+impl Change {
+    /// True for a change of a directory's permission bits alone: `old` and `new` are both
+    /// directories, with no children (what is below is changed, if at all, by changes of its
+    /// own). The one kind of change that may have others below it.
+    pub fn is_meta(&self) -> bool {
+        matches!(
+            (&self.old, &self.new),
+            (Some(Entry::Directory(_)), Some(Entry::Directory(_)))
+        )
+    }
 }
 
 /// A path changed differently on both sides; nothing is done there.
@@ -155,6 +167,28 @@ fn walk(
                 plan,
             );
         }
+        // After the children: a directory made read-only is made so once they are written.
+        // The root's own bits are left alone (scans report them as they are, never applied).
+        if xc.mode != yc.mode && !path.is_root() {
+            let am = a.and_then(|a| match a {
+                Entry::Directory(d) => Some(d.mode),
+                _ => None,
+            });
+            let meta = |old: u32, new: u32| Change {
+                path: path.clone(),
+                old: Some(Entry::Directory(Dir::bare(old))),
+                new: Some(Entry::Directory(Dir::bare(new))),
+            };
+            let (alpha_changed, beta_changed) = (Some(xc.mode) != am, Some(yc.mode) != am);
+            // Bits changed differently on both sides put no content at stake: alpha's win.
+            match mode {
+                Mode::OneWaySafe if beta_changed && !alpha_changed => {}
+                Mode::TwoWaySafe | Mode::TwoWayResolved if !alpha_changed => {
+                    plan.alpha.push(meta(xc.mode, yc.mode))
+                }
+                _ => plan.beta.push(meta(yc.mode, xc.mode)),
+            }
+        }
         return;
     }
     // A side that only removed things (its subtree is a part of the ancestor's) did not modify
@@ -185,7 +219,9 @@ fn walk(
             } else if x.is_none() {
                 // A deletion never beats a modification: beta's version comes back whole.
                 to_alpha(plan);
-            } else if y.is_none() || mode == Mode::TwoWayResolved {
+            } else if y.is_none() || mode == Mode::TwoWayResolved || same_content(x, y) {
+                // Both sides hold the same content with different permission bits (a first
+                // sync, or a chmod on each side): no content at stake, alpha's bits win.
                 to_beta(plan);
             } else {
                 plan.conflicts.push(conflict(path, a, x, y));
@@ -197,11 +233,21 @@ fn walk(
                 to_beta(plan);
             } else if !alpha_changed {
                 // Beta's own file or edit, alpha did nothing here: left alone, no conflict.
+            } else if same_content(x, y) {
+                to_beta(plan);
             } else {
                 plan.conflicts.push(conflict(path, a, x, y));
             }
         }
     }
+}
+
+/// True if both are files with the same content (they differ in metadata only).
+fn same_content(x: Option<&Entry>, y: Option<&Entry>) -> bool {
+    matches!(
+        (x, y),
+        (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b
+    )
 }
 
 /// True if `e` holds nothing that `a` does not: the same entry, or a directory whose children

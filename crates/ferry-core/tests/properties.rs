@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use common::*;
 use ferry_core::{
-    Change, Digest, Entry, Mode, Plan, RelPath, agree, apply_changes, digests, reconcile,
+    Change, Digest, Dir, Entry, Mode, Plan, RelPath, agree, apply_changes, digests, reconcile,
     reconcile_at,
 };
 use proptest::prelude::*;
@@ -24,9 +24,19 @@ fn name() -> impl Strategy<Value = &'static str> {
     prop::sample::select(NAMES.to_vec())
 }
 
-/// A file with one of three contents (size follows content) and either executable bit.
+/// A file with one of three contents (size follows content) and one of three modes.
 fn file() -> impl Strategy<Value = Entry> {
-    (1u8..=3, any::<bool>()).prop_map(|(n, exec)| if exec { x(n) } else { f(n) })
+    (1u8..=3, prop::sample::select(vec![0o644u32, 0o755, 0o600]))
+        .prop_map(|(n, mode)| Entry::file_mode([n; 32], u64::from(n), mode))
+}
+
+/// A directory of `children` with one of two modes.
+fn with_dir_mode(children: BTreeMap<String, Entry>, private: bool) -> Entry {
+    let mut d = Dir::from(children);
+    if private {
+        d.mode = 0o700;
+    }
+    Entry::Directory(d)
 }
 
 fn leaf(problems: bool) -> BoxedStrategy<Entry> {
@@ -46,8 +56,11 @@ fn leaf(problems: bool) -> BoxedStrategy<Entry> {
 fn subtree(depth: u32, problems: bool) -> BoxedStrategy<Entry> {
     leaf(problems)
         .prop_recursive(depth, 16, 3, |inner| {
-            prop::collection::btree_map(name().prop_map(String::from), inner, 0..=3)
-                .prop_map(Entry::Directory)
+            (
+                prop::collection::btree_map(name().prop_map(String::from), inner, 0..=3),
+                any::<bool>(),
+            )
+                .prop_map(|(c, private)| with_dir_mode(c, private))
         })
         .boxed()
 }
@@ -56,7 +69,7 @@ fn subtree(depth: u32, problems: bool) -> BoxedStrategy<Entry> {
 /// them out of the archive).
 fn root_tree(problems: bool) -> impl Strategy<Value = Entry> {
     prop::collection::btree_map(name().prop_map(String::from), subtree(2, problems), 0..=3)
-        .prop_map(Entry::Directory)
+        .prop_map(|c| Entry::Directory(Dir::from(c)))
 }
 
 #[derive(Clone, Debug)]
@@ -98,11 +111,11 @@ fn apply_edit(tree: &mut Option<Entry>, edit: &Edit) {
                 Op::Remove => {
                     children.remove(*first);
                 }
-                Op::ToggleExec => {
-                    if let Some(Entry::File { executable, .. }) = children.get_mut(*first) {
-                        *executable = !*executable;
-                    }
-                }
+                Op::ToggleExec => match children.get_mut(*first) {
+                    Some(Entry::File { mode, .. }) => *mode ^= 0o111,
+                    Some(Entry::Directory(d)) => d.mode ^= 0o055,
+                    _ => {}
+                },
                 Op::Rewrite(n) => {
                     if let Some(Entry::File { digest, size, .. }) = children.get_mut(*first) {
                         *digest = Digest([*n; 32]);
@@ -199,6 +212,15 @@ fn backed_up(changes: &[Change], archived: &HashSet<Digest>) -> BTreeSet<(String
     out
 }
 
+/// True for a change of permission bits alone (a directory's, or a file's with its content).
+fn metadata_only(c: &Change) -> bool {
+    c.is_meta()
+        || matches!(
+            (&c.old, &c.new),
+            (Some(Entry::File { digest: x, .. }), Some(Entry::File { digest: y, .. })) if x == y
+        )
+}
+
 fn nests(a: &RelPath, b: &RelPath) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
@@ -225,9 +247,27 @@ fn check(anc: &Option<Entry>, a: &Option<Entry>, b: &Option<Entry>, mode: Mode) 
     for (side, changes, tree) in [("alpha", &plan.alpha, a), ("beta", &plan.beta, b)] {
         for (i, ch) in changes.iter().enumerate() {
             let scanned = tree.as_ref().and_then(|t| t.get(ch.path.as_str()));
-            assert_eq!(ch.old.as_ref(), scanned, "{mode}: {side} change {ch:?}");
             assert_ne!(ch.old, ch.new, "{mode}: {side} change does nothing: {ch:?}");
-            for other in &changes[i + 1..] {
+            if ch.is_meta() {
+                // A directory's bits alone: the one change that others may nest in.
+                let bits = |e: Option<&Entry>| e.and_then(Entry::mode);
+                assert_eq!(bits(ch.old.as_ref()), bits(scanned), "{mode}: {ch:?}");
+                assert!(
+                    ch.old
+                        .as_ref()
+                        .and_then(Entry::children)
+                        .is_some_and(|c| c.is_empty())
+                        && ch
+                            .new
+                            .as_ref()
+                            .and_then(Entry::children)
+                            .is_some_and(|c| c.is_empty()),
+                    "{mode}: a directory's bits carry no children: {ch:?}"
+                );
+                continue;
+            }
+            assert_eq!(ch.old.as_ref(), scanned, "{mode}: {side} change {ch:?}");
+            for other in changes[i + 1..].iter().filter(|c| !c.is_meta()) {
                 assert!(
                     !nests(&ch.path, &other.path),
                     "{mode}: {side} changes nest: {ch:?} / {other:?}"
@@ -291,9 +331,11 @@ fn check(anc: &Option<Entry>, a: &Option<Entry>, b: &Option<Entry>, mode: Mode) 
     );
     if is_safe(mode) {
         for ch in plan.alpha.iter().chain(&plan.beta) {
+            // Content that stays at its path (a change of permission bits) is not removed.
+            let stays = files(ch.new.as_ref(), ch.path.as_str());
             let foreign: Vec<_> = files(ch.old.as_ref(), ch.path.as_str())
                 .into_iter()
-                .filter(|(_, dg)| !archived.contains(dg))
+                .filter(|(p, dg)| !archived.contains(dg) && stays.get(p) != Some(dg))
                 .collect();
             assert!(
                 foreign.is_empty(),
@@ -389,8 +431,23 @@ proptest! {
     fn swapping_sides_mirrors_two_way_safe((anc, a, b) in trees()) {
         let plan = reconcile(anc.as_ref(), a.as_ref(), b.as_ref(), Mode::TwoWaySafe);
         let swapped = reconcile(anc.as_ref(), b.as_ref(), a.as_ref(), Mode::TwoWaySafe);
-        prop_assert_eq!(&swapped.alpha, &plan.beta);
-        prop_assert_eq!(&swapped.beta, &plan.alpha);
+        // Permission bits changed differently on both sides (no content at stake) go alpha's
+        // way, so those changes swap direction; the same paths are settled either way.
+        let split = |v: &[Change]| -> (Vec<Change>, BTreeSet<RelPath>) {
+            let (meta, content): (Vec<&Change>, Vec<&Change>) =
+                v.iter().partition(|c| metadata_only(c));
+            (content.into_iter().cloned().collect(), meta.into_iter().map(|c| c.path.clone()).collect())
+        };
+        let (pa, pam) = split(&plan.alpha);
+        let (pb, pbm) = split(&plan.beta);
+        let (sa, sam) = split(&swapped.alpha);
+        let (sb, sbm) = split(&swapped.beta);
+        prop_assert_eq!(&sa, &pb);
+        prop_assert_eq!(&sb, &pa);
+        prop_assert_eq!(
+            pam.union(&pbm).collect::<BTreeSet<_>>(),
+            sam.union(&sbm).collect::<BTreeSet<_>>()
+        );
         prop_assert_eq!(swapped.conflicts.len(), plan.conflicts.len());
         for (s, p) in swapped.conflicts.iter().zip(&plan.conflicts) {
             prop_assert_eq!(&s.path, &p.path);
@@ -442,7 +499,10 @@ proptest! {
 /// only): what a watcher would have named.
 fn differing_paths(anc: &Option<Entry>, a: &Option<Entry>, b: &Option<Entry>) -> Vec<RelPath> {
     fn shallow(e: Option<&Entry>) -> Option<Entry> {
-        e.map(|e| if e.is_dir() { d(&[]) } else { e.clone() })
+        e.map(|e| match e {
+            Entry::Directory(d) => Entry::Directory(Dir::bare(d.mode)),
+            e => e.clone(),
+        })
     }
     let mut all = BTreeSet::new();
     for t in [anc, a, b].into_iter().flatten() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ferry_core::Mode;
+use ferry_core::{Mode, RelPath};
 
 use crate::engine::Settings;
 use crate::remote::Location;
@@ -32,6 +32,11 @@ pub enum Command {
     /// container both ways, and stream the logs (until Ctrl-C, which stops the services).
     #[command(after_help = UP_AFTER_HELP)]
     Up(UpFlags),
+    /// Resolve conflicts of a pair not being synced right now: at each PATH (or every
+    /// conflict, with --all) the kept side's version goes to the other side, whose own
+    /// version is kept in its backup area.
+    #[command(after_help = RESOLVE_AFTER_HELP)]
+    Resolve(ResolveFlags),
     /// Serve the wire protocol on stdin/stdout (started by ferry itself on the far side).
     #[command(hide = true)]
     Agent,
@@ -101,6 +106,118 @@ pub struct UpFlags {
     pub json: bool,
 }
 
+/// `ferry resolve --help`: what it does, in a few words.
+const RESOLVE_AFTER_HELP: &str = "\
+ALPHA and BETA are the pair as given to 'ferry sync' (either order); the session must not be
+running (stop it first: Ctrl-C lists its conflicts with the command for each). PATHs are
+relative to the roots. At each PATH the conflicts go the kept side's way and what changed on
+one side only syncs as usual; the next 'ferry sync' finds those paths in sync.
+
+Example: ferry resolve ./app docker://web/app src/main.rs --keep alpha";
+
+/// The side whose version wins.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    Alpha,
+    Beta,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ResolveFlags {
+    /// First endpoint, as given to 'ferry sync'.
+    pub alpha: String,
+    /// Second endpoint, as given to 'ferry sync'.
+    pub beta: String,
+    /// Paths to resolve, relative to the roots.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub paths: Vec<String>,
+    /// Whose version wins.
+    #[arg(long, value_enum)]
+    pub keep: Keep,
+    /// Every conflict between ALPHA and BETA.
+    #[arg(long)]
+    pub all: bool,
+    /// One JSON object per line on stdout for every event.
+    #[arg(long)]
+    pub json: bool,
+    /// Name every changed path.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// A checked `resolve` command.
+#[derive(Debug)]
+pub struct ResolveArgs {
+    pub alpha: Place,
+    pub beta: Place,
+    /// `None`: every conflict (`--all`).
+    pub paths: Option<Vec<RelPath>>,
+    pub keep: Keep,
+    pub json: bool,
+    pub verbose: bool,
+}
+
+impl ResolveFlags {
+    /// Checks the endpoints (both must exist) and the paths.
+    pub fn check(self) -> Result<ResolveArgs, UsageError> {
+        let (alpha, beta) = places(&self.alpha, &self.beta)?;
+        if let Place::Local { root, create: true } = &beta {
+            return Err(UsageError(format!(
+                "beta '{}' does not exist (nothing to resolve)",
+                root.display()
+            )));
+        }
+        let paths = if self.all {
+            None
+        } else {
+            let roots: Vec<&Path> = [&alpha, &beta]
+                .into_iter()
+                .filter_map(|p| match p {
+                    Place::Local { root, .. } => Some(root.as_path()),
+                    Place::Remote(_) => None,
+                })
+                .collect();
+            let mut out = Vec::new();
+            for p in &self.paths {
+                out.push(relative_path(p, &roots)?);
+            }
+            Some(out)
+        };
+        Ok(ResolveArgs {
+            alpha,
+            beta,
+            paths,
+            keep: self.keep,
+            json: self.json,
+            verbose: self.verbose,
+        })
+    }
+}
+
+/// A path given to `resolve`: relative to the roots (`./x`, `x/` and `.` accepted), or
+/// absolute inside a local root.
+fn relative_path(p: &str, roots: &[&Path]) -> Result<RelPath, UsageError> {
+    let mut rel = p;
+    if p.starts_with('/') {
+        let inside = roots
+            .iter()
+            .find_map(|r| Path::new(p).strip_prefix(r).ok().and_then(|q| q.to_str()));
+        rel = inside.ok_or_else(|| {
+            UsageError(format!(
+                "'{p}' is not inside alpha or beta (give paths relative to the roots)"
+            ))
+        })?;
+    }
+    let mut rel = rel.trim_end_matches('/');
+    while let Some(rest) = rel.strip_prefix("./") {
+        rel = rest.trim_start_matches('/');
+    }
+    if rel == "." {
+        rel = "";
+    }
+    RelPath::new(rel).map_err(|e| UsageError(format!("{e} (give paths relative to the roots)")))
+}
+
 #[derive(clap::Args, Debug)]
 pub struct SyncFlags {
     /// First endpoint (usually the host's source tree). Must exist.
@@ -120,6 +237,17 @@ pub struct SyncFlags {
     /// JetBrains ___jb_*), left out by default.
     #[arg(long)]
     pub no_default_ignores: bool,
+    /// Permission bits synced: full (user/group/other rwx) or exec (only the executable bit,
+    /// for filesystems that cannot keep modes).
+    #[arg(long, default_value = "full", value_name = "full|exec")]
+    pub permissions: String,
+    /// Leave the copy time on files ferry writes instead of their source's modification time.
+    #[arg(long)]
+    pub no_times: bool,
+    /// Symlinks: portable (links that stay inside the root; others are reported), raw (every
+    /// link as it is, never followed) or ignore (none).
+    #[arg(long, default_value = "portable", value_name = "portable|raw|ignore")]
+    pub symlinks: String,
     /// Sync until nothing is left to do, then exit.
     #[arg(long)]
     pub once: bool,
@@ -139,6 +267,10 @@ pub struct SyncFlags {
     /// Forget the last agreed state and start over: both sides are merged, nothing is deleted.
     #[arg(long)]
     pub reset: bool,
+    /// On a first sync, copy into alpha what only beta has without asking (by default a
+    /// terminal is asked, and a script refused).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Quiet time after a change before syncing it, in milliseconds.
     #[arg(long, default_value_t = 4, value_name = "MS")]
     pub debounce_ms: u64,
@@ -197,14 +329,19 @@ impl SyncFlags {
         };
         for p in &self.ignores {
             crate::fs::ignore::Ignorer::new(&crate::fs::ignore::IgnoreSpec {
-                vcs: false,
-                editor_temps: false,
                 patterns: vec![p.clone()],
+                ..Default::default()
             })
             .map_err(|e| UsageError(e.to_string()))?;
         }
+        let meta = crate::fs::meta::MetaSpec {
+            permissions: self.permissions.parse().map_err(UsageError)?,
+            times: !self.no_times,
+            symlinks: self.symlinks.parse().map_err(UsageError)?,
+        };
         let settings = Settings {
             mode,
+            meta,
             ignore_vcs: !self.no_ignore_vcs,
             default_ignores: !self.no_default_ignores,
             ignores: self.ignores,
@@ -214,9 +351,26 @@ impl SyncFlags {
             debounce: Duration::from_millis(self.debounce_ms),
             rescan_interval: (self.rescan_interval > 0)
                 .then(|| Duration::from_secs(self.rescan_interval)),
+            yes: self.yes,
         };
-        let la = Location::parse("alpha", &self.alpha).map_err(UsageError)?;
-        let lb = Location::parse("beta", &self.beta).map_err(UsageError)?;
+        let (alpha, beta) = places(&self.alpha, &self.beta)?;
+        Ok(SyncArgs {
+            alpha,
+            beta,
+            json: self.json,
+            verbose: self.verbose,
+            retention,
+            settings,
+        })
+    }
+}
+
+/// The two sides as places: local directories checked now (existence, nesting), remote ones
+/// when connected.
+fn places(alpha: &str, beta: &str) -> Result<(Place, Place), UsageError> {
+    {
+        let la = Location::parse("alpha", alpha).map_err(UsageError)?;
+        let lb = Location::parse("beta", beta).map_err(UsageError)?;
         let (alpha, beta) = match (la, lb) {
             (Location::Local(a), Location::Local(b)) => local_pair(&a, &b)?,
             (la, lb) => {
@@ -253,14 +407,7 @@ impl SyncFlags {
                 (place("alpha", la, false)?, place("beta", lb, true)?)
             }
         };
-        Ok(SyncArgs {
-            alpha,
-            beta,
-            json: self.json,
-            verbose: self.verbose,
-            retention,
-            settings,
-        })
+        Ok((alpha, beta))
     }
 }
 

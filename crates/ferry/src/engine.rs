@@ -8,8 +8,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use ferry_core::{
-    Change, Digest, Entry, Mode, RelPath, WipeRefusal, agree_at, check_wipe, forget, reconcile,
-    reconcile_at, scope, set_agreed,
+    Change, Conflict, Digest, Entry, Mode, RelPath, WipeRefusal, agree_at, agree_made, check_wipe,
+    forget, reconcile, reconcile_at, scope, set_agreed,
 };
 
 use crate::copy;
@@ -18,6 +18,7 @@ use crate::endpoint::{
     Endpoint, EndpointError, IgnoreSpec, Outcome, ScanRequest, Side, Wanted, WatchEvent,
 };
 use crate::fs::ignore::{Ignorer, parse_ignore_file};
+use crate::fs::meta::MetaSpec;
 use crate::fs::transition::is_transient;
 use crate::identity::{Identities, Side as IdSide};
 use crate::output::{Backup, Event, Phases, Printer};
@@ -32,6 +33,8 @@ pub struct Settings {
     pub default_ignores: bool,
     /// `--ignore` patterns (applied after `.ferryignore`).
     pub ignores: Vec<String>,
+    /// Which metadata is synced (`--permissions`, `--no-times`, `--symlinks`).
+    pub meta: MetaSpec,
     pub once: bool,
     pub accept_wipe: bool,
     /// Start from an empty archive (a first sync: nothing is deleted, differences conflict).
@@ -40,6 +43,15 @@ pub struct Settings {
     pub debounce: Duration,
     /// Full rescan period while watching (the fallback for missed events); `None`: never.
     pub rescan_interval: Option<Duration>,
+    /// A first sync may copy into alpha what only beta has without asking (`--yes`).
+    pub yes: bool,
+}
+
+/// What `ferry resolve` asked for: where (`None`: every conflict) and whose version wins.
+#[derive(Clone, Debug)]
+pub struct Resolving {
+    pub paths: Option<Vec<RelPath>>,
+    pub keep: Side,
 }
 
 /// Why a session stopped before it was done.
@@ -55,6 +67,9 @@ pub enum RunError {
     RootGone(&'static str, String),
     #[error("bad ignore rules: {0}")]
     Ignore(String),
+    /// Not done, as asked or because nobody could be asked; nothing was changed (exit 2).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// How a session ended (maps to the design's exit codes).
@@ -101,6 +116,9 @@ pub struct Engine {
     archive_dirty: bool,
     /// Journalled changes of a run that died before saving the archive.
     recovering: Vec<Pending>,
+    /// The changes of the cycle in flight, until it agrees on what they did; still there when
+    /// the next cycle starts if a lost connection cut that cycle short (see `settle_interrupted`).
+    in_flight: Vec<Pending>,
     /// The journal holds records the saved archive does not account for.
     journal_open: bool,
     archive_saved: Instant,
@@ -122,13 +140,23 @@ pub struct Engine {
     settling: bool,
     stop: Arc<AtomicBool>,
     reported: HashSet<(Side, String, String)>,
-    reported_conflicts: HashMap<String, (Option<Entry>, Option<Entry>)>,
+    /// Conflicts told and still open, by path.
+    reported_conflicts: HashMap<String, Conflict>,
     /// Paths that failed and when to retry them.
     retries: HashMap<RelPath, Retry>,
     /// The last error shown for a path on a side: the same error again is not repeated.
     shown_errors: HashMap<(Side, RelPath), String>,
     /// Which endpoints the archive's sides are, and what a fresh side kept for itself.
     ids: Identities,
+    /// The side being filled as a new endpoint, until the fill's cycle finishes: a cycle cut
+    /// short (a lost connection) left no ancestor behind, and the next one must fill again,
+    /// not merge as in a first sync.
+    filling: Option<IdSide>,
+    /// Asks the person at the terminal whether a first sync may merge into alpha (see
+    /// [`Engine::confirm_first_sync`]); `None`: nobody to ask, so it is refused.
+    confirm: Option<Box<dyn FnMut() -> bool>>,
+    /// Set while `ferry resolve` runs its cycle.
+    resolving: Option<Resolving>,
 }
 
 /// What one cycle left behind.
@@ -201,6 +229,7 @@ impl Engine {
             vcs: settings.ignore_vcs,
             editor_temps: settings.default_ignores,
             patterns: settings.ignores.clone(),
+            meta: settings.meta,
         };
         let ignorer = Ignorer::new(&spec).map_err(|e| RunError::Ignore(e.to_string()))?;
         let session_dir = session.dir.clone();
@@ -217,6 +246,7 @@ impl Engine {
             archive_dirty,
             journal_open: !recovering.is_empty(),
             recovering,
+            in_flight: Vec::new(),
             archive_saved: Instant::now(),
             watching: false,
             recent_deletes: Default::default(),
@@ -231,7 +261,10 @@ impl Engine {
             reported_conflicts: HashMap::new(),
             retries: HashMap::new(),
             shown_errors: HashMap::new(),
+            filling: None,
             ids: Identities::load(&session_dir),
+            confirm: None,
+            resolving: None,
         };
         engine.archive.alpha = engine.alpha.describe();
         engine.archive.beta = engine.beta.describe();
@@ -267,6 +300,34 @@ impl Engine {
         let _ = self.alpha.save_cache();
         let _ = self.beta.save_cache();
         finish
+    }
+
+    /// Who to ask before a first sync merges into alpha what only beta has (a terminal's
+    /// y/N). Without it such a first sync is refused unless `--yes`.
+    pub fn set_confirm(&mut self, ask: Box<dyn FnMut() -> bool>) {
+        self.confirm = Some(ask);
+    }
+
+    /// `ferry resolve`: one full cycle that acts only at `r.paths` (every conflict if `None`),
+    /// where the side `r.keep` wins every conflict; the loser's versions go to its backup area
+    /// and the archive records the paths as agreed.
+    pub fn resolve(&mut self, r: Resolving) -> Result<Finish, RunError> {
+        self.printer.emit(&Event::SessionStart {
+            alpha: self.alpha.describe(),
+            beta: self.beta.describe(),
+            mode: format!("resolve, keeping {}'s version", r.keep.as_str()),
+            state_dir: self.session.dir.display().to_string(),
+        });
+        self.resolving = Some(r);
+        let res = self.cycle_resilient(&ScanRequest::Full, &ScanRequest::Full);
+        self.resolving = None;
+        let res = res?;
+        if self.archive_dirty {
+            self.save_archive()?;
+        }
+        let _ = self.alpha.save_cache();
+        let _ = self.beta.save_cache();
+        Ok(self.finish(&res))
     }
 
     fn once_loop(&mut self) -> Result<Finish, RunError> {
@@ -458,12 +519,103 @@ impl Engine {
         if self.archive_dirty {
             self.save_archive()?;
         }
+        // Open conflicts are listed again (with the command that resolves each), as `--once`
+        // leaves them, and the exit code says so.
+        let mut open: Vec<Conflict> = self.reported_conflicts.values().cloned().collect();
+        open.sort_by(|x, y| x.path.cmp(&y.path));
+        for c in &open {
+            let ev = self.conflict_event(self.cycle, c);
+            self.printer.emit(&ev);
+        }
+        let finish = if open.is_empty() {
+            Finish::InSync
+        } else {
+            Finish::Conflicts
+        };
         self.printer.emit(&Event::SessionEnd {
-            exit_code: 0,
-            conflicts: self.reported_conflicts.len() as u64,
+            exit_code: if open.is_empty() { 0 } else { 3 },
+            conflicts: open.len() as u64,
             errors: res.errors,
         });
-        Ok(Finish::InSync)
+        Ok(finish)
+    }
+
+    /// The event telling conflict `c`: what each side did, and the command that resolves it.
+    fn conflict_event(&self, cycle: u64, c: &Conflict) -> Event {
+        Event::Conflict {
+            cycle,
+            path: c.path.to_string(),
+            alpha: describe_side(c.ancestor.as_ref(), c.alpha.as_ref()),
+            beta: describe_side(c.ancestor.as_ref(), c.beta.as_ref()),
+            resolve: crate::output::resolve_command(
+                &self.alpha.describe(),
+                &self.beta.describe(),
+                c.path.as_str(),
+                "alpha",
+            ),
+        }
+    }
+
+    /// Before a first sync (nothing agreed yet) copies into a non-empty alpha what only beta
+    /// has (a stale copy as beta would put back files deleted from the source tree), says what
+    /// would go each way and asks; with nobody to ask, refuses unless `--yes`. Filling an
+    /// empty side, trees that agree, the one-way modes and `--reset` are not asked about.
+    fn confirm_first_sync(&mut self, plan: &ferry_core::Plan) -> Result<(), RunError> {
+        if self.archive.ancestor.is_some()
+            || self.settings.reset
+            || self.settings.yes
+            || self.settings.mode.is_one_way()
+            || plan.alpha.is_empty()
+            || !matches!(self.alpha.tree(), Some(Entry::Directory(c)) if !c.is_empty())
+        {
+            return Ok(());
+        }
+        let (to_alpha, to_beta) = (leaves(&plan.alpha), leaves(&plan.beta));
+        let conflicts = plan.conflicts.len() as u64;
+        let ev = Event::FirstSync {
+            alpha: self.alpha.describe(),
+            beta: self.beta.describe(),
+            to_alpha,
+            to_beta,
+            conflicts,
+        };
+        let asked = match self.confirm.as_mut() {
+            Some(ask) => {
+                self.printer.emit(&ev);
+                Some(ask())
+            }
+            None => {
+                if self.printer.json() {
+                    self.printer.emit(&ev);
+                }
+                None
+            }
+        };
+        match asked {
+            Some(true) => {
+                // Asked once per run, whatever makes the first cycle run again.
+                self.settings.yes = true;
+                Ok(())
+            }
+            Some(false) => Err(RunError::Refused(
+                "nothing was changed (--mode one-way-replica makes beta a copy of alpha)".into(),
+            )),
+            None => Err(RunError::Refused(format!(
+                "first sync: would copy {} only beta has into alpha, {} to beta{}; nothing was \
+                 changed: pass --yes to merge both ways, or --mode one-way-replica to make beta \
+                 a copy of alpha",
+                crate::output::count(to_alpha, "file", "files"),
+                to_beta,
+                if conflicts > 0 {
+                    format!(
+                        ", and leave {}",
+                        crate::output::count(conflicts, "conflict", "conflicts")
+                    )
+                } else {
+                    String::new()
+                }
+            ))),
+        }
     }
 
     /// Reads alpha's `.ferryignore`; if it changed, installs the new rules on both sides and
@@ -499,6 +651,7 @@ impl Engine {
             vcs: self.settings.ignore_vcs,
             editor_temps: self.settings.default_ignores,
             patterns,
+            meta: self.settings.meta,
         };
         let ignorer = match Ignorer::new(&spec) {
             Ok(i) => i,
@@ -574,6 +727,9 @@ impl Engine {
 
     /// The side that is a new endpoint since the last cycle (see `identity.rs`).
     fn fresh_side(&self) -> Option<IdSide> {
+        if self.filling.is_some() {
+            return self.filling;
+        }
         // Nothing agreed yet: a first sync either way.
         self.archive.ancestor.as_ref()?;
         self.ids.fresh(
@@ -614,6 +770,7 @@ impl Engine {
         if fresh.is_some() {
             self.save_archive()?;
         }
+        self.filling = None;
         if ids != self.ids {
             ids.save(&self.session.dir).map_err(|source| {
                 RunError::State(StateError::Io {
@@ -794,10 +951,13 @@ impl Engine {
         if !self.recovering.is_empty() {
             self.recover();
         }
+        if !self.in_flight.is_empty() {
+            self.settle_interrupted();
+        }
         // A side that is a new endpoint (a recreated container, a mirror made again) was
         // edited by nobody: this cycle fills it from the other side instead of reading the
         // difference as deletions (see `fill_plan`).
-        let fresh = if scope.is_none() {
+        let fresh = if scope.is_none() && self.resolving.is_none() {
             self.fresh_side()
         } else {
             None
@@ -818,6 +978,7 @@ impl Engine {
             });
             self.archive.ancestor = None;
             self.archive_dirty = true;
+            self.filling = Some(f);
         }
         let ancestor = self.archive.ancestor.as_ref();
         let (a, b) = (self.alpha.tree(), self.beta.tree());
@@ -831,13 +992,24 @@ impl Engine {
             return Err(RunError::RootGone("beta", self.beta.describe()));
         }
         let mut adopted = std::collections::BTreeMap::new();
-        let mut plan = match (&scope, fresh) {
-            (_, Some(f)) => fill_plan(a, b, f, &mut adopted),
-            (Some(paths), None) => reconcile_at(ancestor, a, b, self.settings.mode, paths),
-            (None, None) => reconcile(ancestor, a, b, self.settings.mode),
+        let mut plan = match (&scope, fresh, &self.resolving) {
+            (_, _, Some(r)) => {
+                let (plan, paths) = resolve_plan(ancestor, a, b, r)?;
+                self.printer.emit(&Event::Resolving {
+                    keep: r.keep.as_str(),
+                    paths: paths.iter().map(|p| p.to_string()).collect(),
+                });
+                plan
+            }
+            (_, Some(f), None) => fill_plan(a, b, f, &mut adopted),
+            (Some(paths), None, None) => reconcile_at(ancestor, a, b, self.settings.mode, paths),
+            (None, None, None) => reconcile(ancestor, a, b, self.settings.mode),
         };
         if fresh.is_none() {
             drop_adopted(&mut plan, &self.ids);
+        }
+        if fresh.is_none() && self.resolving.is_none() {
+            self.confirm_first_sync(&plan)?;
         }
         // Deletions in bulk are held while they keep coming (a wipe of the whole root shows
         // as one only at its end); then they propagate, with copies kept (below). Only a root
@@ -870,18 +1042,14 @@ impl Engine {
                 })
         });
         for c in &plan.conflicts {
-            let key = (c.alpha.clone(), c.beta.clone());
-            if self.reported_conflicts.get(c.path.as_str()) == Some(&key) {
+            let told = self.reported_conflicts.get(c.path.as_str());
+            if told.is_some_and(|t| t.alpha == c.alpha && t.beta == c.beta) {
                 continue;
             }
             self.reported_conflicts
-                .insert(c.path.as_str().to_owned(), key);
-            self.printer.emit(&Event::Conflict {
-                cycle,
-                path: c.path.to_string(),
-                alpha: describe_side(c.ancestor.as_ref(), c.alpha.as_ref()),
-                beta: describe_side(c.ancestor.as_ref(), c.beta.as_ref()),
-            });
+                .insert(c.path.as_str().to_owned(), c.clone());
+            let ev = self.conflict_event(cycle, c);
+            self.printer.emit(&ev);
         }
         if !plan.alpha.is_empty() || !plan.beta.is_empty() {
             let records: Vec<Pending> = [(true, &plan.alpha), (false, &plan.beta)]
@@ -901,6 +1069,7 @@ impl Engine {
                     .journal_pending(&[Pending::Epoch(self.archive.epoch)])?;
             }
             self.session.journal_pending(&records)?;
+            self.in_flight = records;
             self.journal_open = true;
             // The journal only shrinks when the archive is written: keep that coming.
             self.archive_dirty = true;
@@ -916,6 +1085,7 @@ impl Engine {
             let recent: u64 = self.recent_deletes.iter().map(|(_, n)| n).sum();
             let keep_all = (self.watching && self.bulk_deleting())
                 || fresh.is_some()
+                || self.resolving.is_some()
                 || deletions(changes).max(recent) >= BULK_COPIES;
             let backup = self.needs_backup(changes, keep_all);
             lap(&mut phases.stage);
@@ -938,6 +1108,7 @@ impl Engine {
             self.beta.tree(),
             paths,
         );
+        self.in_flight.clear();
         self.archive_dirty |= changed;
         if scope.is_none() {
             self.ancestor_entries = self
@@ -947,7 +1118,7 @@ impl Engine {
                 .map_or(0, |a| a.count() as u64);
         }
         lap(&mut phases.agree);
-        if scope.is_none() {
+        if scope.is_none() && self.resolving.is_none() {
             self.note_identities(fresh, adopted)?;
         }
         // `--accept-wipe` lets one wipe through, not every later one of a live session.
@@ -1032,6 +1203,27 @@ impl Engine {
             } else if now != old.as_ref() {
                 forget(&mut self.archive.ancestor, &path);
             }
+        }
+    }
+
+    /// Settles the changes of a cycle a lost connection cut short, against this cycle's full
+    /// scan (`cycle_resilient` follows a loss with a full cycle): what was made is agreed on
+    /// (see [`agree_made`]; issue 9, item C), the rest keeps the archive's value.
+    fn settle_interrupted(&mut self) {
+        for r in std::mem::take(&mut self.in_flight) {
+            let Pending::Planned {
+                alpha, path, new, ..
+            } = r
+            else {
+                continue;
+            };
+            let side = if alpha {
+                self.alpha.tree()
+            } else {
+                self.beta.tree()
+            };
+            let now = side.and_then(|t| t.get(path.as_str()));
+            self.archive_dirty |= agree_made(&mut self.archive.ancestor, &path, new.as_ref(), now);
         }
     }
 
@@ -1133,6 +1325,11 @@ impl Engine {
     }
 
     fn save_archive(&mut self) -> Result<(), RunError> {
+        if !self.in_flight.is_empty() {
+            // A cycle was cut short and no scan has settled its changes yet (stopped while
+            // reconnecting): only the journal knows them; the next start settles them.
+            return Ok(());
+        }
         self.archive.epoch += 1;
         self.session.save_archive(&self.archive)?;
         self.archive_dirty = false;
@@ -1390,7 +1587,13 @@ fn fill_plan(
         if c.old.is_none()
             && let Some(n) = &c.new
         {
-            adopted.insert(c.path.as_str().to_owned(), n.clone());
+            // Leaf by leaf: a file added beside them later syncs alone (see `drop_adopted`).
+            n.walk(c.path.as_str(), &mut |path, e| match e {
+                Entry::Directory(children) if !children.is_empty() => {}
+                _ => {
+                    adopted.insert(path.to_owned(), e.clone());
+                }
+            });
         }
     }
     let mut conflicts = p.conflicts;
@@ -1413,13 +1616,124 @@ fn fill_plan(
     }
 }
 
-/// Takes out of `plan` the copies of what a fresh side adopted (see [`fill_plan`]).
-fn drop_adopted(plan: &mut ferry_core::Plan, ids: &Identities) {
-    let keep = |adopted: &std::collections::BTreeMap<String, Entry>, c: &Change| {
-        !(c.old.is_none() && c.new.is_some() && adopted.get(c.path.as_str()) == c.new.as_ref())
+/// The plan of `ferry resolve` (see [`Engine::resolve`]) and the paths it covers: two-way
+/// reconciliation restricted to those paths in which the kept side wins every conflict (alpha
+/// as in `two-way-resolved`, beta by its mirror). What changed on one side only there syncs as
+/// usual. A named path that is on neither side is refused before anything is done.
+fn resolve_plan(
+    ancestor: Option<&Entry>,
+    a: Option<&Entry>,
+    b: Option<&Entry>,
+    r: &Resolving,
+) -> Result<(ferry_core::Plan, Vec<RelPath>), RunError> {
+    let at = |t: Option<&Entry>, p: &RelPath| t.and_then(|t| t.get(p.as_str())).is_some();
+    let paths = match &r.paths {
+        Some(paths) => {
+            if let Some(p) = paths.iter().find(|p| !at(a, p) && !at(b, p)) {
+                return Err(RunError::Refused(format!(
+                    "nothing at '{p}' in alpha or beta; nothing was changed"
+                )));
+            }
+            paths.clone()
+        }
+        None => reconcile(ancestor, a, b, Mode::TwoWaySafe)
+            .conflicts
+            .into_iter()
+            .map(|c| c.path)
+            .collect(),
     };
-    plan.alpha.retain(|c| keep(&ids.adopted_beta, c));
-    plan.beta.retain(|c| keep(&ids.adopted_alpha, c));
+    let plan = match r.keep {
+        Side::Alpha => reconcile_at(ancestor, a, b, Mode::TwoWayResolved, &paths),
+        Side::Beta => {
+            let p = reconcile_at(ancestor, b, a, Mode::TwoWayResolved, &paths);
+            ferry_core::Plan {
+                alpha: p.beta,
+                beta: p.alpha,
+                conflicts: p
+                    .conflicts
+                    .into_iter()
+                    .map(|c| Conflict {
+                        alpha: c.beta,
+                        beta: c.alpha,
+                        ..c
+                    })
+                    .collect(),
+            }
+        }
+    };
+    Ok((plan, paths))
+}
+
+/// Files (and links, and empty directories) that `changes` put in place.
+fn leaves(changes: &[Change]) -> u64 {
+    let mut n = 0;
+    for c in changes {
+        if let Some(e) = &c.new {
+            e.walk("", &mut |_, e| match e {
+                Entry::Directory(c) if !c.is_empty() => {}
+                _ => n += 1,
+            });
+        }
+    }
+    n
+}
+
+/// Takes out of `plan` the copies of what a fresh side adopted (see [`fill_plan`]): a
+/// creation of an adopted entry goes, and a directory created with adopted entries inside
+/// goes without them (the files added beside them still go).
+fn drop_adopted(plan: &mut ferry_core::Plan, ids: &Identities) {
+    let strip = |adopted: &std::collections::BTreeMap<String, Entry>, changes: &mut Vec<Change>| {
+        if adopted.is_empty() {
+            return;
+        }
+        changes.retain_mut(|c| {
+            if c.old.is_some() {
+                return true;
+            }
+            let Some(new) = &c.new else { return true };
+            match without_adopted(new, c.path.as_str(), adopted) {
+                Some(rest) => {
+                    c.new = Some(rest);
+                    true
+                }
+                None => false,
+            }
+        });
+    };
+    strip(&ids.adopted_beta, &mut plan.alpha);
+    strip(&ids.adopted_alpha, &mut plan.beta);
+}
+
+/// `e` (at `path`) without the adopted entries in it; `None` when nothing else is left.
+fn without_adopted(
+    e: &Entry,
+    path: &str,
+    adopted: &std::collections::BTreeMap<String, Entry>,
+) -> Option<Entry> {
+    if adopted.get(path) == Some(e) {
+        return None;
+    }
+    let Entry::Directory(children) = e else {
+        return Some(e.clone());
+    };
+    if children.is_empty() {
+        return Some(e.clone());
+    }
+    let kept: std::collections::BTreeMap<String, Entry> = children
+        .iter()
+        .filter_map(|(name, child)| {
+            let p = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            without_adopted(child, &p, adopted).map(|c| (name.clone(), c))
+        })
+        .collect();
+    (!kept.is_empty()).then_some(Entry::Directory(ferry_core::Dir {
+        children: kept,
+        mode: children.mode,
+    }))
 }
 
 /// The part of `e` (an entry of change `ch`) at `path`, a path at or below `ch.path`.
@@ -1521,22 +1835,48 @@ fn describe_change(ch: &Change) -> (&'static str, &'static str) {
         (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b => {
             ("chmod", "file")
         }
+        (Some(Entry::Directory(_)), Some(Entry::Directory(_))) => ("chmod", "directory"),
         (Some(Entry::File { .. }), Some(Entry::File { .. })) => ("modify", "file"),
         (Some(_), Some(n)) => ("replace", kind(n)),
         (None, None) => ("none", "none"),
     }
 }
 
-/// How one side moved away from the ancestor, for conflict messages.
+/// How one side moved away from the ancestor, for conflict messages: "created a file (7 B)",
+/// "modified it (now 1.2 kB)", "replaced it with a directory (3 files)", "deleted it".
 fn describe_side(ancestor: Option<&Entry>, now: Option<&Entry>) -> String {
     match (ancestor, now) {
-        (_, None) => "deleted".into(),
-        (None, Some(e)) => format!("created {}", kind(e)),
+        (_, None) => "deleted it".into(),
+        (None, Some(e)) => format!("created {}", what(e)),
         (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b => {
-            "changed the executable bit".into()
+            "changed the permission bits".into()
         }
-        (Some(a), Some(e)) if kind(a) == kind(e) => format!("modified {}", kind(e)),
-        (Some(_), Some(e)) => format!("replaced it with a {}", kind(e)),
+        (Some(Entry::File { .. }), Some(Entry::File { size, .. })) => {
+            format!("modified it (now {})", human_bytes(*size))
+        }
+        (Some(a), Some(e)) if kind(a) == kind(e) => "modified it".into(),
+        (Some(_), Some(e)) => format!("replaced it with {}", what(e)),
+    }
+}
+
+/// An entry for a person: "a file (7 B)", "a directory (3 files)", "a symlink to x".
+fn what(e: &Entry) -> String {
+    match e {
+        Entry::File { size, .. } => format!("a file ({})", human_bytes(*size)),
+        Entry::Directory(_) => {
+            let mut files = 0;
+            e.walk("", &mut |_, e| {
+                if !e.is_dir() {
+                    files += 1;
+                }
+            });
+            format!(
+                "a directory ({})",
+                crate::output::count(files, "file", "files")
+            )
+        }
+        Entry::Symlink { target } => format!("a symlink to {target}"),
+        Entry::Problem(m) => format!("something unreadable ({m})"),
     }
 }
 

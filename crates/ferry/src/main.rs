@@ -4,14 +4,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 mod up;
 
 use clap::Parser;
-use ferry::cli::{Cli, Command, Place, SyncArgs};
+use std::io::{IsTerminal, Write};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::Duration;
+
+use ferry::cli::{Cli, Command, Keep, Place, ResolveArgs, SyncArgs};
 use ferry::endpoint::local::LocalEndpoint;
 use ferry::endpoint::{Endpoint, IgnoreSpec, Side, WatchEvent};
-use ferry::engine::{Engine, Finish, RunError, wake_channel};
+use ferry::engine::{Engine, Finish, Resolving, RunError, Settings, wake_channel};
 use ferry::output::Printer;
 use ferry::remote::Location;
 use ferry::remote::client::RemoteEndpoint;
-use ferry::state::{Retention, Session};
+use ferry::state::{Retention, Session, StateError};
+use ferry_core::Mode;
 
 /// The design's exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +76,13 @@ fn run() -> Exit {
                 Exit::Usage
             }
         },
+        Command::Resolve(flags) => match flags.check() {
+            Ok(args) => resolve(args),
+            Err(e) => {
+                eprintln!("ferry: {e}");
+                Exit::Usage
+            }
+        },
         Command::Up(flags) => up::run(flags),
         Command::Agent => match ferry::remote::agent::run() {
             0 => Exit::Ok,
@@ -80,145 +92,200 @@ fn run() -> Exit {
 }
 
 fn sync(args: SyncArgs) -> Exit {
-    let (Some(alpha_key), Some(beta_key)) = (args.alpha.key(), args.beta.key()) else {
-        eprintln!("ferry: endpoint paths must be valid UTF-8");
-        return Exit::Usage;
+    let mut printer = Printer::new(args.json);
+    printer.set_verbose(args.verbose);
+    let json = args.json;
+    let opened = open(
+        &args.alpha,
+        &args.beta,
+        args.settings,
+        args.retention,
+        printer,
+        false,
+        true,
+    );
+    let (mut engine, wake, stop) = match opened {
+        Ok(o) => o,
+        Err(code) => return code,
     };
-    for (which, place) in [("alpha", &args.alpha), ("beta", &args.beta)] {
+    // A first sync that would merge into alpha asks the person at the terminal, if there is one.
+    if !json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        engine.set_confirm(Box::new(move || ask("merge both ways? [y/N] ", &stop)));
+    }
+    let code = match engine.run(Some(wake)) {
+        Ok(f) => finish_code(f),
+        Err(e) => report(e),
+    };
+    // The process ends right after: freeing the session's trees one by one would only cost time.
+    std::mem::forget(engine);
+    code
+}
+
+fn resolve(args: ResolveArgs) -> Exit {
+    let mut printer = Printer::new(args.json);
+    printer.set_verbose(args.verbose);
+    let settings = Settings {
+        mode: Mode::TwoWaySafe,
+        ignore_vcs: true,
+        default_ignores: true,
+        ignores: Vec::new(),
+        once: true,
+        accept_wipe: false,
+        reset: false,
+        debounce: Duration::ZERO,
+        rescan_interval: None,
+        yes: true,
+        meta: Default::default(),
+    };
+    let opened = open(
+        &args.alpha,
+        &args.beta,
+        settings,
+        Retention::default(),
+        printer,
+        true,
+        true,
+    );
+    let (mut engine, _, _) = match opened {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let keep = match args.keep {
+        Keep::Alpha => Side::Alpha,
+        Keep::Beta => Side::Beta,
+    };
+    let code = match engine.resolve(Resolving {
+        paths: args.paths,
+        keep,
+    }) {
+        Ok(f) => finish_code(f),
+        Err(e) => report(e),
+    };
+    std::mem::forget(engine);
+    code
+}
+
+type Wake = (SyncSender<WatchEvent>, Receiver<WatchEvent>);
+
+/// Opens the pair's session (its lock taken) and both endpoints, and installs the signal
+/// handler. Failures are reported here; `Err` is the exit code.
+fn open(
+    alpha: &Place,
+    beta: &Place,
+    settings: Settings,
+    retention: Retention,
+    printer: Printer,
+    resolving: bool,
+    signals: bool,
+) -> Result<(Engine, Wake, Arc<AtomicBool>), Exit> {
+    // Under `ferry up` several sessions share the terminal: their errors name the service.
+    let tag = printer
+        .service()
+        .map_or_else(String::new, |s| format!("{s} | "));
+    let (Some(alpha_key), Some(beta_key)) = (alpha.key(), beta.key()) else {
+        eprintln!("ferry: endpoint paths must be valid UTF-8");
+        return Err(Exit::Usage);
+    };
+    for (which, place) in [("alpha", alpha), ("beta", beta)] {
         if let Place::Local { root, .. } = place {
             if let Err(e) = state_dir_outside(which, root) {
                 eprintln!("ferry: {e}");
-                return Exit::Usage;
+                return Err(Exit::Usage);
             }
         }
     }
     let session = match Session::open(&alpha_key, &beta_key) {
         Ok(s) => s,
+        Err(StateError::Locked(dir)) if resolving => {
+            eprintln!(
+                "ferry: a ferry is syncing this pair right now (state {}); stop it (Ctrl-C lists \
+                 its conflicts), then resolve",
+                dir.display()
+            );
+            return Err(Exit::Failed);
+        }
         Err(e) => {
             eprintln!("ferry: {e}");
-            return Exit::Failed;
+            return Err(Exit::Failed);
         }
     };
+    let spec = IgnoreSpec {
+        vcs: settings.ignore_vcs,
+        editor_temps: settings.default_ignores,
+        patterns: settings.ignores.clone(),
+        meta: settings.meta,
+    };
+    // A run that fails before anything is saved (a bad container, an unreachable host)
+    // leaves no trace: an empty session directory would only puzzle whoever looks.
     let dir = session.dir.clone();
-    let code = run_session(args, session);
-    if !matches!(code, Exit::Ok | Exit::Conflicts) {
-        // A run that failed before saving anything (a bad container, an unreachable host)
-        // leaves no trace: an empty session directory would only puzzle whoever looks.
-        remove_if_unused(&dir);
-    }
-    code
-}
-
-/// Removes a session directory holding nothing but its lock, the record of its sides' order
-/// (`pair`) and empty directories.
-fn remove_if_unused(dir: &std::path::Path) {
-    fn only_empty_dirs(d: &std::path::Path, top: bool) -> bool {
-        let Ok(entries) = std::fs::read_dir(d) else {
-            return false;
-        };
-        entries.into_iter().all(|e| {
-            let Ok(e) = e else { return false };
-            match e.file_type() {
-                Ok(t) if t.is_dir() => only_empty_dirs(&e.path(), false),
-                Ok(t) if t.is_file() => top && (e.file_name() == "lock" || e.file_name() == "pair"),
-                _ => false,
-            }
-        })
-    }
-    if only_empty_dirs(dir, true) {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-/// Opens both endpoints and runs the engine until it finishes or Ctrl-C; the exit code.
-fn run_session(args: SyncArgs, session: Session) -> Exit {
+    let opened = endpoint(Side::Alpha, alpha, &session, &spec, retention, &tag)
+        .and_then(|a| endpoint(Side::Beta, beta, &session, &spec, retention, &tag).map(|b| (a, b)));
+    let (alpha, beta) = match opened {
+        Ok(ab) => ab,
+        Err(code) => {
+            drop(session);
+            remove_if_unused(&dir);
+            return Err(code);
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = wake_channel();
-    let printer = Printer::new(args.json);
-    let on_ready = {
+    // `ferry up` handles signals itself, for all its sessions.
+    if signals {
         let stop = stop.clone();
         let tx = tx.clone();
-        // Installed once both sides are open: until then Ctrl-C ends the process at once.
-        move || {
-            ctrlc::set_handler(move || {
-                if stop.swap(true, Ordering::SeqCst) {
-                    // A second signal: the user insists. What was applied is on disk; the
-                    // archive may lag, which the next run's pending-paths journal accounts for.
-                    std::process::exit(Exit::Failed as i32);
-                }
-                let _ = tx.try_send(WatchEvent::Stop);
-            })
-            .map_err(|e| {
-                eprintln!("ferry: cannot install the signal handler: {e}");
-                Exit::Failed
-            })
+        let handler = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                // A second signal: the user insists. What was applied is on disk; the archive
+                // may lag, which the next run's pending-paths journal accounts for.
+                std::process::exit(Exit::Failed as i32);
+            }
+            let _ = tx.try_send(WatchEvent::Stop);
+        });
+        if let Err(e) = handler {
+            eprintln!("ferry: cannot install the signal handler: {e}");
+            return Err(Exit::Failed);
         }
-    };
-    run_engine(args, session, printer, stop, (tx, rx), on_ready)
+    }
+    match Engine::new(alpha, beta, session, settings, printer, stop.clone()) {
+        Ok(e) => Ok((e, (tx, rx), stop)),
+        Err(e) => Err(report_as(&tag, e)),
+    }
 }
 
-/// The one way a session runs, for `ferry sync` and for each of `ferry up`'s sessions: opens
-/// both endpoints, calls `on_ready`, then runs the engine until it finishes or `stop` is set
-/// (and a `WatchEvent::Stop` sent on the wake channel); the exit code.
-pub(crate) fn run_engine(
-    args: SyncArgs,
-    session: Session,
-    mut printer: Printer,
-    stop: Arc<AtomicBool>,
-    wake: (
-        std::sync::mpsc::SyncSender<WatchEvent>,
-        std::sync::mpsc::Receiver<WatchEvent>,
-    ),
-    on_ready: impl FnOnce() -> Result<(), Exit>,
-) -> Exit {
-    let spec = IgnoreSpec {
-        vcs: args.settings.ignore_vcs,
-        editor_temps: args.settings.default_ignores,
-        patterns: args.settings.ignores.clone(),
-    };
-    // Under `ferry up` several sessions share the terminal: their errors name the service.
-    let tag = printer
-        .service()
-        .map_or_else(String::new, |s| format!("{s} | "));
-    let alpha = match endpoint(
-        Side::Alpha,
-        &args.alpha,
-        &session,
-        &spec,
-        args.retention,
-        &tag,
-    ) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    let beta = match endpoint(
-        Side::Beta,
-        &args.beta,
-        &session,
-        &spec,
-        args.retention,
-        &tag,
-    ) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    if let Err(code) = on_ready() {
-        return code;
+fn finish_code(f: Finish) -> Exit {
+    match f {
+        Finish::InSync => Exit::Ok,
+        Finish::Conflicts => Exit::Conflicts,
+        Finish::Errors => Exit::Failed,
     }
-    printer.set_verbose(args.verbose);
-    let mut engine = match Engine::new(alpha, beta, session, args.settings, printer, stop) {
-        Ok(e) => e,
-        Err(e) => return report(e, &tag),
-    };
-    let code = match engine.run(Some(wake)) {
-        Ok(Finish::InSync) => Exit::Ok,
-        Ok(Finish::Conflicts) => Exit::Conflicts,
-        Ok(Finish::Errors) => Exit::Failed,
-        Err(e) => report(e, &tag),
-    };
-    // The process ends right after: freeing the session's trees one by one would only cost time.
-    std::mem::forget(engine);
-    code
+}
+
+/// Asks `question` on the terminal; true for "y" or "yes". Reading happens on a thread, so a
+/// signal (`stop`) counts as "no" instead of waiting for a line.
+fn ask(question: &str, stop: &AtomicBool) -> bool {
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = tx.send(std::io::stdin().read_line(&mut line).map(|_| line));
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(Ok(line)) => {
+                let answer = line.trim().to_ascii_lowercase();
+                return answer == "y" || answer == "yes";
+            }
+            Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => return false,
+            Err(RecvTimeoutError::Timeout) => {
+                if stop.load(Ordering::SeqCst) {
+                    eprintln!();
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// Opens one side: a local directory (created if it is a new beta), or a connection to an
@@ -294,6 +361,27 @@ fn endpoint(
     }
 }
 
+/// Removes a session directory holding nothing but its lock, the record of its sides' order
+/// (`pair`) and empty directories.
+fn remove_if_unused(dir: &std::path::Path) {
+    fn only_empty_dirs(d: &std::path::Path, top: bool) -> bool {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            return false;
+        };
+        entries.into_iter().all(|e| {
+            let Ok(e) = e else { return false };
+            match e.file_type() {
+                Ok(t) if t.is_dir() => only_empty_dirs(&e.path(), false),
+                Ok(t) if t.is_file() => top && (e.file_name() == "lock" || e.file_name() == "pair"),
+                _ => false,
+            }
+        })
+    }
+    if only_empty_dirs(dir, true) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Prefixes an endpoint's message with its side, unless the message names the side itself
 /// (the agent's "beta '/srv/app' does not exist": there the path becomes the whole URL).
 fn name_side(side: Side, loc: &Location, message: &str) -> String {
@@ -363,10 +451,15 @@ fn state_dir_outside(which: &str, r: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-fn report(e: RunError, tag: &str) -> Exit {
+fn report(e: RunError) -> Exit {
+    report_as("", e)
+}
+
+/// Reports `e` (prefixed by `tag`, "web | " under `ferry up`); the exit code.
+fn report_as(tag: &str, e: RunError) -> Exit {
     eprintln!("{tag}ferry: {e}");
     match e {
-        RunError::Ignore(_) => Exit::Usage,
+        RunError::Ignore(_) | RunError::Refused(_) => Exit::Usage,
         _ => Exit::Failed,
     }
 }

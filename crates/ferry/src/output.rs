@@ -36,11 +36,31 @@ pub enum Event {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         backups: Vec<Backup>,
     },
+    /// A path both sides changed: left alone until resolved.
     Conflict {
         cycle: u64,
         path: String,
+        /// What alpha did there ("modified it (now 1.2 kB)").
+        alpha: String,
+        /// What beta did there.
+        beta: String,
+        /// The command that resolves it keeping alpha's version (`--keep beta` for beta's).
+        resolve: String,
+    },
+    /// A first sync (nothing agreed yet) would copy into alpha, which has content, what only
+    /// beta has: asked about on a terminal, refused elsewhere unless `--yes`.
+    FirstSync {
         alpha: String,
         beta: String,
+        /// Files (and links, empty directories) that would go to each side.
+        to_alpha: u64,
+        to_beta: u64,
+        conflicts: u64,
+    },
+    /// `ferry resolve` is about to make `keep`'s version win at `paths` (empty: nothing to do).
+    Resolving {
+        keep: &'static str,
+        paths: Vec<String>,
     },
     Problem {
         side: &'static str,
@@ -179,6 +199,33 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
     }
 }
 
+/// `s` as one shell word: as it is when that is safe, in single quotes otherwise.
+pub fn shell_word(s: &str) -> String {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"/._-+,:@=%".contains(&b);
+    if !s.is_empty() && s.bytes().all(safe) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The command that resolves the conflict at `path` between the endpoints described as
+/// `alpha` and `beta`, keeping `keep`'s version.
+pub fn resolve_command(alpha: &str, beta: &str, path: &str, keep: &str) -> String {
+    // A path starting with '-' would read as an option.
+    let path = match path {
+        "" => ".".to_owned(),
+        p if p.starts_with('-') => format!("./{p}"),
+        p => p.to_owned(),
+    };
+    format!(
+        "ferry resolve {} {} {} --keep {keep}",
+        shell_word(alpha),
+        shell_word(beta),
+        shell_word(&path)
+    )
+}
+
 /// Where an endpoint described as `url` is, when it is not on this machine: `container web`,
 /// `pod ns/app`, `host dev@box`; `None` for a local directory.
 pub fn remote_place(url: &str) -> Option<String> {
@@ -304,10 +351,60 @@ impl Printer {
                 return Vec::new();
             }
             Event::Conflict {
-                path, alpha, beta, ..
+                path,
+                alpha,
+                beta,
+                resolve,
+                ..
             } => {
-                format!("conflict: {path} (alpha {alpha}, beta {beta}); neither side touched")
+                let path = if path.is_empty() { "." } else { path };
+                format!(
+                    "conflict: {path}: alpha {alpha}, beta {beta}; neither side touched. To keep \
+                     one: {resolve} (or --keep beta)"
+                )
             }
+            Event::FirstSync {
+                alpha,
+                beta,
+                to_alpha,
+                to_beta,
+                conflicts,
+            } => {
+                let conflicts = if *conflicts > 0 {
+                    format!(
+                        ", {} left alone",
+                        count(*conflicts, "conflict", "conflicts")
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "first sync of {alpha} and {beta}, which differ: {} would go to beta, \
+                     {} only beta has into alpha{conflicts}",
+                    count(*to_beta, "file", "files"),
+                    count(*to_alpha, "file", "files"),
+                )
+            }
+            Event::Resolving { keep, paths } => match paths.as_slice() {
+                [] => "no conflicts to resolve".to_owned(),
+                _ => {
+                    let shown: Vec<&str> = paths
+                        .iter()
+                        .take(GROUP_NAMES)
+                        .map(|p| if p.is_empty() { "." } else { p.as_str() })
+                        .collect();
+                    let more = paths.len().saturating_sub(GROUP_NAMES);
+                    let more = if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "resolving {}{more}: keeping {keep}'s version",
+                        shown.join(", ")
+                    )
+                }
+            },
             Event::Problem {
                 side,
                 path,
@@ -426,7 +523,10 @@ impl Printer {
         };
         let to_stderr = matches!(
             ev,
-            Event::Problem { .. } | Event::Conflict { .. } | Event::Reconnecting { .. }
+            Event::Problem { .. }
+                | Event::Conflict { .. }
+                | Event::Reconnecting { .. }
+                | Event::FirstSync { .. }
         );
         vec![(line, to_stderr)]
     }
@@ -777,6 +877,77 @@ mod tests {
                 format!("O kept copies of 3 beta files in container web: {root}").as_str(),
                 "O synced 3 → beta, 1 → alpha in 4 ms",
             ]
+        );
+    }
+
+    #[test]
+    fn resolve_commands_are_pasteable() {
+        assert_eq!(
+            resolve_command(
+                "/home/me/app",
+                "docker://node@web/srv/app",
+                "src/a.rs",
+                "alpha"
+            ),
+            "ferry resolve /home/me/app docker://node@web/srv/app src/a.rs --keep alpha"
+        );
+        assert_eq!(
+            resolve_command("/tmp/my app", "/b", "it's here", "beta"),
+            r"ferry resolve '/tmp/my app' /b 'it'\''s here' --keep beta"
+        );
+        // A name starting with '-' would read as an option; the root is '.'.
+        assert_eq!(
+            resolve_command("/a", "/b", "-x", "alpha"),
+            "ferry resolve /a /b ./-x --keep alpha"
+        );
+        assert_eq!(
+            resolve_command("/a", "/b", "", "alpha"),
+            "ferry resolve /a /b . --keep alpha"
+        );
+    }
+
+    #[test]
+    fn conflict_first_sync_and_resolving_lines() {
+        let mut p = Printer::new(false);
+        start(&mut p, "/a", "/b");
+        assert_eq!(
+            lines(p.human(&Event::Conflict {
+                cycle: 1,
+                path: "c".into(),
+                alpha: "modified it (now 7 B)".into(),
+                beta: "replaced it with a directory (2 files)".into(),
+                resolve: "ferry resolve /a /b c --keep alpha".into(),
+            })),
+            [
+                "E conflict: c: alpha modified it (now 7 B), beta replaced it with a directory \
+                 (2 files); neither side touched. To keep one: ferry resolve /a /b c --keep alpha \
+                 (or --keep beta)"
+            ]
+        );
+        assert_eq!(
+            lines(p.human(&Event::FirstSync {
+                alpha: "/a".into(),
+                beta: "/b".into(),
+                to_alpha: 1,
+                to_beta: 12,
+                conflicts: 2,
+            })),
+            [
+                "E first sync of /a and /b, which differ: 12 files would go to beta, 1 file only \
+                 beta has into alpha, 2 conflicts left alone"
+            ]
+        );
+        let resolving = |paths: &[&str]| Event::Resolving {
+            keep: "beta",
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        };
+        assert_eq!(
+            lines(p.human(&resolving(&[]))),
+            ["O no conflicts to resolve"]
+        );
+        assert_eq!(
+            lines(p.human(&resolving(&["a", "b", "c", "d", "e"]))),
+            ["O resolving a, b, c and 2 more: keeping beta's version"]
         );
     }
 

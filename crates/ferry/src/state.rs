@@ -18,7 +18,12 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::endpoint::Side;
 
-const ARCHIVE_MAGIC: &[u8; 8] = b"FERRYAR2";
+const ARCHIVE_MAGIC: &[u8; 8] = b"FERRYAR3";
+/// The archive before entries carried permission bits and times (see [`legacy`]).
+const ARCHIVE_MAGIC_2: &[u8; 8] = b"FERRYAR2";
+/// The first bytes of a journal in today's format; a journal without them is from before
+/// entries carried permission bits and times.
+const JOURNAL_MAGIC: &[u8; 8] = b"FERRYJ3\n";
 const PAIR_MAGIC: &[u8; 8] = b"FERRYPR1";
 
 /// The last state both sides agreed on.
@@ -179,6 +184,10 @@ impl Session {
     pub fn journal_pending(&self, records: &[Pending]) -> Result<(), StateError> {
         let p = self.pending_path();
         let mut buf = Vec::new();
+        let fresh = fs::metadata(&p).map_or(true, |m| m.len() == 0);
+        if fresh {
+            buf.extend_from_slice(JOURNAL_MAGIC);
+        }
         for r in records {
             let r = self.orient(r.clone());
             let body = postcard::to_stdvec(&r).map_err(|e| StateError::Io {
@@ -189,7 +198,7 @@ impl Session {
             buf.extend_from_slice(&checksum(&body));
             buf.extend_from_slice(&body);
         }
-        if buf.is_empty() {
+        if buf.len() == if fresh { JOURNAL_MAGIC.len() } else { 0 } {
             return Ok(());
         }
         fs::OpenOptions::new()
@@ -208,8 +217,9 @@ impl Session {
         let Ok(bytes) = fs::read(&path) else {
             return Vec::new();
         };
+        let legacy = !bytes.starts_with(JOURNAL_MAGIC);
         let mut out = Vec::new();
-        let mut good = 0;
+        let mut good = if legacy { 0 } else { JOURNAL_MAGIC.len() };
         while bytes.len() - good >= 8 {
             let rest = &bytes[good..];
             let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
@@ -219,15 +229,31 @@ impl Session {
             if rest[4..8] != checksum(body) {
                 break;
             }
-            match postcard::take_from_bytes::<Pending>(body) {
-                Ok((r, [])) => out.push(self.orient(r)),
-                _ => break,
-            }
+            let record = if legacy {
+                match postcard::take_from_bytes::<legacy::Pending>(body) {
+                    Ok((r, [])) => r.into(),
+                    _ => break,
+                }
+            } else {
+                match postcard::take_from_bytes::<Pending>(body) {
+                    Ok((r, [])) => r,
+                    _ => break,
+                }
+            };
+            out.push(self.orient(record));
             good += 8 + len;
         }
         if out.first() != Some(&Pending::Epoch(epoch)) {
             let _ = fs::remove_file(&path);
             return Vec::new();
+        }
+        if legacy {
+            // Rewritten in today's format, so this run's records can follow.
+            let _ = fs::remove_file(&path);
+            if self.journal_pending(&out).is_err() {
+                let _ = fs::remove_file(&path);
+            }
+            return out;
         }
         if good < bytes.len() {
             let _ = fs::OpenOptions::new()
@@ -265,15 +291,23 @@ impl Session {
             }
             a
         };
-        read_versioned(&p, ARCHIVE_MAGIC)
-            .map(|a| a.map(swap))
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidData => StateError::Corrupt(p.clone()),
-                _ => StateError::Io {
-                    path: p.clone(),
-                    source: e,
-                },
-            })
+        let read = match read_versioned(&p, ARCHIVE_MAGIC) {
+            // Written before entries carried permission bits and times: converted (see
+            // `legacy`), so the first cycle knows which side changed a mode since.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                read_versioned::<legacy::Archive>(&p, ARCHIVE_MAGIC_2)
+                    .map(|a| a.map(Archive::from))
+                    .map_err(|_| e)
+            }
+            r => r,
+        };
+        read.map(|a| a.map(swap)).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => StateError::Corrupt(p.clone()),
+            _ => StateError::Io {
+                path: p.clone(),
+                source: e,
+            },
+        })
     }
 
     /// Writes the archive atomically, then clears the pending journal it now accounts for.
@@ -439,6 +473,9 @@ fn backup_order(name: &str) -> Option<(u64, u64)> {
     Some((secs, seq))
 }
 
+/// Backup folders younger than this are never pruned, whatever the policy.
+pub const PRUNE_GRACE: Duration = Duration::from_secs(60);
+
 /// What [`prune_backups`] removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -474,7 +511,9 @@ pub fn prune_backups(root: &Path, policy: Retention, now: SystemTime) -> Pruned 
     for (i, ((secs, _), path)) in folders.into_iter().enumerate() {
         let size = tree_size(&path);
         total = total.saturating_add(size);
-        if i == 0 {
+        // The newest folder, and any from the last minute: a version swapped out of its path
+        // is watched for late writes for a while (`check_swapped`), and must still be there.
+        if i == 0 || now_secs.saturating_sub(secs) < PRUNE_GRACE.as_secs() {
             continue;
         }
         let too_old = policy
@@ -582,9 +621,230 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The archive and journal formats before entries carried permission bits and modification
+/// times (archive `FERRYAR2`, a journal without [`JOURNAL_MAGIC`]). They load converted: a
+/// file's mode is `0o755` if it was executable, else `0o644`; directories are `0o755`; times
+/// are unknown (zero). The first cycle then sees a side whose real modes differ from these as
+/// having changed them, and carries its bits over (alpha's, where both sides differ).
+mod legacy {
+    use std::collections::BTreeMap;
+
+    use ferry_core::{Digest, Dir, Entry, MAX_DEPTH, RelPath};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct Archive {
+        alpha: String,
+        beta: String,
+        epoch: u64,
+        ancestor: Option<OldEntry>,
+    }
+
+    impl From<Archive> for super::Archive {
+        fn from(a: Archive) -> Self {
+            super::Archive {
+                alpha: a.alpha,
+                beta: a.beta,
+                epoch: a.epoch,
+                ancestor: a.ancestor.map(Entry::from),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub enum Pending {
+        Planned {
+            alpha: bool,
+            path: RelPath,
+            old: Option<OldEntry>,
+            new: Option<OldEntry>,
+        },
+        Committed {
+            agreed: Vec<(RelPath, Option<OldEntry>)>,
+        },
+        Epoch(u64),
+    }
+
+    impl From<Pending> for super::Pending {
+        fn from(p: Pending) -> Self {
+            match p {
+                Pending::Planned {
+                    alpha,
+                    path,
+                    old,
+                    new,
+                } => super::Pending::Planned {
+                    alpha,
+                    path,
+                    old: old.map(Entry::from),
+                    new: new.map(Entry::from),
+                },
+                Pending::Committed { agreed } => super::Pending::Committed {
+                    agreed: agreed
+                        .into_iter()
+                        .map(|(p, e)| (p, e.map(Entry::from)))
+                        .collect(),
+                },
+                Pending::Epoch(e) => super::Pending::Epoch(e),
+            }
+        }
+    }
+
+    /// The old entry, decoded with the same depth limit as today's.
+    pub enum OldEntry {
+        Directory(BTreeMap<String, OldEntry>),
+        File {
+            digest: Digest,
+            size: u64,
+            executable: bool,
+        },
+        Symlink {
+            target: String,
+        },
+        Problem(String),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename = "Entry")]
+    enum Repr {
+        Directory(BTreeMap<String, OldEntry>),
+        File {
+            digest: Digest,
+            size: u64,
+            executable: bool,
+        },
+        Symlink {
+            target: String,
+        },
+        Problem(String),
+    }
+
+    std::thread_local! {
+        static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    impl<'de> Deserialize<'de> for OldEntry {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<OldEntry, D::Error> {
+            let depth = DEPTH.with(|c| c.get());
+            if depth >= MAX_DEPTH {
+                return Err(serde::de::Error::custom("tree nested too deep"));
+            }
+            DEPTH.with(|c| c.set(depth + 1));
+            let r = Repr::deserialize(d);
+            DEPTH.with(|c| c.set(depth));
+            Ok(match r? {
+                Repr::Directory(c) => OldEntry::Directory(c),
+                Repr::File {
+                    digest,
+                    size,
+                    executable,
+                } => OldEntry::File {
+                    digest,
+                    size,
+                    executable,
+                },
+                Repr::Symlink { target } => OldEntry::Symlink { target },
+                Repr::Problem(p) => OldEntry::Problem(p),
+            })
+        }
+    }
+
+    impl From<OldEntry> for Entry {
+        fn from(e: OldEntry) -> Entry {
+            match e {
+                OldEntry::Directory(c) => Entry::Directory(Dir::from(
+                    c.into_iter()
+                        .map(|(n, e)| (n, Entry::from(e)))
+                        .collect::<BTreeMap<_, _>>(),
+                )),
+                OldEntry::File {
+                    digest,
+                    size,
+                    executable,
+                } => Entry::file(digest.0, size, executable),
+                OldEntry::Symlink { target } => Entry::Symlink { target },
+                OldEntry::Problem(p) => Entry::Problem(p),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub mod write {
+        //! The old encoding, for tests that need a file written by the previous version.
+        use serde::Serialize;
+
+        #[derive(Serialize)]
+        #[serde(rename = "Entry")]
+        pub enum Entry {
+            Directory(std::collections::BTreeMap<String, Entry>),
+            File {
+                digest: ferry_core::Digest,
+                size: u64,
+                executable: bool,
+            },
+        }
+
+        #[derive(Serialize)]
+        pub struct Archive {
+            pub alpha: String,
+            pub beta: String,
+            pub epoch: u64,
+            pub ancestor: Option<Entry>,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_archive_of_the_previous_format_loads_converted() {
+        use legacy::write::{Archive as Old, Entry as E};
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("archive");
+        let old = Old {
+            alpha: "/x".into(),
+            beta: "/y".into(),
+            epoch: 4,
+            ancestor: Some(E::Directory(
+                [
+                    (
+                        "run".to_owned(),
+                        E::File {
+                            digest: ferry_core::Digest([1; 32]),
+                            size: 1,
+                            executable: true,
+                        },
+                    ),
+                    ("sub".to_owned(), E::Directory(Default::default())),
+                ]
+                .into(),
+            )),
+        };
+        write_atomic(&p, &write_versioned(ARCHIVE_MAGIC_2, &old).unwrap()).unwrap();
+        let session = Session {
+            dir: d.path().to_path_buf(),
+            reversed: false,
+            _lock: File::open(d.path()).unwrap(),
+        };
+        let a = session.load_archive().unwrap().unwrap();
+        assert_eq!(a.epoch, 4);
+        assert_eq!(
+            a.ancestor,
+            Some(Entry::dir([
+                ("run", Entry::file([1; 32], 1, true)),
+                ("sub", Entry::dir([])),
+            ]))
+        );
+        assert_eq!(
+            a.ancestor
+                .as_ref()
+                .and_then(|t| t.get("run"))
+                .and_then(Entry::mode),
+            Some(0o755)
+        );
+    }
 
     #[test]
     fn versioned_round_trip_and_corruption() {
@@ -601,7 +861,7 @@ mod tests {
             read_versioned::<Archive>(&p, ARCHIVE_MAGIC).unwrap(),
             Some(a)
         );
-        fs::write(&p, b"FERRYAR2\xff\xff").unwrap();
+        fs::write(&p, b"FERRYAR3\xff\xff").unwrap();
         assert_eq!(
             read_versioned::<Archive>(&p, ARCHIVE_MAGIC)
                 .unwrap_err()
@@ -743,5 +1003,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(prune_backups(d2.path(), policy, now), Pruned::default());
+        // Folders of the last minute stay too: a swapped-out version in one is still watched
+        // for late writes.
+        let d3 = tempfile::tempdir().unwrap();
+        for t in [now - Duration::from_secs(5), now] {
+            fs::create_dir_all(d3.path().join(backup_stamp(t))).unwrap();
+            fs::write(d3.path().join(backup_stamp(t)).join("f"), vec![0u8; 5000]).unwrap();
+        }
+        assert_eq!(prune_backups(d3.path(), policy, now), Pruned::default());
     }
 }

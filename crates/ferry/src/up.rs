@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ferry::cli::{Place, SyncArgs, UpFlags};
+use ferry::cli::{Place, UpFlags};
 use ferry::endpoint::WatchEvent;
-use ferry::engine::{Settings, wake_channel};
+use ferry::engine::Settings;
 use ferry::output::Printer;
 use ferry::remote::Location;
-use ferry::state::{Retention, Session};
+use ferry::state::Retention;
 use ferry_core::Mode;
 use ferry_plan::{
     BuildOptions, Context, CopyPlan, DockerIgnore, EntryKind, ImageConfig, MappingSource, OwnedDir,
@@ -27,7 +27,7 @@ use ferry_plan::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Exit, STACK, run_engine};
+use crate::{Exit, STACK, finish_code, open, report_as};
 
 /// The file names compose looks for, in its order.
 const COMPOSE_FILES: [&str; 4] = [
@@ -885,7 +885,8 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
         docker.rt.spawn(stream_logs(api, service, name, since, out));
     }
 
-    let mut stops = Vec::new();
+    type Registry = Vec<(Arc<AtomicBool>, std::sync::mpsc::SyncSender<WatchEvent>)>;
+    let registry: Arc<std::sync::Mutex<Registry>> = Arc::default();
     let mut threads = Vec::new();
     if !flags.no_sync {
         for (service, c) in &containers {
@@ -944,50 +945,66 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                     container: c.name.clone(),
                     path: container_dir,
                 };
-                let beta_key = loc.url();
-                let session = match Session::open(&host_str, &beta_key) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let m = format!("{host_str}: {e}");
-                        out.event(service, &m, json!({"event": "up_note", "message": m}));
-                        continue;
-                    }
+                let alpha = Place::Local {
+                    root: host,
+                    create: false,
                 };
-                let args = SyncArgs {
-                    alpha: Place::Local {
-                        root: host,
-                        create: false,
-                    },
-                    beta: Place::Remote(loc),
-                    settings: Settings {
-                        mode: Mode::TwoWaySafe,
-                        ignore_vcs: true,
-                        default_ignores: true,
-                        ignores: p.ignores.clone(),
-                        once: false,
-                        accept_wipe: false,
-                        reset: false,
-                        debounce: Duration::from_millis(4),
-                        rescan_interval: Some(Duration::from_secs(300)),
-                    },
-                    json: out.json,
-                    verbose: false,
-                    retention: Retention::default(),
+                let beta = Place::Remote(loc);
+                let settings = Settings {
+                    mode: Mode::TwoWaySafe,
+                    ignore_vcs: true,
+                    default_ignores: true,
+                    ignores: p.ignores.clone(),
+                    meta: Default::default(),
+                    once: false,
+                    accept_wipe: false,
+                    reset: false,
+                    debounce: Duration::from_millis(4),
+                    rescan_interval: Some(Duration::from_secs(300)),
+                    // No one to ask: the first sync merges both ways, as `ferry sync --yes`.
+                    yes: true,
                 };
-                let stop = Arc::new(AtomicBool::new(false));
-                let (wake_tx, wake_rx) = wake_channel();
-                stops.push((stop.clone(), wake_tx.clone()));
                 let mut printer = Printer::new(out.json);
                 printer.set_service(service);
                 let tx = tx.clone();
                 let service = service.clone();
                 let what = human.clone();
+                let registry = registry.clone();
+                let stopping = stopping.clone();
                 let spawned = std::thread::Builder::new()
                     .stack_size(STACK)
                     .name(format!("ferry-up-{service}"))
                     .spawn(move || {
-                        let code =
-                            run_engine(args, session, printer, stop, (wake_tx, wake_rx), || Ok(()));
+                        let tag = format!("{service} | ");
+                        let code = match open(
+                            &alpha,
+                            &beta,
+                            settings,
+                            Retention::default(),
+                            printer,
+                            false,
+                            false,
+                        ) {
+                            Err(code) => code,
+                            Ok((mut engine, wake, stop)) => {
+                                {
+                                    // Registered, then checked, under the lock the main thread
+                                    // takes to stop everyone: no session misses a Ctrl-C.
+                                    let mut r = registry.lock().unwrap_or_else(|e| e.into_inner());
+                                    r.push((stop.clone(), wake.0.clone()));
+                                    if stopping.load(Ordering::SeqCst) {
+                                        stop.store(true, Ordering::SeqCst);
+                                        let _ = wake.0.try_send(WatchEvent::Stop);
+                                    }
+                                }
+                                let code = match engine.run(Some(wake)) {
+                                    Ok(f) => finish_code(f),
+                                    Err(e) => report_as(&tag, e),
+                                };
+                                std::mem::forget(engine);
+                                code
+                            }
+                        };
                         let _ = tx.send(Msg::Ended {
                             service,
                             what,
@@ -1027,7 +1044,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
             }
         }
     }
-    for (stop, wake) in &stops {
+    for (stop, wake) in registry.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         stop.store(true, Ordering::SeqCst);
         let _ = wake.try_send(WatchEvent::Stop);
     }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ferry_core::{Change, Digest, Entry, Mode, RelPath};
+use ferry_core::{Change, Digest, Dir, Entry, Mode, RelPath};
 
 /// The two-way modes.
 pub const TWO_WAY: &[Mode] = &[Mode::TwoWaySafe, Mode::TwoWayResolved];
@@ -21,6 +21,25 @@ pub fn f(n: u8) -> Entry {
 /// An executable file with the same content as `f(n)`.
 pub fn x(n: u8) -> Entry {
     Entry::file([n; 32], u64::from(n), true)
+}
+
+/// A file with the content of `f(n)` and permission bits `mode`.
+pub fn m(n: u8, mode: u32) -> Entry {
+    Entry::file_mode([n; 32], u64::from(n), mode)
+}
+
+/// A directory with permission bits `mode`.
+pub fn dm(mode: u32, children: &[(&str, Entry)]) -> Entry {
+    Entry::dir_mode(mode, children.iter().map(|(n, e)| (*n, e.clone())))
+}
+
+/// A change of the directory `path`'s permission bits alone.
+pub fn chmod_dir(path: &str, old: u32, new: u32) -> Change {
+    Change {
+        path: rel(path),
+        old: Some(Entry::Directory(Dir::bare(old))),
+        new: Some(Entry::Directory(Dir::bare(new))),
+    }
 }
 
 /// A symlink to `target`.

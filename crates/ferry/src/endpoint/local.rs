@@ -344,6 +344,7 @@ impl Endpoint for LocalEndpoint {
             feed,
             link_way: &mut self.link_way,
             swapped: &mut self.swapped,
+            meta: self.ignorer.meta(),
         };
         let outcomes: Vec<Outcome> = changes.iter().map(|ch| applier.apply(ch)).collect();
         super::follow(&mut self.state.tree, changes, &outcomes);

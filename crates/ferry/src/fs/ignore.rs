@@ -7,6 +7,8 @@ use ferry_core::RelPath;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::meta::MetaSpec;
+
 /// Names never synced: ferry's own staging directory.
 pub const STAGING_DIR_NAME: &str = ".ferry-staging";
 
@@ -24,6 +26,9 @@ pub struct IgnoreSpec {
     pub editor_temps: bool,
     /// Patterns in order: `.ferryignore` lines first, then `--ignore` values.
     pub patterns: Vec<String>,
+    /// Which metadata is synced (permission bits, times, symlinks): scans and transitions on
+    /// both sides follow it, so it travels with the ignore rules.
+    pub meta: MetaSpec,
 }
 
 /// Editors' temporary files, never synced unless `--no-default-ignores` (issue 9 item 11):
@@ -50,6 +55,7 @@ pub struct Ignorer {
     /// Paths below the root that are never synced on this side, whatever the rules say:
     /// ferry's own directories (an agent's install and state when the root holds them).
     own: Vec<String>,
+    meta: MetaSpec,
 }
 
 impl Ignorer {
@@ -79,7 +85,13 @@ impl Ignorer {
         Ok(Ignorer {
             rules,
             own: Vec::new(),
+            meta: spec.meta,
         })
+    }
+
+    /// The session's metadata settings (see [`MetaSpec`]).
+    pub fn meta(&self) -> MetaSpec {
+        self.meta
     }
 
     /// Also hides `dirs` (absolute) wherever they lie below `root` (absolute, canonical): a
@@ -156,6 +168,7 @@ mod tests {
             vcs: true,
             editor_temps: true,
             patterns: patterns.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         })
         .unwrap()
     }
@@ -237,6 +250,7 @@ mod tests {
             vcs: true,
             editor_temps: false,
             patterns: vec![],
+            ..Default::default()
         })
         .unwrap();
         assert!(!keep.is_ignored(".x.swp", false));

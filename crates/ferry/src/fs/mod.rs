@@ -2,6 +2,7 @@
 
 pub mod beneath;
 pub mod ignore;
+pub mod meta;
 pub mod scan;
 pub mod stage;
 pub mod transition;

@@ -8,11 +8,12 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ferry_core::{Digest, Entry, RelPath, link_stays_inside};
+use ferry_core::{DIR_MODE, Digest, Entry, Mtime, RelPath, link_stays_inside};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::ignore::Ignorer;
+use super::meta::{MetaSpec, Symlinks};
 
 /// A file's identity and change markers: if all of these match, its content is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,9 +38,14 @@ impl Stat {
         }
     }
 
-    /// True if the executable bit ferry syncs is set.
-    pub fn executable(&self) -> bool {
-        self.mode & 0o100 != 0
+    /// The file entry this stat and `digest` make under `meta`.
+    pub fn entry(&self, digest: Digest, meta: &MetaSpec) -> Entry {
+        Entry::File {
+            digest,
+            size: self.size,
+            mode: meta.file_mode(self.mode),
+            mtime: Mtime(self.mtime_ns),
+        }
     }
 }
 
@@ -397,18 +403,26 @@ impl<'a> Scanner<'a> {
             state.dirs.insert(rel.as_str().to_owned(), meta.ino());
             // Watch before listing, so nothing created in between is missed.
             self.hook.dir_added(&abs);
-            return Some(self.dir(rel, &abs, state));
+            // The root's own bits are never synced (see `reconcile`): reported as the default.
+            let mode = if rel.is_root() {
+                DIR_MODE
+            } else {
+                self.ignorer.meta().dir_mode(meta.mode())
+            };
+            return Some(match self.dir(rel, &abs, state) {
+                Entry::Directory(mut d) => {
+                    d.mode = mode;
+                    Entry::Directory(d)
+                }
+                e => e,
+            });
         }
         if ft.is_file() {
             let stat = Stat::of(meta);
             if let Some(c) = state.cache.get_mut(rel.as_str()) {
                 if c.trusted && c.stat == stat {
                     c.seen = self.generation;
-                    return Some(Entry::File {
-                        digest: c.digest,
-                        size: stat.size,
-                        executable: stat.executable(),
-                    });
+                    return Some(stat.entry(c.digest, &self.ignorer.meta()));
                 }
             }
             // Hashed after the walk (`hash_pending`), which fills in the digest.
@@ -416,20 +430,22 @@ impl<'a> Scanner<'a> {
                 rel: rel.clone(),
                 stat,
             });
-            return Some(Entry::File {
-                digest: Digest([0; 32]),
-                size: stat.size,
-                executable: stat.executable(),
-            });
+            return Some(stat.entry(Digest([0; 32]), &self.ignorer.meta()));
         }
         if ft.is_symlink() {
+            let how = self.ignorer.meta().symlinks;
+            if how == Symlinks::Ignore {
+                return None;
+            }
             return Some(match fs::read_link(self.abs(rel)) {
                 Ok(target) => match target.to_str() {
-                    Some(t) if link_stays_inside(rel, t) => Entry::Symlink {
-                        target: t.to_owned(),
-                    },
+                    Some(t) if how == Symlinks::Raw || link_stays_inside(rel, t) => {
+                        Entry::Symlink {
+                            target: t.to_owned(),
+                        }
+                    }
                     Some(t) => Entry::Problem(format!(
-                        "symlink to '{t}' may lead outside the root (only targets like '../dir/name' are synced); not synced"
+                        "symlink to '{t}' may lead outside the root (only targets like '../dir/name' are synced; --symlinks raw syncs every link as it is); not synced"
                     )),
                     None => Entry::Problem("symlink target is not valid UTF-8; not synced".into()),
                 },
@@ -486,7 +502,7 @@ impl<'a> Scanner<'a> {
                 children.insert(name.to_owned(), e);
             }
         }
-        Entry::Directory(children)
+        Entry::Directory(children.into())
     }
 
     /// Hashes the files the walk of `base` (whose entry is `tree`) left pending, on several
@@ -502,8 +518,12 @@ impl<'a> Scanner<'a> {
                 Ok(Some((cached, size))) => {
                     self.stats.hashed_files += 1;
                     self.stats.hashed_bytes += size;
-                    let digest = cached.digest;
-                    let executable = cached.stat.executable();
+                    // The size read, which the digest is of (the stat may be later).
+                    let entry = Stat {
+                        size,
+                        ..cached.stat
+                    }
+                    .entry(cached.digest, &self.ignorer.meta());
                     state.cache.insert(
                         job.rel.as_str(),
                         Cached {
@@ -511,11 +531,7 @@ impl<'a> Scanner<'a> {
                             ..cached
                         },
                     );
-                    Some(Entry::File {
-                        digest,
-                        size,
-                        executable,
-                    })
+                    Some(entry)
                 }
                 // Vanished between listing and reading: as if it had never been there.
                 Ok(None) => None,
@@ -732,11 +748,7 @@ mod tests {
 
     #[test]
     fn place_puts_hashed_files_where_the_walk_left_them() {
-        let file = |n: u8| Entry::File {
-            digest: Digest([n; 32]),
-            size: 1,
-            executable: false,
-        };
+        let file = |n: u8| Entry::file([n; 32], 1, false);
         let rel = |p: &str| RelPath::new(p).expect("valid path");
         let mut tree = Some(Entry::Directory(
             [(

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +48,7 @@ fn copy_hashing(
 ) -> io::Result<(Digest, u64)> {
     let mut h = blake3::Hasher::new();
     let mut got = 0u64;
+    let mut hole_at_end = false;
     while got < size {
         let want = usize::try_from(size - got).map_or(buf.len(), |w| w.min(buf.len()));
         let n = match src.read(&mut buf[..want]) {
@@ -57,10 +58,30 @@ fn copy_hashing(
             Err(e) => return Err(e),
         };
         h.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
+        if is_zero(&buf[..n]) {
+            // Zeros are skipped, not written: holes stay holes (issue 9 item 9, `rsync -S`).
+            out.seek(io::SeekFrom::Current(n as i64))?;
+            hole_at_end = true;
+        } else {
+            out.write_all(&buf[..n])?;
+            hole_at_end = false;
+        }
         got += n as u64;
     }
+    if hole_at_end {
+        // A file ending in a hole gets its length without writing it.
+        out.set_len(got)?;
+    }
     Ok((Digest(*h.finalize().as_bytes()), got))
+}
+
+/// True if every byte of `b` is zero (64 bytes at a time, which the compiler vectorises).
+pub fn is_zero(b: &[u8]) -> bool {
+    let mut blocks = b.chunks_exact(64);
+    blocks
+        .by_ref()
+        .all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
+        && blocks.remainder().iter().all(|&x| x == 0)
 }
 
 impl Staging {
@@ -170,8 +191,8 @@ impl Staging {
     }
 
     /// Writes `want.size` bytes of `src` to staging, checking they hash to `want.digest`.
-    /// `want.uses` is how many placements will take it. Staged files are created `0644` (no
-    /// executable bits: placement adds them).
+    /// `want.uses` is how many placements will take it. Staged files are created `0600`
+    /// (never more readable than their source): placement gives them their mode.
     pub fn receive(&mut self, want: &Wanted, src: &mut dyn Read) -> Result<(), StageError> {
         self.ensure_dir()?;
         if self.buf.is_empty() {
@@ -276,7 +297,7 @@ pub fn write_part(
     let mut out = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(&part)?;
     let res = fill_verified(src, &mut out, want, buf);

@@ -8,11 +8,12 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ferry_core::{Change, Digest, Entry, RelPath, link_stays_inside};
+use ferry_core::{Change, Digest, Entry, Mtime, PERMISSION_BITS, RelPath, link_stays_inside};
 
 use std::time::{Duration, Instant};
 
 use super::beneath::{self, Place, Root, is_parent_error};
+use super::meta::{MetaSpec, Permissions, Symlinks};
 use super::scan::{Cached, DirHook, LocalTree, Stat, stat_is_settled};
 use super::stage::{Staging, fill_verified};
 use crate::endpoint::Feed;
@@ -51,6 +52,8 @@ pub struct Applier<'a> {
     pub link_way: &'a mut LinkWay,
     /// Versions swapped out of their paths, watched for late writes (see [`Swapped`]).
     pub swapped: &'a mut Vec<Swapped>,
+    /// Which metadata is synced (permission bits, times, symlinks).
+    pub meta: MetaSpec,
 }
 
 /// A version ferry swapped out of a path when it placed a new one. A program that opened the
@@ -153,12 +156,23 @@ impl Applier<'_> {
         };
         match (&ch.old, &ch.new) {
             (None, None) => None,
+            (Some(Entry::Directory(_)), Some(Entry::Directory(nd))) => {
+                // A directory's permission bits alone (`Change::is_meta`).
+                let result = self
+                    .verify(&at, rel, ch.old.as_ref())
+                    .and_then(|()| set_dir_mode(&at, nd.mode));
+                match result {
+                    Ok(()) => ch.new.clone(),
+                    Err(e) => {
+                        w.errors.push((rel.clone(), e));
+                        ch.old.clone()
+                    }
+                }
+            }
             (
                 Some(Entry::File { digest: od, .. }),
                 Some(Entry::File {
-                    digest: nd,
-                    executable,
-                    ..
+                    digest: nd, mode, ..
                 }),
             ) => {
                 if let Err(e) = self.verify(&at, rel, ch.old.as_ref()) {
@@ -166,7 +180,7 @@ impl Applier<'_> {
                     return ch.old.clone();
                 }
                 let result = if od == nd {
-                    self.set_executable(&at, rel, *nd, *executable)
+                    self.set_file_mode(&at, rel, *nd, *mode)
                 } else {
                     self.replace_file(&at, rel, *od, ch.new.as_ref(), w)
                 };
@@ -201,7 +215,7 @@ impl Applier<'_> {
         at: &Place,
         rel: &RelPath,
         digest: &Digest,
-        executable: bool,
+        (mode, mtime): (u32, Mtime),
     ) -> Option<Result<(), String>> {
         if *self.link_way == LinkWay::Unsupported
             || self.staging.has(digest)
@@ -219,7 +233,8 @@ impl Applier<'_> {
                 }
                 continue;
             }
-            let mut f = match at.open_unnamed_beside(0o644) {
+            // Private until it has its final mode: never more readable than its source.
+            let mut f = match at.open_unnamed_beside(0o600) {
                 Ok(f) => f,
                 Err(e) => {
                     if matches!(
@@ -240,11 +255,8 @@ impl Applier<'_> {
                 self.staging.refuse(*digest, why.clone());
                 return Some(Err(format!("content not available: {why}")));
             }
-            if executable {
-                let mode = fs::Permissions::from_mode(exec_mode(0o100644, true));
-                if let Err(e) = f.set_permissions(mode) {
-                    return Some(Err(format!("cannot set mode: {e}")));
-                }
+            if let Err(e) = self.finish_file(&f, self.new_mode(mode, None), mtime) {
+                return Some(Err(e));
             }
             return match self.link_unnamed(&f, at) {
                 Ok(()) => {
@@ -490,12 +502,42 @@ impl Applier<'_> {
         }
     }
 
-    fn set_executable(
+    /// The mode a file placed for an entry with `mode` gets: that mode, or, with
+    /// `--permissions exec`, `current` (the replaced file's; `0o644` for a new file) with the
+    /// entry's executable bit.
+    fn new_mode(&self, mode: u32, current: Option<u32>) -> u32 {
+        match self.meta.permissions {
+            Permissions::Full => mode & PERMISSION_BITS,
+            Permissions::Exec => exec_mode(current.unwrap_or(0o644), mode & 0o100 != 0),
+        }
+    }
+
+    /// Gives a file about to be placed its mode and (unless `--no-times`) its source's
+    /// modification time, through its descriptor.
+    fn finish_file(&self, f: &fs::File, mode: u32, mtime: Mtime) -> Result<(), String> {
+        chmod_kept(f, mode, self.meta.permissions == Permissions::Full)?;
+        // Zero: not known (an entry from before times were kept).
+        if self.meta.times && mtime.0 != 0 {
+            f.set_modified(system_time(mtime.0))
+                .map_err(|e| format!("cannot set modification time: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The same for a staged file, by its place.
+    fn finish_staged(&self, staged: &Place, mode: u32, mtime: Mtime) -> Result<(), String> {
+        let f = staged
+            .open(libc::O_RDONLY | libc::O_NONBLOCK, 0)
+            .map_err(|e| format!("cannot set mode: {e}"))?;
+        self.finish_file(&f, mode, mtime)
+    }
+
+    fn set_file_mode(
         &mut self,
         at: &Place,
         rel: &RelPath,
         digest: Digest,
-        executable: bool,
+        mode: u32,
     ) -> Result<(), String> {
         // Through a descriptor opened without following links: a file swapped for a symlink
         // since the check is never chmod-ed (nor is anything it points to).
@@ -506,8 +548,11 @@ impl Applier<'_> {
         if !m.is_file() {
             return Err(CHANGED.into());
         }
-        f.set_permissions(fs::Permissions::from_mode(exec_mode(m.mode(), executable)))
-            .map_err(|e| format!("chmod failed: {e}"))?;
+        chmod_kept(
+            &f,
+            self.new_mode(mode, Some(m.mode())),
+            self.meta.permissions == Permissions::Full,
+        )?;
         self.remember_stat(rel, &m_after(&f, m), digest);
         Ok(())
     }
@@ -521,7 +566,10 @@ impl Applier<'_> {
         w: &mut Work,
     ) -> Result<(), String> {
         let Some(Entry::File {
-            digest, executable, ..
+            digest,
+            mode,
+            mtime,
+            ..
         }) = new
         else {
             return Err("internal: not a file".into());
@@ -539,17 +587,9 @@ impl Applier<'_> {
             Err(e) => return Err(format!("content not available: {e}")),
         };
         let is_ours = |p: &Place| p.lstat().is_ok_and(|m| (m.dev(), m.ino()) == ours);
-        let set_mode = staged
-            .open(libc::O_RDONLY | libc::O_NONBLOCK, 0)
-            .and_then(|f| {
-                f.set_permissions(fs::Permissions::from_mode(exec_mode(
-                    seen.mode,
-                    *executable,
-                )))
-            });
-        if let Err(e) = set_mode {
+        if let Err(e) = self.finish_staged(&staged, self.new_mode(*mode, Some(seen.mode)), *mtime) {
             let _ = staged.unlink();
-            return Err(format!("cannot set mode: {e}"));
+            return Err(e);
         }
         // Swap rather than overwrite, then look at what came out: if a write landed after the
         // check, swap back so the person's version is at its path again.
@@ -822,7 +862,10 @@ impl Applier<'_> {
                     }
                 }
                 if !left.is_empty() {
-                    return Some(Entry::Directory(left));
+                    return Some(Entry::Directory(ferry_core::Dir {
+                        children: left,
+                        mode: children.mode,
+                    }));
                 }
                 match at.rmdir() {
                     Ok(()) => {
@@ -837,7 +880,7 @@ impl Applier<'_> {
                             format!("cannot remove directory: {e}")
                         };
                         w.errors.push((rel.clone(), why));
-                        Some(Entry::Directory(Default::default()))
+                        Some(Entry::Directory(ferry_core::Dir::bare(children.mode)))
                     }
                 }
             }
@@ -853,9 +896,12 @@ impl Applier<'_> {
         };
         match new {
             Entry::File {
-                digest, executable, ..
+                digest,
+                mode,
+                mtime,
+                ..
             } => {
-                if let Some(done) = self.create_direct(at, rel, digest, *executable) {
+                if let Some(done) = self.create_direct(at, rel, digest, (*mode, *mtime)) {
                     return match done {
                         Ok(()) => Some(new.clone()),
                         Err(e) => fail(w, e),
@@ -869,16 +915,10 @@ impl Applier<'_> {
                     Ok(p) => p,
                     Err(e) => return fail(w, e),
                 };
-                // Staged files are 0644; only executables need a chmod.
-                if *executable {
-                    let mode = fs::Permissions::from_mode(exec_mode(0o100644, true));
-                    let set = staged
-                        .open(libc::O_RDONLY | libc::O_NONBLOCK, 0)
-                        .and_then(|f| f.set_permissions(mode));
-                    if let Err(e) = set {
-                        let _ = staged.unlink();
-                        return fail(w, format!("cannot set mode: {e}"));
-                    }
+                // Staged files are 0600 until they get their mode here.
+                if let Err(e) = self.finish_staged(&staged, self.new_mode(*mode, None), *mtime) {
+                    let _ = staged.unlink();
+                    return fail(w, e);
                 }
                 // Never replaces anything: a file that appeared since the scan wins.
                 match beneath::rename_noreplace(&staged, at) {
@@ -902,18 +942,29 @@ impl Applier<'_> {
                 }
             }
             // The same rule as the scan's, again here: whatever sent this change, a link that
-            // could lead outside the root is never created.
-            Entry::Symlink { target } if !link_stays_inside(rel, target) => fail(
-                w,
-                format!("refusing to create a symlink to '{target}': it may lead outside the root"),
-            ),
-            Entry::Symlink { target } if leads_outside(self.root, rel, target) => fail(
-                w,
-                format!(
-                    "refusing to create a symlink to '{target}': through links already on this \
-                     side it would lead outside the root"
-                ),
-            ),
+            // could lead outside the root is never created (unless links are synced raw: then
+            // they are data, created as they are and, like every link, never followed).
+            Entry::Symlink { target }
+                if self.meta.symlinks != Symlinks::Raw && !link_stays_inside(rel, target) =>
+            {
+                fail(
+                    w,
+                    format!(
+                        "refusing to create a symlink to '{target}': it may lead outside the root"
+                    ),
+                )
+            }
+            Entry::Symlink { target }
+                if self.meta.symlinks != Symlinks::Raw && leads_outside(self.root, rel, target) =>
+            {
+                fail(
+                    w,
+                    format!(
+                        "refusing to create a symlink to '{target}': through links already on \
+                         this side it would lead outside the root"
+                    ),
+                )
+            }
             Entry::Symlink { target } => match at.symlink(target) {
                 Ok(()) => Some(new.clone()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fail(
@@ -925,7 +976,10 @@ impl Applier<'_> {
                 Err(e) => fail(w, format!("cannot create symlink: {e}")),
             },
             Entry::Directory(children) => {
-                match at.mkdir(0o755) {
+                // Private while its children are written (never more readable than its
+                // source), its own bits once they are (a read-only directory can be filled).
+                let full = self.meta.permissions == Permissions::Full;
+                match at.mkdir(if full { 0o700 } else { 0o755 }) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         return fail(
@@ -947,7 +1001,10 @@ impl Applier<'_> {
                     Err(e) => {
                         w.errors
                             .push((rel.clone(), format!("cannot open the new directory: {e}")));
-                        return Some(Entry::Directory(made));
+                        return Some(Entry::Directory(ferry_core::Dir {
+                            children: made,
+                            mode: if full { 0o700 } else { ferry_core::DIR_MODE },
+                        }));
                     }
                 };
                 for (name, child) in children {
@@ -963,10 +1020,62 @@ impl Applier<'_> {
                         made.insert(name.clone(), e);
                     }
                 }
+                let mut made = ferry_core::Dir::from(made);
+                if full {
+                    match set_dir_mode(at, children.mode) {
+                        Ok(()) => made.mode = children.mode,
+                        Err(e) => {
+                            made.mode = 0o700;
+                            w.errors.push((rel.clone(), e));
+                        }
+                    }
+                }
                 Some(Entry::Directory(made))
             }
             Entry::Problem(_) => None,
         }
+    }
+}
+
+/// Sets the permission bits of the directory at `at` through a descriptor (no link followed).
+fn set_dir_mode(at: &Place, mode: u32) -> Result<(), String> {
+    let f = at
+        .open(libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK, 0)
+        .map_err(|e| format!("cannot open the directory for chmod: {e}"))?;
+    chmod_kept(&f, mode & PERMISSION_BITS, true)
+}
+
+/// Sets `f`'s permission bits; with `check`, makes sure the filesystem kept them. One that
+/// cannot (vfat, some network and FUSE filesystems) would show its own bits at the next scan,
+/// which would then travel back as a change: refused instead, saying what to do.
+fn chmod_kept(f: &fs::File, mode: u32, check: bool) -> Result<(), String> {
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod failed: {e}"))?;
+    if check {
+        let kept = f
+            .metadata()
+            .map_err(|e| format!("cannot check the mode: {e}"))?
+            .mode()
+            & PERMISSION_BITS;
+        if kept != mode & PERMISSION_BITS {
+            return Err(format!(
+                "this filesystem does not keep permission bits (set {:o}, it shows {kept:o}); \
+                 --permissions exec syncs only the executable bit",
+                mode & PERMISSION_BITS
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A modification time in nanoseconds since the epoch as a `SystemTime`.
+fn system_time(ns: i64) -> std::time::SystemTime {
+    let epoch = std::time::UNIX_EPOCH;
+    let d = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        epoch.checked_add(d).unwrap_or(epoch)
+    } else {
+        epoch.checked_sub(d).unwrap_or(epoch)
     }
 }
 

@@ -525,6 +525,15 @@ impl Read for WireFeed {
                     self.cur = d;
                     self.pos = 0;
                 }
+                Msg::Hole(n) => {
+                    self.cur = super::wire::hole_bytes(n).map_err(|e| {
+                        self.in_item = false;
+                        self.done = true;
+                        self.broken = Some(e.clone());
+                        io::Error::other(e)
+                    })?;
+                    self.pos = 0;
+                }
                 Msg::End => {
                     self.in_item = false;
                     return Ok(0);

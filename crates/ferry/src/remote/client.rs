@@ -83,6 +83,11 @@ impl From<ConnectError> for OpenError {
 }
 
 impl RemoteEndpoint {
+    /// True when the session syncs symlinks raw: the agent may then send any link target.
+    fn raw_links(&self) -> bool {
+        self.ignore.meta.symlinks == crate::fs::meta::Symlinks::Raw
+    }
+
     /// Connects, checks the agent and opens `root` there (`create`: make it if missing).
     pub fn open(
         side: Side,
@@ -418,7 +423,7 @@ impl Endpoint for RemoteEndpoint {
                             if !matches!(t, Entry::Directory(_)) {
                                 return Err(self.violation("the root is not a directory".into()));
                             }
-                            if let Err(e) = check_entry(&RelPath::root(), t) {
+                            if let Err(e) = check_entry(&RelPath::root(), t, self.raw_links()) {
                                 return Err(self.violation(e));
                             }
                         }
@@ -432,7 +437,7 @@ impl Endpoint for RemoteEndpoint {
                                 );
                             }
                             if let Some(e) = e {
-                                if let Err(err) = check_entry(p, e) {
+                                if let Err(err) = check_entry(p, e, self.raw_links()) {
                                     return Err(self.violation(err));
                                 }
                             }
@@ -692,7 +697,9 @@ impl Endpoint for RemoteEndpoint {
                     Content::Stream(r) => loop {
                         match r.read(&mut buf) {
                             Ok(0) => return c.writer.queue(&Msg::End),
-                            Ok(n) => c.writer.queue(&Msg::Data(buf[..n].to_vec()))?,
+                            Ok(n) => c
+                                .writer
+                                .queue(&super::wire::data_or_hole(buf[..n].to_vec()))?,
                             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                             Err(e) => return c.writer.queue(&Msg::Failed(e.to_string())),
                         }
@@ -708,7 +715,7 @@ impl Endpoint for RemoteEndpoint {
             Msg::Outcomes(o) => o,
             other => return Err(self.violation(unexpected(&other, "Outcomes"))),
         };
-        if let Err(e) = check_outcomes(changes, &outcomes) {
+        if let Err(e) = check_outcomes(changes, &outcomes, self.raw_links()) {
             return Err(self.violation(e));
         }
         // The same bookkeeping as the agent's own: our copy of its tree follows.

@@ -689,6 +689,15 @@ impl DockerTransport {
         let (out_tx, out_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
         let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
         let err = stderr.clone();
+        let writing = self.rt.spawn(async move {
+            while let Some(buf) = in_rx.recv().await {
+                if input.write_all(&buf).await.is_err() || input.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = input.shutdown().await;
+        });
+        let stop_writing = writing.abort_handle();
         let reading = self.rt.spawn(async move {
             while let Some(item) = output.next().await {
                 match item {
@@ -713,14 +722,11 @@ impl DockerTransport {
                     }
                 }
             }
-        });
-        let writing = self.rt.spawn(async move {
-            while let Some(buf) = in_rx.recv().await {
-                if input.write_all(&buf).await.is_err() || input.flush().await.is_err() {
-                    break;
-                }
-            }
-            let _ = input.shutdown().await;
+            // The agent's output ended: it is gone. Docker may keep taking its input (or stop
+            // reading it without closing the connection), and a write waiting for room would
+            // wait forever, the session with it: stopping the writer makes the next write fail
+            // ("the agent's stream closed"), and the engine reconnects.
+            stop_writing.abort();
         });
         Ok(Attached {
             exec_id,

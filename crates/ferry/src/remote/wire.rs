@@ -14,14 +14,16 @@
 
 use std::io::{self, Read, Write};
 
-use ferry_core::{Change, Digest, Entry, MAX_DEPTH, RelPath, link_stays_inside, validate_name};
+use ferry_core::{
+    Change, Digest, Entry, MAX_DEPTH, PERMISSION_BITS, RelPath, link_stays_inside, validate_name,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::copy::{Item, Piece};
 use crate::endpoint::{IgnoreSpec, Outcome, Wanted};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 pub const MAGIC: &[u8; 8] = b"FERRYWIR";
 /// The largest frame payload (after decompression).
 pub const FRAME_MAX: usize = 4 << 20;
@@ -146,12 +148,37 @@ pub enum Msg {
     /// A request: how long the opened side keeps its backups (`--keep-backups`); the agent
     /// prunes them now and then hourly. Answered with `Ok`.
     KeepBackups(crate::state::Retention),
+    /// Content: this many zero bytes (at most [`HOLE_MAX`]), in place of a `Data` of zeros. A
+    /// sparse file's holes cross the wire as these (issue 9 item 9).
+    Hole(u64),
+}
+
+/// The most zeros one [`Msg::Hole`] stands for (what one `Data` could carry).
+pub const HOLE_MAX: u64 = FRAME_MAX as u64;
+
+/// `Data` of `d`, or a `Hole` when it is all zeros.
+pub fn data_or_hole(d: Vec<u8>) -> Msg {
+    if !d.is_empty() && crate::fs::stage::is_zero(&d) {
+        Msg::Hole(d.len() as u64)
+    } else {
+        Msg::Data(d)
+    }
+}
+
+/// The zeros a `Hole` stands for; an error for one larger than any `Data` could be.
+pub fn hole_bytes(n: u64) -> Result<Vec<u8>, String> {
+    if n > HOLE_MAX {
+        return Err(format!(
+            "a hole of {n} bytes in one message (at most {HOLE_MAX})"
+        ));
+    }
+    Ok(vec![0; n as usize])
 }
 
 impl From<Piece> for Msg {
     fn from(p: Piece) -> Msg {
         match p {
-            Piece::Data(d) => Msg::Data(d),
+            Piece::Data(d) => data_or_hole(d),
             Piece::End => Msg::End,
             Piece::Failed(f) => Msg::Failed(f),
             Piece::Delta {
@@ -172,6 +199,10 @@ impl Msg {
     pub fn into_piece(self) -> Option<Piece> {
         Some(match self {
             Msg::Data(d) => Piece::Data(d),
+            Msg::Hole(n) => match hole_bytes(n) {
+                Ok(z) => Piece::Data(z),
+                Err(e) => Piece::Failed(e),
+            },
             Msg::End => Piece::End,
             Msg::Failed(f) => Piece::Failed(f),
             Msg::Delta {
@@ -444,13 +475,17 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Checks a tree (or subtree at `at`) from the peer: valid names, bounded depth, symlinks that
-/// stay inside the root. The peer's scanner turns such things into problems; one that sends
-/// them anyway is lying.
-pub fn check_entry(at: &RelPath, e: &Entry) -> Result<(), String> {
-    fn walk(path: &mut String, e: &Entry, depth: usize) -> Result<(), String> {
+/// Checks a tree (or subtree at `at`) from the peer: valid names, bounded depth, permission
+/// bits within `0o777`, symlinks that stay inside the root (any target with `raw_links`, the
+/// session's `--symlinks raw`). The peer's scanner turns such things into problems; one that
+/// sends them anyway is lying.
+pub fn check_entry(at: &RelPath, e: &Entry, raw_links: bool) -> Result<(), String> {
+    fn walk(path: &mut String, e: &Entry, depth: usize, raw: bool) -> Result<(), String> {
         if depth > MAX_DEPTH {
             return Err(format!("tree deeper than {MAX_DEPTH} levels"));
+        }
+        if e.mode().is_some_and(|m| m & !PERMISSION_BITS != 0) {
+            return Err(format!("mode beyond {PERMISSION_BITS:o} at '{path}'"));
         }
         match e {
             Entry::Directory(children) => {
@@ -464,14 +499,14 @@ pub fn check_entry(at: &RelPath, e: &Entry) -> Result<(), String> {
                         path.push('/');
                     }
                     path.push_str(name);
-                    walk(path, child, depth + 1)?;
+                    walk(path, child, depth + 1, raw)?;
                     path.truncate(len);
                 }
                 Ok(())
             }
             Entry::Symlink { target } => {
                 let link = RelPath::new(path).map_err(|err| format!("bad path in tree: {err}"))?;
-                if link.is_root() || !link_stays_inside(&link, target) {
+                if link.is_root() || (!raw && !link_stays_inside(&link, target)) {
                     return Err(format!(
                         "symlink {link} -> {target:?} would lead outside the root"
                     ));
@@ -488,12 +523,12 @@ pub fn check_entry(at: &RelPath, e: &Entry) -> Result<(), String> {
         }
     }
     let mut p = at.as_str().to_owned();
-    walk(&mut p, e, at.components().count())
+    walk(&mut p, e, at.components().count(), raw_links)
 }
 
 /// Checks the agent's answer to a transition of `changes`: one outcome per change, at the
 /// change's own path, with sound entries.
-pub fn check_outcomes(changes: &[Change], outs: &[Outcome]) -> Result<(), String> {
+pub fn check_outcomes(changes: &[Change], outs: &[Outcome], raw_links: bool) -> Result<(), String> {
     if changes.len() != outs.len() {
         return Err(format!(
             "{} outcomes for {} changes",
@@ -509,7 +544,7 @@ pub fn check_outcomes(changes: &[Change], outs: &[Outcome]) -> Result<(), String
             ));
         }
         if let Some(e) = &o.now {
-            check_entry(&o.path, e)?;
+            check_entry(&o.path, e, raw_links)?;
         }
         for (p, _) in &o.errors {
             if !p.starts_with(&ch.path) {
@@ -593,12 +628,12 @@ mod tests {
         let link = |t: &str| {
             Entry::Directory([("a".to_owned(), Entry::Symlink { target: t.into() })].into())
         };
-        assert!(check_entry(&root, &link("b")).is_ok());
-        assert!(check_entry(&root, &link("../etc")).is_err());
-        assert!(check_entry(&root, &link("/etc")).is_err());
+        assert!(check_entry(&root, &link("b"), false).is_ok());
+        assert!(check_entry(&root, &link("../etc"), false).is_err());
+        assert!(check_entry(&root, &link("/etc"), false).is_err());
         for bad in ["..", ".", "a/b", "", "a\0b"] {
             let t = Entry::Directory([(bad.to_owned(), Entry::file([0; 32], 1, false))].into());
-            assert!(check_entry(&root, &t).is_err(), "{bad:?}");
+            assert!(check_entry(&root, &t, false).is_err(), "{bad:?}");
         }
     }
 }

@@ -246,8 +246,15 @@ fn regression_issue9_14_one_conflict_is_singular() {
         ["synced 1 → beta (ok), 1 conflict in N ms"],
         "{run}"
     );
+    // The wording is issue 9 item 17's: what each side did, and the command that resolves it.
     assert_eq!(
-        run.stderr, "conflict: c (alpha created file, beta created file); neither side touched\n",
+        run.stderr,
+        format!(
+            "conflict: c: alpha created a file (7 B), beta created a file (6 B); neither side \
+             touched. To keep one: ferry resolve {} {} c --keep alpha (or --keep beta)\n",
+            fx.alpha.display(),
+            fx.beta.display()
+        ),
         "{run}"
     );
 }
@@ -364,7 +371,8 @@ fn regression_issue9_13_the_agent_never_syncs_its_install_or_state() {
             OsString::from(&url),
         ]
         .into_iter()
-        .chain(["--once", "--json"].map(OsString::from))
+        // The account's home has files of its own: a first sync merging into alpha needs --yes.
+        .chain(["--once", "--json", "--yes"].map(OsString::from))
         .collect();
         fx.run_command(c, args)
     };

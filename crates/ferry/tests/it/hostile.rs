@@ -242,7 +242,7 @@ fn digest(bytes: &[u8]) -> Digest {
 impl World {
     /// A tree of these files (`a/b/c` creates the directories on the way).
     fn of(files: &[(&str, &[u8])]) -> World {
-        let mut tree = Entry::Directory(BTreeMap::new());
+        let mut tree = Entry::Directory(Default::default());
         let mut content = HashMap::new();
         for (path, bytes) in files {
             let d = digest(bytes);
@@ -264,7 +264,7 @@ fn insert(tree: &mut Entry, path: &str, e: Entry) {
         };
         at = children
             .entry((*name).to_owned())
-            .or_insert_with(|| Entry::Directory(BTreeMap::new()));
+            .or_insert_with(|| Entry::Directory(Default::default()));
     }
     let Entry::Directory(children) = at else {
         panic!("{path}: the parent is not a directory");
@@ -735,11 +735,13 @@ fn settings(once: bool) -> Settings {
         ignore_vcs: true,
         default_ignores: true,
         ignores: Vec::new(),
+        meta: Default::default(),
         once,
         accept_wipe: false,
         reset: false,
         debounce: Duration::from_millis(20),
         rescan_interval: None,
+        yes: false,
     }
 }
 
@@ -1068,7 +1070,7 @@ fn tree_with_traversal_names_is_refused() {
 #[test]
 fn tree_with_a_path_over_the_length_limit_is_refused() {
     let name = "d".repeat(255);
-    let mut bottom = Entry::Directory(BTreeMap::new());
+    let mut bottom = Entry::Directory(Default::default());
     for _ in 0..17 {
         bottom = dir(vec![(name.clone(), bottom)]);
     }
@@ -1660,14 +1662,19 @@ fn deep_tree_body() {
     let place = Place::new();
     let before = snapshot(&place.root, None);
     // Scanned { .., Whole(Some(Directory{})), notes: [] } ends in [0 (Directory), 0 (no
-    // children), 0 (no notes)]: cut that and nest `a` directories instead.
+    // children), 0xed 0x03 (mode 0o755), 0 (no notes)]: cut that and nest `a` directories
+    // instead, each closed by its mode.
     let template = encode(&scanned(dir(vec![])));
-    assert_eq!(&template[template.len() - 3..], &[0, 0, 0]);
-    let mut body = template[..template.len() - 3].to_vec();
+    assert_eq!(&template[template.len() - 5..], &[0, 0, 0xed, 0x03, 0]);
+    let mut body = template[..template.len() - 5].to_vec();
     for _ in 0..200_000 {
         body.extend_from_slice(&[0, 1, 1, b'a']);
     }
-    body.extend_from_slice(&[0, 0, 0]);
+    body.extend_from_slice(&[0, 0]);
+    for _ in 0..=200_000 {
+        body.extend_from_slice(&[0xed, 0x03]);
+    }
+    body.push(0);
     let mut bytes = Vec::new();
     let mut chunks = body.chunks(FRAME_MAX).peekable();
     while let Some(c) = chunks.next() {
@@ -1815,7 +1822,7 @@ fn ssh_transport_tells_strangers_and_old_agents_apart() {
         (
             "an agent speaking protocol 99",
             r"FERRYWIR\143\000\000\000",
-            "protocol version mismatch: this ferry speaks 2, the agent speaks 99",
+            "protocol version mismatch: this ferry speaks 3, the agent speaks 99",
         ),
     ] {
         let fx = Fixture::new();
@@ -2093,9 +2100,11 @@ fn leaf_strategy() -> impl Strategy<Value = Entry> {
 
 fn tree_strategy() -> impl Strategy<Value = Entry> {
     let node = leaf_strategy().prop_recursive(4, 48, 5, |inner| {
-        prop::collection::btree_map(name_strategy(), inner, 0..5).prop_map(Entry::Directory)
+        prop::collection::btree_map(name_strategy(), inner, 0..5)
+            .prop_map(|c| Entry::Directory(c.into()))
     });
-    prop::collection::btree_map(name_strategy(), node, 0..6).prop_map(Entry::Directory)
+    prop::collection::btree_map(name_strategy(), node, 0..6)
+        .prop_map(|c| Entry::Directory(c.into()))
 }
 
 fn msg_strategy() -> impl Strategy<Value = Msg> {
@@ -2311,14 +2320,14 @@ proptest! {
         ups in 0usize..4,
     ) {
         let root = RelPath::root();
-        prop_assert!(check_entry(&root, &tree).is_ok(), "{:?}", check_entry(&root, &tree));
+        prop_assert!(check_entry(&root, &tree, false).is_ok(), "{:?}", check_entry(&root, &tree, false));
 
         let dirs = dir_paths(&tree);
         let at = &dirs[pick % dirs.len()];
 
         let mut with_bad = tree.clone();
         put(&mut with_bad, at, bad.clone(), Entry::file([1; 32], 1, false));
-        let err = check_entry(&root, &with_bad).expect_err("an invalid name must be refused");
+        let err = check_entry(&root, &with_bad, false).expect_err("an invalid name must be refused");
         prop_assert!(err.starts_with("bad name in tree"), "{}", err);
 
         // A link at depth d (d names above it) may climb d levels, not d + 1.
@@ -2326,12 +2335,12 @@ proptest! {
         let target = format!("{}x", "../".repeat(climb));
         let mut with_link = tree.clone();
         put(&mut with_link, at, "escape-link".into(), Entry::symlink(&target));
-        let err = check_entry(&root, &with_link).expect_err("an escaping link must be refused");
+        let err = check_entry(&root, &with_link, false).expect_err("an escaping link must be refused");
         prop_assert!(err.contains("would lead outside the root"), "{}", err);
 
         let inside = format!("{}x", "../".repeat(at.len()));
         let mut with_ok_link = tree.clone();
         put(&mut with_ok_link, at, "escape-link".into(), Entry::symlink(&inside));
-        prop_assert!(check_entry(&root, &with_ok_link).is_ok());
+        prop_assert!(check_entry(&root, &with_ok_link, false).is_ok());
     }
 }

@@ -3,8 +3,11 @@
 //! Every test gets its own temporary alpha, beta and `XDG_STATE_HOME` (see `support`), so tests
 //! run in parallel and never touch the real home directory.
 
+mod conflicts;
+mod converge;
 mod daily;
 mod hostile;
+mod metadata;
 mod modes;
 mod once;
 mod placement;

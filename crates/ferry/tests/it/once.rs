@@ -134,7 +134,8 @@ fn empty_directories_sync_both_ways() {
     mkdir(&fx.a("empty1"));
     mkdir(&fx.a("deep/er/est"));
     mkdir(&fx.b("from_beta/inner"));
-    let run = fx.once(&[]);
+    // A first sync that merges into alpha needs --yes (issue 9, item 6).
+    let run = fx.once(&["--yes"]);
     run.expect_code(0);
     fx.assert_synced();
     for side in [&fx.alpha, &fx.beta] {
@@ -163,7 +164,8 @@ fn executable_bit_syncs_both_ways() {
     write(&fx.a("plain.txt"), "plain\n");
     write(&fx.b("tool"), "#!/bin/sh\n");
     set_exec(&fx.b("tool"), true);
-    fx.once(&[]).expect_code(0);
+    // A first sync that merges into alpha needs --yes (issue 9, item 6).
+    fx.once(&["--yes"]).expect_code(0);
     fx.assert_synced();
     assert!(is_exec(&fx.b("script.sh")), "alpha's +x did not reach beta");
     assert!(!is_exec(&fx.b("plain.txt")));
@@ -194,7 +196,8 @@ fn symlinks_inside_the_root_sync_as_links() {
     symlink("d", &fx.a("dirlink"));
     symlink("not-there-yet", &fx.a("dangling"));
     symlink("./target.txt", &fx.b("from_beta"));
-    let run = fx.once(&[]);
+    // A first sync that merges into alpha needs --yes (issue 9, item 6).
+    let run = fx.once(&["--yes"]);
     run.expect_code(0);
     fx.assert_synced();
     for (rel, target) in [
@@ -454,7 +457,8 @@ fn a_second_run_with_nothing_changed_does_nothing() {
     let fx = Fixture::new();
     write(&fx.a("x/y/z.txt"), "z");
     write(&fx.b("w.txt"), "w");
-    fx.once(&[]).expect_code(0);
+    // A first sync that merges into alpha needs --yes (issue 9, item 6).
+    fx.once(&["--yes"]).expect_code(0);
     let run = fx.once(&[]);
     run.expect_code(0);
     assert_eq!(run.transferred(), (0, 0), "{run}");
@@ -612,7 +616,8 @@ fn unusual_but_valid_names_sync() {
         write(&fx.a(n), format!("content {i}"));
     }
     write(&fx.b("from beta ✓.txt"), "beta");
-    let run = fx.once(&[]);
+    // A first sync that merges into alpha needs --yes (issue 9, item 6).
+    let run = fx.once(&["--yes"]);
     run.expect_code(0);
     fx.assert_synced();
     for (i, n) in names.iter().enumerate() {
@@ -628,7 +633,7 @@ fn relative_endpoint_paths() {
     write(&fx.a("f"), "f");
     write(&fx.b("g"), "g");
     // The fixture runs ferry in its temp dir, where alpha/ and beta/ are.
-    let run = fx.run(["sync", "./alpha", "beta/", "--once", "--json"]);
+    let run = fx.run(["sync", "./alpha", "beta/", "--once", "--json", "--yes"]);
     run.expect_code(0);
     fx.assert_synced();
     assert_content(&fx.b("f"), "f");
@@ -659,7 +664,7 @@ fn staging_on_the_roots_filesystem_is_hidden_and_removed() {
     let run_with_state = || {
         let mut cmd = fx.command();
         cmd.env("XDG_STATE_HOME", state.path())
-            .args(["sync", "--once", "--json"])
+            .args(["sync", "--once", "--json", "--yes"])
             .arg(&fx.alpha)
             .arg(&fx.beta);
         let out = cmd.output().unwrap();

@@ -1084,7 +1084,9 @@ fn k8s_through_the_kubectl_standin_builds_the_right_commands() {
     symlink("d/tool", &fx.a("tool"));
     c.write_file("/srv/app/from-pod.txt", "from the pod\n");
 
-    let run = once_ok(&fx, &fx.alpha, &url, envs);
+    // A first sync that merges into alpha needs --yes (issue 9, item 6).
+    let run = once(&fx, &fx.alpha, &url, envs, &["--yes"]);
+    run.expect_code(0);
     assert_content(&fx.a("from-pod.txt"), "from the pod\n");
     assert_trees(
         "first sync through kubectl",

@@ -453,7 +453,8 @@ fn a_users_own_ferry_staging_directory_is_never_deleted() {
             write(&fx.a("from-alpha.bin"), pseudo_random(63, 200_000));
             write(&fx.b("from-beta.bin"), pseudo_random(64, 200_000));
         }
-        let (st, mut s) = once_with_state(&fx, state.path(), &[]);
+        // A first sync that merges into alpha needs --yes (issue 9, item 6).
+        let (st, mut s) = once_with_state(&fx, state.path(), &["--yes"]);
         if !exists(&fx.a(".ferry-staging/notes.txt")) {
             s.fail(&format!(
                 "round {round}: ferry deleted the user's alpha/.ferry-staging/notes.txt ({st:?})"

@@ -300,3 +300,109 @@ fn a_file_still_being_written_arrives_once_its_writer_closes_it() {
     );
     fx.assert_synced();
 }
+
+/// The connection to a new endpoint lost while it is being filled (the agent killed, the
+/// container restarted): the cycle after the reconnect goes on filling it. It is not a first
+/// sync that merges the image's files back into the host (or, without `--yes`, refuses and
+/// ends the session).
+#[test]
+fn docker_a_fill_cut_short_by_a_lost_connection_is_still_a_fill() {
+    let _serial = serial();
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    let beta = format!("docker://{}/srv/app", c.name);
+    many_files(&fx.a("src"), 10, "source");
+    let run = fx.run_command(remote_command(&fx), remote_args(&fx, &beta, &["--once"]));
+    run.expect_code(0);
+    recreate(&c);
+    c.sh("mkdir -p /srv/app/etc && echo image > /srv/app/etc/from-image");
+    // Big enough that the fill is still streaming when the agent is killed.
+    let big = pseudo_random(11, 100 << 20);
+    write(&fx.a("big.bin"), &big);
+    drop(big);
+    let mut s = Session::spawn(remote_command(&fx), remote_args(&fx, &beta, &[]));
+    s.wait_event(0, "a `new_endpoint` event", |e| {
+        is(e, "new_endpoint") && e["side"] == "beta"
+    });
+    let mark = s.log.len();
+    c.sh("kill -9 $(pidof ferry)");
+    s.wait_event(mark, "a `reconnected` event", |e| {
+        is(e, "reconnected") && e["side"] == "beta"
+    });
+    let back = s
+        .log
+        .iter()
+        .position(|e| is(e, "reconnected"))
+        .unwrap_or(s.log.len());
+    let fills_done = s.log[..back].iter().filter(|e| is(e, "cycle_end")).count();
+    // A debug build streams slowly: a longer deadline than a session's usual one.
+    wait_until(
+        Duration::from_secs(180),
+        "big.bin to reach the new container whole",
+        || {
+            c.sh("wc -c < /srv/app/big.bin 2>/dev/null || echo 0")
+                .trim()
+                == (100u64 << 20).to_string()
+        },
+    );
+    assert!(
+        !s.exited(),
+        "the session ended after the reconnect:\n{}",
+        s.stderr()
+    );
+    assert!(
+        !exists(&fx.a("etc")),
+        "the image's file came back to the host after the reconnect"
+    );
+    assert_eq!(c.sh("cat /srv/app/etc/from-image").trim(), "image");
+    // The kill did cut the fill short (else this test shows nothing).
+    assert_eq!(
+        fills_done, 0,
+        "the fill finished before the agent was killed; make big.bin bigger"
+    );
+    s.stop();
+}
+
+/// What the image put in a directory of its own stays in the container when that directory
+/// is touched later on either side: a file the app adds there, or one the host adds, syncs
+/// alone; the image's files do not come back with it.
+#[test]
+fn docker_an_image_directory_touched_later_does_not_bring_the_image_files_back() {
+    let _serial = serial();
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    let beta = format!("docker://{}/srv/app", c.name);
+    many_files(&fx.a("src"), 5, "source");
+    let once = || fx.run_command(remote_command(&fx), remote_args(&fx, &beta, &["--once"]));
+    once().expect_code(0);
+    recreate(&c);
+    c.sh("mkdir -p /srv/app/etc /srv/app/cache && echo image > /srv/app/etc/from-image && echo image > /srv/app/cache/from-image");
+    once().expect_code(0);
+    assert!(
+        !exists(&fx.a("etc")),
+        "the image's directory came to the host"
+    );
+    // The app writes next to the image's file; the host adds one to the other directory.
+    c.sh("echo app > /srv/app/etc/app.conf");
+    write(&fx.a("cache/host.txt"), "host\n");
+    once().expect_code(0);
+    assert_content(&fx.a("etc/app.conf"), "app\n");
+    assert_eq!(c.sh("cat /srv/app/cache/host.txt").trim(), "host");
+    assert!(
+        !exists(&fx.a("etc/from-image")),
+        "the image's file came to the host with the app's file beside it"
+    );
+    assert!(
+        !exists(&fx.a("cache/from-image")),
+        "the image's file came to the host when the host wrote beside it"
+    );
+    assert_eq!(c.sh("cat /srv/app/etc/from-image").trim(), "image");
+    assert_eq!(c.sh("cat /srv/app/cache/from-image").trim(), "image");
+    // Stable: another run changes nothing.
+    let run = once();
+    run.expect_code(0);
+    assert!(
+        !exists(&fx.a("etc/from-image")) && !exists(&fx.a("cache/from-image")),
+        "a later run brought the image's files to the host\n{run}"
+    );
+}

@@ -125,7 +125,8 @@ fn random_operations_on_both_sides_while_watching_converge_to_the_model() {
         random_ops(&mut rng, &fx.beta, "b", &mut model, 60);
         write(&fx.a("shared.txt"), "start");
         model.insert("shared.txt".into(), b"start".to_vec());
-        let mut s = fx.watch(&[]);
+        // A first sync that merges into alpha needs --yes (issue 9, item 6).
+        let mut s = fx.watch(&["--yes"]);
         for round in 0..15 {
             // Both sides at once, in their own subtrees.
             random_ops(&mut rng, &fx.alpha, "a", &mut model, 25);

@@ -442,6 +442,8 @@ pub struct Session {
     /// Every event seen so far, in order.
     pub log: Vec<Value>,
     stderr: Arc<Mutex<String>>,
+    /// The thread reading stderr, joined once ferry has exited (see [`Session::stderr`]).
+    stderr_reader: Mutex<Option<thread::JoinHandle<()>>>,
     eof: bool,
     status: Option<ExitStatus>,
 }
@@ -471,7 +473,7 @@ impl Session {
             let _ = tx.send(Line::Eof);
         });
         let stderr = Arc::new(Mutex::new(String::new()));
-        {
+        let stderr_reader = {
             let stderr = stderr.clone();
             thread::spawn(move || {
                 for line in BufReader::new(err).lines() {
@@ -480,14 +482,15 @@ impl Session {
                     s.push_str(&line);
                     s.push('\n');
                 }
-            });
-        }
+            })
+        };
         Session {
             child,
             args,
             rx,
             log: Vec::new(),
             stderr,
+            stderr_reader: Mutex::new(Some(stderr_reader)),
             eof: false,
             status: None,
         }
@@ -681,6 +684,24 @@ impl Session {
     }
 
     pub fn stderr(&self) -> String {
+        // Once ferry has exited, everything it wrote is read before it is shown.
+        if self.status.is_some() {
+            let reader = self
+                .stderr_reader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(r) = reader {
+                // Bounded: a process ferry started may hold the pipe open after it exits.
+                let until = Instant::now() + Duration::from_secs(2);
+                while !r.is_finished() && Instant::now() < until {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                if r.is_finished() {
+                    let _ = r.join();
+                }
+            }
+        }
         self.stderr
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -229,7 +229,8 @@ fn names_differing_only_in_case_both_sync() {
     write(&fx.a("a.txt"), "lower");
     write(&fx.b("Dir/x"), "upper dir");
     write(&fx.b("dir/x"), "lower dir");
-    let run = fx.once(&[]);
+    // A first sync that merges into alpha needs --yes (issue 9, item 6).
+    let run = fx.once(&["--yes"]);
     run.expect_code(0);
     fx.assert_synced();
     assert_content(&fx.b("A.txt"), "upper");

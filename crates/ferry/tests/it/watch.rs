@@ -18,7 +18,8 @@ fn changes_on_each_side_propagate_while_watching() {
     let fx = Fixture::new();
     write(&fx.a("existing.txt"), "before start\n");
     write(&fx.b("existing_b.txt"), "beta before start\n");
-    let mut s = fx.watch(&[]);
+    // A first sync that merges into alpha needs --yes (issue 9, item 6).
+    let mut s = fx.watch(&["--yes"]);
     // The first cycle ran before `watching`.
     assert_content(&fx.b("existing.txt"), "before start\n");
     assert_content(&fx.a("existing_b.txt"), "beta before start\n");
