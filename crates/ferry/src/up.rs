@@ -1,6 +1,6 @@
 //! `ferry up`: boots a Compose project with Docker Compose v2, then runs one sync session per
 //! directory each service's Dockerfile copies (the same engine `ferry sync` runs, through
-//! [`crate::run_engine`]), and streams the services' logs, until Ctrl-C.
+//! `crate::open`, then `Engine::run`), and streams the services' logs, until Ctrl-C.
 //!
 //! Compose resolves the project (interpolation, `.env`, profiles, `extends`, several `-f`):
 //! ferry reads only `docker compose config --format json`. The scope of each service comes
