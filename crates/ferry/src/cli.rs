@@ -28,6 +28,10 @@ pub enum Command {
     /// Keep ALPHA and BETA in sync (continuously, until Ctrl-C, unless --once).
     #[command(after_help = SYNC_AFTER_HELP, after_long_help = SYNC_AFTER_LONG_HELP)]
     Sync(SyncFlags),
+    /// Build and start a Docker Compose project, sync each service's source with its
+    /// container both ways, and stream the logs (until Ctrl-C, which stops the services).
+    #[command(after_help = UP_AFTER_HELP)]
+    Up(UpFlags),
     /// Resolve conflicts of a pair not being synced right now: at each PATH (or every
     /// conflict, with --all) the kept side's version goes to the other side, whose own
     /// version is kept in its backup area.
@@ -164,6 +168,32 @@ Exit codes:
   1  Failed: I/O, a connection, a path that kept failing, a refused wipe.
   2  Bad usage or input (one line on stderr; nothing touched).
   3  Finished with unresolved conflicts (listed).";
+
+/// `ferry up --help`: what is synced.
+const UP_AFTER_HELP: &str = "\
+Each service with a 'build:' is synced as its Dockerfile copies it: every COPY/ADD of
+build-context files in the built stage maps a host directory to a container directory,
+minus .dockerignore and container-owned directories (node_modules, target, .venv, ...).
+Needs Docker Compose v2 ('docker compose' or a v2 'docker-compose').
+
+Exit codes: 0 stopped by Ctrl-C (or SIGTERM), 1 failed (engine, build), 3 conflicts left,
+2 bad usage or input (no compose file, unknown service, no Compose v2).";
+
+#[derive(clap::Args, Debug)]
+pub struct UpFlags {
+    /// Only these services (default: all).
+    pub services: Vec<String>,
+    /// Compose file (repeatable, merged as compose merges them; default: compose.yaml,
+    /// compose.yml, docker-compose.yml or docker-compose.yaml here or in a parent).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Boot and stream logs only; no sync.
+    #[arg(long)]
+    pub no_sync: bool,
+    /// One JSON object per line on stdout for every event, each with its "service".
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// `ferry resolve --help`: what it does, in a few words.
 const RESOLVE_AFTER_HELP: &str = "\

@@ -1,6 +1,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod up;
+
 use clap::Parser;
 use std::io::{IsTerminal, Write};
 use std::sync::mpsc::RecvTimeoutError;
@@ -16,7 +18,7 @@ use ferry_core::Mode;
 use serde_json::{Value, json};
 
 /// The design's exit codes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Exit {
     Ok = 0,
     Failed = 1,
@@ -87,6 +89,7 @@ fn run() -> Exit {
         Command::Resume(t) => act("resume", t),
         Command::Terminate(t) => act("terminate", t),
         Command::Flush(t) => act("flush", t),
+        Command::Up(flags) => up::run(flags),
         Command::Agent => match ferry::remote::agent::run() {
             0 => Exit::Ok,
             _ => Exit::Failed,
@@ -214,13 +217,41 @@ fn open(
     ferry::open::open(true, alpha, beta, settings, retention, printer, resolving).map_err(fail)
 }
 
+/// `ferry::open::open` for one of `ferry up`'s sessions: its failure named with the service
+/// ("web | ferry: ..."); `signals: false`, as `ferry up` handles Ctrl-C for all its sessions.
+fn open_tagged(
+    alpha: &Place,
+    beta: &Place,
+    settings: Settings,
+    retention: Retention,
+    printer: Printer,
+    resolving: bool,
+    signals: bool,
+) -> Result<(Engine, Wake, Arc<AtomicBool>), Exit> {
+    let tag = printer
+        .service()
+        .map_or_else(String::new, |s| format!("{s} | "));
+    ferry::open::open(
+        signals, alpha, beta, settings, retention, printer, resolving,
+    )
+    .map_err(|f| {
+        eprintln!("{tag}ferry: {}", f.message);
+        if f.usage { Exit::Usage } else { Exit::Failed }
+    })
+}
+
 fn fail(f: OpenFailure) -> Exit {
     eprintln!("ferry: {}", f.message);
     if f.usage { Exit::Usage } else { Exit::Failed }
 }
 
 fn report(e: RunError) -> Exit {
-    eprintln!("ferry: {e}");
+    report_as("", e)
+}
+
+/// Reports `e` (prefixed by `tag`, "web | " under `ferry up`); the exit code.
+fn report_as(tag: &str, e: RunError) -> Exit {
+    eprintln!("{tag}ferry: {e}");
     match e {
         RunError::Ignore(_) | RunError::Refused(_) => Exit::Usage,
         _ => Exit::Failed,

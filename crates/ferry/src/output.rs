@@ -159,6 +159,9 @@ pub struct Printer {
     described: HashSet<(String, String, String)>,
     /// A daemon's session: every event goes here instead of stdout/stderr.
     sink: Option<Sink>,
+    /// `ferry up`: the compose service this session syncs, added to every JSON event and
+    /// before every human line (several sessions and logs share one terminal).
+    service: Option<String>,
 }
 
 /// Where a [`Printer::sink`] sends events.
@@ -267,6 +270,7 @@ impl Printer {
             cycle: CycleLog::default(),
             described: HashSet::new(),
             sink: None,
+            service: None,
         }
     }
 
@@ -275,6 +279,17 @@ impl Printer {
         let mut p = Printer::new(true);
         p.sink = Some(sink);
         p
+    }
+
+    /// Tags everything printed with a compose service (`ferry up`); no progress bar then.
+    pub fn set_service(&mut self, service: &str) {
+        self.service = Some(service.to_owned());
+        self.tty = false;
+    }
+
+    /// The compose service this printer tags its output with, if any.
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
     }
 
     /// `-v`: name every changed path in the per-cycle line.
@@ -293,7 +308,16 @@ impl Printer {
         }
         if self.json {
             let mut out = std::io::stdout().lock();
-            if let Ok(line) = serde_json::to_string(ev) {
+            let line = match &self.service {
+                None => serde_json::to_string(ev),
+                Some(service) => serde_json::to_value(ev).and_then(|mut v| {
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("service".into(), service.clone().into());
+                    }
+                    serde_json::to_string(&v)
+                }),
+            };
+            if let Ok(line) = line {
                 let _ = writeln!(out, "{line}");
                 let _ = out.flush();
             }
@@ -637,6 +661,14 @@ impl Printer {
     }
 
     fn line(&self, s: &str, to_stderr: bool) {
+        let prefixed;
+        let s = match &self.service {
+            Some(service) => {
+                prefixed = format!("{service} | {s}");
+                prefixed.as_str()
+            }
+            None => s,
+        };
         let print = || {
             if to_stderr {
                 eprintln!("{s}");

@@ -403,7 +403,7 @@ fn docker_host() -> String {
 
 /// "cannot reach the Docker engine at ADDRESS: OS REASON; HINT" from bollard's nested error
 /// (whose own text is "Error in the hyper legacy client: client error (Connect)").
-fn docker_unreachable(e: &bollard::errors::Error) -> ConnectError {
+pub fn docker_unreachable(e: &bollard::errors::Error) -> ConnectError {
     let mut cause: &dyn std::error::Error = e;
     while let Some(next) = cause.source() {
         cause = next;

@@ -23,5 +23,6 @@ mod routine;
 mod safety;
 mod soak;
 mod support;
+mod up;
 mod usage;
 mod watch;

@@ -1,0 +1,458 @@
+//! `ferry up` against real Docker and real Compose v2, with the project in
+//! `tests/up-projects/two` (two services, images built locally `FROM scratch` with the
+//! machine's static busybox; nothing is pulled).
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Fixture, Session, assert_absent, is, read, write};
+
+/// How long booting may take (a build under a loaded CI machine), before the first event.
+const BOOT: Duration = Duration::from_secs(180);
+
+/// A copy of a test compose project with a unique project name; `docker compose down` on drop.
+struct Project {
+    fx: Fixture,
+    dir: PathBuf,
+    name: String,
+}
+
+impl Project {
+    fn new(which: &str) -> Project {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let fx = Fixture::new();
+        let dir = fx.root.join("project");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/up-projects")
+            .join(which);
+        copy_tree(&src, &dir);
+        let busybox = fs::read("/bin/busybox").unwrap_or_else(|e| {
+            panic!("the test images need a static busybox at /bin/busybox (busybox-static): {e}")
+        });
+        for ctx in ["web", "worker"] {
+            if dir.join(ctx).is_dir() {
+                let path = dir.join(ctx).join("busybox");
+                fs::write(&path, &busybox).expect("writing busybox");
+                crate::support::set_exec(&path, true);
+            }
+        }
+        let name = format!(
+            "ferry-up-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        Project { fx, dir, name }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = self.fx.command();
+        c.current_dir(&self.dir)
+            .env("COMPOSE_PROJECT_NAME", &self.name)
+            .env_remove("COMPOSE_FILE");
+        c
+    }
+
+    fn up(&self, args: &[&str]) -> Session {
+        let mut all: Vec<OsString> = vec!["up".into(), "--json".into()];
+        all.extend(args.iter().map(OsString::from));
+        Session::spawn(self.command(), all)
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.command().args(args).output().expect("running ferry")
+    }
+
+    /// The project's containers of `service` (running or not).
+    fn containers(&self, service: &str) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+            .arg(format!("label=com.docker.compose.project={}", self.name))
+            .arg("--filter")
+            .arg(format!("label=com.docker.compose.service={service}"))
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn running(&self, container: &str) -> bool {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Running}}", container])
+            .output()
+            .expect("docker inspect");
+        String::from_utf8_lossy(&out.stdout).trim() == "true"
+    }
+
+    fn container(&self, service: &str) -> String {
+        format!("{}-{service}-1", self.name)
+    }
+
+    /// `cat` in the service's container: `None` if the file is not there.
+    fn cat(&self, service: &str, path: &str) -> Option<String> {
+        let out = Command::new("docker")
+            .args(["exec", &self.container(service), "cat", path])
+            .output()
+            .expect("docker exec");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn sh(&self, service: &str, script: &str) {
+        let out = Command::new("docker")
+            .args(["exec", &self.container(service), "sh", "-c", script])
+            .output()
+            .expect("docker exec");
+        assert!(
+            out.status.success(),
+            "sh -c {script:?} in {service}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args([
+                "compose", "-p", &self.name, "down", "-t", "0", "--rmi", "local", "-v",
+            ])
+            .current_dir(&self.dir)
+            .output();
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("reading the test project") {
+        let e = e.expect("dir entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).expect("copying the test project");
+        }
+    }
+}
+
+/// Waits up to [`BOOT`] for an event satisfying `pred` (the build comes first).
+fn wait_boot(s: &mut Session, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + BOOT;
+    let mut seen = 0;
+    loop {
+        while seen < s.log.len() {
+            if pred(&s.log[seen]) {
+                return s.log[seen].clone();
+            }
+            seen += 1;
+        }
+        if Instant::now() >= end || s.exited() {
+            s.drain();
+            if let Some(e) = s.log[seen..].iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            s.fail(&format!("no {what} within {BOOT:?}"));
+        }
+        s.poll_events(Duration::from_millis(200));
+    }
+}
+
+fn log_line(e: &Value, service: &str, text: &str) -> bool {
+    is(e, "log") && e["service"] == service && e["line"] == text
+}
+
+#[test]
+fn up_syncs_a_service_both_ways_and_ctrl_c_stops_it() {
+    let p = Project::new("two");
+    let mut s = p.up(&["web"]);
+    let session = wait_boot(&mut s, "web's session", |e| is(e, "up_session"));
+    assert_eq!(session["service"], "web");
+    assert_eq!(session["path"], "/app");
+    let left_out = session["left_out"].to_string();
+    assert!(left_out.contains("node_modules"), "{left_out}");
+    wait_boot(&mut s, "web's log line", |e| {
+        log_line(e, "web", "web started")
+    });
+    wait_boot(&mut s, "web watching", |e| {
+        is(e, "watching") && e["service"] == "web"
+    });
+
+    // A host edit reaches the container; the host's own node_modules does not (it is the
+    // container's: its build made one).
+    write(&p.dir.join("web/node_modules/host-only.js"), "host\n");
+    write(&p.dir.join("web/src/new.txt"), "from the host\n");
+    s.wait_until("the host's new file is in the container", || {
+        p.cat("web", "/app/src/new.txt").as_deref() == Some("from the host\n")
+    });
+    // A file the running container makes comes to the host.
+    p.sh("web", "echo made in the container > /app/src/made.txt");
+    let made = p.dir.join("web/src/made.txt");
+    s.wait_until("the container's new file is on the host", || {
+        fs::read(&made).is_ok_and(|d| d == b"made in the container\n")
+    });
+    // Left out both ways: the container-owned node_modules and the .dockerignored README.md.
+    assert_absent(&p.dir.join("web/node_modules/dep"));
+    assert_eq!(p.cat("web", "/app/node_modules/host-only.js"), None);
+    assert_eq!(
+        p.cat("web", "/app/node_modules/dep/index.js").as_deref(),
+        Some("built\n")
+    );
+    assert_eq!(p.cat("web", "/app/README.md"), None);
+    // Only the service asked for was started.
+    assert!(p.containers("worker").is_empty(), "worker was started");
+
+    let st = s.signal_and_wait(libc::SIGINT);
+    assert_eq!(st.code(), Some(0), "Ctrl-C: {st:?}\n{}", s.stderr());
+    assert!(
+        !p.running(&p.container("web")),
+        "web still runs after Ctrl-C"
+    );
+    assert_eq!(read(&made), b"made in the container\n");
+}
+
+#[test]
+fn up_one_service_of_two() {
+    let p = Project::new("two");
+    let mut s = p.up(&["worker"]);
+    let session = wait_boot(&mut s, "worker's session", |e| is(e, "up_session"));
+    assert_eq!(session["service"], "worker");
+    assert_eq!(session["path"], "/work/jobs");
+    wait_boot(&mut s, "worker watching", |e| {
+        is(e, "watching") && e["service"] == "worker"
+    });
+    write(&p.dir.join("worker/jobs/next.sh"), "echo next\n");
+    s.wait_until("the new job is in the container", || {
+        p.cat("worker", "/work/jobs/next.sh").as_deref() == Some("echo next\n")
+    });
+    assert!(p.containers("web").is_empty(), "web was started");
+    assert!(
+        s.log.iter().all(|e| e["service"] != "web"),
+        "an event of web: {:?}",
+        s.log
+    );
+    s.stop();
+    assert!(!p.running(&p.container("worker")));
+}
+
+#[test]
+fn up_no_sync_boots_and_streams_logs_only() {
+    let p = Project::new("two");
+    let mut s = p.up(&["--no-sync"]);
+    wait_boot(&mut s, "web's log line", |e| {
+        log_line(e, "web", "web started")
+    });
+    wait_boot(&mut s, "worker's log line", |e| {
+        log_line(e, "worker", "worker started")
+    });
+    write(&p.dir.join("web/src/new.txt"), "not synced\n");
+    s.stop();
+    let sessions: Vec<&Value> = s
+        .log
+        .iter()
+        .filter(|e| is(e, "up_session") || is(e, "session_start") || is(e, "watching"))
+        .collect();
+    assert!(sessions.is_empty(), "--no-sync ran sessions: {sessions:?}");
+    assert!(!p.running(&p.container("web")));
+    assert!(!p.running(&p.container("worker")));
+}
+
+fn one_line_error(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    err
+}
+
+#[test]
+fn up_without_a_compose_file_is_a_usage_error() {
+    let fx = Fixture::new();
+    let out = fx
+        .command()
+        .current_dir(&fx.alpha)
+        .env_remove("COMPOSE_FILE")
+        .args(["up"])
+        .output()
+        .expect("running ferry");
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert!(
+        err.starts_with("ferry: no compose file (compose.yaml"),
+        "{err}"
+    );
+
+    let out = fx
+        .command()
+        .args(["up", "-f", "missing.yaml"])
+        .output()
+        .expect("running ferry");
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert_eq!(err, "ferry: compose file 'missing.yaml' does not exist\n");
+}
+
+#[test]
+fn up_unknown_service_is_a_usage_error() {
+    let p = Project::new("two");
+    let out = p.run(&["up", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert_eq!(
+        err,
+        "ferry: unknown service 'nope' (services: web, worker)\n"
+    );
+    assert!(p.containers("web").is_empty());
+}
+
+#[test]
+fn up_with_the_engine_unreachable_fails() {
+    let p = Project::new("two");
+    let out = p
+        .command()
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no.sock", p.fx.root.display()),
+        )
+        .args(["up"])
+        .output()
+        .expect("running ferry");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = one_line_error(&out);
+    assert!(err.contains("cannot reach the Docker engine"), "{err}");
+}
+
+#[test]
+fn up_build_failure_shows_the_builds_last_lines() {
+    let p = Project::new("two");
+    let dockerfile = p.dir.join("worker/Dockerfile");
+    let mut text = String::from_utf8(read(&dockerfile)).expect("utf-8");
+    text = text.replace(
+        "WORKDIR /work",
+        "RUN [\"/bin/sh\", \"-c\", \"echo build-broke-here; exit 3\"]\nWORKDIR /work",
+    );
+    write(&dockerfile, text);
+    let out = p.run(&["up", "worker"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ferry: docker compose up failed") && err.contains("build-broke-here"),
+        "{err}"
+    );
+}
+
+#[test]
+fn up_again_brings_host_edits_made_while_it_was_stopped() {
+    let p = Project::new("two");
+    let mut s = p.up(&["worker"]);
+    wait_boot(&mut s, "worker watching", |e| {
+        is(e, "watching") && e["service"] == "worker"
+    });
+    p.sh("worker", "echo kept > /work/jobs/from-container.sh");
+    let from_container = p.dir.join("worker/jobs/from-container.sh");
+    s.wait_until("the container's file is on the host", || {
+        fs::read(&from_container).is_ok_and(|d| d == b"kept\n")
+    });
+    s.stop();
+
+    // While ferry up is stopped: an edit and a new file on the host (the rebuild recreates the
+    // container: a new endpoint, filled from the host and the archive, never a wipe).
+    write(&p.dir.join("worker/jobs/run.sh"), "echo edited\n");
+    write(&p.dir.join("worker/jobs/later.sh"), "echo later\n");
+    let mut s = p.up(&["worker"]);
+    wait_boot(&mut s, "worker watching again", |e| {
+        is(e, "watching") && e["service"] == "worker"
+    });
+    s.wait_until("the edits made meanwhile are in the container", || {
+        p.cat("worker", "/work/jobs/run.sh").as_deref() == Some("echo edited\n")
+            && p.cat("worker", "/work/jobs/later.sh").as_deref() == Some("echo later\n")
+    });
+    assert_eq!(read(&from_container), b"kept\n");
+    assert!(s.log.iter().all(|e| !is(e, "conflict")), "{:?}", s.log);
+    s.stop();
+}
+
+/// What a person reads at start, without `--json`: per service, where each session goes and
+/// what is left out and why; logs and cycle lines prefixed by the service.
+#[test]
+fn up_start_lines_name_each_mapping_and_what_is_left_out() {
+    use std::io::{BufRead, BufReader};
+    let p = Project::new("two");
+    let mut child = p
+        .command()
+        .args(["up", "web"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning ferry up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let end = Instant::now() + BOOT;
+    while !lines
+        .iter()
+        .any(|l: &String| l.starts_with("web | watching "))
+    {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no 'watching' line ({e}); stdout so far: {lines:#?}");
+            }
+        }
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().expect("waiting for ferry up");
+    assert_eq!(st.code(), Some(0));
+    let web = p.dir.join("web");
+    let container = p.container("web");
+    for expected in [
+        "web | Dockerfile line 5: not synced: COPY --from=tools copies from another stage or image, not from the build context".to_owned(),
+        format!(
+            "web | {} -> {container}:/app (left out: .dockerignore: /*.md /Dockerfile; container-owned: node_modules (package.json))",
+            web.display()
+        ),
+        "web | web started".to_owned(),
+    ] {
+        assert!(lines.contains(&expected), "no line {expected:?} in {lines:#?}");
+    }
+}
+
+#[test]
+fn up_names_a_service_that_exited_and_syncs_the_others() {
+    let p = Project::new("two");
+    let dockerfile = p.dir.join("worker/Dockerfile");
+    let text = String::from_utf8(read(&dockerfile))
+        .expect("utf-8")
+        .replace("echo worker started; exec sleep 100000", "echo worker done");
+    write(&dockerfile, text);
+    let mut s = p.up(&[]);
+    // The worker may still be running when ferry looks (it exits right after starting): then
+    // its session fails and says so. Either way ferry names it and goes on with web.
+    wait_boot(&mut s, "worker named as not running", |e| {
+        e["service"] == "worker"
+            && ((is(e, "up_note")
+                && e["message"]
+                    == "no running container after 'docker compose up' (did it exit? 'docker compose logs' tells): not synced")
+                || is(e, "up_session_end"))
+    });
+    wait_boot(&mut s, "web watching", |e| {
+        is(e, "watching") && e["service"] == "web"
+    });
+    s.stop();
+}
