@@ -589,7 +589,7 @@ fn is_git_source(src: &str) -> bool {
 }
 
 /// BuildKit's `containsWildcards`.
-fn contains_wildcards(name: &str) -> bool {
+pub(crate) fn contains_wildcards(name: &str) -> bool {
     let mut chars = name.chars();
     while let Some(c) = chars.next() {
         match c {

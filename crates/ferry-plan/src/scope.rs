@@ -95,20 +95,6 @@ fn go_glob(pattern: &str) -> Result<GlobMatcher, PatternError> {
         })
 }
 
-fn has_wildcard(part: &str) -> bool {
-    let mut chars = part.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' | '?' | '[' => return true,
-            '\\' => {
-                chars.next();
-            }
-            _ => {}
-        }
-    }
-    false
-}
-
 fn unescape(part: &str) -> String {
     let mut out = String::new();
     let mut chars = part.chars();
@@ -149,7 +135,10 @@ impl Scope {
                 MappingSource::Glob(g) => {
                     let parts: Vec<&str> = g.split('/').collect();
                     let dir = &parts[..parts.len() - 1];
-                    let literal_dir = (!dir.iter().any(|p| has_wildcard(p))).then(|| {
+                    let literal_dir = (!dir
+                        .iter()
+                        .any(|p| crate::dockerfile::contains_wildcards(p)))
+                    .then(|| {
                         dir.iter()
                             .map(|p| unescape(p))
                             .collect::<Vec<_>>()

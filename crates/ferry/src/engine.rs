@@ -777,10 +777,11 @@ impl Engine {
     }
 
     /// While watching, takes out of `plan` the changes that failed before and are not due for
-    /// another try (the same change: an edit since is tried at once).
-    fn defer_not_due(&self, plan: &mut ferry_core::Plan, res: &mut CycleResult) {
+    /// another try (the same change: an edit since is tried at once). Returns their paths.
+    fn defer_not_due(&self, plan: &mut ferry_core::Plan) -> BTreeSet<RelPath> {
+        let mut deferred = BTreeSet::new();
         if !self.watching || self.retries.is_empty() {
-            return;
+            return deferred;
         }
         let now = Instant::now();
         for changes in [&mut plan.alpha, &mut plan.beta] {
@@ -790,11 +791,12 @@ impl Engine {
                     .get(&c.path)
                     .is_some_and(|r| r.due > now && r.old == c.old && r.new == c.new);
                 if wait {
-                    res.deferred.insert(c.path.clone());
+                    deferred.insert(c.path.clone());
                 }
                 !wait
             });
         }
+        deferred
     }
 
     /// The side that is a new endpoint since the last cycle (see `identity.rs`).
@@ -1098,8 +1100,7 @@ impl Engine {
         if self.watching && !self.settling {
             self.hold_mass_deletions(&mut plan, cycle);
         }
-        let mut deferred = CycleResult::default();
-        self.defer_not_due(&mut plan, &mut deferred);
+        let deferred = self.defer_not_due(&mut plan);
         if self.watching {
             let created = creations(&plan.alpha) + creations(&plan.beta);
             self.note_deletions(deletions(&plan.alpha) + deletions(&plan.beta), created);
@@ -1110,7 +1111,7 @@ impl Engine {
         let mut res = CycleResult {
             conflicts: plan.conflicts.len() as u64,
             looked: scope.as_ref().map(|s| s.iter().cloned().collect()),
-            deferred: deferred.deferred,
+            deferred,
             ..Default::default()
         };
         let current: HashSet<&str> = plan.conflicts.iter().map(|c| c.path.as_str()).collect();
@@ -1273,12 +1274,8 @@ impl Engine {
             else {
                 continue;
             };
-            let side = if alpha {
-                self.alpha.tree()
-            } else {
-                self.beta.tree()
-            };
-            let now = side.and_then(|t| t.get(path.as_str()));
+            let side = if alpha { &self.alpha } else { &self.beta };
+            let now = side.tree().and_then(|t| t.get(path.as_str()));
             if now == new.as_ref() {
                 set_agreed(&mut self.archive.ancestor, &path, new);
             } else if now != old.as_ref() {
@@ -1298,12 +1295,8 @@ impl Engine {
             else {
                 continue;
             };
-            let side = if alpha {
-                self.alpha.tree()
-            } else {
-                self.beta.tree()
-            };
-            let now = side.and_then(|t| t.get(path.as_str()));
+            let side = if alpha { &self.alpha } else { &self.beta };
+            let now = side.tree().and_then(|t| t.get(path.as_str()));
             self.archive_dirty |= agree_made(&mut self.archive.ancestor, &path, new.as_ref(), now);
         }
     }

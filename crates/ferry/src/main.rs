@@ -108,6 +108,7 @@ fn sync(args: SyncArgs) -> Exit {
         args.retention,
         printer,
         false,
+        true,
     );
     let (mut engine, wake, stop) = match opened {
         Ok(o) => o,
@@ -149,6 +150,7 @@ fn resolve(args: ResolveArgs) -> Exit {
         settings,
         Retention::default(),
         printer,
+        true,
         true,
     );
     let (mut engine, _, _) = match opened {
@@ -205,21 +207,11 @@ fn ask(question: &str, stop: &AtomicBool) -> bool {
     }
 }
 
-/// `ferry::open::open` with the signal handler, its failure reported.
+/// `ferry::open::open`, its failure reported (named with the compose service under `ferry up`:
+/// "web | ferry: ..."). `signals`: install the Ctrl-C handler (`ferry up` has one for all its
+/// sessions).
+#[allow(clippy::too_many_arguments)]
 fn open(
-    alpha: &Place,
-    beta: &Place,
-    settings: Settings,
-    retention: Retention,
-    printer: Printer,
-    resolving: bool,
-) -> Result<(Engine, Wake, Arc<AtomicBool>), Exit> {
-    ferry::open::open(true, alpha, beta, settings, retention, printer, resolving).map_err(fail)
-}
-
-/// `ferry::open::open` for one of `ferry up`'s sessions: its failure named with the service
-/// ("web | ferry: ..."); `signals: false`, as `ferry up` handles Ctrl-C for all its sessions.
-fn open_tagged(
     alpha: &Place,
     beta: &Place,
     settings: Settings,
@@ -234,14 +226,15 @@ fn open_tagged(
     ferry::open::open(
         signals, alpha, beta, settings, retention, printer, resolving,
     )
-    .map_err(|f| {
-        eprintln!("{tag}ferry: {}", f.message);
-        if f.usage { Exit::Usage } else { Exit::Failed }
-    })
+    .map_err(|f| report_failure(&tag, f))
 }
 
 fn fail(f: OpenFailure) -> Exit {
-    eprintln!("ferry: {}", f.message);
+    report_failure("", f)
+}
+
+fn report_failure(tag: &str, f: OpenFailure) -> Exit {
+    eprintln!("{tag}ferry: {}", f.message);
     if f.usage { Exit::Usage } else { Exit::Failed }
 }
 

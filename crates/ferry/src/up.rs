@@ -27,7 +27,7 @@ use ferry_plan::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Exit, STACK, finish_code, open_tagged, report_as};
+use crate::{Exit, STACK, finish_code, open, report_as};
 
 /// The file names compose looks for, in its order.
 const COMPOSE_FILES: [&str; 4] = [
@@ -977,7 +977,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                     .name(format!("ferry-up-{service}"))
                     .spawn(move || {
                         let tag = format!("{service} | ");
-                        let code = match open_tagged(
+                        let code = match open(
                             &alpha,
                             &beta,
                             settings,

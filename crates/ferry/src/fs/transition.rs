@@ -360,12 +360,7 @@ impl Applier<'_> {
 
     /// Where the backup of `rel` goes this cycle (its directory created).
     fn backup_place(&self, rel: &RelPath) -> io::Result<(PathBuf, Place)> {
-        let dest = self.backup_dir.join(rel.as_str());
-        if let Some(p) = dest.parent() {
-            fs::create_dir_all(p)?;
-        }
-        let place = Place::abs(&dest)?;
-        Ok((dest, place))
+        place_under(self.backup_dir, rel)
     }
 
     /// Keeps a copy of `src` (the content at `rel`) in the backup area unless its content is in
@@ -660,17 +655,14 @@ impl Applier<'_> {
         w: &mut Work,
     ) -> Result<(), String> {
         let needed = self.backup.contains(&old);
-        let dest = if needed {
-            self.backup_dir.join(rel.as_str())
+        let area = if needed {
+            self.backup_dir
         } else {
-            self.replaced_dir.join(rel.as_str())
+            self.replaced_dir
         };
-        let moved = dest
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| Place::abs(&dest))
-            .and_then(|to| beneath::rename(out, &to, libc::RENAME_NOREPLACE))
-            .map(|()| dest);
+        let moved = place_under(area, rel).and_then(|(dest, to)| {
+            beneath::rename(out, &to, libc::RENAME_NOREPLACE).map(|()| dest)
+        });
         match moved {
             Ok(dest) => {
                 // Compared with what the scan saw (checked right after the swap): a write
@@ -1077,6 +1069,16 @@ fn system_time(ns: i64) -> std::time::SystemTime {
     } else {
         epoch.checked_sub(d).unwrap_or(epoch)
     }
+}
+
+/// `rel`'s place under `area` (a backup folder of ferry's own), its directory created.
+fn place_under(area: &Path, rel: &RelPath) -> io::Result<(PathBuf, Place)> {
+    let dest = area.join(rel.as_str());
+    if let Some(p) = dest.parent() {
+        fs::create_dir_all(p)?;
+    }
+    let place = Place::abs(&dest)?;
+    Ok((dest, place))
 }
 
 /// The metadata of `f` after a chmod (the one read before, if it cannot be read again).

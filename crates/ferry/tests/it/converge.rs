@@ -32,20 +32,6 @@ const TRIES: usize = 3;
 /// `docker exec` round trips.
 const BIG: usize = 48 << 20;
 
-/// Bytes zstd cannot shrink (the wire may compress), different for each `seed`.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// `ferry sync ALPHA docker://CONTAINER/srv/app --json`, watching, once a first file arrived.
 fn start(c: &Container, fx: &Fixture) -> Session {
     write(&fx.a("ready"), "up\n");
@@ -96,7 +82,7 @@ fn kill_agent_behind(
     let mark = s.log.len();
     let made = outside.join(dir);
     fs::create_dir(&made).expect("mkdir");
-    write(&made.join("z-big"), noise(BIG, attempt as u64));
+    write(&made.join("z-big"), pseudo_random(attempt as u64, BIG));
     write(&made.join("a-small"), small);
     fs::rename(&made, fx.a(dir)).expect("moving the directory in");
     let in_container = format!("/srv/app/{dir}/a-small");
