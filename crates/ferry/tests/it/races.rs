@@ -222,13 +222,15 @@ fn appends_through_a_descriptor_opened_before_a_replacement_are_never_lost() {
             conflict = s_has_conflict(&fx);
             conflict || fs::read(fx.b("f")).is_ok_and(|d| d == alpha_version.as_bytes())
         });
+        if conflict {
+            // The rounds' precondition (beta/f as ferry last placed it) no longer holds: stop
+            // before writing through a descriptor whose file is now a conflict's.
+            break;
+        }
         f.write_all(format!("beta append {j}\n").as_bytes())
             .expect("append");
         drop(f);
         written.push(j);
-        if conflict {
-            break;
-        }
     }
     if !s_has_conflict(&fx) {
         // One more save: the cycle it starts looks at the last swapped-out version too.
