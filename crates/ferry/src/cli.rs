@@ -459,6 +459,7 @@ impl SyncFlags {
                 })?),
                 None => None,
             },
+            on_change: Vec::new(),
         };
         let (alpha, beta) = places(&self.alpha, &self.beta)?;
         Ok(SyncArgs {

@@ -49,6 +49,19 @@ pub struct Settings {
     pub max_file_size: Option<u64>,
     /// `--gitignore`: alpha's `.gitignore` files, at every level, are ignore rules too.
     pub gitignore: bool,
+    /// `--on-change` hooks: run after a cycle that changed a matching path, in either direction.
+    pub on_change: Vec<OnChange>,
+}
+
+/// One `--on-change` hook (also `ferry up`'s `x-ferry.on-change` and `develop.watch`'s
+/// `sync+exec`): `run` is given to `sh -c` in beta's root, on beta's side (through the agent for
+/// a remote beta), after a cycle that changed a path matching one of `paths` (gitignore-style
+/// globs relative to the session's root; empty: any path).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OnChange {
+    pub run: String,
+    #[serde(default)]
+    pub paths: Vec<String>,
 }
 
 impl Settings {
