@@ -568,13 +568,16 @@ impl Printer {
                 trigger,
                 trigger_count,
             } => {
-                let mut after: Vec<String> =
-                    trigger.iter().take(NAMED_CHANGES).cloned().collect();
+                let mut after: Vec<String> = trigger.iter().take(NAMED_CHANGES).cloned().collect();
                 let more = trigger_count.saturating_sub(after.len() as u64);
                 if more > 0 {
                     after.push(format!("{more} more"));
                 }
-                format!("hook: running {} (after {})", shell_word(command), after.join(", "))
+                format!(
+                    "hook: running {} (after {})",
+                    shell_word(command),
+                    after.join(", ")
+                )
             }
             Event::Hook {
                 command,

@@ -20,11 +20,11 @@ use super::wire::{
     check_entry, check_outcomes, write_preface,
 };
 use crate::copy::{self, CHUNK, Gone, Item, Piece, Sink};
-use crate::hooks::{ExecDone, ExecResult};
 use crate::endpoint::{
     Content, Endpoint, EndpointError, Feed, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side,
     WatchEvent,
 };
+use crate::hooks::{ExecDone, ExecResult};
 
 /// Answers waiting to be taken, at most (content streams are flow-controlled by this).
 const REPLIES: usize = 64;
