@@ -397,12 +397,16 @@ impl Hooks {
         self.running.is_some() || self.pending.iter().any(Option::is_some)
     }
 
-    /// Reports a run that ended, and starts the next hook due (on `beta`) if none runs.
+    /// Reports a run that ended, and starts the next hook due (on `beta`) if none runs and
+    /// beta is reachable (otherwise it waits for a reconnection).
     pub fn step(&mut self, beta: &mut dyn Endpoint, printer: &mut Printer) {
         while let Ok((seq, result)) = self.done_rx.try_recv() {
             self.finished(seq, result, printer);
         }
-        while let Some((i, trigger)) = self.next_due() {
+        while beta.connected() {
+            let Some((i, trigger)) = self.next_due() else {
+                break;
+            };
             self.last = i;
             let command = self.hooks[i].on.run.clone();
             printer.emit(&Event::HookStart {
