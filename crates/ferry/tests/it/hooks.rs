@@ -423,3 +423,18 @@ fn docker_restart_during_a_hook_is_reported_and_the_session_goes_on() {
     assert_eq!(text(&fine["output"]), "2\n", "{fine}");
     s.stop();
 }
+
+#[test]
+fn sync_help_explains_hooks() {
+    let fx = Fixture::new();
+    let run = fx.run(["sync", "--help"]);
+    run.expect_code(0);
+    for needle in [
+        "--on-change <CMD>",
+        "--on-change-paths <GLOB>",
+        "Hooks (--on-change CMD, --on-change-paths GLOB):",
+        "Every GLOB applies to every CMD.",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle:?} missing\n{run}");
+    }
+}
