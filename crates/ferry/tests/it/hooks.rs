@@ -12,22 +12,33 @@ use serde_json::Value;
 use crate::remote_support::*;
 use crate::support::*;
 
-/// `ferry sync ALPHA BETA --once --json EXTRA...` with the static agent (and `envs`).
-fn once_remote(fx: &Fixture, beta: &str, envs: &[(&str, &OsStr)], extra: &[&str]) -> Run {
+/// The ferry command of `fx` with the static agent and `envs`, and the arguments of
+/// `ferry sync ALPHA BETA --json EXTRA...`.
+fn remote_sync(
+    fx: &Fixture,
+    beta: &str,
+    envs: &[(&str, &OsStr)],
+    extra: &[&str],
+) -> (std::process::Command, Vec<OsString>) {
     let mut cmd = fx.command();
     cmd.env("FERRY_AGENT", static_agent());
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let mut args: Vec<OsString> = vec![
-        "sync".into(),
-        fx.alpha.clone().into(),
-        beta.into(),
-        "--once".into(),
-        "--json".into(),
-    ];
-    args.extend(extra.iter().map(OsString::from));
+    (cmd, remote_args(fx, beta, extra))
+}
+
+/// `ferry sync ALPHA BETA --json --once EXTRA...` with the static agent (and `envs`).
+fn once_remote(fx: &Fixture, beta: &str, envs: &[(&str, &OsStr)], extra: &[&str]) -> Run {
+    let (cmd, mut args) = remote_sync(fx, beta, envs, extra);
+    args.insert(4, "--once".into());
     fx.run_command(cmd, args)
+}
+
+/// `ferry sync ALPHA BETA --json EXTRA...` with the static agent, watching.
+fn watch_remote(fx: &Fixture, beta: &str, extra: &[&str]) -> Session {
+    let (cmd, args) = remote_sync(fx, beta, &[], extra);
+    Session::spawn(cmd, args)
 }
 
 /// The one `hook` event of a run (its `hook_start` checked to come first, for the same command).
@@ -292,17 +303,14 @@ fn docker_hook_runs_inside_the_container() {
 
     // While watching: an edit in the container runs the hook there again, and one that fails
     // is reported and the session goes on.
-    let cmd_args: Vec<OsString> = vec![
-        "sync".into(),
-        fx.alpha.clone().into(),
-        beta.clone().into(),
-        "--json".into(),
-        "--on-change".into(),
-        "cat seed.txt > /tmp/hook-saw; grep -q ok seed.txt".into(),
-    ];
-    let mut command = fx.command();
-    command.env("FERRY_AGENT", static_agent());
-    let mut s = Session::spawn(command, cmd_args);
+    let mut s = watch_remote(
+        &fx,
+        &beta,
+        &[
+            "--on-change",
+            "cat seed.txt > /tmp/hook-saw; grep -q ok seed.txt",
+        ],
+    );
     s.wait_event(0, "watching", |e| is(e, "watching"));
     let since = s.log.len();
     c.sh("echo 'not yet' > /srv/app/seed.txt");
@@ -389,17 +397,7 @@ fn docker_restart_during_a_hook_is_reported_and_the_session_goes_on() {
     write(&fx.a("one.txt"), "1\n");
     // Slow until /tmp/fast exists in the container (the restart keeps its filesystem).
     let cmd = "[ -e /tmp/fast ] || sleep 600; cat one.txt";
-    let mut command = fx.command();
-    command.env("FERRY_AGENT", static_agent());
-    let args: Vec<OsString> = vec![
-        "sync".into(),
-        fx.alpha.clone().into(),
-        beta.clone().into(),
-        "--json".into(),
-        "--on-change".into(),
-        cmd.into(),
-    ];
-    let mut s = Session::spawn(command, args);
+    let mut s = watch_remote(&fx, &beta, &["--on-change", cmd]);
     s.wait_event(0, "the first hook_start", |e| is(e, "hook_start"));
     let since = s.log.len();
     c.restart();
@@ -437,4 +435,26 @@ fn sync_help_explains_hooks() {
     ] {
         assert!(run.stdout.contains(needle), "{needle:?} missing\n{run}");
     }
+}
+
+/// Through the kubectl stand-in (a "pod" that is a Docker container reached with `docker exec`):
+/// the hook runs on the pod's side, through the same agent conversation.
+#[test]
+fn k8s_hook_runs_in_the_pod() {
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    let standin = kubectl_standin();
+    let envs: &[(&str, &OsStr)] = &[("FERRY_KUBECTL", standin.as_os_str())];
+    let url = format!("k8s://ns1/{}/srv/app", c.name);
+    write(&fx.a("app.py"), "print(1)\n");
+    let cmd = "cp app.py /tmp/hook-copy; pwd";
+    let run = once_remote(&fx, &url, envs, &["--on-change", cmd]);
+    run.expect_code(0);
+    let hook = only_hook(&run, cmd);
+    assert_eq!(text(&hook["output"]), "/srv/app\n", "{run}");
+    assert_eq!(
+        c.read_file("/tmp/hook-copy").as_deref(),
+        Some(&b"print(1)\n"[..]),
+        "{run}"
+    );
 }

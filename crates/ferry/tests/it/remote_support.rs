@@ -16,7 +16,7 @@
 //!   first use), one per concurrently running `Sshd`, each with its own home directory that is
 //!   wiped at start and at the end. Tests never write into the real `/root`.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -1505,4 +1505,16 @@ fn fixtures_wait_until_polls_until_true() {
 #[should_panic(expected = "timed out after 50ms waiting until never")]
 fn fixtures_wait_until_panics_at_the_deadline() {
     wait_until(Duration::from_millis(50), "never", || false);
+}
+
+/// The arguments of `ferry sync ALPHA BETA --json EXTRA...` for a fixture's alpha.
+pub fn remote_args(fx: &crate::support::Fixture, beta: &str, extra: &[&str]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "sync".into(),
+        fx.alpha.clone().into(),
+        beta.into(),
+        "--json".into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    args
 }

@@ -3,7 +3,6 @@
 //! rename made while ferry was stopped propagate (with copies kept), not refused; a recreated
 //! container or a mirror made again is a new endpoint filled from the other side.
 
-use std::ffi::OsString;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -202,17 +201,6 @@ fn a_mirror_deleted_while_stopped_is_filled_again_not_refused() {
 fn recreate(c: &Container) {
     docker_run_ok(&["rm", "-f", &c.name]);
     docker_run_ok(&["run", "-d", "--name", &c.name, busybox_image()]);
-}
-
-fn remote_args(fx: &Fixture, beta: &str, extra: &[&str]) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![
-        "sync".into(),
-        fx.alpha.clone().into(),
-        beta.into(),
-        "--json".into(),
-    ];
-    args.extend(extra.iter().map(OsString::from));
-    args
 }
 
 fn remote_command(fx: &Fixture) -> Command {
