@@ -338,7 +338,17 @@ fn start(
         .name("ferry-remote".into())
         // Decoding a deep tree recurses once per level (bounded by `MAX_DEPTH`).
         .stack_size(256 << 20)
-        .spawn(move || read_loop(reader, tx, side, watch, overflow, r2, d2, e2))
+        .spawn(move || {
+            let to = Listeners {
+                side,
+                watch,
+                overflow,
+                received: r2,
+                dead: d2,
+                execs: e2,
+            };
+            read_loop(reader, tx, to)
+        })
         .map_err(WireError::Io)?;
     Ok(Conn {
         writer,
@@ -351,17 +361,31 @@ fn start(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_loop(
-    mut reader: FrameReader<Box<dyn Read + Send>>,
-    tx: SyncSender<Result<Msg, String>>,
+/// Where the reader thread hands what is not an answer.
+struct Listeners {
     side: Side,
     watch: Watcher,
     overflow: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
     dead: Arc<AtomicBool>,
     execs: Execs,
+}
+
+fn read_loop(
+    mut reader: FrameReader<Box<dyn Read + Send>>,
+    tx: SyncSender<Result<Msg, String>>,
+    to: Listeners,
 ) {
+    let Listeners {
+        side,
+        watch,
+        overflow,
+        received,
+        dead,
+        execs,
+    } = to;
+    // Set when ferry hung up itself (nobody takes answers any more): no `Disconnected` then.
+    let mut dropped = false;
     let why = loop {
         let m = reader.recv();
         received.store(reader.received, Ordering::Relaxed);
@@ -389,7 +413,8 @@ fn read_loop(
             }
             Ok(m) => {
                 if tx.send(Ok(m)).is_err() {
-                    return;
+                    dropped = true;
+                    break "ferry hung up".to_owned();
                 }
             }
             Err(WireError::Closed) => break "the agent closed the connection".to_owned(),
@@ -406,6 +431,9 @@ fn read_loop(
         done(ExecResult::failed(format!(
             "the connection to the agent was lost while the hook ran: {why}"
         )));
+    }
+    if dropped {
+        return;
     }
     let _ = tx.send(Err(why.clone()));
     if let Ok(g) = watch.lock() {
