@@ -849,6 +849,68 @@ mod tests {
             .collect()
     }
 
+    fn hook(exit_code: Option<i32>, signal: Option<i32>, error: Option<&str>) -> Event {
+        Event::Hook {
+            command: "make all".into(),
+            trigger: vec!["a.c".into()],
+            trigger_count: 1,
+            ok: exit_code == Some(0),
+            exit_code,
+            signal,
+            error: error.map(str::to_owned),
+            output: "cc a.c\nwarning: x\n".into(),
+            output_truncated: false,
+            duration_ms: 120.4,
+        }
+    }
+
+    #[test]
+    fn hooks_read_as_prefixed_output_and_one_line_of_outcome() {
+        let mut p = Printer::new(false);
+        let start = Event::HookStart {
+            command: "make all".into(),
+            trigger: ["a.c", "b.c", "c.c", "d.c"].map(String::from).to_vec(),
+            trigger_count: 25,
+        };
+        assert_eq!(
+            lines(p.human(&start)),
+            ["O hook: running 'make all' (after a.c, b.c, c.c, 22 more)"]
+        );
+        assert_eq!(
+            lines(p.human(&hook(Some(0), None, None))),
+            [
+                "O hook: cc a.c",
+                "O hook: warning: x",
+                "O hook: 'make all' done (120 ms)"
+            ]
+        );
+        assert_eq!(
+            lines(p.human(&hook(Some(2), None, None)))[2],
+            "E hook: 'make all' failed (exit code 2); still syncing"
+        );
+        assert_eq!(
+            lines(p.human(&hook(None, Some(9), None)))[2],
+            "E hook: 'make all' failed (killed by signal 9); still syncing"
+        );
+        let mut none = hook(None, None, Some("cannot run the hook: no shell here"));
+        if let Event::Hook {
+            output,
+            output_truncated,
+            ..
+        } = &mut none
+        {
+            output.clear();
+            *output_truncated = true;
+        }
+        assert_eq!(
+            lines(p.human(&none)),
+            [
+                "O hook: [earlier output dropped]",
+                "E hook: 'make all' failed (cannot run the hook: no shell here); still syncing"
+            ]
+        );
+    }
+
     #[test]
     fn a_small_cycle_names_its_paths_with_plurals_right() {
         let mut p = Printer::new(false);
