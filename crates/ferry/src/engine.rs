@@ -511,10 +511,10 @@ impl Engine {
                     WatchEvent::Stop | WatchEvent::HookDone => {}
                 }
             }
-            self.run_hooks();
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
+            self.run_hooks();
             if period.is_some_and(|p| last_full.elapsed() >= p) {
                 full = (true, true);
             }

@@ -440,6 +440,9 @@ impl Hooks {
 
     /// Runs what is due and waits until nothing is (`--once`), or until `stop`.
     pub fn finish(&mut self, beta: &mut dyn Endpoint, printer: &mut Printer, stop: &AtomicBool) {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         self.step(beta, printer);
         while self.running.is_some() && !stop.load(Ordering::SeqCst) {
             match self.done_rx.recv_timeout(Duration::from_millis(100)) {
