@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ferry_core::{Mode, RelPath};
 
-use crate::engine::Settings;
+use crate::engine::{OnChange, Settings};
 use crate::remote::Location;
 use crate::state::Retention;
 
@@ -152,6 +152,16 @@ Endpoints (ALPHA and BETA):
           A pod's container through 'kubectl exec'; the namespace is required. In CONTEXT
           write @, / and % as %40, %2F and %25.
   Nothing needs installing on the far side: ferry copies its static agent there.
+
+Hooks (--on-change CMD, --on-change-paths GLOB):
+  After a cycle that changed at least one path matching a GLOB (any change without
+  --on-change-paths), in either direction, each CMD runs with 'sh -c' in beta's root on
+  beta's side: locally for a local BETA, inside the container or on the host or pod for a
+  remote one (its '/bin/sh', else 'sh' on PATH). Every GLOB applies to every CMD. One command
+  runs at a time, in the order given; changes made meanwhile are synced and run the commands
+  they match once more afterwards. Output is printed as 'hook: LINE' (--json: 'hook_start'
+  and 'hook' events); a failing command is reported and never stops the session.
+  Example: ferry sync ./app ssh://build/app --on-change 'make' --on-change-paths '*.c'
 
 Environment:
   FERRY_AGENT        The static x86_64 Linux agent to install on the far side (default:
@@ -346,6 +356,15 @@ pub struct SyncFlags {
     /// does (read again whenever one changes; both sides follow alpha's).
     #[arg(long)]
     pub gitignore: bool,
+    /// After a cycle that changed files (either way), run CMD with 'sh -c' in beta's root on
+    /// beta's side (inside the container, on the SSH host or pod); repeatable. One command
+    /// runs at a time; a failing one is reported and syncing goes on.
+    #[arg(long = "on-change", value_name = "CMD")]
+    pub on_change: Vec<String>,
+    /// Only changes to paths matching GLOB (gitignore syntax, relative to the roots) trigger
+    /// the --on-change commands; repeatable (any GLOB matches); applies to every --on-change.
+    #[arg(long = "on-change-paths", value_name = "GLOB")]
+    pub on_change_paths: Vec<String>,
     /// Sync until nothing is left to do, then exit.
     #[arg(long)]
     pub once: bool,
@@ -375,6 +394,34 @@ pub struct SyncFlags {
     /// Full rescan period while watching, in seconds (0: never); catches missed events.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub rescan_interval: u64,
+}
+
+/// The `--on-change` hooks: every CMD with every GLOB (checked).
+fn on_change(commands: Vec<String>, globs: Vec<String>) -> Result<Vec<OnChange>, UsageError> {
+    if commands.is_empty() && !globs.is_empty() {
+        return Err(UsageError(
+            "--on-change-paths needs an --on-change command to apply to".into(),
+        ));
+    }
+    for g in &globs {
+        crate::fs::ignore::Ignorer::new(&crate::fs::ignore::IgnoreSpec {
+            patterns: vec![g.clone()],
+            ..Default::default()
+        })
+        .map_err(|e| UsageError(format!("--on-change-paths: {e}")))?;
+    }
+    commands
+        .into_iter()
+        .map(|run| {
+            if run.trim().is_empty() {
+                return Err(UsageError("--on-change: the command is empty".into()));
+            }
+            Ok(OnChange {
+                run,
+                paths: globs.clone(),
+            })
+        })
+        .collect()
 }
 
 /// A refusal of the command line or its endpoints (exit code 2).
@@ -459,7 +506,7 @@ impl SyncFlags {
                 })?),
                 None => None,
             },
-            on_change: Vec::new(),
+            on_change: on_change(self.on_change, self.on_change_paths)?,
         };
         let (alpha, beta) = places(&self.alpha, &self.beta)?;
         Ok(SyncArgs {

@@ -20,6 +20,7 @@ use crate::endpoint::{
 use crate::fs::ignore::{GITIGNORE, Ignorer, gitignore_patterns, parse_ignore_file};
 use crate::fs::meta::MetaSpec;
 use crate::fs::transition::is_transient;
+use crate::hooks::Hooks;
 use crate::identity::{Identities, Side as IdSide};
 use crate::output::{Backup, Event, Phases, Printer};
 use crate::state::{Archive, Pending, Session, StateError};
@@ -194,6 +195,8 @@ pub struct Engine {
     confirm: Option<Box<dyn FnMut() -> bool>>,
     /// Set while `ferry resolve` runs its cycle.
     resolving: Option<Resolving>,
+    /// `--on-change` hooks: told what each cycle changed, run on beta between cycles.
+    hooks: Hooks,
 }
 
 /// What one cycle left behind.
@@ -264,6 +267,7 @@ impl Engine {
         let archive_dirty = settings.reset || !recovering.is_empty();
         let spec = settings.ignore_spec(settings.ignores.clone());
         let ignorer = Ignorer::new(&spec).map_err(|e| RunError::Ignore(e.to_string()))?;
+        let hooks = Hooks::new(&settings.on_change).map_err(|e| RunError::Ignore(e.to_string()))?;
         let session_dir = session.dir.clone();
         let mut engine = Engine {
             alpha,
@@ -300,6 +304,7 @@ impl Engine {
             ids: Identities::load(&session_dir),
             confirm: None,
             resolving: None,
+            hooks,
         };
         engine.archive.alpha = engine.alpha.describe();
         engine.archive.beta = engine.beta.describe();
@@ -373,6 +378,8 @@ impl Engine {
                 break;
             }
         }
+        self.hooks
+            .finish(&mut *self.beta, &mut self.printer, &self.stop);
         Ok(self.finish(&res))
     }
 
@@ -401,9 +408,11 @@ impl Engine {
         tx: SyncSender<WatchEvent>,
         rx: Receiver<WatchEvent>,
     ) -> Result<Finish, RunError> {
+        self.hooks.set_wake(tx.clone());
         self.alpha.watch(tx.clone())?;
         self.beta.watch(tx)?;
         let mut res = self.cycle_resilient(&ScanRequest::Full, &ScanRequest::Full)?;
+        self.run_hooks();
         // The first scan hashed everything: keep that work even if this process is killed.
         let _ = self.alpha.save_cache();
         let _ = self.beta.save_cache();
@@ -499,9 +508,10 @@ impl Engine {
                         }
                         full = (true, true);
                     }
-                    WatchEvent::Stop => {}
+                    WatchEvent::Stop | WatchEvent::HookDone => {}
                 }
             }
+            self.run_hooks();
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
@@ -543,6 +553,7 @@ impl Engine {
             let out = self.cycle_resilient(&req(full.0, dirty.0), &req(full.1, dirty.1));
             self.settling = false;
             res = out?;
+            self.run_hooks();
             self.schedule_retries(&res);
             if last_cache_save.elapsed() > Duration::from_secs(60) {
                 let _ = self.alpha.save_cache();
@@ -573,6 +584,14 @@ impl Engine {
             errors: res.errors,
         });
         Ok(finish)
+    }
+
+    /// Reports hook runs that ended and starts the next one due (while beta is reachable:
+    /// otherwise they wait for it).
+    fn run_hooks(&mut self) {
+        if self.hooks.any() && self.beta.connected() {
+            self.hooks.step(&mut *self.beta, &mut self.printer);
+        }
     }
 
     /// The event telling conflict `c`: what each side did, and the command that resolves it.
@@ -1597,6 +1616,8 @@ impl Engine {
             if o.now == ch.old {
                 continue;
             }
+            self.hooks
+                .note_change(&ch.path, ch.old.as_ref(), o.now.as_ref());
             n += o
                 .now
                 .as_ref()

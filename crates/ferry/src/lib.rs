@@ -12,6 +12,7 @@ pub mod delta;
 pub mod endpoint;
 pub mod engine;
 pub mod fs;
+pub mod hooks;
 pub mod identity;
 pub mod open;
 pub mod output;

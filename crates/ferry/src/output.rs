@@ -124,6 +124,32 @@ pub enum Event {
         conflicts: u64,
         errors: u64,
     },
+    /// An `--on-change` hook starts on beta's side, for the changed paths in `trigger` (at
+    /// most 20 named; `trigger_count` says how many there were).
+    HookStart {
+        command: String,
+        trigger: Vec<String>,
+        trigger_count: u64,
+    },
+    /// ... and ended. `ok`: it exited with 0. Otherwise `exit_code` (it exited with another
+    /// code), `signal` (it was killed) or `error` (it could not run: no shell, a lost
+    /// connection). `output` is the end of its stdout and stderr together (at most 64 KiB;
+    /// `output_truncated` when more came before). A failed hook never stops the session.
+    Hook {
+        command: String,
+        trigger: Vec<String>,
+        trigger_count: u64,
+        ok: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        output: String,
+        output_truncated: bool,
+        duration_ms: f64,
+    },
 }
 
 /// Milliseconds spent in each step of a cycle.
@@ -547,6 +573,57 @@ impl Printer {
             }
             Event::SessionEnd { .. } => {
                 return Vec::new();
+            }
+            Event::HookStart {
+                command,
+                trigger,
+                trigger_count,
+            } => {
+                let mut after: Vec<String> = trigger.iter().take(NAMED_CHANGES).cloned().collect();
+                let more = trigger_count.saturating_sub(after.len() as u64);
+                if more > 0 {
+                    after.push(format!("{more} more"));
+                }
+                format!(
+                    "hook: running {} (after {})",
+                    shell_word(command),
+                    after.join(", ")
+                )
+            }
+            Event::Hook {
+                command,
+                ok,
+                exit_code,
+                signal,
+                error,
+                output,
+                output_truncated,
+                duration_ms,
+                ..
+            } => {
+                let mut out = Vec::new();
+                if *output_truncated {
+                    out.push(("hook: [earlier output dropped]".to_owned(), false));
+                }
+                for l in output.lines() {
+                    out.push((format!("hook: {l}"), false));
+                }
+                let how = match (exit_code, signal, error) {
+                    _ if *ok => None,
+                    (Some(c), _, _) => Some(format!("exit code {c}")),
+                    (_, Some(s), _) => Some(format!("killed by signal {s}")),
+                    (_, _, Some(e)) => Some(e.clone()),
+                    _ => Some("failed".to_owned()),
+                };
+                let command = shell_word(command);
+                out.push(match how {
+                    None => (format!("hook: {command} done ({duration_ms:.0} ms)"), false),
+                    Some(how) => (
+                        format!("hook: {command} failed ({how}); still syncing"),
+                        true,
+                    ),
+                });
+                return out;
             }
         };
         let to_stderr = matches!(

@@ -418,6 +418,11 @@ impl Endpoint for LocalEndpoint {
         Ok(Some(crate::delta::signature(&base)))
     }
 
+    fn exec(&mut self, command: &str, done: crate::hooks::ExecDone) -> Result<(), EndpointError> {
+        crate::hooks::spawn(command, &self.root, done)
+            .map_err(|e| self.io_err("starting a hook", e))
+    }
+
     fn base_opener(&self) -> Option<BaseOpener> {
         let root = self.root.clone();
         Some(std::sync::Arc::new(move |p: &RelPath| read_base(&root, p)))

@@ -157,6 +157,8 @@ pub enum WatchEvent {
     Disconnected(Side, String),
     /// Not from a watcher: the process was asked to stop (SIGINT/SIGTERM).
     Stop,
+    /// Not from a watcher: an `--on-change` hook finished (see [`crate::hooks`]).
+    HookDone,
 }
 
 /// One side of a session.
@@ -265,5 +267,16 @@ pub trait Endpoint: Send {
 
     fn wire_bytes(&self) -> u64 {
         0
+    }
+
+    /// Starts `command` with `sh -c` in this side's root, on this side's machine, and returns
+    /// at once; `done` is called once, from another thread, with how it ended (a connection
+    /// lost meanwhile ends it as failed). `Err`: it did not start.
+    fn exec(&mut self, command: &str, done: crate::hooks::ExecDone) -> Result<(), EndpointError> {
+        let _ = (command, done);
+        Err(EndpointError::Other(
+            "this side cannot run commands".into(),
+            "endpoint",
+        ))
     }
 }

@@ -241,6 +241,20 @@ impl Agent {
                 Ok(ep) => ep.save_cache().map_or_else(failure, |()| Msg::Ok),
                 Err(m) => m,
             },
+            Msg::Exec { id, command } => {
+                let out = self.out.clone();
+                match self.ep() {
+                    Ok(ep) => ep
+                        .exec(
+                            &command,
+                            Box::new(move |result| {
+                                let _ = send(&out, &Msg::Exited { id, result });
+                            }),
+                        )
+                        .map_or_else(failure, |()| Msg::Ok),
+                    Err(m) => m,
+                }
+            }
             Msg::Cancel => return Ok(None),
             other => {
                 return Err(WireError::Bad(format!(
@@ -359,7 +373,7 @@ impl Agent {
                         WatchEvent::Paths(_, p) => paths.extend(p),
                         WatchEvent::Rescan(_) => other.push(WatchWire::Rescan),
                         WatchEvent::Failed(_, m) => other.push(WatchWire::Failed(m)),
-                        WatchEvent::Disconnected(..) | WatchEvent::Stop => {}
+                        WatchEvent::Disconnected(..) | WatchEvent::Stop | WatchEvent::HookDone => {}
                     }
                     if paths.len() >= 4096 {
                         break;

@@ -5,7 +5,7 @@
 //! Everything the agent says is checked before it is believed (see `wire::check_entry`): a
 //! peer that breaks the rules gets a clear error and no write anywhere.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,11 +24,14 @@ use crate::endpoint::{
     Content, Endpoint, EndpointError, Feed, IgnoreSpec, Outcome, ScanReport, ScanRequest, Side,
     WatchEvent,
 };
+use crate::hooks::{ExecDone, ExecResult};
 
 /// Answers waiting to be taken, at most (content streams are flow-controlled by this).
 const REPLIES: usize = 64;
 
 type Watcher = Arc<Mutex<Option<SyncSender<WatchEvent>>>>;
+/// Hooks started on this connection and not ended yet, by id (see `Msg::Exec`).
+type Execs = Arc<Mutex<HashMap<u64, ExecDone>>>;
 
 struct Conn {
     writer: FrameWriter<Box<dyn Write + Send>>,
@@ -37,6 +40,7 @@ struct Conn {
     /// Set by the reader thread when the stream ended.
     dead: Arc<AtomicBool>,
     stderr: Arc<Mutex<String>>,
+    execs: Execs,
     _guard: Box<dyn Send>,
 }
 
@@ -63,6 +67,8 @@ pub struct RemoteEndpoint {
     poisoned: Option<String>,
     /// `--keep-backups`, told to every agent this side connects to.
     retention: Option<crate::state::Retention>,
+    /// The id of the last hook started (see `Msg::Exec`).
+    last_exec: u64,
 }
 
 /// Why opening a remote endpoint failed.
@@ -116,6 +122,7 @@ impl RemoteEndpoint {
             wire_before: 0,
             poisoned: None,
             retention: None,
+            last_exec: 0,
         };
         ep.connect(create, true)?;
         Ok(ep)
@@ -325,12 +332,13 @@ fn start(
     let (tx, rx) = sync_channel(REPLIES);
     let received = Arc::new(AtomicU64::new(reader.received));
     let dead = Arc::new(AtomicBool::new(false));
-    let (r2, d2) = (received.clone(), dead.clone());
+    let execs: Execs = Arc::default();
+    let (r2, d2, e2) = (received.clone(), dead.clone(), execs.clone());
     std::thread::Builder::new()
         .name("ferry-remote".into())
         // Decoding a deep tree recurses once per level (bounded by `MAX_DEPTH`).
         .stack_size(256 << 20)
-        .spawn(move || read_loop(reader, tx, side, watch, overflow, r2, d2))
+        .spawn(move || read_loop(reader, tx, side, watch, overflow, r2, d2, e2))
         .map_err(WireError::Io)?;
     Ok(Conn {
         writer,
@@ -338,10 +346,12 @@ fn start(
         received,
         dead,
         stderr,
+        execs,
         _guard: guard,
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_loop(
     mut reader: FrameReader<Box<dyn Read + Send>>,
     tx: SyncSender<Result<Msg, String>>,
@@ -350,6 +360,7 @@ fn read_loop(
     overflow: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
     dead: Arc<AtomicBool>,
+    execs: Execs,
 ) {
     let why = loop {
         let m = reader.recv();
@@ -369,6 +380,13 @@ fn read_loop(
                     }
                 }
             }
+            Ok(Msg::Exited { id, result }) => {
+                // An id nobody waits for (never started, or already ended) is dropped.
+                let done = execs.lock().ok().and_then(|mut e| e.remove(&id));
+                if let Some(done) = done {
+                    done(result.bounded());
+                }
+            }
             Ok(m) => {
                 if tx.send(Ok(m)).is_err() {
                     return;
@@ -379,6 +397,16 @@ fn read_loop(
         }
     };
     dead.store(true, Ordering::SeqCst);
+    // Hooks still running there are over as far as this side can tell.
+    let waiting: Vec<ExecDone> = execs
+        .lock()
+        .map(|mut e| e.drain().map(|(_, d)| d).collect())
+        .unwrap_or_default();
+    for done in waiting {
+        done(ExecResult::failed(format!(
+            "the connection to the agent was lost while the hook ran: {why}"
+        )));
+    }
     let _ = tx.send(Err(why.clone()));
     if let Ok(g) = watch.lock() {
         if let Some(w) = g.as_ref() {
@@ -797,6 +825,35 @@ impl Endpoint for RemoteEndpoint {
             side: self.side.as_str(),
             message: e.message,
         })
+    }
+
+    fn exec(&mut self, command: &str, done: ExecDone) -> Result<(), EndpointError> {
+        self.last_exec += 1;
+        let id = self.last_exec;
+        let Some(c) = self.conn.as_ref() else {
+            return Err(self.lost("not connected".into()));
+        };
+        let execs = c.execs.clone();
+        // Registered first: the run may end before its `Ok` arrives.
+        if let Ok(mut e) = execs.lock() {
+            e.insert(id, done);
+        }
+        let started = self.call(&Msg::Exec {
+            id,
+            command: command.to_owned(),
+        });
+        let forget = || execs.lock().ok().and_then(|mut e| e.remove(&id));
+        match started {
+            Ok(Msg::Ok) => Ok(()),
+            Ok(other) => {
+                forget();
+                Err(self.violation(unexpected(&other, "Ok")))
+            }
+            Err(e) => {
+                forget();
+                Err(e)
+            }
+        }
     }
 
     fn wire_bytes(&self) -> u64 {

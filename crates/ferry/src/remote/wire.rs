@@ -23,7 +23,7 @@ use crate::copy::{Item, Piece};
 use crate::endpoint::{IgnoreSpec, Outcome, Wanted};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 4;
+pub const PROTOCOL: u32 = 5;
 pub const MAGIC: &[u8; 8] = b"FERRYWIR";
 /// The largest frame payload (after decompression).
 pub const FRAME_MAX: usize = 4 << 20;
@@ -151,6 +151,17 @@ pub enum Msg {
     /// Content: this many zero bytes (at most [`HOLE_MAX`]), in place of a `Data` of zeros. A
     /// sparse file's holes cross the wire as these (issue 9 item 9).
     Hole(u64),
+    /// A request: start `command` with `sh -c` in the opened root (an `--on-change` hook),
+    /// answered with `Ok` once started; its end comes later as [`Msg::Exited`] with this `id`.
+    Exec {
+        id: u64,
+        command: String,
+    },
+    /// From the agent, at any time after the `Ok` of an `Exec`: how the run `id` ended.
+    Exited {
+        id: u64,
+        result: crate::hooks::ExecResult,
+    },
 }
 
 /// The most zeros one [`Msg::Hole`] stands for (what one `Data` could carry).

@@ -7,6 +7,7 @@ mod conflicts;
 mod converge;
 mod daemon;
 mod daily;
+mod hooks;
 mod hostile;
 mod metadata;
 mod modes;
