@@ -616,6 +616,8 @@ pub struct Hook {
     pub run: String,
     /// Root-relative gitignore globs (empty: any path).
     pub paths: Vec<String>,
+    /// Restart the service's container once the hook has run (`restart: true`).
+    pub restart: bool,
 }
 
 /// Something done after a cycle of a session that changed a path matching `paths`.
@@ -892,17 +894,17 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
                 rebased
             };
             applied = true;
-            if let Some(run) = &rule.run {
-                s.hooks.push(Hook {
+            match &rule.run {
+                Some(run) => s.hooks.push(Hook {
                     run: run.clone(),
-                    paths: paths.clone(),
-                });
-            }
-            if rule.restart {
-                s.after.push(After {
+                    paths,
+                    restart: rule.restart,
+                }),
+                None if rule.restart => s.after.push(After {
                     paths,
                     action: Action::Restart,
-                });
+                }),
+                None => {}
             }
         }
         if !applied {
@@ -1287,7 +1289,7 @@ mod tests {
                 "paths": [{"host": "./web", "container": "/app"},
                           {"host": "/p/docs", "container": "docs"}],
                 "on-change": [
-                    {"paths": ["web/src/**/*.js"], "run": "touch /tmp/js"},
+                    {"paths": ["web/src/**/*.js"], "run": "touch /tmp/js", "restart": true},
                     {"paths": ["web/package.json"], "restart": true},
                     {"run": "sync-all"},
                     {"paths": ["elsewhere/*"], "run": "never"}
@@ -1310,11 +1312,13 @@ mod tests {
             [
                 Hook {
                     run: "touch /tmp/js".into(),
-                    paths: vec!["/src/**/*.js".into()]
+                    paths: vec!["/src/**/*.js".into()],
+                    restart: true,
                 },
                 Hook {
                     run: "sync-all".into(),
-                    paths: vec![]
+                    paths: vec![],
+                    restart: false,
                 }
             ]
         );
@@ -1510,6 +1514,7 @@ mod tests {
         plan.sessions[0].hooks.push(Hook {
             run: "npm install".into(),
             paths: vec!["/package.json".into()],
+            restart: false,
         });
         assert_eq!(plan.stale("web", 0, "package.json"), None);
         assert!(plan.stale("web", 0, "Cargo.lock").is_some());

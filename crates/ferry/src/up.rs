@@ -598,6 +598,12 @@ enum Msg {
         session: usize,
         changed: Vec<String>,
     },
+    /// A session's hook ran (`restart: true` rules restart the container then).
+    HookDone {
+        service: String,
+        session: usize,
+        command: String,
+    },
     /// A `develop.watch` rebuild rule's path changed on the host.
     Rebuild { service: String, why: String },
 }
@@ -616,6 +622,13 @@ fn cycle_tap(service: &str, session: usize, tx: mpsc::Sender<Msg>) -> ferry::out
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(path.clone());
+        }
+        Event::Hook { command, .. } => {
+            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(Msg::HookDone {
+                service: service.clone(),
+                session,
+                command: command.clone(),
+            });
         }
         Event::CycleEnd { .. } => {
             let paths = std::mem::take(&mut *changed.lock().unwrap_or_else(|e| e.into_inner()));
@@ -745,23 +758,28 @@ fn after_cycle(
         .filter(|a| changed.iter().any(|p| a.matches(p)))
         .collect();
     if fired.iter().any(|a| a.action == Action::Restart) {
-        let since = unix_now();
-        match docker.restart(&c.name) {
-            Ok(()) => {
-                out.event(service, "restarted", json!({"event": "up_restarted"}));
-                docker.follow_logs(service, &c.name, since, out);
-            }
-            Err(m) => out.event(
-                service,
-                &m,
-                json!({"event": "up_restart_failed", "message": m}),
-            ),
-        }
+        restart_service(docker, service, c, out);
     }
     for a in fired {
         if let Action::Exec(e) = &a.action {
             docker.exec(service, c, e, out);
         }
+    }
+}
+
+/// Restarts a service's container; its logs are followed again (the stream ends with it).
+fn restart_service(docker: &Docker, service: &str, c: &Running, out: Out) {
+    let since = unix_now();
+    match docker.restart(&c.name) {
+        Ok(()) => {
+            out.event(service, "restarted", json!({"event": "up_restarted"}));
+            docker.follow_logs(service, &c.name, since, out);
+        }
+        Err(m) => out.event(
+            service,
+            &m,
+            json!({"event": "up_restart_failed", "message": m}),
+        ),
     }
 }
 
@@ -1097,6 +1115,19 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                         &m,
                         json!({"event": "up_session_end", "message": m, "code": c as i32}),
                     );
+                }
+            }
+            Ok(Msg::HookDone {
+                service,
+                session,
+                command,
+            }) => {
+                let restart = plans
+                    .get(&service)
+                    .and_then(|p| p.sessions.get(session))
+                    .is_some_and(|s| s.hooks.iter().any(|h| h.restart && h.run == command));
+                if let (true, Some(c)) = (restart, containers.get(&service)) {
+                    restart_service(&docker, &service, c, out);
                 }
             }
             Ok(Msg::Rebuild { service, why }) => {
