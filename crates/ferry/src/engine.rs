@@ -586,10 +586,9 @@ impl Engine {
         Ok(finish)
     }
 
-    /// Reports hook runs that ended and starts the next one due (while beta is reachable:
-    /// otherwise they wait for it).
+    /// Reports hook runs that ended and starts the next one due.
     fn run_hooks(&mut self) {
-        if self.hooks.any() && self.beta.connected() {
+        if self.hooks.any() {
             self.hooks.step(&mut *self.beta, &mut self.printer);
         }
     }

@@ -119,7 +119,7 @@ pub fn run(command: &str, cwd: &Path) -> ExecResult {
         Ok(s) => s,
         Err(e) => return ExecResult::failed(e),
     };
-    let (reader, writer) = match std::io::pipe() {
+    let (reader, writer) = match pipe() {
         Ok(p) => p,
         Err(e) => return ExecResult::failed(format!("cannot run the hook: {e}")),
     };
@@ -182,6 +182,23 @@ pub fn run(command: &str, cwd: &Path) -> ExecResult {
         output,
         truncated,
     }
+}
+
+/// A pipe (both ends close-on-exec: the child gets its own copies as stdout and stderr).
+fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::FromRawFd;
+    let mut fds: [libc::c_int; 2] = [-1; 2];
+    // SAFETY: pipe2 writes two descriptors into the array, which outlives the call.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just made and belong to nobody else.
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    })
 }
 
 /// The end of a stream: at most [`OUTPUT_MAX`] bytes.
@@ -380,12 +397,16 @@ impl Hooks {
         self.running.is_some() || self.pending.iter().any(Option::is_some)
     }
 
-    /// Reports a run that ended, and starts the next hook due (on `beta`) if none runs.
+    /// Reports a run that ended, and starts the next hook due (on `beta`) if none runs and
+    /// beta is reachable (otherwise it waits for a reconnection).
     pub fn step(&mut self, beta: &mut dyn Endpoint, printer: &mut Printer) {
         while let Ok((seq, result)) = self.done_rx.try_recv() {
             self.finished(seq, result, printer);
         }
-        while let Some((i, trigger)) = self.next_due() {
+        while beta.connected() {
+            let Some((i, trigger)) = self.next_due() else {
+                break;
+            };
             self.last = i;
             let command = self.hooks[i].on.run.clone();
             printer.emit(&Event::HookStart {

@@ -595,6 +595,35 @@ mod tests {
     }
 
     #[test]
+    fn hook_messages_survive_framing() {
+        let exec = Msg::Exec {
+            id: 7,
+            command: "make -j4 && echo ok".into(),
+        };
+        match roundtrip(&exec, true) {
+            Msg::Exec { id, command } => {
+                assert_eq!((id, command.as_str()), (7, "make -j4 && echo ok"));
+            }
+            other => panic!("got {other:?}"),
+        }
+        let result = crate::hooks::ExecResult {
+            status: crate::hooks::ExecStatus::Exited(2),
+            output: b"make: *** [all] Error 2\n".to_vec(),
+            truncated: true,
+        };
+        match roundtrip(
+            &Msg::Exited {
+                id: 7,
+                result: result.clone(),
+            },
+            false,
+        ) {
+            Msg::Exited { id, result: got } => assert_eq!((id, got), (7, result)),
+            other => panic!("got {other:?}"),
+        }
+    }
+
+    #[test]
     fn oversized_and_truncated_frames_are_refused() {
         let mut huge = ((FRAME_MAX + 2) as u32).to_le_bytes().to_vec();
         huge.push(0);

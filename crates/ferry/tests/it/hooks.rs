@@ -379,3 +379,47 @@ fn ssh_hook_runs_on_the_host() {
     );
     assert_content(&marker, "int main;\n");
 }
+
+#[test]
+fn docker_restart_during_a_hook_is_reported_and_the_session_goes_on() {
+    let _serial = serial();
+    let c = Container::start(busybox_image(), &[]);
+    let fx = Fixture::new();
+    let beta = format!("docker://{}/srv/app", c.name);
+    write(&fx.a("one.txt"), "1\n");
+    // Slow until /tmp/fast exists in the container (the restart keeps its filesystem).
+    let cmd = "[ -e /tmp/fast ] || sleep 600; cat one.txt";
+    let mut command = fx.command();
+    command.env("FERRY_AGENT", static_agent());
+    let args: Vec<OsString> = vec![
+        "sync".into(),
+        fx.alpha.clone().into(),
+        beta.clone().into(),
+        "--json".into(),
+        "--on-change".into(),
+        cmd.into(),
+    ];
+    let mut s = Session::spawn(command, args);
+    s.wait_event(0, "the first hook_start", |e| is(e, "hook_start"));
+    let since = s.log.len();
+    c.restart();
+    let lost = s.wait_event(since, "the hook cut short", |e| is(e, "hook"));
+    assert_eq!(lost["ok"], false, "{lost}");
+    assert!(
+        text(&lost["error"]).starts_with("the connection to the agent was lost while the hook ran"),
+        "{lost}"
+    );
+    s.wait_event(since, "reconnected", |e| is(e, "reconnected"));
+    c.sh("touch /tmp/fast");
+    // The session goes on: an edit syncs and runs the hook, which ends this time.
+    let since = s.log.len();
+    write(&fx.a("one.txt"), "2\n");
+    s.wait_until("the edit reaches the container", || {
+        c.read_file("/srv/app/one.txt").as_deref() == Some(&b"2\n"[..])
+    });
+    let fine = s.wait_event(since, "the hook after the edit", |e| {
+        is(e, "hook") && e["ok"] == true
+    });
+    assert_eq!(text(&fine["output"]), "2\n", "{fine}");
+    s.stop();
+}
