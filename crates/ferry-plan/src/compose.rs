@@ -192,8 +192,8 @@ pub fn parse_x_ferry(value: Option<&Value>, at: &str) -> Result<XFerry, ConfigEr
             }
         }
     }
-    let cfg: XFerry = serde_json::from_value(value.clone())
-        .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+    let cfg: XFerry =
+        serde_json::from_value(value.clone()).map_err(|e| ConfigError(format!("{at}: {e}")))?;
     if let Some(m) = &cfg.mode {
         m.parse::<Mode>()
             .map_err(|e| ConfigError(format!("{at}.mode: {e}")))?;
@@ -583,7 +583,6 @@ fn escape_path(p: &str) -> String {
     p.split('/').map(escape).collect::<Vec<_>>().join("/")
 }
 
-
 /// One session `ferry up` runs for a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -812,8 +811,10 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
                     }
                 };
                 let Some(target) = &w.target else {
-                    plan.notes
-                        .push(format!("{origin}: {} without a target: not synced", w.action));
+                    plan.notes.push(format!(
+                        "{origin}: {} without a target: not synced",
+                        w.action
+                    ));
                     continue;
                 };
                 let host = path::clean(&w.path);
@@ -828,8 +829,16 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
                             continue;
                         }
                         let mut s = blank(
-                            if hdir.is_empty() { "/".into() } else { hdir.into() },
-                            if cdir.is_empty() { "/".into() } else { cdir.into() },
+                            if hdir.is_empty() {
+                                "/".into()
+                            } else {
+                                hdir.into()
+                            },
+                            if cdir.is_empty() {
+                                "/".into()
+                            } else {
+                                cdir.into()
+                            },
                             origin,
                         );
                         s.ignores = vec!["/*".into(), format!("!/{}", escape(hname)), "/*/".into()];
@@ -870,13 +879,15 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
     if let Some(extra) = &cfg.ignore {
         for s in &mut plan.sessions {
             s.ignores.extend(extra.iter().cloned());
-            s.left_out.push(format!("x-ferry.ignore: {}", extra.join(" ")));
+            s.left_out
+                .push(format!("x-ferry.ignore: {}", extra.join(" ")));
         }
     }
     for (i, rule) in cfg.on_change.iter().flatten().enumerate() {
         if rule.run.is_none() && !rule.restart {
-            plan.notes
-                .push(format!("x-ferry.on-change[{i}] has neither run nor restart"));
+            plan.notes.push(format!(
+                "x-ferry.on-change[{i}] has neither run nor restart"
+            ));
         }
         let mut applied = false;
         for s in &mut plan.sessions {
@@ -886,8 +897,7 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
                 let Some(rel) = below(input.project_dir, &s.host) else {
                     continue;
                 };
-                let rebased: Vec<String> =
-                    rule.paths.iter().flat_map(|g| rebase(g, rel)).collect();
+                let rebased: Vec<String> = rule.paths.iter().flat_map(|g| rebase(g, rel)).collect();
                 if rebased.is_empty() {
                     continue;
                 }
@@ -922,8 +932,9 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
             .filter(|s| !s.mirror)
             .find(|s| below(&s.host, &abs).is_some_and(|r| !r.is_empty()))
         else {
-            plan.notes
-                .push(format!("{origin}: {m} is in no synced directory: not mirrored"));
+            plan.notes.push(format!(
+                "{origin}: {m} is in no synced directory: not mirrored"
+            ));
             continue;
         };
         let rest = below(&outer.host, &abs).unwrap_or_default().to_owned();
@@ -1002,7 +1013,10 @@ pub fn rooted_match(pattern: &str, path: &str) -> bool {
 pub fn dependencies_of(file_name: &str) -> Option<&'static str> {
     let lower = file_name.to_ascii_lowercase();
     Some(match file_name {
-        "package.json" | "package-lock.json" | "npm-shrinkwrap.json" | "yarn.lock"
+        "package.json"
+        | "package-lock.json"
+        | "npm-shrinkwrap.json"
+        | "yarn.lock"
         | "pnpm-lock.yaml" => "node_modules",
         "Cargo.toml" | "Cargo.lock" => "target",
         "pyproject.toml" | "Pipfile" | "Pipfile.lock" | "poetry.lock" | "uv.lock" => {
@@ -1032,8 +1046,7 @@ impl ServicePlan {
             .hooks
             .iter()
             .any(|h| h.paths.is_empty() || h.paths.iter().any(|p| rooted_match(p, rel)))
-            || s
-                .after
+            || s.after
                 .iter()
                 .any(|a| matches!(a.action, Action::Exec(_)) && a.matches(rel))
             || self
@@ -1041,7 +1054,9 @@ impl ServicePlan {
                 .iter()
                 .any(|r| r.matches(&abs_join(&s.host, rel)));
         (!covered).then(|| {
-            format!("{rel} changed: {deps} in {service} may be stale; add an on-change rule or rebuild")
+            format!(
+                "{rel} changed: {deps} in {service} may be stale; add an on-change rule or rebuild"
+            )
         })
     }
 }
@@ -1238,7 +1253,8 @@ mod tests {
 
     #[test]
     fn sources_by_precedence() {
-        let watch = json!({"develop": {"watch": [{"path": "/p/src", "action": "sync", "target": "/app"}]}});
+        let watch =
+            json!({"develop": {"watch": [{"path": "/p/src", "action": "sync", "target": "/app"}]}});
         let build = json!({"build": {"context": "/p"}});
         let both = json!({"build": {"context": "/p"},
                           "develop": {"watch": [{"path": "/p", "action": "rebuild"}]}});
@@ -1303,7 +1319,10 @@ mod tests {
         let plan = plan_service(&svc, &input(&cfg, &files, &kinds)).unwrap();
         assert_eq!(plan.sessions.len(), 3, "{plan:#?}");
         let web = &plan.sessions[0];
-        assert_eq!((web.host.as_str(), web.container.as_str()), ("/p/web", "/app"));
+        assert_eq!(
+            (web.host.as_str(), web.container.as_str()),
+            ("/p/web", "/app")
+        );
         assert_eq!(web.mode, Mode::TwoWayResolved);
         assert_eq!(web.origin, "x-ferry.paths[0]");
         assert_eq!(web.ignores, ["/node_modules", "*.log"]);
@@ -1330,7 +1349,10 @@ mod tests {
             }]
         );
         let docs = &plan.sessions[1];
-        assert_eq!((docs.host.as_str(), docs.container.as_str()), ("/p/docs", "docs"));
+        assert_eq!(
+            (docs.host.as_str(), docs.container.as_str()),
+            ("/p/docs", "docs")
+        );
         assert_eq!(docs.ignores, ["*.log"]);
         assert_eq!(docs.hooks.len(), 1, "only the rule without paths applies");
         let mirror = &plan.sessions[2];
@@ -1506,7 +1528,9 @@ mod tests {
         };
         assert_eq!(
             plan.stale("web", 0, "package.json").as_deref(),
-            Some("package.json changed: node_modules in web may be stale; add an on-change rule or rebuild")
+            Some(
+                "package.json changed: node_modules in web may be stale; add an on-change rule or rebuild"
+            )
         );
         assert_eq!(plan.stale("web", 0, "src/index.js"), None);
         assert!(plan.stale("web", 0, "requirements-dev.txt").is_some());

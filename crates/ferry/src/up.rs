@@ -23,7 +23,9 @@ use ferry::fs::watch::{DirWatcher, Seen};
 use ferry::output::{Event, Printer};
 use ferry::remote::Location;
 use ferry::state::Retention;
-use ferry_plan::compose::{self, Action, join, Project, Rebuild, Service, ServicePlan, Source, XFerry};
+use ferry_plan::compose::{
+    self, Action, Project, Rebuild, Service, ServicePlan, Source, XFerry, join,
+};
 use ferry_plan::{BuildOptions, Context, DockerIgnore, EntryKind, ImageConfig};
 use serde_json::{Value, json};
 
@@ -481,11 +483,9 @@ fn plan_service(
     let mut ignore = None;
     if let (Some(build), Some(context)) = (&svc.build, &context) {
         if build.dockerfile_inline.is_none() {
-            let dockerfile_path =
-                context.join(build.dockerfile.as_deref().unwrap_or("Dockerfile"));
+            let dockerfile_path = context.join(build.dockerfile.as_deref().unwrap_or("Dockerfile"));
             let beside =
-                std::fs::read_to_string(format!("{}.dockerignore", dockerfile_path.display()))
-                    .ok();
+                std::fs::read_to_string(format!("{}.dockerignore", dockerfile_path.display())).ok();
             let in_context = std::fs::read_to_string(context.join(".dockerignore")).ok();
             let ignore_text =
                 ferry_plan::dockerignore::choose(beside.as_deref(), in_context.as_deref())
@@ -560,7 +560,8 @@ fn x_ferry_settings(
     compose: &Compose,
     project: &Project,
 ) -> Result<BTreeMap<String, XFerry>, Fail> {
-    let top = compose::parse_x_ferry(project.x_ferry.as_ref(), "x-ferry").map_err(|e| usage(e.0))?;
+    let top =
+        compose::parse_x_ferry(project.x_ferry.as_ref(), "x-ferry").map_err(|e| usage(e.0))?;
     let mut raw: BTreeMap<String, Option<Value>> = project
         .services
         .iter()
@@ -605,7 +606,10 @@ enum Msg {
         command: String,
     },
     /// A `develop.watch` rebuild rule's path changed on the host.
-    Rebuild { service: String, why: String },
+    Rebuild {
+        service: String,
+        why: String,
+    },
 }
 
 /// Quiet time after a rebuild rule fired before the rebuild starts.
@@ -624,20 +628,26 @@ fn cycle_tap(service: &str, session: usize, tx: mpsc::Sender<Msg>) -> ferry::out
                 .push(path.clone());
         }
         Event::Hook { command, .. } => {
-            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(Msg::HookDone {
-                service: service.clone(),
-                session,
-                command: command.clone(),
-            });
+            let _ = tx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(Msg::HookDone {
+                    service: service.clone(),
+                    session,
+                    command: command.clone(),
+                });
         }
         Event::CycleEnd { .. } => {
             let paths = std::mem::take(&mut *changed.lock().unwrap_or_else(|e| e.into_inner()));
             if !paths.is_empty() {
-                let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(Msg::Cycle {
-                    service: service.clone(),
-                    session,
-                    changed: paths,
-                });
+                let _ = tx
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .send(Msg::Cycle {
+                        service: service.clone(),
+                        session,
+                        changed: paths,
+                    });
             }
         }
         _ => {}
@@ -675,10 +685,13 @@ fn watch_rebuild(
             Seen::Overflow => format!("{}: events lost", matcher.origin),
             Seen::Failed(_) => return,
         };
-        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(Msg::Rebuild {
-            service: service.clone(),
-            why,
-        });
+        let _ = tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Msg::Rebuild {
+                service: service.clone(),
+                why,
+            });
     })?;
     let root = Path::new(&rule.path);
     if !root.is_dir() {
@@ -717,10 +730,18 @@ fn rebuild(compose: &Compose, docker: &Docker, project: &str, service: &str, why
                 o.status,
                 last_lines(&o, 3).join(" / ")
             );
-            out.event(service, &m, json!({"event": "up_rebuild_failed", "message": m}));
+            out.event(
+                service,
+                &m,
+                json!({"event": "up_rebuild_failed", "message": m}),
+            );
         }
         Err(Fail(_, m)) => {
-            out.event(service, &m, json!({"event": "up_rebuild_failed", "message": m}));
+            out.event(
+                service,
+                &m,
+                json!({"event": "up_rebuild_failed", "message": m}),
+            );
         }
     }
 }
@@ -1228,5 +1249,4 @@ mod tests {
         assert_eq!(compose_major("1.25.0"), Some(1));
         assert_eq!(compose_major("garbage"), None);
     }
-
 }

@@ -590,7 +590,9 @@ fn up_x_ferry_paths_ignore_owned_mirror_hooks_and_stale_dependencies() {
     let p = Project::new("xferry");
     let mut s = p.up(&[]);
     wait_boot(&mut s, "worker's sync: false", |e| {
-        is(e, "up_note") && e["service"] == "worker" && e["message"] == "x-ferry sync: false: not synced"
+        is(e, "up_note")
+            && e["service"] == "worker"
+            && e["message"] == "x-ferry sync: false: not synced"
     });
     let main = wait_boot(&mut s, "web's session", |e| {
         is(e, "up_session") && e["mirror"] == false
@@ -606,7 +608,9 @@ fn up_x_ferry_paths_ignore_owned_mirror_hooks_and_stale_dependencies() {
         is(e, "watching") && e["service"] == "web"
     });
     assert!(
-        s.log.iter().all(|e| !(is(e, "up_session") && e["service"] == "worker")),
+        s.log
+            .iter()
+            .all(|e| !(is(e, "up_session") && e["service"] == "worker")),
         "worker synced"
     );
 
@@ -615,11 +619,15 @@ fn up_x_ferry_paths_ignore_owned_mirror_hooks_and_stale_dependencies() {
     s.wait_until("the build's node_modules is on the host", || {
         fs::read(&dep).is_ok_and(|d| d == b"built\n")
     });
-    p.sh("web", "mkdir -p /app/node_modules/added && echo added > /app/node_modules/added/x.js");
+    p.sh(
+        "web",
+        "mkdir -p /app/node_modules/added && echo added > /app/node_modules/added/x.js",
+    );
     let added = p.dir.join("web/node_modules/added/x.js");
-    s.wait_until("a package installed in the container is on the host", || {
-        fs::read(&added).is_ok_and(|d| d == b"added\n")
-    });
+    s.wait_until(
+        "a package installed in the container is on the host",
+        || fs::read(&added).is_ok_and(|d| d == b"added\n"),
+    );
     // ... and never takes anything back.
     write(&p.dir.join("web/node_modules/host.js"), "host\n");
     write(&p.dir.join("web/cache/host.txt"), "host\n");
@@ -634,7 +642,11 @@ fn up_x_ferry_paths_ignore_owned_mirror_hooks_and_stale_dependencies() {
         p.dir.join("web/node_modules/added/y.js").is_file()
     });
     assert_eq!(p.cat("web", "/app/node_modules/host.js"), None);
-    assert_eq!(p.cat("web", "/app/cache/host.txt"), None, "owned cache synced");
+    assert_eq!(
+        p.cat("web", "/app/cache/host.txt"),
+        None,
+        "owned cache synced"
+    );
     assert_eq!(p.cat("web", "/app/debug.log"), None, "*.log synced");
     assert_absent(&p.dir.join("web/cache/c.txt"));
 
@@ -645,7 +657,13 @@ fn up_x_ferry_paths_ignore_owned_mirror_hooks_and_stale_dependencies() {
         is(e, "hook") && e["service"] == "web"
     });
     assert_eq!(hook["ok"], true, "{hook}");
-    assert!(hook["output"].as_str().unwrap_or_default().contains("hook-ran"), "{hook}");
+    assert!(
+        hook["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hook-ran"),
+        "{hook}"
+    );
     let copied = p.dir.join("web/hooks/ok.copied");
     s.wait_until("the hook's file is on the host", || {
         fs::read(&copied).is_ok_and(|d| d == b"ok\n")
@@ -666,7 +684,9 @@ fn up_x_ferry_paths_ignore_owned_mirror_hooks_and_stale_dependencies() {
     let from = s.log.len();
     write(&p.dir.join("web/restart/now"), "1\n");
     s.wait_event(from, "web restarted", |e| is(e, "up_restarted"));
-    s.wait_event(from, "web started again", |e| log_line(e, "web", "web started"));
+    s.wait_event(from, "web started again", |e| {
+        log_line(e, "web", "web started")
+    });
 
     // A manifest edit no rule covers: one line saying what may be stale.
     write(
@@ -703,7 +723,10 @@ fn up_unknown_x_ferry_key_is_a_usage_error() {
     let text = String::from_utf8(read(&compose))
         .expect("utf-8")
         .replace("      ownd:", "      owned:")
-        .replace("  ignore: [\"*.log\"]", "  ignore: [\"*.log\"]\n  watch: true");
+        .replace(
+            "  ignore: [\"*.log\"]",
+            "  ignore: [\"*.log\"]\n  watch: true",
+        );
     write(&compose, text);
     let out = p.run(&["up"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
