@@ -605,6 +605,8 @@ enum Msg {
         session: usize,
         command: String,
     },
+    /// A directory was created under a rebuild rule's path: watcher `index` watches it too.
+    WatchDir { index: usize, dir: PathBuf },
     /// A `develop.watch` rebuild rule's path changed on the host.
     Rebuild {
         service: String,
@@ -663,41 +665,55 @@ fn creatable(path: &Path) -> Option<PathBuf> {
     Some(parent.join(path.file_name()?))
 }
 
-/// Watches a rebuild rule's path on the host (every directory below it that exists now; a
-/// file's parent directory) and sends [`Msg::Rebuild`] when something it covers changes.
+/// Watches a rebuild rule's path on the host (every directory below it; a file's parent
+/// directory) and sends [`Msg::Rebuild`] when something it covers changes; a directory created
+/// below it is sent as [`Msg::WatchDir`] for watcher `index` to add.
 fn watch_rebuild(
     rule: &Rebuild,
     service: &str,
+    index: usize,
     tx: mpsc::Sender<Msg>,
 ) -> std::io::Result<DirWatcher> {
     let matcher = rule.clone();
     let service = service.to_owned();
     let tx = std::sync::Mutex::new(tx);
     let mut watcher = DirWatcher::new(move |seen| {
+        let send = |m: Msg| {
+            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(m);
+        };
         let why = match seen {
             Seen::Path(p) => {
                 let abs = p.to_string_lossy();
                 if !matcher.matches(&abs) {
                     return;
                 }
+                if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                    send(Msg::WatchDir {
+                        index,
+                        dir: p.clone(),
+                    });
+                }
                 format!("{}: {abs} changed", matcher.origin)
             }
             Seen::Overflow => format!("{}: events lost", matcher.origin),
             Seen::Failed(_) => return,
         };
-        let _ = tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Msg::Rebuild {
-                service: service.clone(),
-                why,
-            });
+        send(Msg::Rebuild {
+            service: service.clone(),
+            why,
+        });
     })?;
     let root = Path::new(&rule.path);
-    if !root.is_dir() {
+    if root.is_dir() {
+        watch_tree(&mut watcher, root)?;
+    } else {
         watcher.watch(root.parent().unwrap_or(Path::new("/")))?;
-        return Ok(watcher);
     }
+    Ok(watcher)
+}
+
+/// Watches `root` and every directory below it.
+fn watch_tree(watcher: &mut DirWatcher, root: &Path) -> std::io::Result<()> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         watcher.watch(&dir)?;
@@ -707,7 +723,7 @@ fn watch_rebuild(
             }
         }
     }
-    Ok(watcher)
+    Ok(())
 }
 
 /// `develop.watch`'s rebuild: `docker compose up -d --build --no-deps SERVICE`; the sessions
@@ -933,7 +949,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                 out.event(service, n, json!({"event": "up_note", "message": n}));
             }
             for r in &plan.rebuild {
-                match watch_rebuild(r, service, tx.clone()) {
+                match watch_rebuild(r, service, watchers.len(), tx.clone()) {
                     Ok(w) => {
                         let m = format!("{}: rebuild when {} changes", r.origin, r.path);
                         out.event(
@@ -1153,6 +1169,11 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
             }
             Ok(Msg::Rebuild { service, why }) => {
                 rebuilds.entry(service).or_insert(why);
+            }
+            Ok(Msg::WatchDir { index, dir }) => {
+                if let Some(w) = watchers.get_mut(index) {
+                    let _ = watch_tree(w, &dir);
+                }
             }
             Ok(Msg::Cycle {
                 service,
