@@ -571,6 +571,14 @@ fn up_develop_watch_rebuild_recreates_and_syncing_continues() {
     s.wait_until("the new container's file is on the host", || {
         fs::read(&back).is_ok_and(|d| d == b"back\n")
     });
+
+    // A directory created under a rebuild rule's path is watched too: creating it rebuilds,
+    // and so does a file written in it afterwards.
+    fs::create_dir(p.dir.join("web/deps/new")).expect("mkdir");
+    wait_boot_n(&mut s, 2, "the second rebuild", |e| is(e, "up_rebuilt"));
+    write(&p.dir.join("web/deps/new/x.txt"), "x\n");
+    wait_boot_n(&mut s, 3, "the third rebuild", |e| is(e, "up_rebuilt"));
+    assert_eq!(p.cat("web", "/app/deps/new/x.txt").as_deref(), Some("x\n"));
     s.stop();
 }
 
