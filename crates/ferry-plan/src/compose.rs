@@ -797,9 +797,14 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
                         }
                     },
                     "rebuild" => {
+                        // `include` selects what is synced; a rebuild rule has nothing to sync.
+                        let only_ignores = WatchRule {
+                            include: Vec::new(),
+                            ..w.clone()
+                        };
                         plan.rebuild.push(Rebuild {
                             path: path::clean(&w.path),
-                            ignores,
+                            ignores: watch_ignores(&only_ignores, input).0,
                             origin,
                         });
                         continue;
@@ -1407,7 +1412,8 @@ mod tests {
                 {"path": "/p/web/static", "action": "sync", "target": "/app/static",
                  "include": ["*.css"]},
                 {"path": "/p/web/VERSION", "action": "sync", "target": "/app/VERSION"},
-                {"path": "/p/web/x", "action": "teleport"}
+                {"path": "/p/web/x", "action": "teleport"},
+                {"path": "/p/web/lib", "action": "rebuild", "include": ["*.c"], "ignore": ["*.o"]}
             ]}
         }));
         let files = vec!["package.json".to_owned()];
@@ -1453,12 +1459,23 @@ mod tests {
         assert_eq!(plan.sessions[4].ignores, ["/*", "!/VERSION", "/*/"]);
         assert_eq!(
             plan.rebuild,
-            [Rebuild {
-                path: "/p/web/package.json".into(),
-                ignores: vec!["/**/*.md".into()],
-                origin: "develop.watch[3]".into()
-            }]
+            [
+                Rebuild {
+                    path: "/p/web/package.json".into(),
+                    ignores: vec!["/**/*.md".into()],
+                    origin: "develop.watch[3]".into()
+                },
+                Rebuild {
+                    path: "/p/web/lib".into(),
+                    ignores: vec!["/*.o".into(), "/**/*.md".into()],
+                    origin: "develop.watch[7]".into()
+                }
+            ]
         );
+        assert!(plan.rebuild[1].matches("/p/web/lib/a.c"));
+        assert!(plan.rebuild[1].matches("/p/web/lib/sub/a.o"));
+        assert!(!plan.rebuild[1].matches("/p/web/lib/a.o"));
+        assert!(!plan.rebuild[1].matches("/p/web/lib/docs/x.md"));
         assert!(plan.rebuild[0].matches("/p/web/package.json"));
         assert!(!plan.rebuild[0].matches("/p/web/package.json5"));
         assert_eq!(
