@@ -606,7 +606,10 @@ enum Msg {
         command: String,
     },
     /// A directory was created under a rebuild rule's path: watcher `index` watches it too.
-    WatchDir { index: usize, dir: PathBuf },
+    WatchDir {
+        index: usize,
+        dir: PathBuf,
+    },
     /// A `develop.watch` rebuild rule's path changed on the host.
     Rebuild {
         service: String,
@@ -1000,7 +1003,31 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                         c.name
                     )
                 } else {
-                    format!("{host_str} -> {}:{container_dir}{left_out}", c.name)
+                    let mut then: Vec<String> = p
+                        .hooks
+                        .iter()
+                        .map(|h| {
+                            format!(
+                                "run {}{}",
+                                ferry::output::shell_word(&h.run),
+                                if h.restart { " and restart" } else { "" }
+                            )
+                        })
+                        .collect();
+                    for a in &p.after {
+                        then.push(match &a.action {
+                            Action::Restart => "restart".to_owned(),
+                            Action::Exec(e) => {
+                                format!("exec {}", e.command.clone().unwrap_or_default().join(" "))
+                            }
+                        });
+                    }
+                    let then = if then.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (on change: {})", then.join("; "))
+                    };
+                    format!("{host_str} -> {}:{container_dir}{left_out}{then}", c.name)
                 };
                 out.event(
                     service,

@@ -392,15 +392,14 @@ fn up_again_brings_host_edits_made_while_it_was_stopped() {
     s.stop();
 }
 
-/// What a person reads at start, without `--json`: per service, where each session goes and
-/// what is left out and why; logs and cycle lines prefixed by the service.
-#[test]
-fn up_start_lines_name_each_mapping_and_what_is_left_out() {
+/// `ferry up ARGS` without `--json`: its stdout lines until `watching` lines of web were
+/// printed `sessions` times; then SIGTERM, which must exit 0.
+fn human_lines(p: &Project, args: &[&str], sessions: usize) -> Vec<String> {
     use std::io::{BufRead, BufReader};
-    let p = Project::new("two");
     let mut child = p
         .command()
-        .args(["up", "web"])
+        .arg("up")
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -417,16 +416,18 @@ fn up_start_lines_name_each_mapping_and_what_is_left_out() {
     });
     let mut lines = Vec::new();
     let end = Instant::now() + BOOT;
-    while !lines
+    while lines
         .iter()
-        .any(|l: &String| l.starts_with("web | watching "))
+        .filter(|l: &&String| l.starts_with("web | watching "))
+        .count()
+        < sessions
     {
         let left = end.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(l) => lines.push(l),
             Err(e) => {
                 let _ = child.kill();
-                panic!("no 'watching' line ({e}); stdout so far: {lines:#?}");
+                panic!("not {sessions} 'watching' lines ({e}); stdout so far: {lines:#?}");
             }
         }
     }
@@ -434,6 +435,15 @@ fn up_start_lines_name_each_mapping_and_what_is_left_out() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = child.wait().expect("waiting for ferry up");
     assert_eq!(st.code(), Some(0));
+    lines
+}
+
+/// What a person reads at start, without `--json`: per service, where each session goes and
+/// what is left out and why; logs and cycle lines prefixed by the service.
+#[test]
+fn up_start_lines_name_each_mapping_and_what_is_left_out() {
+    let p = Project::new("two");
+    let lines = human_lines(&p, &["web"], 1);
     let web = p.dir.join("web");
     let container = p.container("web");
     for expected in [
@@ -742,4 +752,33 @@ fn up_unknown_x_ferry_key_is_a_usage_error() {
         one_line_error(&out),
         "ferry: unknown key x-ferry.watch in the compose file\n"
     );
+}
+
+/// The start lines of a develop.watch project name what each session does after a change.
+#[test]
+fn up_start_lines_name_restart_and_exec_rules() {
+    let p = Project::new("watch");
+    let lines = human_lines(&p, &[], 3);
+    let container = p.container("web");
+    let web = p.dir.join("web");
+    for expected in [
+        format!("web | {}/src -> {container}:/app/src", web.display()),
+        format!(
+            "web | {}/conf -> {container}:/app/conf (on change: restart)",
+            web.display()
+        ),
+        format!(
+            "web | {}/scripts -> {container}:/app/scripts (on change: exec sh -c cp /app/scripts/job /app/src/exec-out.txt && sed 's/^/exec saw /' /app/scripts/job)",
+            web.display()
+        ),
+        format!(
+            "web | develop.watch[3]: rebuild when {}/package.json changes",
+            web.display()
+        ),
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "no line {expected:?} in {lines:#?}"
+        );
+    }
 }
