@@ -7,6 +7,7 @@
 //! - [`plan_copies`]: the COPY/ADD mappings of the stage that is built, placed as BuildKit places
 //!   them, and the sources that are not host files, with reasons.
 //! - [`Scope`]: the "would a rebuild put it there" predicates, both ways.
+//! - [`compose`]: the Compose model, `x-ferry`, and a service's sync plan ([`compose::plan_service`]).
 //! - [`owned_dirs`]: container-owned directories (`node_modules`, `target`, ...) from manifests.
 //!
 //! ```
@@ -24,6 +25,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod compose;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod owned;

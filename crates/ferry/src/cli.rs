@@ -181,13 +181,17 @@ Exit codes:
 
 /// `ferry up --help`: what is synced.
 const UP_AFTER_HELP: &str = "\
-Each service with a 'build:' is synced as its Dockerfile copies it: every COPY/ADD of
-build-context files in the built stage maps a host directory to a container directory,
+What is synced, per service, first match wins:
+  x-ferry.paths      explicit {host, container} mappings (the compose file's x-ferry extension)
+  develop.watch      its rules made two-way: sync, sync+restart, sync+exec, rebuild
+  the Dockerfile     every COPY/ADD of build-context files in the built stage
 minus .dockerignore and container-owned directories (node_modules, target, .venv, ...).
-Needs Docker Compose v2 ('docker compose' or a v2 'docker-compose').
+x-ferry (top level: defaults; under a service: overrides): sync, mode, ignore, owned, mirror,
+paths, on-change: [{paths, run, restart}]. Needs Docker Compose v2 ('docker compose' or a v2
+'docker-compose').
 
 Exit codes: 0 stopped by Ctrl-C (or SIGTERM), 1 failed (engine, build), 3 conflicts left,
-2 bad usage or input (no compose file, unknown service, no Compose v2).";
+2 bad usage or input (no compose file, unknown service, no Compose v2, a bad x-ferry key).";
 
 #[derive(clap::Args, Debug)]
 pub struct UpFlags {

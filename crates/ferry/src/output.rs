@@ -188,6 +188,8 @@ pub struct Printer {
     /// `ferry up`: the compose service this session syncs, added to every JSON event and
     /// before every human line (several sessions and logs share one terminal).
     service: Option<String>,
+    /// `ferry up`: sees every event before it is printed (to act after a cycle).
+    tap: Option<Sink>,
 }
 
 /// Where a [`Printer::sink`] sends events.
@@ -297,6 +299,7 @@ impl Printer {
             described: HashSet::new(),
             sink: None,
             service: None,
+            tap: None,
         }
     }
 
@@ -311,6 +314,11 @@ impl Printer {
     pub fn set_service(&mut self, service: &str) {
         self.service = Some(service.to_owned());
         self.tty = false;
+    }
+
+    /// Hands every event to `tap` as well, before printing it (`ferry up` acts on cycles).
+    pub fn set_tap(&mut self, tap: Sink) {
+        self.tap = Some(tap);
     }
 
     /// The compose service this printer tags its output with, if any.
@@ -328,6 +336,9 @@ impl Printer {
     }
 
     pub fn emit(&mut self, ev: &Event) {
+        if let Some(tap) = &self.tap {
+            tap(ev);
+        }
         if let Some(sink) = &self.sink {
             sink(ev);
             return;

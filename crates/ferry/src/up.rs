@@ -1,10 +1,12 @@
 //! `ferry up`: boots a Compose project with Docker Compose v2, then runs one sync session per
-//! directory each service's Dockerfile copies (the same engine `ferry sync` runs, through
-//! `crate::open`, then `Engine::run`), and streams the services' logs, until Ctrl-C.
+//! mapping of each service's plan (the same engine `ferry sync` runs, through `crate::open`,
+//! then `Engine::run`), and streams the services' logs, until Ctrl-C.
 //!
 //! Compose resolves the project (interpolation, `.env`, profiles, `extends`, several `-f`):
-//! ferry reads only `docker compose config --format json`. The scope of each service comes
-//! from `ferry_plan` (pure); this module turns it into sessions and does the Docker side.
+//! ferry reads only `docker compose config --format json`. Each service's plan (mappings,
+//! ignores, container-owned and mirrored directories, hooks, what to do after a cycle, rebuild
+//! rules) comes from `ferry_plan::compose` (pure); this module turns it into sessions and does
+//! the Docker side: restarts, `sync+exec` commands, rebuilds, logs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,15 +18,15 @@ use std::time::Duration;
 
 use ferry::cli::{Place, UpFlags};
 use ferry::endpoint::WatchEvent;
-use ferry::engine::Settings;
-use ferry::output::Printer;
+use ferry::engine::{OnChange, Settings};
+use ferry::fs::watch::{DirWatcher, Seen};
+use ferry::output::{Event, Printer};
 use ferry::remote::Location;
 use ferry::state::Retention;
-use ferry_core::Mode;
-use ferry_plan::{
-    BuildOptions, Context, CopyPlan, DockerIgnore, EntryKind, ImageConfig, MappingSource, OwnedDir,
+use ferry_plan::compose::{
+    self, Action, Project, Rebuild, Service, ServicePlan, Source, XFerry, join,
 };
-use serde::Deserialize;
+use ferry_plan::{BuildOptions, Context, DockerIgnore, EntryKind, ImageConfig};
 use serde_json::{Value, json};
 
 use crate::{Exit, STACK, finish_code, open, report_as};
@@ -46,42 +48,6 @@ fn usage(msg: impl Into<String>) -> Fail {
 
 fn failed(msg: impl Into<String>) -> Fail {
     Fail(Exit::Failed, msg.into())
-}
-
-/// What ferry reads of `docker compose config --format json`.
-#[derive(Debug, Deserialize)]
-struct Project {
-    name: String,
-    #[serde(default)]
-    services: BTreeMap<String, Service>,
-}
-
-#[derive(Debug, Deserialize)]
-#[allow(dead_code)] // image, working_dir and x-ferry are read by the parts that come next
-struct Service {
-    build: Option<Build>,
-    image: Option<String>,
-    user: Option<String>,
-    working_dir: Option<String>,
-    develop: Option<Develop>,
-    #[serde(rename = "x-ferry")]
-    x_ferry: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Build {
-    context: String,
-    dockerfile: Option<String>,
-    dockerfile_inline: Option<String>,
-    target: Option<String>,
-    #[serde(default)]
-    args: BTreeMap<String, Option<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Develop {
-    #[serde(default)]
-    watch: Vec<Value>,
 }
 
 /// The major version in a compose tool's `version` output ("2.29.7", "v2.29.7",
@@ -129,8 +95,9 @@ fn compose_tool() -> Result<Vec<String>, Fail> {
 }
 
 /// The compose files named with `-f`, checked; or, with none, that compose will find one here
-/// or in a parent directory (as compose looks), unless `COMPOSE_FILE` names them.
-fn check_compose_files(files: &[PathBuf]) -> Result<(), Fail> {
+/// or in a parent directory (as compose looks), unless `COMPOSE_FILE` names them. The project
+/// directory (the first file's, as compose takes it), which `x-ferry` paths are relative to.
+fn check_compose_files(files: &[PathBuf]) -> Result<PathBuf, Fail> {
     for f in files {
         if !f.is_file() {
             return Err(usage(format!(
@@ -139,14 +106,27 @@ fn check_compose_files(files: &[PathBuf]) -> Result<(), Fail> {
             )));
         }
     }
-    if !files.is_empty() || std::env::var_os("COMPOSE_FILE").is_some() {
-        return Ok(());
-    }
     let cwd = std::env::current_dir().map_err(|e| failed(format!("current directory: {e}")))?;
+    let dir_of = |f: &Path| {
+        let f = cwd.join(f);
+        f.canonicalize()
+            .unwrap_or(f)
+            .parent()
+            .map_or_else(|| cwd.clone(), Path::to_path_buf)
+    };
+    if let Some(first) = files.first() {
+        return Ok(dir_of(first));
+    }
+    if let Some(env) = std::env::var_os("COMPOSE_FILE") {
+        let sep = std::env::var("COMPOSE_PATH_SEPARATOR").unwrap_or_else(|_| ":".into());
+        let env = env.to_string_lossy().into_owned();
+        let first = env.split(sep.as_str()).next().unwrap_or_default();
+        return Ok(dir_of(Path::new(first)));
+    }
     let mut dir = Some(cwd.as_path());
     while let Some(d) = dir {
         if COMPOSE_FILES.iter().any(|n| d.join(n).is_file()) {
-            return Ok(());
+            return Ok(d.to_path_buf());
         }
         dir = d.parent();
     }
@@ -222,333 +202,6 @@ impl Out {
         }
         let _ = out.flush();
     }
-}
-
-/// One session to run: a host directory and a container directory, with its ignores.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Planned {
-    /// Context-relative host directory ("" for the context root).
-    host: String,
-    /// Absolute container directory.
-    container: String,
-    /// Only these top-level files (`None`: the whole directory).
-    only: Option<Vec<String>>,
-    /// Gitignore patterns, anchored at the session's root.
-    ignores: Vec<String>,
-    /// What is left out, for the start lines.
-    left_out: Vec<String>,
-    /// Dockerfile line of the COPY/ADD.
-    line: usize,
-}
-
-/// A service's sync plan: sessions and notes on what is not synced.
-#[derive(Debug, Default)]
-struct ServicePlan {
-    sessions: Vec<Planned>,
-    notes: Vec<String>,
-}
-
-/// Rebases a `.dockerignore` pattern (moby-cleaned, context-relative, without its `!`) onto a
-/// session rooted at context-relative `root`: the gitignore patterns, anchored at the session's
-/// root, that match exactly the paths below `root` the Docker pattern matches. Empty when the
-/// pattern cannot match below `root`.
-fn rebase(pattern: &str, root: &str) -> Vec<String> {
-    fn go(p: &[&str], r: &[&str], out: &mut Vec<String>) {
-        match (p.first(), r.first()) {
-            // The pattern matches the root or a directory above it: everything below.
-            (None, _) => out.push("/**".into()),
-            (Some(_), None) => out.push(format!("/{}", p.join("/"))),
-            (Some(&"**"), Some(_)) => {
-                go(&p[1..], r, out);
-                go(p, &r[1..], out);
-            }
-            (Some(c), Some(rc)) => {
-                if DockerIgnore::new([*c]).is_ok_and(|m| m.matches(rc)) {
-                    go(&p[1..], &r[1..], out);
-                }
-            }
-        }
-    }
-    let p: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
-    let r: Vec<&str> = root.split('/').filter(|c| !c.is_empty()).collect();
-    let mut out = Vec::new();
-    go(&p, &r, &mut out);
-    out.dedup();
-    out
-}
-
-/// `.dockerignore` (or `--exclude`) patterns as the session's gitignore patterns, in order.
-/// The second value is true when a `!` pattern is present: gitignore cannot re-include a path
-/// whose directory is excluded, which Docker can.
-fn translate(patterns: &[String], root: &str) -> (Vec<String>, bool) {
-    let mut out = Vec::new();
-    let mut negated = false;
-    for p in patterns {
-        let (neg, body) = match p.strip_prefix('!') {
-            Some(b) => (true, b),
-            None => (false, p.as_str()),
-        };
-        if body.is_empty() {
-            continue;
-        }
-        for g in rebase(body, root) {
-            negated |= neg;
-            out.push(if neg { format!("!{g}") } else { g });
-        }
-    }
-    (out, negated)
-}
-
-/// A literal file name as a gitignore pattern component.
-fn escape(name: &str) -> String {
-    let mut s = String::new();
-    for ch in name.chars() {
-        if matches!(ch, '*' | '?' | '[' | ']' | '\\' | '!' | '#' | ' ') {
-            s.push('\\');
-        }
-        s.push(ch);
-    }
-    s
-}
-
-fn split_parent(p: &str) -> (&str, &str) {
-    match p.rfind('/') {
-        Some(i) => (&p[..i], &p[i + 1..]),
-        None => ("", p),
-    }
-}
-
-fn join(dir: &str, name: &str) -> String {
-    match (dir.is_empty(), dir.ends_with('/')) {
-        (true, _) => name.to_owned(),
-        (false, true) => format!("{dir}{name}"),
-        (false, false) => format!("{dir}/{name}"),
-    }
-}
-
-/// `rel` below `dir` (both `/`-separated, "" is the top): the rest, or `None`.
-fn below<'a>(dir: &str, rel: &'a str) -> Option<&'a str> {
-    if dir.is_empty() {
-        return Some(rel);
-    }
-    let dir = dir.trim_end_matches('/');
-    if rel == dir {
-        return Some("");
-    }
-    rel.strip_prefix(dir)?.strip_prefix('/')
-}
-
-/// From a service's COPY plan to its sessions (pure).
-///
-/// - A directory source is a session of that directory.
-/// - A single file, and a glob whose wildcards are in its last component only, copied into a
-///   directory under its own name, is a session of its host directory that leaves out
-///   everything else (`/*`, `!/name`, `/*/`); files from one host directory into one
-///   container directory share a session.
-/// - Sessions already covered by another (a `COPY src /app/src` under `COPY . /app`) are
-///   dropped; other copies' destinations inside a session's container directory are left
-///   out of it, so no container path is synced to two host paths.
-/// - `.dockerignore`, `--exclude` and container-owned directories are left out both ways.
-fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -> ServicePlan {
-    let mut sp = ServicePlan::default();
-    for s in &plan.skipped {
-        let what = if s.source.is_empty() {
-            String::new()
-        } else {
-            format!("{} ", s.source)
-        };
-        sp.notes.push(format!(
-            "Dockerfile line {}: {what}not synced: {}",
-            s.line, s.reason
-        ));
-    }
-    let mut raw: Vec<(Planned, Vec<String>)> = Vec::new();
-    for m in &plan.mappings {
-        let note = |why: &str| format!("Dockerfile line {}: {why}: not synced yet", m.line);
-        match &m.source {
-            MappingSource::Dir(dir) => raw.push((
-                Planned {
-                    host: dir.clone(),
-                    container: m.container.clone(),
-                    only: None,
-                    ignores: Vec::new(),
-                    left_out: Vec::new(),
-                    line: m.line,
-                },
-                m.excludes.clone(),
-            )),
-            MappingSource::File(file) => {
-                let (hdir, hname) = split_parent(file);
-                let (cdir, cname) = split_parent(&m.container);
-                if hname != cname {
-                    sp.notes.push(note(&format!(
-                        "{file} is copied under another name ({cname})"
-                    )));
-                    continue;
-                }
-                raw.push((
-                    Planned {
-                        host: hdir.to_owned(),
-                        container: if cdir.is_empty() {
-                            "/".into()
-                        } else {
-                            cdir.into()
-                        },
-                        only: Some(vec![escape(hname)]),
-                        ignores: Vec::new(),
-                        left_out: Vec::new(),
-                        line: m.line,
-                    },
-                    Vec::new(),
-                ));
-            }
-            MappingSource::Glob(glob) => {
-                let (hdir, last) = split_parent(glob);
-                let wild = |s: &str| s.contains(['*', '?', '[', '\\']);
-                if wild(hdir) || !m.into_dir || !m.excludes.is_empty() {
-                    sp.notes.push(note(&format!("glob {glob}")));
-                    continue;
-                }
-                raw.push((
-                    Planned {
-                        host: hdir.to_owned(),
-                        container: m.container.clone(),
-                        only: Some(vec![last.to_owned()]),
-                        ignores: Vec::new(),
-                        left_out: Vec::new(),
-                        line: m.line,
-                    },
-                    Vec::new(),
-                ));
-            }
-            MappingSource::Parents { pivot, pattern } => {
-                sp.notes
-                    .push(note(&format!("COPY --parents {pivot}/./{pattern}")));
-            }
-        }
-    }
-    // Merge selective sessions of the same pair of directories.
-    let mut merged: Vec<(Planned, Vec<String>)> = Vec::new();
-    for (p, ex) in raw {
-        if let Some(only) = &p.only {
-            if let Some((q, _)) = merged
-                .iter_mut()
-                .find(|(q, _)| q.only.is_some() && q.host == p.host && q.container == p.container)
-            {
-                if let Some(qo) = &mut q.only {
-                    for n in only {
-                        if !qo.contains(n) {
-                            qo.push(n.clone());
-                        }
-                    }
-                }
-                continue;
-            }
-        }
-        merged.push((p, ex));
-    }
-    // Drop what a whole-directory session already syncs at the same place.
-    let trim = |c: &str| c.trim_end_matches('/').to_owned();
-    let mut kept: Vec<(Planned, Vec<String>)> = Vec::new();
-    for (i, (p, ex)) in merged.iter().enumerate() {
-        let covered = merged.iter().enumerate().any(|(j, (w, wex))| {
-            if j == i || w.only.is_some() {
-                return false;
-            }
-            if p.only.is_none() && w.host == p.host && trim(&w.container) == trim(&p.container) {
-                return j < i; // the same pair twice: the first stays
-            }
-            wex.is_empty()
-                && below(&w.host, &p.host)
-                    .is_some_and(|rest| trim(&join(&w.container, rest)) == trim(&p.container))
-        });
-        if !covered {
-            kept.push((p.clone(), ex.clone()));
-        }
-    }
-    // Another session's container directory inside this one's is that session's alone.
-    let containers: Vec<(String, usize)> = kept
-        .iter()
-        .map(|(p, _)| (p.container.clone(), p.line))
-        .collect();
-    for (i, (p, ex)) in kept.into_iter().enumerate() {
-        let mut p = p;
-        let mut ignores = Vec::new();
-        let mut left_out = Vec::new();
-        if let Some(only) = &p.only {
-            ignores.push("/*".to_owned());
-            for n in only {
-                ignores.push(format!("!/{n}"));
-            }
-            ignores.push("/*/".to_owned());
-            left_out.push(format!("everything but {}", only.join(", ")));
-        }
-        let (di, neg) = translate(dockerignore, &p.host);
-        if !di.is_empty() {
-            left_out.push(format!(".dockerignore: {}", di.join(" ")));
-            if neg {
-                left_out.push(
-                    "(a `!` pattern re-including a path inside an excluded directory is not honoured)"
-                        .into(),
-                );
-            }
-        }
-        ignores.extend(di);
-        let ex_patterns: Vec<String> = ferry_plan::dockerignore::read_patterns(&ex.join("\n"));
-        let (exi, _) = translate(&ex_patterns, "");
-        if !exi.is_empty() {
-            left_out.push(format!("--exclude: {}", exi.join(" ")));
-        }
-        ignores.extend(exi);
-        let mut owned_here = Vec::new();
-        let mut all_owned = false;
-        for o in owned {
-            let pattern = match &o.nested {
-                None => o.path.clone(),
-                Some(name) => join(&o.path, &format!("**/{name}")),
-            };
-            let g = rebase(&pattern, &p.host);
-            if g.iter().any(|g| g == "/**") {
-                all_owned = true;
-            }
-            if !g.is_empty() {
-                owned_here.push(o.describe());
-                ignores.extend(g);
-            }
-        }
-        if all_owned {
-            sp.notes.push(format!(
-                "Dockerfile line {}: {} is container-owned: not synced",
-                p.line,
-                if p.host.is_empty() { "." } else { &p.host }
-            ));
-            continue;
-        }
-        if !owned_here.is_empty() {
-            left_out.push(format!("container-owned: {}", owned_here.join(", ")));
-        }
-        if p.only.is_none() {
-            for (j, (c, line)) in containers.iter().enumerate() {
-                if j == i {
-                    continue;
-                }
-                if let Some(rest) = below(p.container.trim_end_matches('/'), c) {
-                    if !rest.is_empty() {
-                        ignores.push(format!("/{}", escape_path(rest)));
-                        left_out.push(format!("{rest} (synced by Dockerfile line {line})"));
-                    }
-                }
-            }
-        }
-        p.ignores = ignores;
-        p.left_out = left_out;
-        sp.sessions.push(p);
-    }
-    sp
-}
-
-fn escape_path(p: &str) -> String {
-    p.split('/').map(escape).collect::<Vec<_>>().join("/")
 }
 
 /// The build context on disk, for the planner.
@@ -695,6 +348,103 @@ impl Docker {
         })
     }
 
+    /// Streams a container's logs from `since`, each line prefixed by its service, until it
+    /// stops (again after a restart or a rebuild).
+    fn follow_logs(&self, service: &str, name: &str, since: u64, out: Out) {
+        let api = self.api.clone();
+        self.rt.spawn(stream_logs(
+            api,
+            service.to_owned(),
+            name.to_owned(),
+            since,
+            out,
+        ));
+    }
+
+    /// Restarts a container (its sessions reconnect by themselves).
+    fn restart(&self, name: &str) -> Result<(), String> {
+        use bollard::query_parameters::RestartContainerOptionsBuilder;
+        self.rt
+            .block_on(
+                self.api
+                    .restart_container(name, Some(RestartContainerOptionsBuilder::new().build())),
+            )
+            .map_err(|e| format!("docker: restarting {name}: {e}"))
+    }
+
+    /// `develop.watch`'s `sync+exec`: runs the command in the container as compose does (its
+    /// `user`, else the service's; its `working_dir` and `environment`), its output in the
+    /// logs with the service's prefix; a failure is reported, syncing goes on.
+    fn exec(&self, service: &str, c: &Running, e: &compose::WatchExec, out: Out) {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        use futures_util::StreamExt;
+        let Some(cmd) = e.command.clone().filter(|c| !c.is_empty()) else {
+            return;
+        };
+        let shown = cmd.join(" ");
+        let env: Vec<String> = e
+            .environment
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            })
+            .collect();
+        // The container's configured user is compose's `user:` when it has one, else the image's.
+        let user = e
+            .user
+            .clone()
+            .or_else(|| Some(c.user.clone()).filter(|u| !u.is_empty()));
+        let opts = CreateExecOptions {
+            cmd: Some(cmd),
+            user,
+            working_dir: e.working_dir.clone(),
+            env: Some(env),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let result: Result<Option<i64>, bollard::errors::Error> = self.rt.block_on(async {
+            let exec = self.api.create_exec(&c.name, opts).await?;
+            if let StartExecResults::Attached { mut output, .. } =
+                self.api.start_exec(&exec.id, None).await?
+            {
+                let mut partial = String::new();
+                while let Some(Ok(chunk)) = output.next().await {
+                    partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                    while let Some(nl) = partial.find('\n') {
+                        let line: String = partial.drain(..=nl).collect();
+                        let line = line.trim_end_matches(['\n', '\r']);
+                        out.event(
+                            service,
+                            line,
+                            json!({"event": "log", "stream": "exec", "line": line}),
+                        );
+                    }
+                }
+                if !partial.is_empty() {
+                    out.event(
+                        service,
+                        &partial,
+                        json!({"event": "log", "stream": "exec", "line": partial}),
+                    );
+                }
+            }
+            Ok(self.api.inspect_exec(&exec.id).await?.exit_code)
+        });
+        let (m, ok) = match result {
+            Ok(Some(0)) => (format!("exec {shown}: done"), true),
+            Ok(Some(code)) => (format!("exec {shown}: failed (exit code {code})"), false),
+            Ok(None) => (format!("exec {shown}: done (no exit code)"), true),
+            Err(err) => (format!("exec {shown}: {err}"), false),
+        };
+        out.event(
+            service,
+            &m,
+            json!({"event": "up_exec", "command": shown, "ok": ok, "message": m}),
+        );
+    }
+
     /// A local image's configuration, if the engine has it.
     fn image_config(&self, reference: &str) -> Option<ImageConfig> {
         let info = self.rt.block_on(self.api.inspect_image(reference)).ok()?;
@@ -712,62 +462,127 @@ impl Docker {
     }
 }
 
-/// What `ferry up` syncs for one service, or why nothing.
-fn plan_service(docker: &Docker, name: &str, svc: &Service) -> Result<ServicePlan, String> {
-    if svc.develop.as_ref().is_some_and(|d| !d.watch.is_empty()) {
-        return Err("develop.watch not supported yet: not synced".into());
-    }
-    let Some(build) = &svc.build else {
-        return Err("no build: not synced (x-ferry paths are not supported yet)".into());
-    };
-    if build.dockerfile_inline.is_some() {
-        return Err("dockerfile_inline: not synced yet".into());
-    }
-    let context = PathBuf::from(&build.context);
-    if !context.is_dir() {
-        return Err(format!(
-            "build context {} is not a local directory: not synced",
-            build.context
-        ));
-    }
-    let dockerfile_path = context.join(build.dockerfile.as_deref().unwrap_or("Dockerfile"));
-    let dockerfile = std::fs::read_to_string(&dockerfile_path)
-        .map_err(|e| format!("cannot read {}: {e}", dockerfile_path.display()))?;
-    let beside =
-        std::fs::read_to_string(format!("{}.dockerignore", dockerfile_path.display())).ok();
-    let in_context = std::fs::read_to_string(context.join(".dockerignore")).ok();
-    let ignore_text =
-        ferry_plan::dockerignore::choose(beside.as_deref(), in_context.as_deref()).unwrap_or("");
-    let patterns = ferry_plan::dockerignore::read_patterns(ignore_text);
-    let ignore = DockerIgnore::new(&patterns).map_err(|e| format!(".dockerignore: {e}"))?;
-    let mut options = BuildOptions {
-        target: build.target.clone(),
-        build_args: build
-            .args
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .collect(),
-        images: BTreeMap::new(),
-    };
-    for r in from_images(&dockerfile) {
-        if let Some(c) = docker.image_config(&r) {
-            options.images.insert(r, c);
+/// What `ferry up` syncs for one service (by the design's precedence: `x-ferry.paths`, else
+/// `develop.watch`, else the Dockerfile), or why nothing.
+fn plan_service(
+    docker: &Docker,
+    svc: &Service,
+    cfg: &XFerry,
+    project_dir: &Path,
+) -> Result<ServicePlan, String> {
+    let project_str = project_dir.to_string_lossy().into_owned();
+    let context = svc
+        .build
+        .as_ref()
+        .map(|b| PathBuf::from(&b.context))
+        .filter(|c| c.is_dir());
+    let base = context.clone().unwrap_or_else(|| project_dir.to_path_buf());
+    let base_str = base.to_string_lossy().into_owned();
+    let mut patterns = Vec::new();
+    let mut copies = None;
+    let mut ignore = None;
+    if let (Some(build), Some(context)) = (&svc.build, &context) {
+        if build.dockerfile_inline.is_none() {
+            let dockerfile_path = context.join(build.dockerfile.as_deref().unwrap_or("Dockerfile"));
+            let beside =
+                std::fs::read_to_string(format!("{}.dockerignore", dockerfile_path.display())).ok();
+            let in_context = std::fs::read_to_string(context.join(".dockerignore")).ok();
+            let ignore_text =
+                ferry_plan::dockerignore::choose(beside.as_deref(), in_context.as_deref())
+                    .unwrap_or("");
+            patterns = ferry_plan::dockerignore::read_patterns(ignore_text);
+            let matcher =
+                DockerIgnore::new(&patterns).map_err(|e| format!(".dockerignore: {e}"))?;
+            if compose::source(svc, cfg) == Source::Dockerfile {
+                let dockerfile = std::fs::read_to_string(&dockerfile_path)
+                    .map_err(|e| format!("cannot read {}: {e}", dockerfile_path.display()))?;
+                let mut options = BuildOptions {
+                    target: build.target.clone(),
+                    build_args: build
+                        .args
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                        .collect(),
+                    images: BTreeMap::new(),
+                };
+                for r in from_images(&dockerfile) {
+                    if let Some(c) = docker.image_config(&r) {
+                        options.images.insert(r, c);
+                    }
+                }
+                copies = Some(
+                    ferry_plan::plan_copies(
+                        &dockerfile,
+                        &options,
+                        &DiskContext(context.clone()),
+                        &matcher,
+                    )
+                    .map_err(|e| format!("{}: {e}", dockerfile_path.display()))?,
+                );
+            }
+            ignore = Some(matcher);
         }
     }
-    let plan = ferry_plan::plan_copies(
-        &dockerfile,
-        &options,
-        &DiskContext(context.clone()),
-        &ignore,
-    )
-    .map_err(|e| format!("{}: {e}", dockerfile_path.display()))?;
-    let files: Vec<String> = manifests(&context)
+    if compose::source(svc, cfg) == Source::Dockerfile {
+        match (&svc.build, &context) {
+            (Some(b), _) if b.dockerfile_inline.is_some() => {
+                return Err("dockerfile_inline: not synced yet".into());
+            }
+            (Some(b), None) => {
+                return Err(format!(
+                    "build context {} is not a local directory: not synced",
+                    b.context
+                ));
+            }
+            _ => {}
+        }
+    }
+    let files: Vec<String> = manifests(&base)
         .into_iter()
-        .filter(|f| !ignore.matches(f))
+        .filter(|f| ignore.as_ref().is_none_or(|i| !i.matches(f)))
         .collect();
-    let owned = ferry_plan::owned_dirs(&files);
-    let _ = name;
-    Ok(plan_sessions(&plan, &patterns, &owned))
+    let input = compose::Input {
+        config: cfg,
+        project_dir: &project_str,
+        copies: copies.as_ref(),
+        dockerignore: &patterns,
+        files: &files,
+        base: &base_str,
+        kinds: &DiskContext(PathBuf::from("/")),
+    };
+    compose::plan_service(svc, &input).map_err(|e| e.0)
+}
+
+/// Every service's `x-ferry` over the top-level one. Compose (2.26 at least) drops a service's
+/// `x-*` keys from `config --format json` but keeps them without interpolation: those are read
+/// from `config --no-interpolate --format json` when the first has none.
+fn x_ferry_settings(
+    compose: &Compose,
+    project: &Project,
+) -> Result<BTreeMap<String, XFerry>, Fail> {
+    let top =
+        compose::parse_x_ferry(project.x_ferry.as_ref(), "x-ferry").map_err(|e| usage(e.0))?;
+    let mut raw: BTreeMap<String, Option<Value>> = project
+        .services
+        .iter()
+        .map(|(n, s)| (n.clone(), s.x_ferry.clone()))
+        .collect();
+    if raw.values().all(Option::is_none) {
+        let out = compose.output(&["config", "--no-interpolate", "--format", "json"])?;
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            for (name, x) in raw.iter_mut() {
+                *x = v["services"][name.as_str()].get("x-ferry").cloned();
+            }
+        }
+    }
+    let mut all = BTreeMap::new();
+    for (name, x) in raw {
+        let at = format!("services.{name}.x-ferry");
+        let cfg = compose::parse_x_ferry(x.as_ref(), &at).map_err(|e| usage(e.0))?;
+        all.insert(name, cfg.over(&top));
+    }
+    Ok(all)
 }
 
 /// What the main thread waits for.
@@ -778,6 +593,240 @@ enum Msg {
         what: String,
         code: Exit,
     },
+    /// A session's cycle changed these paths (relative to its root).
+    Cycle {
+        service: String,
+        session: usize,
+        changed: Vec<String>,
+    },
+    /// A session's hook ran (`restart: true` rules restart the container then).
+    HookDone {
+        service: String,
+        session: usize,
+        command: String,
+    },
+    /// A directory was created under a rebuild rule's path: watcher `index` watches it too.
+    WatchDir {
+        index: usize,
+        dir: PathBuf,
+    },
+    /// A `develop.watch` rebuild rule's path changed on the host.
+    Rebuild {
+        service: String,
+        why: String,
+    },
+}
+
+/// Quiet time after a rebuild rule fired before the rebuild starts.
+const REBUILD_QUIET: Duration = Duration::from_millis(300);
+
+/// A session's tap: the paths each cycle changed (either way), sent when the cycle ends.
+fn cycle_tap(service: &str, session: usize, tx: mpsc::Sender<Msg>) -> ferry::output::Sink {
+    let changed = std::sync::Mutex::new(Vec::<String>::new());
+    let tx = std::sync::Mutex::new(tx);
+    let service = service.to_owned();
+    Box::new(move |ev| match ev {
+        Event::Change { path, .. } => {
+            changed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(path.clone());
+        }
+        Event::Hook { command, .. } => {
+            let _ = tx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(Msg::HookDone {
+                    service: service.clone(),
+                    session,
+                    command: command.clone(),
+                });
+        }
+        Event::CycleEnd { .. } => {
+            let paths = std::mem::take(&mut *changed.lock().unwrap_or_else(|e| e.into_inner()));
+            if !paths.is_empty() {
+                let _ = tx
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .send(Msg::Cycle {
+                        service: service.clone(),
+                        session,
+                        changed: paths,
+                    });
+            }
+        }
+        _ => {}
+    })
+}
+
+/// A host directory that may not exist yet, canonical through its parent (a mirror's target).
+fn creatable(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = path.canonicalize() {
+        return Some(p);
+    }
+    let parent = path.parent()?.canonicalize().ok()?;
+    Some(parent.join(path.file_name()?))
+}
+
+/// Watches a rebuild rule's path on the host (every directory below it; a file's parent
+/// directory) and sends [`Msg::Rebuild`] when something it covers changes; a directory created
+/// below it is sent as [`Msg::WatchDir`] for watcher `index` to add.
+fn watch_rebuild(
+    rule: &Rebuild,
+    service: &str,
+    index: usize,
+    tx: mpsc::Sender<Msg>,
+) -> std::io::Result<DirWatcher> {
+    let matcher = rule.clone();
+    let service = service.to_owned();
+    let tx = std::sync::Mutex::new(tx);
+    let mut watcher = DirWatcher::new(move |seen| {
+        let send = |m: Msg| {
+            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(m);
+        };
+        let why = match seen {
+            Seen::Path(p) => {
+                let abs = p.to_string_lossy();
+                if !matcher.matches(&abs) {
+                    return;
+                }
+                if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                    send(Msg::WatchDir {
+                        index,
+                        dir: p.clone(),
+                    });
+                }
+                format!("{}: {abs} changed", matcher.origin)
+            }
+            Seen::Overflow => format!("{}: events lost", matcher.origin),
+            Seen::Failed(_) => return,
+        };
+        send(Msg::Rebuild {
+            service: service.clone(),
+            why,
+        });
+    })?;
+    let root = Path::new(&rule.path);
+    if root.is_dir() {
+        watch_tree(&mut watcher, root)?;
+    } else {
+        watcher.watch(root.parent().unwrap_or(Path::new("/")))?;
+    }
+    Ok(watcher)
+}
+
+/// Watches `root` and every directory below it.
+fn watch_tree(watcher: &mut DirWatcher, root: &Path) -> std::io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        watcher.watch(&dir)?;
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `develop.watch`'s rebuild: `docker compose up -d --build --no-deps SERVICE`; the sessions
+/// reconnect to the new container by themselves (a new endpoint, filled from the host).
+fn rebuild(compose: &Compose, docker: &Docker, project: &str, service: &str, why: &str, out: Out) {
+    let m = format!("rebuilding ({why})");
+    out.event(service, &m, json!({"event": "up_rebuild", "reason": why}));
+    let since = unix_now();
+    match compose.output(&["up", "-d", "--build", "--no-deps", service]) {
+        Ok(o) if o.status.success() => {
+            let m = "rebuilt and recreated".to_owned();
+            out.event(service, &m, json!({"event": "up_rebuilt"}));
+            if let Ok(c) = docker.container(project, service) {
+                docker.follow_logs(service, &c.name, since, out);
+            }
+        }
+        Ok(o) => {
+            let m = format!(
+                "rebuild failed ({}): {}; syncing goes on with the old container",
+                o.status,
+                last_lines(&o, 3).join(" / ")
+            );
+            out.event(
+                service,
+                &m,
+                json!({"event": "up_rebuild_failed", "message": m}),
+            );
+        }
+        Err(Fail(_, m)) => {
+            out.event(
+                service,
+                &m,
+                json!({"event": "up_rebuild_failed", "message": m}),
+            );
+        }
+    }
+}
+
+/// After a session's cycle changed `changed`: the stale-dependency lines, then what its rules
+/// ask in compose's order (restart, then exec).
+fn after_cycle(
+    docker: &Docker,
+    service: &str,
+    c: &Running,
+    plan: &ServicePlan,
+    index: usize,
+    changed: &[String],
+    out: Out,
+) {
+    let mut said = Vec::new();
+    for p in changed {
+        if let Some(line) = plan.stale(service, index, p) {
+            if !said.contains(&line) {
+                out.event(
+                    service,
+                    &line,
+                    json!({"event": "stale_dependencies", "path": p, "message": line}),
+                );
+                said.push(line);
+            }
+        }
+    }
+    let Some(session) = plan.sessions.get(index) else {
+        return;
+    };
+    let fired: Vec<&compose::After> = session
+        .after
+        .iter()
+        .filter(|a| changed.iter().any(|p| a.matches(p)))
+        .collect();
+    if fired.iter().any(|a| a.action == Action::Restart) {
+        restart_service(docker, service, c, out);
+    }
+    for a in fired {
+        if let Action::Exec(e) = &a.action {
+            docker.exec(service, c, e, out);
+        }
+    }
+}
+
+/// Restarts a service's container; its logs are followed again (the stream ends with it).
+fn restart_service(docker: &Docker, service: &str, c: &Running, out: Out) {
+    let since = unix_now();
+    match docker.restart(&c.name) {
+        Ok(()) => {
+            out.event(service, "restarted", json!({"event": "up_restarted"}));
+            docker.follow_logs(service, &c.name, since, out);
+        }
+        Err(m) => out.event(
+            service,
+            &m,
+            json!({"event": "up_restart_failed", "message": m}),
+        ),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `ferry up`.
@@ -793,7 +842,7 @@ pub fn run(flags: UpFlags) -> Exit {
 }
 
 fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
-    check_compose_files(&flags.files)?;
+    let project_dir = check_compose_files(&flags.files)?;
     let tool = compose_tool()?;
     let mut compose = Compose {
         tool,
@@ -820,6 +869,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
         }
     }
     compose.project = Some(project.name.clone());
+    let settings = x_ferry_settings(&compose, &project)?;
     let docker = Docker::connect()?;
     let selected: Vec<String> = if flags.services.is_empty() {
         project.services.keys().cloned().collect()
@@ -842,9 +892,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
         .map_err(|e| failed(format!("cannot install the signal handler: {e}")))?;
     }
 
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let since = unix_now();
     let mut args = vec!["up", "-d", "--build"];
     args.extend(flags.services.iter().map(String::as_str));
     if !out.json {
@@ -879,21 +927,21 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
 
     // Logs first, so what a service prints while its sessions start is seen.
     for (service, c) in &containers {
-        let api = docker.api.clone();
-        let service = service.clone();
-        let name = c.name.clone();
-        docker.rt.spawn(stream_logs(api, service, name, since, out));
+        docker.follow_logs(service, &c.name, since, out);
     }
 
     type Registry = Vec<(Arc<AtomicBool>, std::sync::mpsc::SyncSender<WatchEvent>)>;
     let registry: Arc<std::sync::Mutex<Registry>> = Arc::default();
     let mut threads = Vec::new();
+    let mut plans: BTreeMap<String, ServicePlan> = BTreeMap::new();
+    let mut watchers = Vec::new();
     if !flags.no_sync {
         for (service, c) in &containers {
             let Some(svc) = project.services.get(service) else {
                 continue;
             };
-            let plan = match plan_service(&docker, service, svc) {
+            let cfg = settings.get(service).cloned().unwrap_or_default();
+            let plan = match plan_service(&docker, svc, &cfg, &project_dir) {
                 Ok(p) => p,
                 Err(why) => {
                     out.event(service, &why, json!({"event": "up_note", "message": why}));
@@ -903,17 +951,36 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
             for n in &plan.notes {
                 out.event(service, n, json!({"event": "up_note", "message": n}));
             }
-            let context = svc.build.as_ref().map(|b| PathBuf::from(&b.context));
-            let Some(context) = context else { continue };
+            for r in &plan.rebuild {
+                match watch_rebuild(r, service, watchers.len(), tx.clone()) {
+                    Ok(w) => {
+                        let m = format!("{}: rebuild when {} changes", r.origin, r.path);
+                        out.event(
+                            service,
+                            &m,
+                            json!({"event": "up_rebuild_rule", "path": r.path, "origin": r.origin}),
+                        );
+                        watchers.push(w);
+                    }
+                    Err(e) => {
+                        let m = format!("{}: cannot watch {}: {e}", r.origin, r.path);
+                        out.event(service, &m, json!({"event": "up_note", "message": m}));
+                    }
+                }
+            }
             let user = svc
                 .user
                 .clone()
                 .filter(|u| !u.is_empty())
                 .or_else(|| Some(c.user.clone()).filter(|u| !u.is_empty()));
-            for p in plan.sessions {
-                let host = context.join(&p.host);
-                let Ok(host) = host.canonicalize() else {
-                    let m = format!("{} does not exist: not synced", host.display());
+            for (index, p) in plan.sessions.iter().enumerate() {
+                let host = if p.mirror {
+                    creatable(Path::new(&p.host))
+                } else {
+                    Path::new(&p.host).canonicalize().ok()
+                };
+                let Some(host) = host else {
+                    let m = format!("{} does not exist: not synced", p.host);
                     out.event(service, &m, json!({"event": "up_note", "message": m}));
                     continue;
                 };
@@ -925,33 +992,75 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                 } else {
                     join(&c.working_dir, &p.container)
                 };
-                let human = format!(
-                    "{host_str} -> {}:{container_dir}{}",
-                    c.name,
-                    if p.left_out.is_empty() {
+                let left_out = if p.left_out.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (left out: {})", p.left_out.join("; "))
+                };
+                let human = if p.mirror {
+                    format!(
+                        "{}:{container_dir} -> {host_str} (mirror: one way, container to host)",
+                        c.name
+                    )
+                } else {
+                    let mut then: Vec<String> = p
+                        .hooks
+                        .iter()
+                        .map(|h| {
+                            format!(
+                                "run {}{}",
+                                ferry::output::shell_word(&h.run),
+                                if h.restart { " and restart" } else { "" }
+                            )
+                        })
+                        .collect();
+                    for a in &p.after {
+                        then.push(match &a.action {
+                            Action::Restart => "restart".to_owned(),
+                            Action::Exec(e) => {
+                                format!("exec {}", e.command.clone().unwrap_or_default().join(" "))
+                            }
+                        });
+                    }
+                    let then = if then.is_empty() {
                         String::new()
                     } else {
-                        format!(" (left out: {})", p.left_out.join("; "))
-                    }
-                );
+                        format!(" (on change: {})", then.join("; "))
+                    };
+                    format!("{host_str} -> {}:{container_dir}{left_out}{then}", c.name)
+                };
                 out.event(
                     service,
                     &human,
                     json!({"event": "up_session", "host": host_str, "container": c.name,
-                           "path": container_dir, "left_out": p.left_out}),
+                           "path": container_dir, "left_out": p.left_out, "origin": p.origin,
+                           "mode": p.mode.as_str(), "mirror": p.mirror,
+                           "hooks": p.hooks.iter().map(|h| &h.run).collect::<Vec<_>>()}),
                 );
                 let loc = Location::Docker {
                     user: user.clone(),
                     container: c.name.clone(),
                     path: container_dir,
                 };
-                let alpha = Place::Local {
-                    root: host,
-                    create: false,
+                let (alpha, beta) = if p.mirror {
+                    (
+                        Place::Remote(loc),
+                        Place::Local {
+                            root: host,
+                            create: true,
+                        },
+                    )
+                } else {
+                    (
+                        Place::Local {
+                            root: host,
+                            create: false,
+                        },
+                        Place::Remote(loc),
+                    )
                 };
-                let beta = Place::Remote(loc);
                 let settings = Settings {
-                    mode: Mode::TwoWaySafe,
+                    mode: p.mode,
                     ignore_vcs: true,
                     default_ignores: true,
                     ignores: p.ignores.clone(),
@@ -963,10 +1072,21 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                     rescan_interval: Some(Duration::from_secs(300)),
                     // No one to ask: the first sync merges both ways, as `ferry sync --yes`.
                     yes: true,
+                    on_change: p
+                        .hooks
+                        .iter()
+                        .map(|h| OnChange {
+                            run: h.run.clone(),
+                            paths: h.paths.clone(),
+                        })
+                        .collect(),
                     ..Default::default()
                 };
                 let mut printer = Printer::new(out.json);
                 printer.set_service(service);
+                if !p.mirror {
+                    printer.set_tap(cycle_tap(service, index, tx.clone()));
+                }
                 let tx = tx.clone();
                 let service = service.clone();
                 let what = human.clone();
@@ -1017,15 +1137,33 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                     Err(e) => return Err(failed(format!("cannot start a session thread: {e}"))),
                 }
             }
+            plans.insert(service.clone(), plan);
         }
     }
     drop(tx);
 
     let mut code = Exit::Ok;
     let mut running = threads.len();
+    // Services whose rebuild rules fired, waiting for quiet (compose waits 500 ms; a build
+    // takes seconds, so a burst of saves is one rebuild).
+    let mut rebuilds: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        match rx.recv() {
-            Ok(Msg::Signal) | Err(_) => break,
+        let msg = if rebuilds.is_empty() {
+            rx.recv().map_err(|_| ())
+        } else {
+            match rx.recv_timeout(REBUILD_QUIET) {
+                Ok(m) => Ok(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    for (service, why) in std::mem::take(&mut rebuilds) {
+                        rebuild(&compose, &docker, &project.name, &service, &why, out);
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+            }
+        };
+        match msg {
+            Ok(Msg::Signal) | Err(()) => break,
             Ok(Msg::Ended {
                 service,
                 what,
@@ -1043,8 +1181,39 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                     );
                 }
             }
+            Ok(Msg::HookDone {
+                service,
+                session,
+                command,
+            }) => {
+                let restart = plans
+                    .get(&service)
+                    .and_then(|p| p.sessions.get(session))
+                    .is_some_and(|s| s.hooks.iter().any(|h| h.restart && h.run == command));
+                if let (true, Some(c)) = (restart, containers.get(&service)) {
+                    restart_service(&docker, &service, c, out);
+                }
+            }
+            Ok(Msg::Rebuild { service, why }) => {
+                rebuilds.entry(service).or_insert(why);
+            }
+            Ok(Msg::WatchDir { index, dir }) => {
+                if let Some(w) = watchers.get_mut(index) {
+                    let _ = watch_tree(w, &dir);
+                }
+            }
+            Ok(Msg::Cycle {
+                service,
+                session,
+                changed,
+            }) => {
+                if let (Some(plan), Some(c)) = (plans.get(&service), containers.get(&service)) {
+                    after_cycle(&docker, &service, c, plan, session, &changed, out);
+                }
+            }
         }
     }
+    drop(watchers);
     for (stop, wake) in registry.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         stop.store(true, Ordering::SeqCst);
         let _ = wake.try_send(WatchEvent::Stop);
@@ -1057,7 +1226,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                     code = Exit::Conflicts;
                 }
             }
-            Ok(Msg::Signal) => {}
+            Ok(_) => {}
             Err(_) => break,
         }
     }
@@ -1127,100 +1296,5 @@ mod tests {
         );
         assert_eq!(compose_major("1.25.0"), Some(1));
         assert_eq!(compose_major("garbage"), None);
-    }
-
-    #[test]
-    fn rebased_dockerignore_patterns() {
-        // At the context root: anchored as they are.
-        assert_eq!(rebase("*.md", ""), ["/*.md"]);
-        // A root-only pattern does not apply below another directory.
-        assert!(rebase("*.md", "src").is_empty());
-        assert_eq!(rebase("src/*.tmp", "src"), ["/*.tmp"]);
-        assert_eq!(rebase("*/*.tmp", "src"), ["/*.tmp"]);
-        assert!(rebase("docs/x", "src").is_empty());
-        // `**` may end inside the root or below it.
-        assert_eq!(rebase("**/*.log", "src"), ["/**/*.log"]);
-        assert_eq!(rebase("**/src/*.log", "src"), ["/*.log", "/**/src/*.log"]);
-        // A pattern matching the root or above it: everything.
-        assert_eq!(rebase("src", "src/lib"), ["/**"]);
-    }
-
-    fn mapping(source: MappingSource, container: &str, line: usize) -> ferry_plan::Mapping {
-        ferry_plan::Mapping {
-            source,
-            container: container.into(),
-            into_dir: true,
-            chown: None,
-            excludes: Vec::new(),
-            line,
-        }
-    }
-
-    #[test]
-    fn sessions_from_a_node_dockerfile() {
-        let plan = CopyPlan {
-            mappings: vec![
-                mapping(
-                    MappingSource::File("package.json".into()),
-                    "/app/package.json",
-                    3,
-                ),
-                mapping(
-                    MappingSource::File("package-lock.json".into()),
-                    "/app/package-lock.json",
-                    3,
-                ),
-                mapping(MappingSource::Dir("".into()), "/app", 5),
-                mapping(MappingSource::Dir("src".into()), "/app/src", 6),
-                mapping(MappingSource::Dir("conf".into()), "/etc/app", 7),
-            ],
-            ..CopyPlan::default()
-        };
-        let owned = ferry_plan::owned_dirs(["package.json"]);
-        let sp = plan_sessions(&plan, &["*.md".into()], &owned);
-        let pairs: Vec<(&str, &str)> = sp
-            .sessions
-            .iter()
-            .map(|p| (p.host.as_str(), p.container.as_str()))
-            .collect();
-        assert_eq!(pairs, [("", "/app"), ("conf", "/etc/app")]);
-        assert_eq!(sp.sessions[0].ignores, ["/*.md", "/node_modules"]);
-    }
-
-    #[test]
-    fn single_files_share_a_selective_session() {
-        let plan = CopyPlan {
-            mappings: vec![
-                mapping(MappingSource::File("a.txt".into()), "/tasks/a.txt", 2),
-                mapping(MappingSource::File("b.txt".into()), "/tasks/b.txt", 2),
-                mapping(MappingSource::File("c.txt".into()), "/tasks/renamed", 3),
-                mapping(MappingSource::Glob("config/*.yml".into()), "/app/config", 4),
-            ],
-            ..CopyPlan::default()
-        };
-        let sp = plan_sessions(&plan, &[], &[]);
-        assert_eq!(sp.sessions.len(), 2);
-        assert_eq!(sp.sessions[0].ignores, ["/*", "!/a.txt", "!/b.txt", "/*/"]);
-        assert_eq!(sp.sessions[1].host, "config");
-        assert_eq!(sp.sessions[1].ignores, ["/*", "!/*.yml", "/*/"]);
-        assert!(
-            sp.notes.iter().any(|n| n.contains("another name")),
-            "{:?}",
-            sp.notes
-        );
-    }
-
-    #[test]
-    fn nested_destinations_belong_to_one_session() {
-        let plan = CopyPlan {
-            mappings: vec![
-                mapping(MappingSource::Dir("".into()), "/app", 2),
-                mapping(MappingSource::Dir("config".into()), "/app/conf", 3),
-            ],
-            ..CopyPlan::default()
-        };
-        let sp = plan_sessions(&plan, &[], &[]);
-        assert_eq!(sp.sessions.len(), 2);
-        assert_eq!(sp.sessions[0].ignores, ["/conf"]);
     }
 }

@@ -165,6 +165,21 @@ fn wait_boot(s: &mut Session, what: &str, pred: impl Fn(&Value) -> bool) -> Valu
     }
 }
 
+/// Waits up to [`BOOT`] until `n` events satisfy `pred` (every session of a service watching).
+fn wait_boot_n(s: &mut Session, n: usize, what: &str, pred: impl Fn(&Value) -> bool) {
+    let end = Instant::now() + BOOT;
+    while s.log.iter().filter(|e| pred(e)).count() < n {
+        if Instant::now() >= end || s.exited() {
+            s.drain();
+            if s.log.iter().filter(|e| pred(e)).count() >= n {
+                return;
+            }
+            s.fail(&format!("not {n} times {what} within {BOOT:?}"));
+        }
+        s.poll_events(Duration::from_millis(200));
+    }
+}
+
 fn log_line(e: &Value, service: &str, text: &str) -> bool {
     is(e, "log") && e["service"] == service && e["line"] == text
 }
@@ -377,15 +392,14 @@ fn up_again_brings_host_edits_made_while_it_was_stopped() {
     s.stop();
 }
 
-/// What a person reads at start, without `--json`: per service, where each session goes and
-/// what is left out and why; logs and cycle lines prefixed by the service.
-#[test]
-fn up_start_lines_name_each_mapping_and_what_is_left_out() {
+/// `ferry up ARGS` without `--json`: its stdout lines until `watching` lines of web were
+/// printed `sessions` times; then SIGTERM, which must exit 0.
+fn human_lines(p: &Project, args: &[&str], sessions: usize) -> Vec<String> {
     use std::io::{BufRead, BufReader};
-    let p = Project::new("two");
     let mut child = p
         .command()
-        .args(["up", "web"])
+        .arg("up")
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -402,16 +416,18 @@ fn up_start_lines_name_each_mapping_and_what_is_left_out() {
     });
     let mut lines = Vec::new();
     let end = Instant::now() + BOOT;
-    while !lines
+    while lines
         .iter()
-        .any(|l: &String| l.starts_with("web | watching "))
+        .filter(|l: &&String| l.starts_with("web | watching "))
+        .count()
+        < sessions
     {
         let left = end.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(l) => lines.push(l),
             Err(e) => {
                 let _ = child.kill();
-                panic!("no 'watching' line ({e}); stdout so far: {lines:#?}");
+                panic!("not {sessions} 'watching' lines ({e}); stdout so far: {lines:#?}");
             }
         }
     }
@@ -419,6 +435,15 @@ fn up_start_lines_name_each_mapping_and_what_is_left_out() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = child.wait().expect("waiting for ferry up");
     assert_eq!(st.code(), Some(0));
+    lines
+}
+
+/// What a person reads at start, without `--json`: per service, where each session goes and
+/// what is left out and why; logs and cycle lines prefixed by the service.
+#[test]
+fn up_start_lines_name_each_mapping_and_what_is_left_out() {
+    let p = Project::new("two");
+    let lines = human_lines(&p, &["web"], 1);
     let web = p.dir.join("web");
     let container = p.container("web");
     for expected in [
@@ -455,4 +480,305 @@ fn up_names_a_service_that_exited_and_syncs_the_others() {
         is(e, "watching") && e["service"] == "web"
     });
     s.stop();
+}
+
+/// The events after index `from` satisfying `pred`.
+fn count_since(s: &Session, from: usize, pred: impl Fn(&Value) -> bool) -> usize {
+    s.log[from..].iter().filter(|e| pred(e)).count()
+}
+
+/// `develop.watch` made two-way: `sync` both ways, `sync+restart` restarts the container after
+/// the change is in it, `sync+exec` runs its command in the container (output in the logs).
+#[test]
+fn up_develop_watch_sync_restart_and_exec() {
+    let p = Project::new("watch");
+    let mut s = p.up(&[]);
+    let first = wait_boot(&mut s, "web's first session", |e| is(e, "up_session"));
+    assert_eq!(first["origin"], "develop.watch[0]");
+    wait_boot(&mut s, "the rebuild rule", |e| is(e, "up_rebuild_rule"));
+    wait_boot(&mut s, "web started", |e| {
+        log_line(e, "web", "web started: hello")
+    });
+    wait_boot_n(&mut s, 3, "web watching", |e| {
+        is(e, "watching") && e["service"] == "web"
+    });
+    let sessions: Vec<String> = s
+        .log
+        .iter()
+        .filter(|e| is(e, "up_session"))
+        .map(|e| e["path"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(sessions, ["/app/src", "/app/conf", "/app/scripts"]);
+
+    // sync: both ways.
+    write(&p.dir.join("web/src/new.js"), "from the host\n");
+    s.wait_until("the host's file is in the container", || {
+        p.cat("web", "/app/src/new.js").as_deref() == Some("from the host\n")
+    });
+    p.sh("web", "echo from the container > /app/src/made.js");
+    let made = p.dir.join("web/src/made.js");
+    s.wait_until("the container's file is on the host", || {
+        fs::read(&made).is_ok_and(|d| d == b"from the container\n")
+    });
+    // Editors' temporaries stay on the host.
+    write(&p.dir.join("web/src/.new.js.swp"), "swap\n");
+
+    // sync+restart: the new greeting is in the container when it starts again.
+    write(&p.dir.join("web/conf/greeting"), "hello again\n");
+    wait_boot(&mut s, "web restarted with the new greeting", |e| {
+        log_line(e, "web", "web started: hello again")
+    });
+    assert!(s.log.iter().any(|e| is(e, "up_restarted")));
+
+    // sync+exec: the command ran in the container after the change arrived; what it wrote
+    // comes back to the host through the src session.
+    write(&p.dir.join("web/scripts/job"), "job-2\n");
+    wait_boot(&mut s, "the exec's output line", |e| {
+        is(e, "log") && e["service"] == "web" && e["line"] == "exec saw job-2"
+    });
+    let exec_out = p.dir.join("web/src/exec-out.txt");
+    s.wait_until("the exec's file is on the host", || {
+        fs::read(&exec_out).is_ok_and(|d| d == b"job-2\n")
+    });
+    let done = wait_boot(&mut s, "the exec's end", |e| is(e, "up_exec"));
+    assert_eq!(done["ok"], true, "{done}");
+
+    // After the restart, syncing goes on.
+    write(&p.dir.join("web/src/after.js"), "after\n");
+    s.wait_until("a file after the restart is in the container", || {
+        p.cat("web", "/app/src/after.js").as_deref() == Some("after\n")
+    });
+    assert_eq!(p.cat("web", "/app/src/.new.js.swp"), None);
+    s.stop();
+}
+
+/// `develop.watch`'s rebuild: a host change of its path rebuilds and recreates the service;
+/// the new container has the change and syncing goes on into it.
+#[test]
+fn up_develop_watch_rebuild_recreates_and_syncing_continues() {
+    let p = Project::new("watch");
+    let mut s = p.up(&[]);
+    wait_boot_n(&mut s, 3, "web watching", |e| {
+        is(e, "watching") && e["service"] == "web"
+    });
+    let old_id = container_id(&p.container("web"));
+    write(
+        &p.dir.join("web/package.json"),
+        "{\"name\": \"web\", \"version\": \"2.0.0\"}\n",
+    );
+    wait_boot(&mut s, "the rebuild", |e| is(e, "up_rebuilt"));
+    assert_ne!(container_id(&p.container("web")), old_id, "not recreated");
+    assert_eq!(
+        p.cat("web", "/app/built-from-package.json").as_deref(),
+        Some("{\"name\": \"web\", \"version\": \"2.0.0\"}\n")
+    );
+    write(&p.dir.join("web/src/after-rebuild.js"), "new container\n");
+    s.wait_until("a host edit reaches the new container", || {
+        p.cat("web", "/app/src/after-rebuild.js").as_deref() == Some("new container\n")
+    });
+    p.sh("web", "echo back > /app/src/from-new.js");
+    let back = p.dir.join("web/src/from-new.js");
+    s.wait_until("the new container's file is on the host", || {
+        fs::read(&back).is_ok_and(|d| d == b"back\n")
+    });
+
+    // A directory created under a rebuild rule's path is watched too: creating it rebuilds,
+    // and so does a file written in it afterwards.
+    fs::create_dir(p.dir.join("web/deps/new")).expect("mkdir");
+    wait_boot_n(&mut s, 2, "the second rebuild", |e| is(e, "up_rebuilt"));
+    write(&p.dir.join("web/deps/new/x.txt"), "x\n");
+    wait_boot_n(&mut s, 3, "the third rebuild", |e| is(e, "up_rebuilt"));
+    assert_eq!(p.cat("web", "/app/deps/new/x.txt").as_deref(), Some("x\n"));
+    s.stop();
+}
+
+fn container_id(name: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.Id}}", name])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// x-ferry: explicit paths, top-level ignore inherited, owned replacing the detected list, a
+/// mirror (container to host, never back), sync: false, on-change hooks (one runs, one fails,
+/// one restarts) and the stale-dependency line.
+#[test]
+fn up_x_ferry_paths_ignore_owned_mirror_hooks_and_stale_dependencies() {
+    let p = Project::new("xferry");
+    let mut s = p.up(&[]);
+    wait_boot(&mut s, "worker's sync: false", |e| {
+        is(e, "up_note")
+            && e["service"] == "worker"
+            && e["message"] == "x-ferry sync: false: not synced"
+    });
+    let main = wait_boot(&mut s, "web's session", |e| {
+        is(e, "up_session") && e["mirror"] == false
+    });
+    assert_eq!(main["origin"], "x-ferry.paths[0]");
+    assert_eq!(main["path"], "/app");
+    let mirror = wait_boot(&mut s, "web's mirror", |e| {
+        is(e, "up_session") && e["mirror"] == true
+    });
+    assert_eq!(mirror["path"], "/app/node_modules");
+    assert_eq!(mirror["mode"], "one-way-replica");
+    wait_boot_n(&mut s, 2, "web watching", |e| {
+        is(e, "watching") && e["service"] == "web"
+    });
+    assert!(
+        s.log
+            .iter()
+            .all(|e| !(is(e, "up_session") && e["service"] == "worker")),
+        "worker synced"
+    );
+
+    // The mirror brings what the build put in node_modules, and what the container adds.
+    let dep = p.dir.join("web/node_modules/dep/index.js");
+    s.wait_until("the build's node_modules is on the host", || {
+        fs::read(&dep).is_ok_and(|d| d == b"built\n")
+    });
+    p.sh(
+        "web",
+        "mkdir -p /app/node_modules/added && echo added > /app/node_modules/added/x.js",
+    );
+    let added = p.dir.join("web/node_modules/added/x.js");
+    s.wait_until(
+        "a package installed in the container is on the host",
+        || fs::read(&added).is_ok_and(|d| d == b"added\n"),
+    );
+    // ... and never takes anything back.
+    write(&p.dir.join("web/node_modules/host.js"), "host\n");
+    write(&p.dir.join("web/cache/host.txt"), "host\n");
+    write(&p.dir.join("web/debug.log"), "log\n");
+    p.sh("web", "mkdir -p /app/cache && echo c > /app/cache/c.txt");
+    write(&p.dir.join("web/src/marker.js"), "marker\n");
+    s.wait_until("the marker is in the container", || {
+        p.cat("web", "/app/src/marker.js").as_deref() == Some("marker\n")
+    });
+    p.sh("web", "echo again > /app/node_modules/added/y.js");
+    s.wait_until("a later container change is on the host", || {
+        p.dir.join("web/node_modules/added/y.js").is_file()
+    });
+    assert_eq!(p.cat("web", "/app/node_modules/host.js"), None);
+    assert_eq!(
+        p.cat("web", "/app/cache/host.txt"),
+        None,
+        "owned cache synced"
+    );
+    assert_eq!(p.cat("web", "/app/debug.log"), None, "*.log synced");
+    assert_absent(&p.dir.join("web/cache/c.txt"));
+
+    // A hook that runs: in the container's /app, its output in the events, its file back here.
+    let from = s.log.len();
+    write(&p.dir.join("web/hooks/ok.txt"), "ok\n");
+    let hook = wait_boot(&mut s, "the hook's end", |e| {
+        is(e, "hook") && e["service"] == "web"
+    });
+    assert_eq!(hook["ok"], true, "{hook}");
+    assert!(
+        hook["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hook-ran"),
+        "{hook}"
+    );
+    let copied = p.dir.join("web/hooks/ok.copied");
+    s.wait_until("the hook's file is on the host", || {
+        fs::read(&copied).is_ok_and(|d| d == b"ok\n")
+    });
+    // A hook that fails is reported, and syncing goes on.
+    write(&p.dir.join("web/hooks/bad.txt"), "bad\n");
+    let bad = wait_boot(&mut s, "the failing hook", |e| {
+        is(e, "hook") && e["ok"] == false
+    });
+    assert_eq!(bad["exit_code"], 7, "{bad}");
+    write(&p.dir.join("web/src/after-fail.js"), "still\n");
+    s.wait_until("syncing goes on after a failed hook", || {
+        p.cat("web", "/app/src/after-fail.js").as_deref() == Some("still\n")
+    });
+    assert_eq!(count_since(&s, from, |e| is(e, "hook")), 2);
+
+    // restart: true without run: the container starts again.
+    let from = s.log.len();
+    write(&p.dir.join("web/restart/now"), "1\n");
+    s.wait_event(from, "web restarted", |e| is(e, "up_restarted"));
+    s.wait_event(from, "web started again", |e| {
+        log_line(e, "web", "web started")
+    });
+
+    // A manifest edit no rule covers: one line saying what may be stale.
+    write(
+        &p.dir.join("web/package.json"),
+        "{\"name\": \"web\", \"dependencies\": {\"left-pad\": \"1\"}}\n",
+    );
+    let stale = wait_boot(&mut s, "the stale-dependency line", |e| {
+        is(e, "stale_dependencies")
+    });
+    assert_eq!(
+        stale["message"],
+        "package.json changed: node_modules in web may be stale; add an on-change rule or rebuild"
+    );
+    s.stop();
+}
+
+#[test]
+fn up_unknown_x_ferry_key_is_a_usage_error() {
+    let p = Project::new("xferry");
+    let compose = p.dir.join("compose.yaml");
+    let text = String::from_utf8(read(&compose))
+        .expect("utf-8")
+        .replace("      owned:", "      ownd:");
+    write(&compose, text);
+    let out = p.run(&["up"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = one_line_error(&out);
+    assert_eq!(
+        err,
+        "ferry: unknown key services.web.x-ferry.ownd in the compose file\n"
+    );
+    assert!(p.containers("web").is_empty(), "web was started");
+
+    let text = String::from_utf8(read(&compose))
+        .expect("utf-8")
+        .replace("      ownd:", "      owned:")
+        .replace(
+            "  ignore: [\"*.log\"]",
+            "  ignore: [\"*.log\"]\n  watch: true",
+        );
+    write(&compose, text);
+    let out = p.run(&["up"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(
+        one_line_error(&out),
+        "ferry: unknown key x-ferry.watch in the compose file\n"
+    );
+}
+
+/// The start lines of a develop.watch project name what each session does after a change.
+#[test]
+fn up_start_lines_name_restart_and_exec_rules() {
+    let p = Project::new("watch");
+    let lines = human_lines(&p, &[], 3);
+    let container = p.container("web");
+    let web = p.dir.join("web");
+    for expected in [
+        format!("web | {}/src -> {container}:/app/src", web.display()),
+        format!(
+            "web | {}/conf -> {container}:/app/conf (on change: restart)",
+            web.display()
+        ),
+        format!(
+            "web | {}/scripts -> {container}:/app/scripts (on change: exec sh -c cp /app/scripts/job /app/src/exec-out.txt && sed 's/^/exec saw /' /app/scripts/job)",
+            web.display()
+        ),
+        format!(
+            "web | develop.watch[3]: rebuild when {}/package.json changes",
+            web.display()
+        ),
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "no line {expected:?} in {lines:#?}"
+        );
+    }
 }
