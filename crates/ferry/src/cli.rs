@@ -95,22 +95,17 @@ pub struct CreateFlags {
     pub alpha: String,
     /// Second endpoint (as for 'ferry sync').
     pub beta: String,
-    /// The session's name (letters, digits, '.', '_', '-').
+    /// The session's name: a letter or digit, then letters, digits, '.', '_', '-' (at most
+    /// 64; never '/' or ':', so a name cannot be read as an endpoint).
     #[arg(long)]
     pub name: String,
-    /// two-way-safe, two-way-resolved, one-way-safe or one-way-replica.
-    #[arg(long, default_value = "two-way-safe")]
-    pub mode: String,
-    /// Ignore paths matching PATTERN (gitignore syntax; repeatable).
-    #[arg(long = "ignore", value_name = "PATTERN")]
-    pub ignores: Vec<String>,
     /// A label KEY=VALUE (repeatable), for --label-selector.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// On a first sync, copy into alpha what only beta has (otherwise such a first sync is
-    /// refused: nobody can be asked).
-    #[arg(long, short = 'y')]
-    pub yes: bool,
+    /// Every option 'ferry sync' takes (but --once, --reset, --accept-wipe).
+    #[command(flatten)]
+    pub options: SessionOptions,
+    /// The new session as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -239,6 +234,8 @@ pub struct ResolveFlags {
 pub struct ResolveArgs {
     pub alpha: Place,
     pub beta: Place,
+    /// The pair's options: a background session's if one syncs this pair, else the defaults.
+    pub options: SessionOptions,
     /// `None`: every conflict (`--all`).
     pub paths: Option<Vec<RelPath>>,
     pub keep: Keep,
@@ -275,6 +272,7 @@ impl ResolveFlags {
         Ok(ResolveArgs {
             alpha,
             beta,
+            options: SessionOptions::default(),
             paths,
             keep: self.keep,
             json: self.json,
@@ -313,6 +311,31 @@ pub struct SyncFlags {
     pub alpha: String,
     /// Second endpoint. Created if missing (its parent must exist).
     pub beta: String,
+    #[command(flatten)]
+    pub options: SessionOptions,
+    /// Sync until nothing is left to do, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// One JSON object per line on stdout for every event.
+    #[arg(long)]
+    pub json: bool,
+    /// Name every changed path in the per-cycle line (without it, only a few are named).
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Let a root that was emptied or removed propagate its wipe to the other side.
+    #[arg(long, conflicts_with = "reset")]
+    pub accept_wipe: bool,
+    /// Forget the last agreed state and start over: both sides are merged, nothing is deleted.
+    #[arg(long)]
+    pub reset: bool,
+}
+
+/// What a session syncs and how: every option `ferry sync` and `ferry create` share (one list,
+/// so a new sync option reaches background sessions too). Saved with a background session in
+/// `sessions.json`: every field has a default, so entries written before a field existed load.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SessionOptions {
     /// two-way-safe, two-way-resolved, two-way-newest, one-way-safe or one-way-replica.
     #[arg(long, default_value = "two-way-safe")]
     pub mode: String,
@@ -346,25 +369,10 @@ pub struct SyncFlags {
     /// does (read again whenever one changes; both sides follow alpha's).
     #[arg(long)]
     pub gitignore: bool,
-    /// Sync until nothing is left to do, then exit.
-    #[arg(long)]
-    pub once: bool,
-    /// One JSON object per line on stdout for every event.
-    #[arg(long)]
-    pub json: bool,
-    /// Name every changed path in the per-cycle line (without it, only a few are named).
-    #[arg(short, long)]
-    pub verbose: bool,
     /// How long each side keeps its backups: DAYS (7d, 12h), SIZE (500MB, 1GiB), both
     /// (7d,1GiB) or 'forever'. Default: 7 days or 1 GiB per session and side, whichever first.
     #[arg(long, value_name = "POLICY")]
     pub keep_backups: Option<String>,
-    /// Let a root that was emptied or removed propagate its wipe to the other side.
-    #[arg(long, conflicts_with = "reset")]
-    pub accept_wipe: bool,
-    /// Forget the last agreed state and start over: both sides are merged, nothing is deleted.
-    #[arg(long)]
-    pub reset: bool,
     /// On a first sync, copy into alpha what only beta has without asking (by default a
     /// terminal is asked, and a script refused).
     #[arg(long, short = 'y')]
@@ -375,6 +383,79 @@ pub struct SyncFlags {
     /// Full rescan period while watching, in seconds (0: never); catches missed events.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub rescan_interval: u64,
+}
+
+impl Default for SessionOptions {
+    /// The command line's defaults (what `ferry sync A B` runs with).
+    fn default() -> Self {
+        SessionOptions {
+            mode: Mode::TwoWaySafe.to_string(),
+            ignores: Vec::new(),
+            no_ignore_vcs: false,
+            no_default_ignores: false,
+            permissions: "full".into(),
+            no_times: false,
+            symlinks: "portable".into(),
+            max_file_size: None,
+            gitignore: false,
+            keep_backups: None,
+            yes: false,
+            debounce_ms: 4,
+            rescan_interval: 300,
+        }
+    }
+}
+
+impl SessionOptions {
+    /// The one place a session's [`Settings`] (watching, not `--once`) and backup retention
+    /// are made from its options: `ferry sync`, `ferry resolve` and the daemon's sessions.
+    pub fn settings(&self) -> Result<(Settings, Retention), UsageError> {
+        let mode: Mode = self
+            .mode
+            .parse()
+            .map_err(|e: ferry_core::UnknownMode| UsageError(e.to_string()))?;
+        let retention = match &self.keep_backups {
+            Some(p) => p.parse().map_err(UsageError)?,
+            None => Retention::default(),
+        };
+        for p in &self.ignores {
+            crate::fs::ignore::Ignorer::new(&crate::fs::ignore::IgnoreSpec {
+                patterns: vec![p.clone()],
+                ..Default::default()
+            })
+            .map_err(|e| UsageError(e.to_string()))?;
+        }
+        let meta = crate::fs::meta::MetaSpec {
+            permissions: self.permissions.parse().map_err(UsageError)?,
+            times: !self.no_times,
+            symlinks: self.symlinks.parse().map_err(UsageError)?,
+        };
+        let settings = Settings {
+            mode,
+            meta,
+            ignore_vcs: !self.no_ignore_vcs,
+            default_ignores: !self.no_default_ignores,
+            ignores: self.ignores.clone(),
+            once: false,
+            accept_wipe: false,
+            reset: false,
+            debounce: Duration::from_millis(self.debounce_ms),
+            rescan_interval: (self.rescan_interval > 0)
+                .then(|| Duration::from_secs(self.rescan_interval)),
+            yes: self.yes,
+            gitignore: self.gitignore,
+            max_file_size: match &self.max_file_size {
+                Some(s) => Some(parse_size(s).ok_or_else(|| {
+                    UsageError(format!(
+                        "--max-file-size '{s}': expected a size such as 10MB, 512KiB or 1GiB"
+                    ))
+                })?),
+                None => None,
+            },
+            on_change: Vec::new(),
+        };
+        Ok((settings, retention))
+    }
 }
 
 /// A refusal of the command line or its endpoints (exit code 2).
@@ -417,50 +498,10 @@ impl Place {
 impl SyncFlags {
     /// Checks everything that can be checked before touching anything.
     pub fn check(self) -> Result<SyncArgs, UsageError> {
-        let mode: Mode = self
-            .mode
-            .parse()
-            .map_err(|e: ferry_core::UnknownMode| UsageError(e.to_string()))?;
-        let retention = match &self.keep_backups {
-            Some(p) => p.parse().map_err(UsageError)?,
-            None => Retention::default(),
-        };
-        for p in &self.ignores {
-            crate::fs::ignore::Ignorer::new(&crate::fs::ignore::IgnoreSpec {
-                patterns: vec![p.clone()],
-                ..Default::default()
-            })
-            .map_err(|e| UsageError(e.to_string()))?;
-        }
-        let meta = crate::fs::meta::MetaSpec {
-            permissions: self.permissions.parse().map_err(UsageError)?,
-            times: !self.no_times,
-            symlinks: self.symlinks.parse().map_err(UsageError)?,
-        };
-        let settings = Settings {
-            mode,
-            meta,
-            ignore_vcs: !self.no_ignore_vcs,
-            default_ignores: !self.no_default_ignores,
-            ignores: self.ignores,
-            once: self.once,
-            accept_wipe: self.accept_wipe,
-            reset: self.reset,
-            debounce: Duration::from_millis(self.debounce_ms),
-            rescan_interval: (self.rescan_interval > 0)
-                .then(|| Duration::from_secs(self.rescan_interval)),
-            yes: self.yes,
-            gitignore: self.gitignore,
-            max_file_size: match &self.max_file_size {
-                Some(s) => Some(parse_size(s).ok_or_else(|| {
-                    UsageError(format!(
-                        "--max-file-size '{s}': expected a size such as 10MB, 512KiB or 1GiB"
-                    ))
-                })?),
-                None => None,
-            },
-            on_change: Vec::new(),
-        };
+        let (mut settings, retention) = self.options.settings()?;
+        settings.once = self.once;
+        settings.accept_wipe = self.accept_wipe;
+        settings.reset = self.reset;
         let (alpha, beta) = places(&self.alpha, &self.beta)?;
         Ok(SyncArgs {
             alpha,

@@ -26,16 +26,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::cli::SessionOptions;
 use crate::endpoint::{Side, WatchEvent};
-use crate::engine::Settings;
 use crate::open::OpenFailure;
 use crate::output::{Event, Printer};
-use crate::state::Retention;
 
 /// The protocol version: this build's version (client and daemon come from one build).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -137,23 +136,22 @@ pub struct SessionSpec {
     /// The endpoints as keyed by `ferry sync` (canonical local paths, URLs).
     pub alpha: String,
     pub beta: String,
-    pub mode: String,
-    #[serde(default)]
-    pub ignores: Vec<String>,
+    /// Every option `ferry sync` takes (the old `mode`, `ignores` and `yes` keys are its own,
+    /// so entries written before the rest existed still load).
+    #[serde(flatten)]
+    pub options: SessionOptions,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub paused: bool,
-    /// A first sync may copy into alpha what only beta has (`--yes`).
-    #[serde(default)]
-    pub yes: bool,
 }
 
-/// A session name: letters, digits, `.`, `_`, `-`, at most 64, not starting with `-`.
+/// A session name: a letter or digit, then letters, digits, `.`, `_`, `-`, at most 64. Never
+/// `/` nor `:` nor a leading `.`: a word that could be an endpoint is never a name (see
+/// [`crate::cli::ResolveFlags`]).
 pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('-')
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -161,7 +159,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "bad session name '{name}' (letters, digits, '.', '_' and '-', at most 64)"
+            "bad session name '{name}' (a letter or digit, then letters, digits, '.', '_' and '-', at most 64)"
         ))
     }
 }
@@ -314,8 +312,8 @@ impl Entry {
             "name": self.spec.name,
             "alpha": self.spec.alpha,
             "beta": self.spec.beta,
-            "mode": self.spec.mode,
-            "ignores": self.spec.ignores,
+            "mode": self.spec.options.mode,
+            "options": self.spec.options,
             "labels": self.spec.labels,
             "state": state,
             "last_sync_to_beta": st.last_to_beta,
@@ -368,35 +366,13 @@ fn run_session(spec: SessionSpec, shared: Arc<Shared>, ready: Ready) {
         Ok(p) => p,
         Err(e) => return fail(OpenFailure::usage(e.0)),
     };
-    let mode = match spec.mode.parse() {
-        Ok(m) => m,
-        Err(e) => return fail(OpenFailure::usage(format!("{e}"))),
-    };
-    let settings = Settings {
-        mode,
-        ignore_vcs: true,
-        default_ignores: true,
-        ignores: spec.ignores.clone(),
-        once: false,
-        accept_wipe: false,
-        reset: false,
-        debounce: Duration::from_millis(4),
-        rescan_interval: Some(Duration::from_secs(300)),
-        yes: spec.yes,
-        meta: Default::default(),
-        ..Default::default()
+    let (settings, retention) = match spec.options.settings() {
+        Ok(s) => s,
+        Err(e) => return fail(OpenFailure::usage(e.0)),
     };
     let sink = shared.clone();
     let printer = Printer::sink(Box::new(move |ev| sink.on_event(ev)));
-    let opened = crate::open::open(
-        false,
-        &alpha,
-        &beta,
-        settings,
-        Retention::default(),
-        printer,
-        false,
-    );
+    let opened = crate::open::open(false, &alpha, &beta, settings, retention, printer, false);
     let (mut engine, (tx, rx), stop) = match opened {
         Ok(o) => o,
         Err(f) => return fail(f),

@@ -14,7 +14,6 @@ use ferry::engine::{Engine, Finish, Resolving, RunError, Settings};
 use ferry::open::{OpenFailure, Wake, one_line};
 use ferry::output::Printer;
 use ferry::state::Retention;
-use ferry_core::Mode;
 use serde_json::{Value, json};
 
 /// The design's exit codes.
@@ -130,25 +129,22 @@ fn sync(args: SyncArgs) -> Exit {
 fn resolve(args: ResolveArgs) -> Exit {
     let mut printer = Printer::new(args.json);
     printer.set_verbose(args.verbose);
-    let settings = Settings {
-        mode: Mode::TwoWaySafe,
-        ignore_vcs: true,
-        default_ignores: true,
-        ignores: Vec::new(),
-        once: true,
-        accept_wipe: false,
-        reset: false,
-        debounce: Duration::ZERO,
-        rescan_interval: None,
-        yes: true,
-        meta: Default::default(),
-        ..Default::default()
+    let (mut settings, retention) = match args.options.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return Exit::Usage;
+        }
     };
+    settings.once = true;
+    settings.yes = true;
+    settings.debounce = Duration::ZERO;
+    settings.rescan_interval = None;
     let opened = open(
         &args.alpha,
         &args.beta,
         settings,
-        Retention::default(),
+        retention,
         printer,
         true,
         true,
@@ -335,20 +331,8 @@ fn create(flags: CreateFlags) -> Exit {
     if let Err(e) = ferry::daemon::check_name(&flags.name) {
         return usage(e);
     }
-    if let Err(e) = flags.mode.parse::<Mode>() {
-        return usage(e.to_string());
-    }
-    for p in &flags.ignores {
-        let spec = ferry::fs::ignore::IgnoreSpec {
-            vcs: false,
-            editor_temps: false,
-            patterns: vec![p.clone()],
-            meta: Default::default(),
-            max_file_size: None,
-        };
-        if let Err(e) = ferry::fs::ignore::Ignorer::new(&spec) {
-            return usage(e.to_string());
-        }
+    if let Err(e) = flags.options.settings() {
+        return usage(e.0);
     }
     let mut labels = std::collections::BTreeMap::new();
     for l in &flags.labels {
@@ -371,11 +355,9 @@ fn create(flags: CreateFlags) -> Exit {
         name: flags.name.clone(),
         alpha,
         beta,
-        mode: flags.mode,
-        ignores: flags.ignores,
+        options: flags.options,
         labels,
         paused: false,
-        yes: flags.yes,
     };
     match ask_daemon(json!({"op": "create", "spec": spec})) {
         Ok(v) => {

@@ -359,3 +359,93 @@ fn two_clients_at_once_share_one_daemon() {
     d.create("web");
     assert_eq!(d.pid(), pid);
 }
+
+/// `ferry create` takes `ferry sync`'s options (one shared list), keeps them in the session's
+/// spec and runs the session by them.
+#[test]
+fn create_takes_every_sync_option_and_runs_by_them() {
+    let d = Daemon::new();
+    fs::create_dir(d.fx.a(".git")).expect("mkdir");
+    fs::write(d.fx.a(".git/HEAD"), "ref").expect("write");
+    fs::write(d.fx.a("big.bin"), vec![7u8; 4000]).expect("write");
+    fs::write(d.fx.a("skip.log"), "x").expect("write");
+    fs::write(d.fx.a("small.txt"), "s").expect("write");
+    let a = d.fx.alpha.to_str().expect("utf-8");
+    let b = d.fx.beta.to_str().expect("utf-8");
+    let r = d.ok(&[
+        "create",
+        a,
+        b,
+        "--name",
+        "web",
+        "--mode",
+        "two-way-newest",
+        "--ignore",
+        "*.log",
+        "--no-ignore-vcs",
+        "--max-file-size",
+        "1kB",
+        "--permissions",
+        "exec",
+        "--keep-backups",
+        "forever",
+        "--rescan-interval",
+        "0",
+        "--json",
+    ]);
+    let o = &r.events[0]["options"];
+    assert_eq!(o["mode"], "two-way-newest", "{}", r.events[0]);
+    assert_eq!(o["ignores"], serde_json::json!(["*.log"]));
+    assert_eq!(o["no_ignore_vcs"], true);
+    assert_eq!(o["max_file_size"], "1kB");
+    assert_eq!(o["permissions"], "exec");
+    assert_eq!(o["keep_backups"], "forever");
+    assert_eq!(o["rescan_interval"], 0);
+    d.ok(&["flush", "web"]);
+    assert!(d.fx.b("small.txt").exists());
+    assert!(d.fx.b(".git/HEAD").exists(), "--no-ignore-vcs not applied");
+    assert!(!d.fx.b("skip.log").exists(), "--ignore not applied");
+    assert!(!d.fx.b("big.bin").exists(), "--max-file-size not applied");
+    // Kept across a restart (read back from sessions.json).
+    d.ok(&["daemon", "stop"]);
+    assert_eq!(d.session("web")["options"], *o);
+
+    // A bad option value is refused before the daemon hears of it.
+    let r = d.run(&["create", a, b, "--name", "x", "--max-file-size", "huge"]);
+    assert_eq!(r.code(), 2, "{r}");
+    assert!(
+        r.expect_one_stderr_line().contains("--max-file-size"),
+        "{r}"
+    );
+    let r = d.run(&["create", a, b, "--name", "x", "--mode", "sideways"]);
+    assert_eq!(r.code(), 2, "{r}");
+}
+
+/// A `sessions.json` written before the options existed (only mode, ignores, yes) still loads,
+/// the missing options at their defaults.
+#[test]
+fn old_sessions_json_entries_still_load() {
+    let d = Daemon::new();
+    let dir = d.fx.state.join("ferry/daemon");
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let old = serde_json::json!([{
+        "name": "old",
+        "alpha": d.fx.alpha.to_str().expect("utf-8"),
+        "beta": d.fx.beta.to_str().expect("utf-8"),
+        "mode": "two-way-resolved",
+        "ignores": ["*.tmp"],
+        "labels": {},
+        "paused": false,
+        "yes": false
+    }]);
+    fs::write(dir.join("sessions.json"), old.to_string()).expect("write");
+    fs::write(d.fx.a("f.txt"), "f").expect("write");
+    let s = d.session("old");
+    assert_eq!(s["options"]["mode"], "two-way-resolved", "{s}");
+    assert_eq!(s["options"]["ignores"], serde_json::json!(["*.tmp"]));
+    assert_eq!(s["options"]["permissions"], "full");
+    assert_eq!(s["options"]["debounce_ms"], 4);
+    d.ok(&["flush", "old"]);
+    assert!(d.fx.b("f.txt").exists());
+}
