@@ -763,6 +763,8 @@ mod tests {
             conflicts,
             errors,
             bytes: 0,
+            bytes_to_alpha: 0,
+            bytes_to_beta: 0,
             wire_bytes: 0,
             duration_ms: 4.0,
             phases_ms: Phases::default(),

@@ -348,7 +348,7 @@ mod tests {
         assert_eq!(lines.len(), 2, "{t}");
         assert_eq!(
             lines[0],
-            "NAME  ALPHA  BETA            STATE     TO BETA  TO ALPHA  LAST HOUR                     TREE              CONFLICTS  ERRORS"
+            "NAME  ALPHA  BETA            STATE     TO BETA  TO ALPHA  LAST HOUR                       TREE             CONFLICTS  ERRORS"
         );
         assert_eq!(
             lines[1],
