@@ -60,6 +60,16 @@ pub enum Command {
     /// modification times (exit code 3 when there are any).
     #[command(after_help = "Resolve them with 'ferry resolve NAME PATH... --keep alpha|beta'.")]
     Conflicts(One),
+    /// Watch the sessions (or one) live: on a terminal the 'ferry list' table, redrawn as
+    /// cycles happen; otherwise one line per change of state, cycle, conflict or error.
+    /// Until Ctrl-C.
+    Monitor {
+        /// Only this session.
+        name: Option<String>,
+        /// The daemon's events as they come, one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Pause a session (its engine stops; changes wait until resume).
     Pause(Target),
     /// Resume a paused session.
