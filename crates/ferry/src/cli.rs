@@ -287,7 +287,7 @@ pub enum Resolve {
         keep: Keep,
         json: bool,
     },
-    Pair(ResolveArgs),
+    Pair(Box<ResolveArgs>),
 }
 
 /// A checked `resolve` of a pair.
@@ -383,7 +383,7 @@ impl ResolveFlags {
             (Some(a), Some(b)) => crate::daemon::saved_options(&a, &b),
             _ => None,
         };
-        Ok(Resolve::Pair(ResolveArgs {
+        Ok(Resolve::Pair(Box::new(ResolveArgs {
             alpha,
             beta,
             options: options.unwrap_or_default(),
@@ -391,7 +391,7 @@ impl ResolveFlags {
             keep: self.keep,
             json: self.json,
             verbose: self.verbose,
-        }))
+        })))
     }
 }
 

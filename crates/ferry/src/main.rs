@@ -78,7 +78,7 @@ fn run() -> Exit {
             }
         },
         Command::Resolve(flags) => match flags.check() {
-            Ok(Resolve::Pair(args)) => resolve(args),
+            Ok(Resolve::Pair(args)) => resolve(*args),
             Ok(Resolve::Session {
                 name,
                 paths,
