@@ -799,3 +799,34 @@ fn monitor_streams_state_cycles_and_conflicts() {
     let r = d.run(&["monitor", "ghost"]);
     assert_eq!(r.code(), 2, "{r}");
 }
+
+/// `resume`, `terminate` with `--json`; and a foreground `ferry resolve ALPHA BETA` of a pair
+/// whose background session is paused resolves by that session's options (here
+/// `--no-ignore-vcs`: with the defaults `.git` would be invisible and its conflict left).
+#[test]
+fn foreground_resolve_uses_a_paused_sessions_options() {
+    let d = Daemon::new();
+    fs::create_dir(d.fx.a(".git")).expect("mkdir");
+    fs::write(d.fx.a(".git/config"), "base").expect("write");
+    let a = d.fx.alpha.to_str().expect("utf-8");
+    let b = d.fx.beta.to_str().expect("utf-8");
+    d.ok(&["create", a, b, "--name", "web", "--no-ignore-vcs"]);
+    d.ok(&["flush", "web"]);
+    assert!(d.fx.b(".git/config").exists());
+    d.ok(&["pause", "web"]);
+    fs::write(d.fx.a(".git/config"), "alpha's").expect("write");
+    fs::write(d.fx.b(".git/config"), "beta's").expect("write");
+    let r = d.run(&["resolve", a, b, "--all", "--keep", "alpha"]);
+    assert_eq!(r.code(), 0, "{r}");
+    assert_eq!(
+        fs::read_to_string(d.fx.b(".git/config")).expect("read"),
+        "alpha's"
+    );
+    let r = d.ok(&["resume", "web", "--json"]);
+    assert_eq!(r.events[0]["sessions"][0]["name"], "web");
+    assert_ne!(r.events[0]["sessions"][0]["state"], "paused");
+    let r = d.ok(&["flush", "web", "--json"]);
+    assert_eq!(r.events[0]["conflicts"], 0, "{r}");
+    let r = d.ok(&["terminate", "web", "--json"]);
+    assert_eq!(r.events[0]["sessions"][0]["state"], "terminated");
+}
