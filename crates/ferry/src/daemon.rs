@@ -11,6 +11,21 @@
 //! `{"ok": false, "version": V, "error": "one line", "usage": bool}`. A request of another
 //! version is refused (except `stop`, so a newer client can always stop an older daemon).
 //!
+//! Ops: `status` (the daemon; with `name`, that session's object as `list` gives it), `list`,
+//! `create {spec}`, `pause`/`resume`/`terminate`/`flush` (`name` or `selector`), `flush {name,
+//! paths?, exclude?}` -> `{changed: {alpha_to_beta: [..], beta_to_alpha: [..]}, changes,
+//! conflicts, errors}`, `conflicts {name}` -> `{conflicts: [{path, alpha: {change, kind, size,
+//! mtime}, beta: {..}}]}`, `resolve {name, paths: [..] | all: true, keep}` -> `{resolved: [{path,
+//! kept, loser_copy}]}`, `stop`.
+//!
+//! Subscription: `{"op": "watch", "name"?: NAME}` is answered `{"ok": true, ...}` and the
+//! connection then carries events, one JSON object per line, until the client closes it; each
+//! names its session: `{"event": "state", "session", "state"}` (first one per session at once,
+//! then on every change of state), `{"event": "cycle", "session", "cycle", "to_alpha",
+//! "to_beta", "conflicts", "errors"}`, `{"event": "conflict", "session", "path"}` (a new
+//! conflict), `{"event": "error", "session", "message"}`, `{"event": "removed", "session"}`. A
+//! subscriber that falls 1024 events behind loses the excess (it can ask `list` again).
+//!
 //! Each session is the same [`Engine`](crate::engine::Engine) `ferry sync` runs, opened by
 //! [`crate::open::open`] on its own thread; its events reach the daemon through a
 //! [`Printer::sink`].
@@ -24,18 +39,21 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::cli::SessionOptions;
+use ferry_core::RelPath;
+
 use crate::endpoint::{Side, WatchEvent};
-use crate::engine::Settings;
+use crate::engine::{Request, Resolving};
 use crate::open::OpenFailure;
 use crate::output::{Event, Printer};
-use crate::state::Retention;
+use crate::report::{CycleReport, Moved, SessionView, Traffic};
 
 /// The protocol version: this build's version (client and daemon come from one build).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -137,23 +155,33 @@ pub struct SessionSpec {
     /// The endpoints as keyed by `ferry sync` (canonical local paths, URLs).
     pub alpha: String,
     pub beta: String,
-    pub mode: String,
-    #[serde(default)]
-    pub ignores: Vec<String>,
+    /// Every option `ferry sync` takes (the old `mode`, `ignores` and `yes` keys are its own,
+    /// so entries written before the rest existed still load).
+    #[serde(flatten)]
+    pub options: SessionOptions,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub paused: bool,
-    /// A first sync may copy into alpha what only beta has (`--yes`).
-    #[serde(default)]
-    pub yes: bool,
 }
 
-/// A session name: letters, digits, `.`, `_`, `-`, at most 64, not starting with `-`.
+/// The options of the saved background session syncing `alpha` and `beta` (either order),
+/// if there is one.
+pub fn saved_options(alpha: &str, beta: &str) -> Option<SessionOptions> {
+    let body = std::fs::read(paths().ok()?.sessions).ok()?;
+    let specs: Vec<SessionSpec> = serde_json::from_slice(&body).ok()?;
+    specs
+        .into_iter()
+        .find(|s| (s.alpha == alpha && s.beta == beta) || (s.alpha == beta && s.beta == alpha))
+        .map(|s| s.options)
+}
+
+/// A session name: a letter or digit, then letters, digits, `.`, `_`, `-`, at most 64. Never
+/// `/` nor `:` nor a leading `.`: a word that could be an endpoint is never a name (see
+/// [`crate::cli::ResolveFlags`]).
 pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('-')
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -161,7 +189,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "bad session name '{name}' (letters, digits, '.', '_' and '-', at most 64)"
+            "bad session name '{name}' (a letter or digit, then letters, digits, '.', '_' and '-', at most 64)"
         ))
     }
 }
@@ -179,59 +207,137 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
 /// What a session is doing and has done, as `ferry list` shows it.
 #[derive(Clone, Debug, Default)]
 struct Status {
+    /// Files and bytes moved each way, for the last hour's sums.
+    traffic: Traffic,
     state: &'static str,
-    /// Bumped each time the engine is (re)opened: a flush waits within one run.
-    run: u64,
-    started: u64,
-    started_full: bool,
-    /// The last cycle that ended and had started with a full scan.
-    ended_full: u64,
     last_to_beta: Option<u64>,
     last_to_alpha: Option<u64>,
     files_to_beta: u64,
     files_to_alpha: u64,
     bytes: u64,
     cycles: u64,
-    conflicts: u64,
     errors: u64,
     last_error: Option<String>,
-    last_cycle: Option<Value>,
 }
 
+/// The subscribers to events (`watch`).
 #[derive(Default)]
+struct Hub {
+    subs: Mutex<Vec<(Option<String>, SyncSender<Value>)>>,
+}
+
+impl Hub {
+    /// Sends `ev` (about session `name`) to every subscriber that wants it; forgets the gone.
+    fn publish(&self, name: &str, mut ev: Value) {
+        if let Some(o) = ev.as_object_mut() {
+            o.insert("session".into(), name.into());
+        }
+        let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+        subs.retain(|(want, tx)| {
+            if want.as_deref().is_some_and(|w| w != name) {
+                return true;
+            }
+            !matches!(
+                tx.try_send(ev.clone()),
+                Err(std::sync::mpsc::TrySendError::Disconnected(_))
+            )
+        });
+    }
+}
+
 struct Shared {
+    name: String,
+    hub: Arc<Hub>,
     st: Mutex<Status>,
-    cv: Condvar,
+    /// The engine's open conflicts and tree size.
+    view: Arc<Mutex<SessionView>>,
 }
 
 impl Shared {
+    fn view(&self) -> std::sync::MutexGuard<'_, SessionView> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set(&self, f: impl FnOnce(&mut Status)) {
-        f(&mut self.lock());
-        self.cv.notify_all();
+    fn new(name: &str, hub: &Arc<Hub>) -> Arc<Shared> {
+        Arc::new(Shared {
+            name: name.to_owned(),
+            hub: hub.clone(),
+            st: Mutex::default(),
+            view: Arc::default(),
+        })
     }
 
-    /// What the engine's events say.
+    /// Changes the status; a change of state is published.
+    fn set(&self, f: impl FnOnce(&mut Status)) {
+        let (before, after) = {
+            let mut st = self.lock();
+            let before = st.state;
+            f(&mut st);
+            (before, st.state)
+        };
+        if before != after {
+            self.hub
+                .publish(&self.name, json!({"event": "state", "state": after}));
+        }
+    }
+
+    /// What the engine's events say (and what subscribers hear of them).
     fn on_event(&self, ev: &Event) {
-        self.set(|st| match ev {
-            Event::CycleStart { cycle, full_scan } => {
-                st.state = "syncing";
-                st.started = *cycle;
-                st.started_full = *full_scan;
-            }
+        let news = match ev {
             Event::CycleEnd {
                 cycle,
                 to_alpha,
                 to_beta,
-                conflicts,
+                errors,
+                ..
+            } => Some(json!({
+                "event": "cycle",
+                "cycle": cycle,
+                "to_alpha": to_alpha,
+                "to_beta": to_beta,
+                "conflicts": self.view().conflicts.len(),
+                "errors": errors,
+            })),
+            Event::Conflict { path, .. } => Some(json!({"event": "conflict", "path": path})),
+            Event::Error { path, message, .. } => Some(json!({
+                "event": "error",
+                "message": match path {
+                    Some(p) => format!("{p}: {message}"),
+                    None => message.clone(),
+                },
+            })),
+            _ => None,
+        };
+        self.update(ev);
+        if let Some(n) = news {
+            self.hub.publish(&self.name, n);
+        }
+    }
+
+    fn update(&self, ev: &Event) {
+        self.set(|st| match ev {
+            Event::CycleStart { .. } => st.state = "syncing",
+            Event::CycleEnd {
+                to_alpha,
+                to_beta,
                 errors,
                 bytes,
+                bytes_to_alpha,
+                bytes_to_beta,
                 ..
             } => {
                 let now = unix_now();
+                st.traffic.add(Moved {
+                    at: now,
+                    files_to_beta: *to_beta,
+                    files_to_alpha: *to_alpha,
+                    bytes_to_beta: *bytes_to_beta,
+                    bytes_to_alpha: *bytes_to_alpha,
+                });
                 if *to_alpha > 0 {
                     st.last_to_alpha = Some(now);
                 }
@@ -242,12 +348,7 @@ impl Shared {
                 st.files_to_beta += to_beta;
                 st.bytes += bytes;
                 st.cycles += 1;
-                st.conflicts = *conflicts;
                 st.errors = *errors;
-                if st.started_full {
-                    st.ended_full = *cycle;
-                }
-                st.last_cycle = serde_json::to_value(ev).ok();
                 if st.state == "syncing" {
                     st.state = "watching";
                 }
@@ -310,12 +411,13 @@ impl Entry {
         } else {
             st.state
         };
+        let view = self.shared.view();
         json!({
             "name": self.spec.name,
             "alpha": self.spec.alpha,
             "beta": self.spec.beta,
-            "mode": self.spec.mode,
-            "ignores": self.spec.ignores,
+            "mode": self.spec.options.mode,
+            "options": self.spec.options,
             "labels": self.spec.labels,
             "state": state,
             "last_sync_to_beta": st.last_to_beta,
@@ -323,8 +425,10 @@ impl Entry {
             "files_to_beta": st.files_to_beta,
             "files_to_alpha": st.files_to_alpha,
             "bytes": st.bytes,
+            "last_hour": st.traffic.last_hour(unix_now()),
+            "tree": view.tree,
             "cycles": st.cycles,
-            "conflicts": st.conflicts,
+            "conflicts": view.conflicts.len(),
             "errors": st.errors,
             "last_error": st.last_error,
         })
@@ -368,41 +472,19 @@ fn run_session(spec: SessionSpec, shared: Arc<Shared>, ready: Ready) {
         Ok(p) => p,
         Err(e) => return fail(OpenFailure::usage(e.0)),
     };
-    let mode = match spec.mode.parse() {
-        Ok(m) => m,
-        Err(e) => return fail(OpenFailure::usage(format!("{e}"))),
-    };
-    let settings = Settings {
-        mode,
-        ignore_vcs: true,
-        default_ignores: true,
-        ignores: spec.ignores.clone(),
-        once: false,
-        accept_wipe: false,
-        reset: false,
-        debounce: Duration::from_millis(4),
-        rescan_interval: Some(Duration::from_secs(300)),
-        yes: spec.yes,
-        meta: Default::default(),
-        ..Default::default()
+    let (settings, retention) = match spec.options.settings() {
+        Ok(s) => s,
+        Err(e) => return fail(OpenFailure::usage(e.0)),
     };
     let sink = shared.clone();
     let printer = Printer::sink(Box::new(move |ev| sink.on_event(ev)));
-    let opened = crate::open::open(
-        false,
-        &alpha,
-        &beta,
-        settings,
-        Retention::default(),
-        printer,
-        false,
-    );
+    let opened = crate::open::open(false, &alpha, &beta, settings, retention, printer, false);
     let (mut engine, (tx, rx), stop) = match opened {
         Ok(o) => o,
         Err(f) => return fail(f),
     };
+    engine.share_view(shared.view.clone());
     shared.set(|st| {
-        st.run += 1;
         st.state = "syncing";
         st.last_error = None;
     });
@@ -427,6 +509,8 @@ struct Daemon {
     paths: Paths,
     uid: u32,
     sessions: Mutex<BTreeMap<String, Entry>>,
+    /// Who listens to events (`watch`).
+    hub: Arc<Hub>,
     /// `daemon.lock`, held while serving; let go of before a stop is answered, so the next
     /// daemon can start at once.
     lock: Mutex<Option<File>>,
@@ -436,6 +520,29 @@ type Reply = Result<Value, (String, bool)>;
 
 fn usage(msg: String) -> (String, bool) {
     (msg, true)
+}
+
+/// A list of strings in a request.
+fn strings(v: &Value, what: &str) -> Result<Vec<String>, (String, bool)> {
+    v.as_array()
+        .and_then(|a| {
+            a.iter()
+                .map(|x| x.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| usage(format!("'{what}' must be a list of strings")))
+}
+
+/// A list of paths relative to the roots (the one path gate: no `..`, not absolute, no NUL).
+fn rel_paths(v: &Value, what: &str) -> Result<Vec<RelPath>, (String, bool)> {
+    strings(v, what)?
+        .iter()
+        .map(|p| RelPath::new(p).map_err(|e| usage(format!("bad path '{p}': {e}"))))
+        .collect()
+}
+
+fn unknown(name: &str) -> (String, bool) {
+    usage(format!("no session named '{name}' (see 'ferry list')"))
 }
 
 impl Daemon {
@@ -499,11 +606,24 @@ impl Daemon {
             check_version(VERSION, version).map_err(|e| (e, false))?;
         }
         match op {
+            "status" if req.get("name").is_some() => {
+                let name = self.one(req)?;
+                let sessions = self.sessions();
+                let e = sessions.get(&name).ok_or_else(|| unknown(&name))?;
+                Ok(json!({ "session": e.json() }))
+            }
             "status" => Ok(json!({
                 "pid": std::process::id(),
                 "socket": self.paths.socket,
                 "sessions": self.sessions().len(),
             })),
+            "conflicts" => {
+                let name = self.one(req)?;
+                let sessions = self.sessions();
+                let e = sessions.get(&name).ok_or_else(|| unknown(&name))?;
+                let conflicts = e.shared.view().conflicts.clone();
+                Ok(json!({ "name": name, "conflicts": conflicts }))
+            }
             "list" => Ok(json!({
                 "sessions": self.sessions().values().map(Entry::json).collect::<Vec<_>>(),
             })),
@@ -511,12 +631,26 @@ impl Daemon {
             "pause" => self.each(req, |d, name| d.pause(name)),
             "resume" => self.each(req, |d, name| d.resume(name)),
             "terminate" => self.each(req, |d, name| d.terminate(name)),
-            "flush" => self.each(req, |d, name| d.flush(name)),
+            "flush" if req.get("name").is_some() => {
+                let name = self.one(req)?;
+                self.flush(&name, req)
+            }
+            "flush" => self.each(req, |d, name| d.flush(name, req)),
+            "resolve" => self.resolve(req),
             "stop" => {
                 self.stop_all();
                 Ok(json!({}))
             }
             other => Err(usage(format!("unknown request '{other}'"))),
+        }
+    }
+
+    /// The one session a request names (`name`, a string).
+    fn one(&self, req: &Value) -> Result<String, (String, bool)> {
+        match req.get("name") {
+            Some(Value::String(n)) if self.sessions().contains_key(n) => Ok(n.clone()),
+            Some(Value::String(n)) => Err(unknown(n)),
+            _ => Err(usage("give the session's name ('name', a string)".into())),
         }
     }
 
@@ -542,7 +676,7 @@ impl Daemon {
                 spec.name
             )));
         }
-        let shared = Arc::new(Shared::default());
+        let shared = Shared::new(&spec.name, &self.hub);
         let control = start(&spec, &shared).map_err(|f| (f.message, f.usage))?;
         let entry = Entry {
             spec,
@@ -564,6 +698,8 @@ impl Daemon {
             c.stop();
         }
         e.spec.paused = true;
+        self.hub
+            .publish(name, json!({"event": "state", "state": "paused"}));
         let out = e.json();
         self.save(&sessions)?;
         Ok(out)
@@ -598,46 +734,116 @@ impl Daemon {
             c.stop();
         }
         self.save(&sessions)?;
+        self.hub.publish(name, json!({"event": "removed"}));
         Ok(json!({ "name": name, "state": "terminated" }))
     }
 
-    /// Runs a full cycle now and waits for its end.
-    fn flush(&self, name: &str) -> Reply {
+    /// Runs a cycle now (only at `paths` if given; changes at paths matching `exclude` left
+    /// out) and waits for it: what it changed each way.
+    fn flush(&self, name: &str, req: &Value) -> Reply {
+        let paths = match req.get("paths") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(rel_paths(v, "paths")?),
+        };
+        let exclude = match req.get("exclude") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => strings(v, "exclude")?,
+        };
+        let (report, open) = self.request(name, Request::Flush { paths, exclude })?;
+        Ok(json!({
+            "name": name,
+            "cycle": report.cycle,
+            "changed": report.changed_each_way(),
+            "changes": report.changes,
+            "conflicts": open,
+            "errors": report.errors,
+        }))
+    }
+
+    /// `ferry resolve NAME`: the session's engine runs the resolve cycle.
+    fn resolve(&self, req: &Value) -> Reply {
+        let name = self.one(req)?;
+        let keep = match req.get("keep").and_then(Value::as_str) {
+            Some("alpha") => Side::Alpha,
+            Some("beta") => Side::Beta,
+            _ => {
+                return Err(usage(
+                    "resolve: 'keep' must be \"alpha\" or \"beta\"".into(),
+                ));
+            }
+        };
+        let all = req.get("all").and_then(Value::as_bool) == Some(true);
+        let given = req.get("paths").filter(|v| !v.is_null());
+        let paths = match (given, all) {
+            (Some(_), true) => {
+                return Err(usage("resolve: give paths or all: true, not both".into()));
+            }
+            (None, true) => None,
+            (None, false) => return Err(usage("resolve: give paths, or all: true".into())),
+            (Some(v), false) => {
+                let p = rel_paths(v, "paths")?;
+                if p.is_empty() {
+                    return Err(usage("resolve: give paths, or all: true".into()));
+                }
+                Some(p)
+            }
+        };
+        let (report, open) = self.request(&name, Request::Resolve(Resolving { paths, keep }))?;
+        Ok(json!({
+            "name": name,
+            "resolved": report.resolutions(keep.as_str()),
+            "changes": report.changes,
+            "conflicts": open,
+            "errors": report.errors,
+        }))
+    }
+
+    /// Hands `r` to `name`'s engine and waits for its cycle: the report and the conflicts
+    /// still open.
+    fn request(&self, name: &str, r: Request) -> Result<(CycleReport, usize), (String, bool)> {
         let (shared, wake) = {
             let sessions = self.sessions();
-            let Some(e) = sessions.get(name) else {
-                return Err(usage(format!("no session named '{name}'")));
-            };
+            let e = sessions.get(name).ok_or_else(|| unknown(name))?;
             match &e.control {
-                Some(c) if !e.spec.paused => (e.shared.clone(), c.wake.clone()),
-                _ => {
+                Some(c) if !e.spec.paused && !c.thread.is_finished() => {
+                    (e.shared.clone(), c.wake.clone())
+                }
+                _ if e.spec.paused => {
                     return Err(usage(format!(
                         "session '{name}' is paused (resume it first)"
                     )));
                 }
+                _ => {
+                    let why = e.shared.lock().last_error.clone();
+                    return Err((
+                        format!(
+                            "session '{name}' is not running ({}); 'ferry resume {name}' starts it again",
+                            why.unwrap_or_else(|| "it ended".into())
+                        ),
+                        false,
+                    ));
+                }
             }
         };
-        let (run, after) = {
-            let st = shared.lock();
-            (st.run, st.started)
-        };
-        for side in [Side::Alpha, Side::Beta] {
-            wake.send(WatchEvent::Rescan(side))
-                .map_err(|_| (format!("session '{name}' is not running"), false))?;
-        }
-        let mut st = shared.lock();
-        loop {
-            if st.run != run || matches!(st.state, "error" | "stopped") {
-                let why = st.last_error.clone().unwrap_or_else(|| st.state.to_owned());
-                return Err((
-                    format!("session '{name}' stopped during the flush: {why}"),
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        wake.send(WatchEvent::Request(r, tx))
+            .map_err(|_| (format!("session '{name}' is not running"), false))?;
+        match rx.recv() {
+            Ok(Ok(report)) => {
+                let open = shared.view().conflicts.len();
+                Ok((report, open))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                let why = shared.lock().last_error.clone();
+                Err((
+                    format!(
+                        "session '{name}' stopped before its cycle ran: {}",
+                        why.unwrap_or_else(|| "it ended".into())
+                    ),
                     false,
-                ));
+                ))
             }
-            if st.ended_full > after {
-                return Ok(json!({ "name": name, "cycle": st.last_cycle }));
-            }
-            st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -696,6 +902,7 @@ pub fn run() -> Result<(), String> {
         paths: paths.clone(),
         uid,
         sessions: Mutex::new(BTreeMap::new()),
+        hub: Arc::default(),
         lock: Mutex::new(Some(lock)),
     });
     resume_saved(&daemon);
@@ -742,7 +949,7 @@ fn resume_saved(daemon: &Daemon) {
     };
     let mut sessions = daemon.sessions();
     for spec in specs {
-        let shared = Arc::new(Shared::default());
+        let shared = Shared::new(&spec.name, &daemon.hub);
         let control = if spec.paused {
             None
         } else {
@@ -816,6 +1023,9 @@ fn serve(daemon: &Daemon, conn: UnixStream) {
                 continue;
             }
         };
+        if req.get("op").and_then(Value::as_str) == Some("watch") {
+            return subscribe(daemon, &req, &mut out, reply);
+        }
         let stopping = req.get("op").and_then(Value::as_str) == Some("stop");
         let r = daemon.handle(&req);
         if stopping {
@@ -825,6 +1035,51 @@ fn serve(daemon: &Daemon, conn: UnixStream) {
             std::process::exit(0);
         }
         reply(&mut out, r);
+    }
+}
+
+/// `watch`: answers, then streams events (see the module's doc) until the client goes.
+fn subscribe(
+    daemon: &Daemon,
+    req: &Value,
+    out: &mut UnixStream,
+    reply: impl Fn(&mut UnixStream, Reply),
+) {
+    let version = req.get("version").and_then(Value::as_str).unwrap_or("");
+    if let Err(e) = check_version(VERSION, version) {
+        return reply(out, Err((e, false)));
+    }
+    let want = req.get("name").and_then(Value::as_str).map(str::to_owned);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+    let first: Vec<Value> = {
+        let sessions = daemon.sessions();
+        if let Some(n) = &want {
+            if !sessions.contains_key(n) {
+                return reply(out, Err(unknown(n)));
+            }
+        }
+        // Subscribed under the sessions' lock: no state change falls between the first
+        // states and the stream.
+        daemon
+            .hub
+            .subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((want.clone(), tx));
+        sessions
+            .values()
+            .filter(|e| want.as_deref().is_none_or(|w| w == e.spec.name))
+            .map(|e| {
+                let v = e.json();
+                json!({"event": "state", "session": e.spec.name, "state": v["state"]})
+            })
+            .collect()
+    };
+    reply(out, Ok(json!({ "watching": want })));
+    for ev in first.into_iter().chain(rx) {
+        if writeln!(out, "{ev}").and_then(|()| out.flush()).is_err() {
+            return;
+        }
     }
 }
 

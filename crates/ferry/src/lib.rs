@@ -17,5 +17,6 @@ pub mod identity;
 pub mod open;
 pub mod output;
 pub mod remote;
+pub mod report;
 pub mod sessions;
 pub mod state;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::daemon::{Paths, VERSION, check_version, paths};
+use crate::engine::human_bytes;
 use crate::open::OpenFailure;
 
 /// How long a client waits for a daemon it started to listen.
@@ -98,7 +99,30 @@ fn spawn_daemon(paths: &Paths) -> Result<UnixStream, OpenFailure> {
 
 /// Sends `req` (the version added) and returns the daemon's answer; the daemon is started
 /// first if `start` and none runs. `Ok(None)`: no daemon and `start` is false.
-pub fn request(mut req: Value, start: bool) -> Result<Option<Value>, OpenFailure> {
+pub fn request(req: Value, start: bool) -> Result<Option<Value>, OpenFailure> {
+    Ok(exchange(req, start)?.map(|(v, _)| v))
+}
+
+/// `watch` (see [`crate::daemon`]'s doc): the daemon started if needed; the events, one JSON
+/// object each, until the daemon goes away.
+pub fn watch(name: Option<&str>) -> Result<impl Iterator<Item = Value>, OpenFailure> {
+    let mut req = json!({"op": "watch"});
+    if let Some(n) = name {
+        req["name"] = n.into();
+    }
+    let (_, conn) = exchange(req, true)?
+        .ok_or_else(|| OpenFailure::failed("the ferry daemon did not start".into()))?;
+    Ok(conn
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok()))
+}
+
+/// Sends `req` and reads the answer; the connection is returned for what follows it.
+fn exchange(
+    mut req: Value,
+    start: bool,
+) -> Result<Option<(Value, BufReader<UnixStream>)>, OpenFailure> {
     let paths = paths().map_err(OpenFailure::failed)?;
     let stream = match connect(&paths)? {
         Some(s) => s,
@@ -114,7 +138,8 @@ pub fn request(mut req: Value, start: bool) -> Result<Option<Value>, OpenFailure
     // its answer is still there to read.
     let written = writeln!(w, "{req}");
     let mut line = String::new();
-    let read = BufReader::new(stream).read_line(&mut line);
+    let mut conn = BufReader::new(stream);
+    let read = conn.read_line(&mut line);
     if line.is_empty() {
         written.map_err(io)?;
         read.map_err(io)?;
@@ -132,7 +157,7 @@ pub fn request(mut req: Value, start: bool) -> Result<Option<Value>, OpenFailure
         check_version(theirs, VERSION).map_err(OpenFailure::failed)?;
     }
     if resp.get("ok").and_then(Value::as_bool) == Some(true) {
-        return Ok(Some(resp));
+        return Ok(Some((resp, conn)));
     }
     let message = resp
         .get("error")
@@ -163,6 +188,127 @@ pub fn ago(then: Option<u64>, now: u64) -> String {
     }
 }
 
+/// `ferry list`'s LAST HOUR cell: "5 (1.2 kB) to beta, 0 to alpha".
+fn last_hour(v: &Value) -> String {
+    let h = v.get("last_hour").unwrap_or(&Value::Null);
+    let n = |k: &str| h.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let way = |files: u64, bytes: u64, to: &str| {
+        if files == 0 && bytes == 0 {
+            format!("0 to {to}")
+        } else {
+            format!("{files} ({}) to {to}", human_bytes(bytes))
+        }
+    };
+    format!(
+        "{}, {}",
+        way(n("files_to_beta"), n("bytes_to_beta"), "beta"),
+        way(n("files_to_alpha"), n("bytes_to_alpha"), "alpha")
+    )
+}
+
+/// `ferry list`'s TREE cell: "120 files, 45.0 MB", or "?" before the first scan.
+fn tree(v: &Value) -> String {
+    match v.get("tree") {
+        Some(t) if t.is_object() => {
+            let n = |k: &str| t.get(k).and_then(Value::as_u64).unwrap_or(0);
+            format!(
+                "{}, {}",
+                crate::output::count(n("files"), "file", "files"),
+                human_bytes(n("bytes"))
+            )
+        }
+        _ => "?".into(),
+    }
+}
+
+/// `ferry status NAME`: one session, a line per fact.
+pub fn describe(v: &Value, now: u64) -> String {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mut out = format!(
+        "{}: {}\n  alpha      {}\n  beta       {}\n  mode       {}\n  last sync  to beta {}, to alpha {}\n  last hour  {}\n  tree       {}\n  conflicts  {}\n  errors     {}",
+        s("name"),
+        s("state"),
+        s("alpha"),
+        s("beta"),
+        s("mode"),
+        ago(v.get("last_sync_to_beta").and_then(Value::as_u64), now),
+        ago(v.get("last_sync_to_alpha").and_then(Value::as_u64), now),
+        last_hour(v),
+        tree(v),
+        n("conflicts"),
+        n("errors"),
+    );
+    if let Some(e) = v.get("last_error").and_then(Value::as_str) {
+        out.push_str(&format!("\n  last error {e}"));
+    }
+    out
+}
+
+/// `ferry conflicts NAME`: each conflict with what each side did.
+pub fn conflicts_text(name: &str, conflicts: &[Value], now: u64) -> String {
+    if conflicts.is_empty() {
+        return format!("{name}: no conflicts");
+    }
+    let mut out = format!(
+        "{name}: {}",
+        crate::output::count(conflicts.len() as u64, "conflict", "conflicts")
+    );
+    for c in conflicts {
+        out.push_str(&format!(
+            "\n{}",
+            c.get("path").and_then(Value::as_str).unwrap_or("?")
+        ));
+        for side in ["alpha", "beta"] {
+            let d = c.get(side).unwrap_or(&Value::Null);
+            let change = d.get("change").and_then(Value::as_str).unwrap_or("?");
+            let mut what = Vec::new();
+            if let Some(k) = d.get("kind").and_then(Value::as_str) {
+                what.push(k.to_owned());
+            }
+            if let Some(sz) = d.get("size").and_then(Value::as_u64) {
+                what.push(human_bytes(sz));
+            }
+            if let Some(t) = d.get("mtime").and_then(Value::as_i64) {
+                what.push(format!("modified {}", ago(u64::try_from(t).ok(), now)));
+            }
+            let what = if what.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", what.join(", "))
+            };
+            out.push_str(&format!("\n  {side:<5}  {change}{what}"));
+        }
+    }
+    out.push_str(&format!(
+        "\nresolve: ferry resolve {name} PATH... --keep alpha|beta (or --all)"
+    ));
+    out
+}
+
+/// One event of a `watch` subscription as a plain line: "web: watching", "web: cycle 3: 1 to
+/// beta, 0 to alpha, 0 conflicts, 0 errors", "web: conflict at a.txt", "web: error: ...".
+pub fn event_line(ev: &Value) -> String {
+    let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or("?");
+    let n = |k: &str| ev.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let name = s("session");
+    match s("event") {
+        "state" => format!("{name}: {}", s("state")),
+        "cycle" => format!(
+            "{name}: cycle {}: {} to beta, {} to alpha, {}, {}",
+            n("cycle"),
+            n("to_beta"),
+            n("to_alpha"),
+            crate::output::count(n("conflicts"), "conflict", "conflicts"),
+            crate::output::count(n("errors"), "error", "errors"),
+        ),
+        "conflict" => format!("{name}: conflict at {}", s("path")),
+        "error" => format!("{name}: error: {}", s("message")),
+        "removed" => format!("{name}: terminated"),
+        other => format!("{name}: {other}"),
+    }
+}
+
 /// The `ferry list` table.
 pub fn table(sessions: &[Value], now: u64) -> String {
     if sessions.is_empty() {
@@ -177,6 +323,8 @@ pub fn table(sessions: &[Value], now: u64) -> String {
         "STATE".into(),
         "TO BETA".into(),
         "TO ALPHA".into(),
+        "LAST HOUR".into(),
+        "TREE".into(),
         "CONFLICTS".into(),
         "ERRORS".into(),
     ]];
@@ -189,6 +337,8 @@ pub fn table(sessions: &[Value], now: u64) -> String {
             s(v, "state"),
             ago(v.get("last_sync_to_beta").and_then(Value::as_u64), now),
             ago(v.get("last_sync_to_alpha").and_then(Value::as_u64), now),
+            last_hour(v),
+            tree(v),
             n(v, "conflicts").to_string(),
             n(v, "errors").to_string(),
         ]);
@@ -196,7 +346,7 @@ pub fn table(sessions: &[Value], now: u64) -> String {
             errors.push(format!("{}: {e}", s(v, "name")));
         }
     }
-    let mut width = [0usize; 8];
+    let mut width = [0usize; 10];
     for r in &rows {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
@@ -223,6 +373,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn event_lines() {
+        let cases = [
+            (
+                json!({"event": "state", "session": "web", "state": "watching"}),
+                "web: watching",
+            ),
+            (
+                json!({"event": "cycle", "session": "web", "cycle": 3, "to_beta": 1,
+                       "to_alpha": 0, "conflicts": 1, "errors": 0}),
+                "web: cycle 3: 1 to beta, 0 to alpha, 1 conflict, 0 errors",
+            ),
+            (
+                json!({"event": "conflict", "session": "w", "path": "a"}),
+                "w: conflict at a",
+            ),
+            (
+                json!({"event": "error", "session": "w", "message": "m"}),
+                "w: error: m",
+            ),
+            (json!({"event": "removed", "session": "w"}), "w: terminated"),
+        ];
+        for (ev, line) in cases {
+            assert_eq!(event_line(&ev), line);
+        }
+    }
+
+    #[test]
     fn ago_words() {
         assert_eq!(ago(None, 100), "never");
         assert_eq!(ago(Some(97), 100), "3s ago");
@@ -235,7 +412,9 @@ mod tests {
         let t = table(
             &[
                 json!({"name": "web", "alpha": "/a", "beta": "docker://w/app", "state": "watching",
-                     "last_sync_to_beta": 90, "conflicts": 1, "errors": 0}),
+                     "last_sync_to_beta": 90, "conflicts": 1, "errors": 0,
+                     "last_hour": {"files_to_beta": 2, "bytes_to_beta": 1500},
+                     "tree": {"files": 3, "bytes": 2000}}),
             ],
             100,
         );
@@ -243,11 +422,11 @@ mod tests {
         assert_eq!(lines.len(), 2, "{t}");
         assert_eq!(
             lines[0],
-            "NAME  ALPHA  BETA            STATE     TO BETA  TO ALPHA  CONFLICTS  ERRORS"
+            "NAME  ALPHA  BETA            STATE     TO BETA  TO ALPHA  LAST HOUR                       TREE             CONFLICTS  ERRORS"
         );
         assert_eq!(
             lines[1],
-            "web   /a     docker://w/app  watching  10s ago  never     1          0"
+            "web   /a     docker://w/app  watching  10s ago  never     2 (1.5 kB) to beta, 0 to alpha  3 files, 2.0 kB  1          0"
         );
     }
 }

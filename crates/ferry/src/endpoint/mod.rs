@@ -159,6 +159,9 @@ pub enum WatchEvent {
     Stop,
     /// Not from a watcher: an `--on-change` hook finished (see [`crate::hooks`]).
     HookDone,
+    /// Not from a watcher: the daemon asks for a cycle (a flush, a resolve); its report (or
+    /// why not, and whether that is the request's fault) goes back on the channel.
+    Request(crate::engine::Request, crate::engine::ReplyTo),
 }
 
 /// One side of a session.
