@@ -512,12 +512,22 @@ impl Daemon {
             "resume" => self.each(req, |d, name| d.resume(name)),
             "terminate" => self.each(req, |d, name| d.terminate(name)),
             "flush" => self.each(req, |d, name| d.flush(name)),
+            "file" => crate::files::serve(&self.spec(req)?, req),
             "stop" => {
                 self.stop_all();
                 Ok(json!({}))
             }
             other => Err(usage(format!("unknown request '{other}'"))),
         }
+    }
+
+    /// The settings of the one session `req` names.
+    fn spec(&self, req: &Value) -> Result<SessionSpec, (String, bool)> {
+        let name = req.get("name").and_then(Value::as_str).unwrap_or("");
+        self.sessions()
+            .get(name)
+            .map(|e| e.spec.clone())
+            .ok_or_else(|| usage(format!("no session named '{name}' (see 'ferry list')")))
     }
 
     fn each(&self, req: &Value, f: impl Fn(&Self, &str) -> Reply) -> Reply {

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod delta;
 pub mod endpoint;
 pub mod engine;
+pub mod files;
 pub mod fs;
 pub mod identity;
 pub mod open;

@@ -23,7 +23,7 @@ use crate::copy::{Item, Piece};
 use crate::endpoint::{IgnoreSpec, Outcome, Wanted};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 4;
+pub const PROTOCOL: u32 = 5;
 pub const MAGIC: &[u8; 8] = b"FERRYWIR";
 /// The largest frame payload (after decompression).
 pub const FRAME_MAX: usize = 4 << 20;
@@ -151,6 +151,13 @@ pub enum Msg {
     /// Content: this many zero bytes (at most [`HOLE_MAX`]), in place of a `Data` of zeros. A
     /// sparse file's holes cross the wire as these (issue 9 item 9).
     Hole(u64),
+    /// A request (protocol 5): one file tool operation on the directory `root`, needing no
+    /// `Open` (`ferry mcp`'s file tools). Answered with `FileAnswer`.
+    File {
+        root: String,
+        op: crate::files::FileOp,
+    },
+    FileAnswer(crate::files::FileAnswer),
 }
 
 /// The most zeros one [`Msg::Hole`] stands for (what one `Data` could carry).

@@ -1823,7 +1823,7 @@ fn ssh_transport_tells_strangers_and_old_agents_apart() {
         (
             "an agent speaking protocol 99",
             r"FERRYWIR\143\000\000\000",
-            "protocol version mismatch: this ferry speaks 4, the agent speaks 99",
+            "protocol version mismatch: this ferry speaks 5, the agent speaks 99",
         ),
     ] {
         let fx = Fixture::new();
