@@ -61,6 +61,10 @@ pub enum Command {
     Terminate(Target),
     /// Run a full cycle of a session now and wait for it to end.
     Flush(Target),
+    /// Serve MCP (Model Context Protocol) on stdin/stdout for AI assistants: the sessions,
+    /// their conflicts and their files as tools, talking to the daemon.
+    #[command(after_help = MCP_AFTER_HELP)]
+    Mcp,
     /// Serve the wire protocol on stdin/stdout (started by ferry itself on the far side).
     #[command(hide = true)]
     Agent,
@@ -72,6 +76,11 @@ kept in the state directory and resumed when the daemon starts. Manage them with
 'ferry flush NAME', 'ferry pause NAME', 'ferry resume NAME' and 'ferry terminate NAME'.
 
 Example: ferry create ./app docker://web/app --name web --label team=api";
+
+const MCP_AFTER_HELP: &str = "\
+Add it to an MCP client as a stdio server, e.g. 'claude mcp add ferry -- ferry mcp'. File tools
+refuse sensitive files (.env*, keys, credentials; see the README) and writes over 10 MiB; the
+settings are in ~/.config/ferry/mcp.conf (or $FERRY_MCP_CONFIG).";
 
 #[derive(Subcommand, Debug)]
 pub enum DaemonOp {

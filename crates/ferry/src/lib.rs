@@ -14,6 +14,7 @@ pub mod engine;
 pub mod files;
 pub mod fs;
 pub mod identity;
+pub mod mcp;
 pub mod open;
 pub mod output;
 pub mod remote;

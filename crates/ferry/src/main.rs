@@ -83,6 +83,13 @@ fn run() -> Exit {
             }
         },
         Command::Daemon { op } => daemon(op),
+        Command::Mcp => match ferry::mcp::run() {
+            Ok(()) => Exit::Ok,
+            Err(e) => {
+                eprintln!("ferry mcp: {e}");
+                Exit::Failed
+            }
+        },
         Command::Create(flags) => create(flags),
         Command::List { json } => list(json),
         Command::Pause(t) => act("pause", t),
@@ -332,50 +339,17 @@ fn create(flags: CreateFlags) -> Exit {
         eprintln!("ferry: {e}");
         Exit::Usage
     };
-    if let Err(e) = ferry::daemon::check_name(&flags.name) {
-        return usage(e);
-    }
-    if let Err(e) = flags.mode.parse::<Mode>() {
-        return usage(e.to_string());
-    }
-    for p in &flags.ignores {
-        let spec = ferry::fs::ignore::IgnoreSpec {
-            vcs: false,
-            editor_temps: false,
-            patterns: vec![p.clone()],
-            meta: Default::default(),
-            max_file_size: None,
-        };
-        if let Err(e) = ferry::fs::ignore::Ignorer::new(&spec) {
-            return usage(e.to_string());
-        }
-    }
-    let mut labels = std::collections::BTreeMap::new();
-    for l in &flags.labels {
-        match ferry::daemon::parse_label(l) {
-            Ok((k, v)) => {
-                labels.insert(k, v);
-            }
-            Err(e) => return usage(e),
-        }
-    }
-    // Relative paths are the client's: the daemon gets canonical ones.
-    let (alpha, beta) = match ferry::cli::places(&flags.alpha, &flags.beta) {
-        Ok(p) => p,
-        Err(e) => return usage(e.0),
-    };
-    let (Some(alpha), Some(beta)) = (alpha.key(), beta.key()) else {
-        return usage("endpoint paths must be valid UTF-8".into());
-    };
-    let spec = ferry::daemon::SessionSpec {
-        name: flags.name.clone(),
-        alpha,
-        beta,
-        mode: flags.mode,
-        ignores: flags.ignores,
-        labels,
-        paused: false,
-        yes: flags.yes,
+    let spec = match ferry::sessions::spec(
+        &flags.name,
+        &flags.alpha,
+        &flags.beta,
+        &flags.mode,
+        flags.ignores,
+        &flags.labels,
+        flags.yes,
+    ) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
     };
     match ask_daemon(json!({"op": "create", "spec": spec})) {
         Ok(v) => {

@@ -143,6 +143,51 @@ pub fn request(mut req: Value, start: bool) -> Result<Option<Value>, OpenFailure
     Err(OpenFailure { message, usage })
 }
 
+/// A new session's settings, checked (name, mode, ignore patterns, labels, endpoints), with
+/// local paths made canonical here (relative ones are the client's). `Err`: a one-line usage
+/// error.
+pub fn spec(
+    name: &str,
+    alpha: &str,
+    beta: &str,
+    mode: &str,
+    ignores: Vec<String>,
+    labels: &[String],
+    yes: bool,
+) -> Result<crate::daemon::SessionSpec, String> {
+    crate::daemon::check_name(name)?;
+    mode.parse::<ferry_core::Mode>().map_err(|e| e.to_string())?;
+    for p in &ignores {
+        let spec = crate::fs::ignore::IgnoreSpec {
+            vcs: false,
+            editor_temps: false,
+            patterns: vec![p.clone()],
+            meta: Default::default(),
+            max_file_size: None,
+        };
+        crate::fs::ignore::Ignorer::new(&spec).map_err(|e| e.to_string())?;
+    }
+    let mut map = std::collections::BTreeMap::new();
+    for l in labels {
+        let (k, v) = crate::daemon::parse_label(l)?;
+        map.insert(k, v);
+    }
+    let (a, b) = crate::cli::places(alpha, beta).map_err(|e| e.0)?;
+    let (Some(alpha), Some(beta)) = (a.key(), b.key()) else {
+        return Err("endpoint paths must be valid UTF-8".into());
+    };
+    Ok(crate::daemon::SessionSpec {
+        name: name.to_owned(),
+        alpha,
+        beta,
+        mode: mode.to_owned(),
+        ignores,
+        labels: map,
+        paused: false,
+        yes,
+    })
+}
+
 /// `ferry daemon start`: connects (starting it if needed); the answer's status.
 pub fn start() -> Result<Value, OpenFailure> {
     request(json!({"op": "status"}), true)?
