@@ -8,6 +8,7 @@ mod converge;
 mod daemon;
 mod daily;
 mod hostile;
+mod mcp;
 mod metadata;
 mod modes;
 mod once;
