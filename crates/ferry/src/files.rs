@@ -177,7 +177,10 @@ fn build(lines: impl IntoIterator<Item = String>) -> Result<Gitignore, String> {
 
 impl DenyList {
     pub fn new(c: &Config) -> Result<DenyList, String> {
-        let defaults = DEFAULT_DENY.iter().filter(|_| c.defaults).map(|s| s.to_string());
+        let defaults = DEFAULT_DENY
+            .iter()
+            .filter(|_| c.defaults)
+            .map(|s| s.to_string());
         Ok(DenyList {
             rules: build(defaults.chain(c.rules.iter().cloned()))?,
             guarded: build(GUARDED.iter().map(|s| s.to_string()))?,
@@ -193,7 +196,10 @@ impl DenyList {
         for g in [&self.guarded, &self.rules] {
             let m = g.matched_path_or_any_parents(path.as_str(), is_dir);
             if m.is_ignore() {
-                let rule = m.inner().map(|g| g.original().to_owned()).unwrap_or_default();
+                let rule = m
+                    .inner()
+                    .map(|g| g.original().to_owned())
+                    .unwrap_or_default();
                 return Some(rule);
             }
         }
@@ -491,7 +497,11 @@ mod tests {
             (".pypirc", false, Some(".pypirc")),
             (".git-credentials", false, Some(".git-credentials")),
             (".docker/config.json", false, Some("**/.docker/config.json")),
-            ("me/.docker/config.json", false, Some("**/.docker/config.json")),
+            (
+                "me/.docker/config.json",
+                false,
+                Some("**/.docker/config.json"),
+            ),
             (".kube/config", false, Some("**/.kube/config")),
             ("secrets.yaml", false, Some("secrets.*")),
             ("credentials.json", false, Some("credentials*")),
@@ -519,17 +529,23 @@ mod tests {
         assert_eq!(c.max_read, 2000);
         assert_eq!(c.sync_timeout, 5);
         let d = deny(&c);
-        assert_eq!(d.denied(&rel("db.sqlite"), false).as_deref(), Some("*.sqlite"));
+        assert_eq!(
+            d.denied(&rel("db.sqlite"), false).as_deref(),
+            Some("*.sqlite")
+        );
         assert_eq!(d.denied(&rel(".env.example"), false), None);
-        assert_eq!(d.denied(&rel(".env.prod"), false).as_deref(), Some(".env.*"));
+        assert_eq!(
+            d.denied(&rel(".env.prod"), false).as_deref(),
+            Some(".env.*")
+        );
         let off = deny(&Config::parse("defaults = off\n").expect("parse"));
         assert_eq!(off.denied(&rel(".env"), false), None);
     }
 
     #[test]
     fn the_settings_file_stays_refused_whatever_the_settings() {
-        let c = Config::parse("defaults = off\nallow = **/ferry/mcp.conf\nallow = *\n")
-            .expect("parse");
+        let c =
+            Config::parse("defaults = off\nallow = **/ferry/mcp.conf\nallow = *\n").expect("parse");
         let d = deny(&c);
         assert!(d.denied(&rel(".config/ferry/mcp.conf"), false).is_some());
         assert!(d.denied(&rel("ferry/mcp.conf"), false).is_some());
@@ -537,7 +553,13 @@ mod tests {
 
     #[test]
     fn bad_settings_are_one_line_errors() {
-        for bad in ["max-write = lots", "colour = red", "nonsense", "deny =", "allow = !x"] {
+        for bad in [
+            "max-write = lots",
+            "colour = red",
+            "nonsense",
+            "deny =",
+            "allow = !x",
+        ] {
             let e = Config::parse(bad).expect_err(bad);
             assert!(e.starts_with("line 1:") && !e.contains('\n'), "{e}");
         }
@@ -565,26 +587,50 @@ mod tests {
         let FileAnswer::Written(st) = w else {
             panic!("{w:?}")
         };
-        assert_eq!(std::fs::read_to_string(root.join("new/dir/b.txt")).expect("read"), "bee");
         assert_eq!(
-            apply(&root, &FileOp::Stat { path: rel("new/dir/b.txt") }),
+            std::fs::read_to_string(root.join("new/dir/b.txt")).expect("read"),
+            "bee"
+        );
+        assert_eq!(
+            apply(
+                &root,
+                &FileOp::Stat {
+                    path: rel("new/dir/b.txt")
+                }
+            ),
             FileAnswer::Stat(Some(st))
         );
         assert_eq!(
-            apply(&root, &FileOp::Read { path: rel("src/a.txt"), max: 100 }),
+            apply(
+                &root,
+                &FileOp::Read {
+                    path: rel("src/a.txt"),
+                    max: 100
+                }
+            ),
             FileAnswer::Text("hello".into())
         );
-        let FileAnswer::Listing(l) = apply(&root, &FileOp::List { path: RelPath::root() }) else {
+        let FileAnswer::Listing(l) = apply(
+            &root,
+            &FileOp::List {
+                path: RelPath::root(),
+            },
+        ) else {
             panic!("listing")
         };
-        let names: Vec<_> = l.iter().map(|e| (e.name.as_str(), e.kind.as_str())).collect();
+        let names: Vec<_> = l
+            .iter()
+            .map(|e| (e.name.as_str(), e.kind.as_str()))
+            .collect();
         assert_eq!(names, [("new", "dir"), ("src", "dir")]);
         assert_eq!(
             apply(&root, &FileOp::Stat { path: rel("nope") }),
             FileAnswer::Stat(None)
         );
         // No temporary is left behind.
-        let left: Vec<_> = std::fs::read_dir(root.join("new/dir")).expect("ls").collect();
+        let left: Vec<_> = std::fs::read_dir(root.join("new/dir"))
+            .expect("ls")
+            .collect();
         assert_eq!(left.len(), 1);
     }
 
@@ -597,9 +643,27 @@ mod tests {
             FileAnswer::Refused(m) => m,
             other => panic!("{op:?} gave {other:?}"),
         };
-        assert!(refused(FileOp::Read { path: rel("bin"), max: 100 }).contains("binary"));
-        assert!(refused(FileOp::Read { path: rel("latin1"), max: 100 }).contains("UTF-8"));
-        assert!(refused(FileOp::Read { path: rel("src/a.txt"), max: 3 }).contains("max-read"));
+        assert!(
+            refused(FileOp::Read {
+                path: rel("bin"),
+                max: 100
+            })
+            .contains("binary")
+        );
+        assert!(
+            refused(FileOp::Read {
+                path: rel("latin1"),
+                max: 100
+            })
+            .contains("UTF-8")
+        );
+        assert!(
+            refused(FileOp::Read {
+                path: rel("src/a.txt"),
+                max: 3
+            })
+            .contains("max-read")
+        );
         let m = refused(FileOp::Write {
             path: rel("x"),
             content: "four".into(),
@@ -607,7 +671,13 @@ mod tests {
         });
         assert!(m.contains("max-write"), "{m}");
         assert!(!root.join("x").exists());
-        assert!(refused(FileOp::Read { path: rel("src"), max: 9 }).contains("not a file"));
+        assert!(
+            refused(FileOp::Read {
+                path: rel("src"),
+                max: 9
+            })
+            .contains("not a file")
+        );
     }
 
     #[test]
@@ -619,18 +689,35 @@ mod tests {
         std::os::unix::fs::symlink(&outside, root.join("out")).expect("ln");
         std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("s.txt")).expect("ln");
         for op in [
-            FileOp::Read { path: rel("out/secret.txt"), max: 9 },
-            FileOp::Read { path: rel("s.txt"), max: 9 },
+            FileOp::Read {
+                path: rel("out/secret.txt"),
+                max: 9,
+            },
+            FileOp::Read {
+                path: rel("s.txt"),
+                max: 9,
+            },
             FileOp::List { path: rel("out") },
-            FileOp::Write { path: rel("out/w.txt"), content: "w".into(), max: 9 },
-            FileOp::Write { path: rel("s.txt"), content: "w".into(), max: 9 },
+            FileOp::Write {
+                path: rel("out/w.txt"),
+                content: "w".into(),
+                max: 9,
+            },
+            FileOp::Write {
+                path: rel("s.txt"),
+                content: "w".into(),
+                max: 9,
+            },
         ] {
             match apply(&root, &op) {
                 FileAnswer::Refused(m) => assert!(m.contains("symbolic link"), "{op:?}: {m}"),
                 other => panic!("{op:?} gave {other:?}"),
             }
         }
-        assert_eq!(std::fs::read_to_string(outside.join("secret.txt")).expect("r"), "s");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret.txt")).expect("r"),
+            "s"
+        );
         assert_eq!(std::fs::read_dir(&outside).expect("ls").count(), 1);
     }
 }

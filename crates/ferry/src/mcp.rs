@@ -25,9 +25,9 @@ use rmcp::model::{
     Implementation, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
     ReadResourceResponse, ReadResourceResult, Resource, ResourceContents,
     ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, SubscribeRequestParams,
-    UnsubscribeRequestParams,
+    SubscriptionFilter, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt, tool, tool_router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -250,9 +250,7 @@ impl Server {
             Some(rule) => Err(format!(
                 "refused: '{path}' is a sensitive file (deny rule '{rule}'); file tools never \
                  touch it (the rules are in {}; syncing is not affected)",
-                Config::path().map_or("ferry's MCP settings".into(), |p| p
-                    .display()
-                    .to_string())
+                Config::path().map_or("ferry's MCP settings".into(), |p| p.display().to_string())
             )),
             None => Ok(()),
         }
@@ -420,7 +418,10 @@ impl Server {
         destructive_hint = true,
         idempotent_hint = true
     ))]
-    async fn sync_now(&self, Parameters(a): Parameters<SyncArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn sync_now(
+        &self,
+        Parameters(a): Parameters<SyncArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         let mut req = json!({"op": "flush", "name": a.name});
         if let Some(paths) = a.paths {
             let mut gated = Vec::new();
@@ -439,7 +440,11 @@ impl Server {
     }
 
     /// Pauses a session: nothing syncs until resume_session. Returns its new state.
-    #[tool(annotations(title = "Pause a session", read_only_hint = false, destructive_hint = false))]
+    #[tool(annotations(
+        title = "Pause a session",
+        read_only_hint = false,
+        destructive_hint = false
+    ))]
     async fn pause_session(
         &self,
         Parameters(a): Parameters<NameArgs>,
@@ -448,21 +453,37 @@ impl Server {
     }
 
     /// Resumes a paused (or failed) session. Returns its new state.
-    #[tool(annotations(title = "Resume a session", read_only_hint = false, destructive_hint = false))]
+    #[tool(annotations(
+        title = "Resume a session",
+        read_only_hint = false,
+        destructive_hint = false
+    ))]
     async fn resume_session(
         &self,
         Parameters(a): Parameters<NameArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        outcome(ask(json!({"op": "resume", "name": a.name})).await.map(first))
+        outcome(
+            ask(json!({"op": "resume", "name": a.name}))
+                .await
+                .map(first),
+        )
     }
 
     /// Ends a session for good (its files stay where they are on both sides).
-    #[tool(annotations(title = "Terminate a session", read_only_hint = false, destructive_hint = true))]
+    #[tool(annotations(
+        title = "Terminate a session",
+        read_only_hint = false,
+        destructive_hint = true
+    ))]
     async fn terminate_session(
         &self,
         Parameters(a): Parameters<NameArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        outcome(ask(json!({"op": "terminate", "name": a.name})).await.map(first))
+        outcome(
+            ask(json!({"op": "terminate", "name": a.name}))
+                .await
+                .map(first),
+        )
     }
 
     /// A session's conflicts: for each path, what each side did (change, size, time). Settle
@@ -477,7 +498,11 @@ impl Server {
 
     /// Settles a conflict: `keep` names the side whose version wins; the other version is
     /// moved to the backup area. Returns what was kept and where the loser's copy is.
-    #[tool(annotations(title = "Resolve a conflict", read_only_hint = false, destructive_hint = true))]
+    #[tool(annotations(
+        title = "Resolve a conflict",
+        read_only_hint = false,
+        destructive_hint = true
+    ))]
     async fn resolve_conflict(
         &self,
         Parameters(a): Parameters<ResolveArgs>,
@@ -499,7 +524,10 @@ impl Server {
     /// other), size in bytes, modification time (Unix seconds). Symlinks are listed, never
     /// followed.
     #[tool(annotations(title = "List files", read_only_hint = true))]
-    async fn list_files(&self, Parameters(a): Parameters<ListArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn list_files(
+        &self,
+        Parameters(a): Parameters<ListArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         let r = async {
             let path = gate(a.path.as_deref().unwrap_or(""))?;
             self.check_denied(&path, true)?;
@@ -517,7 +545,10 @@ impl Server {
     /// The text of a file on one side of a session. Binary files, files over the read limit
     /// and sensitive files (.env, keys, credentials...) are refused with the reason.
     #[tool(annotations(title = "Read a file", read_only_hint = true))]
-    async fn read_file(&self, Parameters(a): Parameters<ReadArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn read_file(
+        &self,
+        Parameters(a): Parameters<ReadArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         let r = async {
             let path = gate(&a.path)?;
             self.check_denied(&path, false)?;
@@ -539,8 +570,15 @@ impl Server {
     /// Writes a whole text file on one side of a session, atomically, then has the session
     /// sync it and returns once the other side holds the same bytes. Sensitive files and
     /// content over the write limit are refused with the reason.
-    #[tool(annotations(title = "Write a file", read_only_hint = false, destructive_hint = true))]
-    async fn write_file(&self, Parameters(a): Parameters<WriteArgs>) -> Result<CallToolResult, ErrorData> {
+    #[tool(annotations(
+        title = "Write a file",
+        read_only_hint = false,
+        destructive_hint = true
+    ))]
+    async fn write_file(
+        &self,
+        Parameters(a): Parameters<WriteArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         outcome(self.write(a).await)
     }
 }
@@ -651,6 +689,46 @@ impl ServerHandler for Server {
         Ok(())
     }
 
+    /// The newer era's `subscriptions/listen`: resource subscriptions to sessions' statuses.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut f = SubscriptionFilter::new();
+        f.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
+            uris.iter()
+                .filter(|u| u.starts_with(URI_PREFIX))
+                .cloned()
+                .collect()
+        });
+        Some(f)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let uris: HashSet<String> = context
+            .accepted()
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let mut before = BTreeMap::new();
+        loop {
+            if tokio::time::timeout(POLL, context.cancelled())
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            for name in poll(&mut before).await {
+                let u = uri(&name);
+                if uris.contains(&u) && context.sink().notify_resource_updated(u).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     #[allow(deprecated)]
     async fn unsubscribe(
         &self,
@@ -664,18 +742,21 @@ impl ServerHandler for Server {
 }
 
 /// What a notification is sent for: a session's conflict and error counts and last error.
-pub fn alarm(s: &Value) -> (u64, u64, Option<String>) {
+pub type Alarm = (u64, u64, Option<String>);
+
+/// A session's [`Alarm`] from its status.
+pub fn alarm(s: &Value) -> Alarm {
     let n = |k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let e = s.get("last_error").and_then(Value::as_str).map(str::to_owned);
+    let e = s
+        .get("last_error")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     (n("conflicts"), n("errors"), e)
 }
 
 /// The sessions whose state warrants a notification: a new conflict or a new error since
 /// `before` (a session seen for the first time counts from nothing).
-pub fn alarmed(
-    before: &BTreeMap<String, (u64, u64, Option<String>)>,
-    now: &BTreeMap<String, (u64, u64, Option<String>)>,
-) -> Vec<String> {
+pub fn alarmed(before: &BTreeMap<String, Alarm>, now: &BTreeMap<String, Alarm>) -> Vec<String> {
     now.iter()
         .filter(|(name, (c, e, last))| {
             let (c0, e0, last0) = before.get(*name).cloned().unwrap_or_default();
@@ -685,7 +766,29 @@ pub fn alarmed(
         .collect()
 }
 
-/// Polls the daemon and tells subscribers about sessions that got a new conflict or error.
+/// Reads the daemon's list once: the sessions that got a new conflict or error since `before`
+/// (which becomes the list read). Nothing when the daemon cannot be asked.
+async fn poll(before: &mut BTreeMap<String, Alarm>) -> Vec<String> {
+    let list =
+        tokio::task::spawn_blocking(|| crate::sessions::request(json!({"op": "list"}), false))
+            .await;
+    let Ok(Ok(Some(list))) = list else {
+        return Vec::new();
+    };
+    let now: BTreeMap<String, Alarm> = list
+        .get("sessions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s.get("name")?.as_str()?.to_owned(), alarm(s))))
+        .collect();
+    let names = alarmed(before, &now);
+    *before = now;
+    names
+}
+
+/// The 2025-11-25 era: tells the client of `resources/subscribe` about sessions that got a new
+/// conflict or error.
 async fn watch(subs: Arc<Mutex<Subs>>) {
     let mut before = BTreeMap::new();
     loop {
@@ -701,20 +804,7 @@ async fn watch(subs: Arc<Mutex<Subs>>) {
         let Some(peer) = peer else {
             continue;
         };
-        let Ok(list) = tokio::task::spawn_blocking(|| crate::sessions::request(json!({"op": "list"}), false))
-            .await
-        else {
-            continue;
-        };
-        let Ok(Some(list)) = list else { continue };
-        let now: BTreeMap<String, _> = list
-            .get("sessions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|s| Some((s.get("name")?.as_str()?.to_owned(), alarm(s))))
-            .collect();
-        for name in alarmed(&before, &now) {
+        for name in poll(&mut before).await {
             let u = uri(&name);
             let wanted = subs
                 .lock()
@@ -727,7 +817,6 @@ async fn watch(subs: Arc<Mutex<Subs>>) {
                     .await;
             }
         }
-        before = now;
     }
 }
 
@@ -764,7 +853,14 @@ mod tests {
         assert_eq!(gate("src/a.rs").expect("ok").as_str(), "src/a.rs");
         assert_eq!(gate(".").expect("ok").as_str(), "");
         assert_eq!(gate("./src/").expect("ok").as_str(), "src");
-        for bad in ["../x", "/etc/passwd", "a/../../b", "a\0b", "a//b", "../app-secrets/k"] {
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            "a\0b",
+            "a//b",
+            "../app-secrets/k",
+        ] {
             let e = gate(bad).expect_err(bad);
             assert!(e.starts_with("refused:") && e.contains("rule"), "{e}");
         }

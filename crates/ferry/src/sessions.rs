@@ -156,7 +156,8 @@ pub fn spec(
     yes: bool,
 ) -> Result<crate::daemon::SessionSpec, String> {
     crate::daemon::check_name(name)?;
-    mode.parse::<ferry_core::Mode>().map_err(|e| e.to_string())?;
+    mode.parse::<ferry_core::Mode>()
+        .map_err(|e| e.to_string())?;
     for p in &ignores {
         let spec = crate::fs::ignore::IgnoreSpec {
             vcs: false,

@@ -188,7 +188,12 @@ impl DirAt {
     /// The names in this directory (in no order; `.` and `..` left out), read from the
     /// descriptor held, never by path.
     pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
-        let d = open_at(self.fd.as_raw_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let d = open_at(
+            self.fd.as_raw_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
         // The kernel's link to the open directory itself, not a path that could be swapped.
         fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))?
             .map(|e| e.map(|e| e.file_name()))

@@ -5,13 +5,13 @@
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, Sender, channel};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientConfig, ProtocolVersion,
     ReadResourceRequestParams, ResourceContents, ResourceUpdatedNotificationParam,
-    SubscribeRequestParams,
+    ServerNotification, SubscribeRequestParams, SubscriptionFilter,
 };
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
@@ -107,9 +107,17 @@ fn ok(rt: &tokio::runtime::Runtime, c: &Mcp, tool: &str, args: Value) -> Value {
 /// A refused call's text (the call must be a tool error).
 fn refused(rt: &tokio::runtime::Runtime, c: &Mcp, tool: &str, args: Value) -> String {
     let r = call(rt, c, tool, args.clone());
-    assert_eq!(r.is_error, Some(true), "{tool} {args} was not refused: {}", text(&r));
+    assert_eq!(
+        r.is_error,
+        Some(true),
+        "{tool} {args} was not refused: {}",
+        text(&r)
+    );
     let t = text(&r);
-    assert!(!t.is_empty() && !t.contains('\n'), "{tool}: a one-line reason: {t:?}");
+    assert!(
+        !t.is_empty() && !t.contains('\n'),
+        "{tool}: a one-line reason: {t:?}"
+    );
     t
 }
 
@@ -152,7 +160,11 @@ fn world() -> World {
     std::os::unix::fs::symlink("../app-secrets", alpha.join("escape")).expect("ln");
     std::os::unix::fs::symlink(secrets.join("secret.txt"), alpha.join("leak.txt")).expect("ln");
     let config = d.fx.root.join("mcp.conf");
-    fs::write(&config, "max-write = 4KiB\nmax-read = 64KiB\nsync-timeout = 60\n").expect("write");
+    fs::write(
+        &config,
+        "max-write = 4KiB\nmax-read = 64KiB\nsync-timeout = 60\n",
+    )
+    .expect("write");
     World {
         d,
         c,
@@ -175,7 +187,10 @@ fn mcp_tools_with_a_container_beta_over_the_initialize_handshake() {
     names.sort();
     assert_eq!(names, TOOLS);
     for t in &tools {
-        assert!(t.description.as_deref().is_some_and(|d| d.len() > 30), "{t:?}");
+        assert!(
+            t.description.as_deref().is_some_and(|d| d.len() > 30),
+            "{t:?}"
+        );
         let a = t.annotations.as_ref().expect("annotations");
         let ro = a.read_only_hint.expect("readOnlyHint");
         assert_eq!(
@@ -188,10 +203,17 @@ fn mcp_tools_with_a_container_beta_over_the_initialize_handshake() {
             t.name
         );
         if !ro {
-            assert!(a.destructive_hint.is_some(), "{} has no destructiveHint", t.name);
+            assert!(
+                a.destructive_hint.is_some(),
+                "{} has no destructiveHint",
+                t.name
+            );
         }
     }
-    let write = tools.iter().find(|t| t.name == "write_file").expect("write_file");
+    let write = tools
+        .iter()
+        .find(|t| t.name == "write_file")
+        .expect("write_file");
     assert_eq!(
         write.input_schema.get("required").cloned(),
         Some(json!(["name", "side", "path", "content"]))
@@ -280,7 +302,10 @@ fn mcp_tools_with_a_container_beta_over_the_initialize_handshake() {
             "read_file",
             json!({"name": "web", "side": side, "path": path}),
         );
-        assert!(why.contains("refused") && why.contains("rule"), "{path}: {why}");
+        assert!(
+            why.contains("refused") && why.contains("rule"),
+            "{path}: {why}"
+        );
     }
     let why = refused(
         &rt,
@@ -329,7 +354,12 @@ fn mcp_tools_with_a_container_beta_over_the_initialize_handshake() {
         ("read_file", "alpha", ".env", "'.env'"),
         ("read_file", "beta", ".env", "'.env'"),
         ("write_file", "beta", "certs/server.pem", "'*.pem'"),
-        ("write_file", "alpha", "home/.ssh/authorized_keys", "'.ssh/'"),
+        (
+            "write_file",
+            "alpha",
+            "home/.ssh/authorized_keys",
+            "'.ssh/'",
+        ),
         ("list_files", "alpha", ".aws", "'.aws/'"),
     ] {
         let why = refused(
@@ -338,7 +368,10 @@ fn mcp_tools_with_a_container_beta_over_the_initialize_handshake() {
             tool,
             json!({"name": "web", "side": side, "path": path, "content": "x"}),
         );
-        assert!(why.contains("sensitive") && why.contains(rule), "{path}: {why}");
+        assert!(
+            why.contains("sensitive") && why.contains(rule),
+            "{path}: {why}"
+        );
     }
     assert!(!w.alpha.join("home").exists());
     assert_eq!(
@@ -380,7 +413,12 @@ fn mcp_tools_with_a_container_beta_over_the_initialize_handshake() {
         "read_file",
         json!({"name": "web", "side": "gamma", "path": "x"}),
     );
-    refused(&rt, &c, "write_file", json!({"name": "web", "side": "alpha"}));
+    refused(
+        &rt,
+        &c,
+        "write_file",
+        json!({"name": "web", "side": "alpha"}),
+    );
     refused(&rt, &c, "session_status", json!({"name": 7}));
     let why = refused(
         &rt,
@@ -391,9 +429,7 @@ fn mcp_tools_with_a_container_beta_over_the_initialize_handshake() {
     assert!(why.contains("bad session name"), "{why}");
 
     // Resources: the session's status, and an update when it gets a conflict.
-    let res = rt
-        .block_on(c.list_all_resources())
-        .expect("resources/list");
+    let res = rt.block_on(c.list_all_resources()).expect("resources/list");
     assert!(
         res.iter().any(|r| r.uri == "ferry://sessions/web"),
         "{res:?}"
@@ -452,7 +488,11 @@ fn mcp_serves_the_discover_era_and_auto_negotiation() {
     ] {
         let (c, _notes) = connect(&rt, &d, &config, mode.clone());
         let info = c.peer_info().expect("the server's info");
-        assert_eq!(info.protocol_version, ProtocolVersion::V_2026_07_28, "{mode:?}");
+        assert_eq!(
+            info.protocol_version,
+            ProtocolVersion::V_2026_07_28,
+            "{mode:?}"
+        );
         let tools = rt.block_on(c.list_all_tools()).expect("tools/list");
         assert_eq!(tools.len(), TOOLS.len());
         let s = ok(&rt, &c, "session_status", json!({"name": "local"}));
@@ -466,6 +506,40 @@ fn mcp_serves_the_discover_era_and_auto_negotiation() {
         assert_eq!(text(&r), "from alpha");
         rt.block_on(c.cancel()).expect("closing the client");
     }
+
+    // The newer era's notifications: subscriptions/listen for the session's resource, then a
+    // conflict.
+    let (c, _notes) = connect(
+        &rt,
+        &d,
+        &config,
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    );
+    let mut filter = SubscriptionFilter::new();
+    filter.resource_subscriptions = Some(vec!["ferry://sessions/local".into()]);
+    let mut sub = rt.block_on(c.listen(filter)).expect("subscriptions/listen");
+    assert_eq!(
+        sub.acknowledged().resource_subscriptions,
+        Some(vec!["ferry://sessions/local".to_owned()])
+    );
+    ok(&rt, &c, "sync_now", json!({"name": "local"}));
+    ok(&rt, &c, "pause_session", json!({"name": "local"}));
+    fs::write(d.fx.a("f.txt"), "alpha's edit").expect("write");
+    fs::write(d.fx.b("f.txt"), "beta's edit").expect("write");
+    ok(&rt, &c, "resume_session", json!({"name": "local"}));
+    ok(&rt, &c, "sync_now", json!({"name": "local"}));
+    let note = rt
+        .block_on(async { tokio::time::timeout(DEADLINE, sub.next()).await })
+        .expect("a notification before the deadline")
+        .expect("the subscription")
+        .expect("a notification");
+    let ServerNotification::ResourceUpdatedNotification(n) = note else {
+        panic!("not a resources/updated notification: {note:?}")
+    };
+    assert_eq!(n.params.uri, "ferry://sessions/local");
+    rt.block_on(c.cancel()).expect("closing the client");
 }
 
 #[test]
@@ -487,7 +561,11 @@ fn mcp_through_the_official_python_sdk_in_both_eras() {
     let mut lines = found.lines();
     let (python, version) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
     assert!(
-        version.split('.').next().and_then(|m| m.parse::<u32>().ok()) >= Some(2),
+        version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            >= Some(2),
         "mcp {version} is too old: pip install 'mcp>=2'"
     );
     let w = world();
@@ -517,7 +595,10 @@ fn mcp_through_the_official_python_sdk_in_both_eras() {
         String::from_utf8_lossy(&out.stderr),
         w.d.log()
     );
-    assert!(stdout.contains("legacy ClientSession: 2025-11-25"), "{stdout}");
+    assert!(
+        stdout.contains("legacy ClientSession: 2025-11-25"),
+        "{stdout}"
+    );
     assert!(stdout.contains("auto Client: 2026-07-28"), "{stdout}");
     assert_eq!(
         w.c.read_file("/srv/app/py/legacy.txt").as_deref(),
