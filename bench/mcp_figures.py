@@ -7,7 +7,7 @@
 2. The daemon's memory (VmRSS, VmHWM) with 10 idle local sessions of 10,000 files each.
 3. `ferry list` wall time with those 10 sessions (median and p90 of 30 runs).
 
-Usage: python3 bench/mcp.py [FERRY] [--writes N]  (FERRY: target/release/ferry by default).
+Usage: python3 bench/mcp_figures.py [FERRY] [--writes N]  (FERRY: target/release/ferry by default).
 Needs Docker, the test image `ferry-test-busybox:1` (built by the tests) and the Python MCP SDK
 (`pip install "mcp>=2"`). Everything runs in a private temporary directory with its own daemon.
 """
