@@ -32,9 +32,9 @@ pub enum Command {
     /// container both ways, and stream the logs (until Ctrl-C, which stops the services).
     #[command(after_help = UP_AFTER_HELP)]
     Up(UpFlags),
-    /// Resolve conflicts of a pair not being synced right now: at each PATH (or every
-    /// conflict, with --all) the kept side's version goes to the other side, whose own
-    /// version is kept in its backup area.
+    /// Resolve conflicts of a background session (NAME) or of a pair not being synced right
+    /// now (ALPHA BETA): at each PATH (or every conflict, with --all) the kept side's version
+    /// goes to the other side, whose own version is kept in its backup area.
     #[command(after_help = RESOLVE_AFTER_HELP)]
     Resolve(ResolveFlags),
     /// Start, stop or ask about the background daemon (started on demand by the session
@@ -53,14 +53,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One session's state, endpoints, last sync each way, the last hour's traffic, tree
+    /// size, conflicts and last error.
+    Status(One),
+    /// A session's open conflicts: path, what each side did there, both versions' sizes and
+    /// modification times (exit code 3 when there are any).
+    #[command(after_help = "Resolve them with 'ferry resolve NAME PATH... --keep alpha|beta'.")]
+    Conflicts(One),
     /// Pause a session (its engine stops; changes wait until resume).
     Pause(Target),
     /// Resume a paused session.
     Resume(Target),
     /// Stop a session and forget it (its archive and backups stay in the state directory).
     Terminate(Target),
-    /// Run a full cycle of a session now and wait for it to end.
-    Flush(Target),
+    /// Run a cycle of a session now (only at these PATHs, if given) and wait for it: what
+    /// it changed each way (exit code 3 if conflicts remain, 1 on errors).
+    Flush(FlushFlags),
     /// Serve MCP (Model Context Protocol) on stdin/stdout for AI assistants: the sessions,
     /// their conflicts and their files as tools, talking to the daemon.
     #[command(after_help = MCP_AFTER_HELP)]
@@ -104,24 +112,42 @@ pub struct CreateFlags {
     pub alpha: String,
     /// Second endpoint (as for 'ferry sync').
     pub beta: String,
-    /// The session's name (letters, digits, '.', '_', '-').
+    /// The session's name: a letter or digit, then letters, digits, '.', '_', '-' (at most
+    /// 64; never '/' or ':', so a name cannot be read as an endpoint).
     #[arg(long)]
     pub name: String,
-    /// two-way-safe, two-way-resolved, one-way-safe or one-way-replica.
-    #[arg(long, default_value = "two-way-safe")]
-    pub mode: String,
-    /// Ignore paths matching PATTERN (gitignore syntax; repeatable).
-    #[arg(long = "ignore", value_name = "PATTERN")]
-    pub ignores: Vec<String>,
     /// A label KEY=VALUE (repeatable), for --label-selector.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// On a first sync, copy into alpha what only beta has (otherwise such a first sync is
-    /// refused: nobody can be asked).
-    #[arg(long, short = 'y')]
-    pub yes: bool,
+    /// Every option 'ferry sync' takes (but --once, --reset, --accept-wipe).
+    #[command(flatten)]
+    pub options: SessionOptions,
+    /// The new session as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The one session a command is about.
+#[derive(clap::Args, Debug)]
+pub struct One {
+    /// The session's name.
+    pub name: String,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FlushFlags {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only these paths (and what is below them), relative to the roots; with a NAME only.
+    #[arg(requires = "name")]
+    pub paths: Vec<String>,
+    /// Leave changes at paths matching PATTERN (gitignore syntax; repeatable) out of this
+    /// cycle only: the next one syncs them.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
 }
 
 /// Which sessions a command acts on: NAME, or every session with these labels.
@@ -204,14 +230,24 @@ pub struct UpFlags {
     pub json: bool,
 }
 
-/// `ferry resolve --help`: what it does, in a few words.
+/// `ferry resolve --help`: the grammar, and how a NAME is told from an endpoint.
 const RESOLVE_AFTER_HELP: &str = "\
-ALPHA and BETA are the pair as given to 'ferry sync' (either order); the session must not be
-running (stop it first: Ctrl-C lists its conflicts with the command for each). PATHs are
-relative to the roots. At each PATH the conflicts go the kept side's way and what changed on
-one side only syncs as usual; the next 'ferry sync' finds those paths in sync.
+Two forms, told apart by the first word alone (never by what exists):
+  ferry resolve NAME [PATH...|--all] --keep alpha|beta
+          A background session (see 'ferry list'); its daemon runs the resolve.
+  ferry resolve ALPHA BETA [PATH...|--all] --keep alpha|beta
+          A pair as given to 'ferry sync' (either order), not being synced right now (stop
+          it first: Ctrl-C lists its conflicts with the command for each).
+A first word containing '/' or ':' is ALPHA (every endpoint form has one: ./app, /srv/app,
+docker://web/app, host:path); any other word is a session NAME (names never contain '/' or
+':'). So write a local directory in the current directory as ./app, not app.
 
-Example: ferry resolve ./app docker://web/app src/main.rs --keep alpha";
+PATHs are relative to the roots. At each PATH the conflicts go the kept side's way and what
+changed on one side only syncs as usual; the loser's version is kept in its side's backup area
+(the output says where).
+
+Examples: ferry resolve web src/main.rs --keep alpha
+          ferry resolve ./app docker://web/app --all --keep beta";
 
 /// The side whose version wins.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,20 +258,17 @@ pub enum Keep {
 
 #[derive(clap::Args, Debug)]
 pub struct ResolveFlags {
-    /// First endpoint, as given to 'ferry sync'.
-    pub alpha: String,
-    /// Second endpoint, as given to 'ferry sync'.
-    pub beta: String,
-    /// Paths to resolve, relative to the roots.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
-    pub paths: Vec<String>,
+    /// NAME, or ALPHA BETA; then the paths to resolve, relative to the roots (see below).
+    #[arg(value_name = "NAME|ALPHA BETA", required = true)]
+    pub words: Vec<String>,
     /// Whose version wins.
     #[arg(long, value_enum)]
     pub keep: Keep,
-    /// Every conflict between ALPHA and BETA.
+    /// Every conflict of the session or pair.
     #[arg(long)]
     pub all: bool,
-    /// One JSON object per line on stdout for every event.
+    /// JSON on stdout: with a NAME one object (what was kept at each path and where the
+    /// loser's copy is), with a pair one object per line for every event.
     #[arg(long)]
     pub json: bool,
     /// Name every changed path.
@@ -243,11 +276,26 @@ pub struct ResolveFlags {
     pub verbose: bool,
 }
 
-/// A checked `resolve` command.
+/// A checked `resolve` command: a background session's, or a pair's.
+#[derive(Debug)]
+pub enum Resolve {
+    Session {
+        name: String,
+        /// `None`: every conflict (`--all`).
+        paths: Option<Vec<String>>,
+        keep: Keep,
+        json: bool,
+    },
+    Pair(ResolveArgs),
+}
+
+/// A checked `resolve` of a pair.
 #[derive(Debug)]
 pub struct ResolveArgs {
     pub alpha: Place,
     pub beta: Place,
+    /// The pair's options: a background session's if one syncs this pair, else the defaults.
+    pub options: SessionOptions,
     /// `None`: every conflict (`--all`).
     pub paths: Option<Vec<RelPath>>,
     pub keep: Keep,
@@ -255,10 +303,58 @@ pub struct ResolveArgs {
     pub verbose: bool,
 }
 
+/// True if `word` is an endpoint rather than a session name: every endpoint form has a `/` or
+/// a `:`, and no session name does.
+pub fn is_endpoint_word(word: &str) -> bool {
+    word.contains('/') || word.contains(':')
+}
+
 impl ResolveFlags {
-    /// Checks the endpoints (both must exist) and the paths.
-    pub fn check(self) -> Result<ResolveArgs, UsageError> {
-        let (alpha, beta) = places(&self.alpha, &self.beta)?;
+    /// Tells the two forms apart by the first word (see [`is_endpoint_word`]), then checks
+    /// the endpoints (both must exist) or the name, and the paths.
+    pub fn check(self) -> Result<Resolve, UsageError> {
+        let first = self.words.first().cloned().unwrap_or_default();
+        let (head, rest) = if is_endpoint_word(&first) {
+            if self.words.len() < 2 {
+                return Err(UsageError(format!(
+                    "'{first}' is an endpoint (it has a '/' or ':'): give BETA after it, or a session NAME instead"
+                )));
+            }
+            (2, &self.words[2..])
+        } else {
+            crate::daemon::check_name(&first).map_err(|e| {
+                UsageError(format!(
+                    "{e}; an endpoint needs a '/' or ':' (write ./{first} for a local directory)"
+                ))
+            })?;
+            (1, &self.words[1..])
+        };
+        match (self.all, rest.is_empty()) {
+            (true, false) => {
+                return Err(UsageError("give PATHs or --all, not both".into()));
+            }
+            (false, true) => {
+                return Err(UsageError("give the PATHs to resolve, or --all".into()));
+            }
+            _ => {}
+        }
+        if head == 1 {
+            let paths = match self.all {
+                true => None,
+                false => Some(
+                    rest.iter()
+                        .map(|p| relative_path(p, &[]).map(|r| r.to_string()))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
+            return Ok(Resolve::Session {
+                name: first,
+                paths,
+                keep: self.keep,
+                json: self.json,
+            });
+        }
+        let (alpha, beta) = places(&self.words[0], &self.words[1])?;
         if let Place::Local { root, create: true } = &beta {
             return Err(UsageError(format!(
                 "beta '{}' does not exist (nothing to resolve)",
@@ -276,25 +372,31 @@ impl ResolveFlags {
                 })
                 .collect();
             let mut out = Vec::new();
-            for p in &self.paths {
+            for p in rest {
                 out.push(relative_path(p, &roots)?);
             }
             Some(out)
         };
-        Ok(ResolveArgs {
+        // A paused background session of this pair: resolve by its options.
+        let options = match (alpha.key(), beta.key()) {
+            (Some(a), Some(b)) => crate::daemon::saved_options(&a, &b),
+            _ => None,
+        };
+        Ok(Resolve::Pair(ResolveArgs {
             alpha,
             beta,
+            options: options.unwrap_or_default(),
             paths,
             keep: self.keep,
             json: self.json,
             verbose: self.verbose,
-        })
+        }))
     }
 }
 
-/// A path given to `resolve`: relative to the roots (`./x`, `x/` and `.` accepted), or
-/// absolute inside a local root.
-fn relative_path(p: &str, roots: &[&Path]) -> Result<RelPath, UsageError> {
+/// A path given to `resolve` or `flush`: relative to the roots (`./x`, `x/` and `.`
+/// accepted), or absolute inside a local root.
+pub fn relative_path(p: &str, roots: &[&Path]) -> Result<RelPath, UsageError> {
     let mut rel = p;
     if p.starts_with('/') {
         let inside = roots
@@ -322,6 +424,31 @@ pub struct SyncFlags {
     pub alpha: String,
     /// Second endpoint. Created if missing (its parent must exist).
     pub beta: String,
+    #[command(flatten)]
+    pub options: SessionOptions,
+    /// Sync until nothing is left to do, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// One JSON object per line on stdout for every event.
+    #[arg(long)]
+    pub json: bool,
+    /// Name every changed path in the per-cycle line (without it, only a few are named).
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Let a root that was emptied or removed propagate its wipe to the other side.
+    #[arg(long, conflicts_with = "reset")]
+    pub accept_wipe: bool,
+    /// Forget the last agreed state and start over: both sides are merged, nothing is deleted.
+    #[arg(long)]
+    pub reset: bool,
+}
+
+/// What a session syncs and how: every option `ferry sync` and `ferry create` share (one list,
+/// so a new sync option reaches background sessions too). Saved with a background session in
+/// `sessions.json`: every field has a default, so entries written before a field existed load.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SessionOptions {
     /// two-way-safe, two-way-resolved, two-way-newest, one-way-safe or one-way-replica.
     #[arg(long, default_value = "two-way-safe")]
     pub mode: String,
@@ -355,25 +482,10 @@ pub struct SyncFlags {
     /// does (read again whenever one changes; both sides follow alpha's).
     #[arg(long)]
     pub gitignore: bool,
-    /// Sync until nothing is left to do, then exit.
-    #[arg(long)]
-    pub once: bool,
-    /// One JSON object per line on stdout for every event.
-    #[arg(long)]
-    pub json: bool,
-    /// Name every changed path in the per-cycle line (without it, only a few are named).
-    #[arg(short, long)]
-    pub verbose: bool,
     /// How long each side keeps its backups: DAYS (7d, 12h), SIZE (500MB, 1GiB), both
     /// (7d,1GiB) or 'forever'. Default: 7 days or 1 GiB per session and side, whichever first.
     #[arg(long, value_name = "POLICY")]
     pub keep_backups: Option<String>,
-    /// Let a root that was emptied or removed propagate its wipe to the other side.
-    #[arg(long, conflicts_with = "reset")]
-    pub accept_wipe: bool,
-    /// Forget the last agreed state and start over: both sides are merged, nothing is deleted.
-    #[arg(long)]
-    pub reset: bool,
     /// On a first sync, copy into alpha what only beta has without asking (by default a
     /// terminal is asked, and a script refused).
     #[arg(long, short = 'y')]
@@ -384,6 +496,79 @@ pub struct SyncFlags {
     /// Full rescan period while watching, in seconds (0: never); catches missed events.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub rescan_interval: u64,
+}
+
+impl Default for SessionOptions {
+    /// The command line's defaults (what `ferry sync A B` runs with).
+    fn default() -> Self {
+        SessionOptions {
+            mode: Mode::TwoWaySafe.to_string(),
+            ignores: Vec::new(),
+            no_ignore_vcs: false,
+            no_default_ignores: false,
+            permissions: "full".into(),
+            no_times: false,
+            symlinks: "portable".into(),
+            max_file_size: None,
+            gitignore: false,
+            keep_backups: None,
+            yes: false,
+            debounce_ms: 4,
+            rescan_interval: 300,
+        }
+    }
+}
+
+impl SessionOptions {
+    /// The one place a session's [`Settings`] (watching, not `--once`) and backup retention
+    /// are made from its options: `ferry sync`, `ferry resolve` and the daemon's sessions.
+    pub fn settings(&self) -> Result<(Settings, Retention), UsageError> {
+        let mode: Mode = self
+            .mode
+            .parse()
+            .map_err(|e: ferry_core::UnknownMode| UsageError(e.to_string()))?;
+        let retention = match &self.keep_backups {
+            Some(p) => p.parse().map_err(UsageError)?,
+            None => Retention::default(),
+        };
+        for p in &self.ignores {
+            crate::fs::ignore::Ignorer::new(&crate::fs::ignore::IgnoreSpec {
+                patterns: vec![p.clone()],
+                ..Default::default()
+            })
+            .map_err(|e| UsageError(e.to_string()))?;
+        }
+        let meta = crate::fs::meta::MetaSpec {
+            permissions: self.permissions.parse().map_err(UsageError)?,
+            times: !self.no_times,
+            symlinks: self.symlinks.parse().map_err(UsageError)?,
+        };
+        let settings = Settings {
+            mode,
+            meta,
+            ignore_vcs: !self.no_ignore_vcs,
+            default_ignores: !self.no_default_ignores,
+            ignores: self.ignores.clone(),
+            once: false,
+            accept_wipe: false,
+            reset: false,
+            debounce: Duration::from_millis(self.debounce_ms),
+            rescan_interval: (self.rescan_interval > 0)
+                .then(|| Duration::from_secs(self.rescan_interval)),
+            yes: self.yes,
+            gitignore: self.gitignore,
+            max_file_size: match &self.max_file_size {
+                Some(s) => Some(parse_size(s).ok_or_else(|| {
+                    UsageError(format!(
+                        "--max-file-size '{s}': expected a size such as 10MB, 512KiB or 1GiB"
+                    ))
+                })?),
+                None => None,
+            },
+            on_change: Vec::new(),
+        };
+        Ok((settings, retention))
+    }
 }
 
 /// A refusal of the command line or its endpoints (exit code 2).
@@ -426,50 +611,10 @@ impl Place {
 impl SyncFlags {
     /// Checks everything that can be checked before touching anything.
     pub fn check(self) -> Result<SyncArgs, UsageError> {
-        let mode: Mode = self
-            .mode
-            .parse()
-            .map_err(|e: ferry_core::UnknownMode| UsageError(e.to_string()))?;
-        let retention = match &self.keep_backups {
-            Some(p) => p.parse().map_err(UsageError)?,
-            None => Retention::default(),
-        };
-        for p in &self.ignores {
-            crate::fs::ignore::Ignorer::new(&crate::fs::ignore::IgnoreSpec {
-                patterns: vec![p.clone()],
-                ..Default::default()
-            })
-            .map_err(|e| UsageError(e.to_string()))?;
-        }
-        let meta = crate::fs::meta::MetaSpec {
-            permissions: self.permissions.parse().map_err(UsageError)?,
-            times: !self.no_times,
-            symlinks: self.symlinks.parse().map_err(UsageError)?,
-        };
-        let settings = Settings {
-            mode,
-            meta,
-            ignore_vcs: !self.no_ignore_vcs,
-            default_ignores: !self.no_default_ignores,
-            ignores: self.ignores,
-            once: self.once,
-            accept_wipe: self.accept_wipe,
-            reset: self.reset,
-            debounce: Duration::from_millis(self.debounce_ms),
-            rescan_interval: (self.rescan_interval > 0)
-                .then(|| Duration::from_secs(self.rescan_interval)),
-            yes: self.yes,
-            gitignore: self.gitignore,
-            max_file_size: match &self.max_file_size {
-                Some(s) => Some(parse_size(s).ok_or_else(|| {
-                    UsageError(format!(
-                        "--max-file-size '{s}': expected a size such as 10MB, 512KiB or 1GiB"
-                    ))
-                })?),
-                None => None,
-            },
-            on_change: Vec::new(),
-        };
+        let (mut settings, retention) = self.options.settings()?;
+        settings.once = self.once;
+        settings.accept_wipe = self.accept_wipe;
+        settings.reset = self.reset;
         let (alpha, beta) = places(&self.alpha, &self.beta)?;
         Ok(SyncArgs {
             alpha,

@@ -26,16 +26,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::cli::SessionOptions;
+use ferry_core::RelPath;
+
 use crate::endpoint::{Side, WatchEvent};
-use crate::engine::Settings;
+use crate::engine::{Request, Resolving};
 use crate::open::OpenFailure;
 use crate::output::{Event, Printer};
-use crate::state::Retention;
+use crate::report::{CycleReport, Moved, SessionView, Traffic};
 
 /// The protocol version: this build's version (client and daemon come from one build).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -137,23 +140,33 @@ pub struct SessionSpec {
     /// The endpoints as keyed by `ferry sync` (canonical local paths, URLs).
     pub alpha: String,
     pub beta: String,
-    pub mode: String,
-    #[serde(default)]
-    pub ignores: Vec<String>,
+    /// Every option `ferry sync` takes (the old `mode`, `ignores` and `yes` keys are its own,
+    /// so entries written before the rest existed still load).
+    #[serde(flatten)]
+    pub options: SessionOptions,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub paused: bool,
-    /// A first sync may copy into alpha what only beta has (`--yes`).
-    #[serde(default)]
-    pub yes: bool,
 }
 
-/// A session name: letters, digits, `.`, `_`, `-`, at most 64, not starting with `-`.
+/// The options of the saved background session syncing `alpha` and `beta` (either order),
+/// if there is one.
+pub fn saved_options(alpha: &str, beta: &str) -> Option<SessionOptions> {
+    let body = std::fs::read(paths().ok()?.sessions).ok()?;
+    let specs: Vec<SessionSpec> = serde_json::from_slice(&body).ok()?;
+    specs
+        .into_iter()
+        .find(|s| (s.alpha == alpha && s.beta == beta) || (s.alpha == beta && s.beta == alpha))
+        .map(|s| s.options)
+}
+
+/// A session name: a letter or digit, then letters, digits, `.`, `_`, `-`, at most 64. Never
+/// `/` nor `:` nor a leading `.`: a word that could be an endpoint is never a name (see
+/// [`crate::cli::ResolveFlags`]).
 pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('-')
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -161,7 +174,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "bad session name '{name}' (letters, digits, '.', '_' and '-', at most 64)"
+            "bad session name '{name}' (a letter or digit, then letters, digits, '.', '_' and '-', at most 64)"
         ))
     }
 }
@@ -179,32 +192,32 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
 /// What a session is doing and has done, as `ferry list` shows it.
 #[derive(Clone, Debug, Default)]
 struct Status {
+    /// Files and bytes moved each way, for the last hour's sums.
+    traffic: Traffic,
     state: &'static str,
-    /// Bumped each time the engine is (re)opened: a flush waits within one run.
-    run: u64,
-    started: u64,
-    started_full: bool,
-    /// The last cycle that ended and had started with a full scan.
-    ended_full: u64,
     last_to_beta: Option<u64>,
     last_to_alpha: Option<u64>,
     files_to_beta: u64,
     files_to_alpha: u64,
     bytes: u64,
     cycles: u64,
-    conflicts: u64,
     errors: u64,
     last_error: Option<String>,
-    last_cycle: Option<Value>,
 }
 
 #[derive(Default)]
 struct Shared {
     st: Mutex<Status>,
     cv: Condvar,
+    /// The engine's open conflicts and tree size.
+    view: Arc<Mutex<SessionView>>,
 }
 
 impl Shared {
+    fn view(&self) -> std::sync::MutexGuard<'_, SessionView> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -217,21 +230,24 @@ impl Shared {
     /// What the engine's events say.
     fn on_event(&self, ev: &Event) {
         self.set(|st| match ev {
-            Event::CycleStart { cycle, full_scan } => {
-                st.state = "syncing";
-                st.started = *cycle;
-                st.started_full = *full_scan;
-            }
+            Event::CycleStart { .. } => st.state = "syncing",
             Event::CycleEnd {
-                cycle,
                 to_alpha,
                 to_beta,
-                conflicts,
                 errors,
                 bytes,
+                bytes_to_alpha,
+                bytes_to_beta,
                 ..
             } => {
                 let now = unix_now();
+                st.traffic.add(Moved {
+                    at: now,
+                    files_to_beta: *to_beta,
+                    files_to_alpha: *to_alpha,
+                    bytes_to_beta: *bytes_to_beta,
+                    bytes_to_alpha: *bytes_to_alpha,
+                });
                 if *to_alpha > 0 {
                     st.last_to_alpha = Some(now);
                 }
@@ -242,12 +258,7 @@ impl Shared {
                 st.files_to_beta += to_beta;
                 st.bytes += bytes;
                 st.cycles += 1;
-                st.conflicts = *conflicts;
                 st.errors = *errors;
-                if st.started_full {
-                    st.ended_full = *cycle;
-                }
-                st.last_cycle = serde_json::to_value(ev).ok();
                 if st.state == "syncing" {
                     st.state = "watching";
                 }
@@ -310,12 +321,13 @@ impl Entry {
         } else {
             st.state
         };
+        let view = self.shared.view();
         json!({
             "name": self.spec.name,
             "alpha": self.spec.alpha,
             "beta": self.spec.beta,
-            "mode": self.spec.mode,
-            "ignores": self.spec.ignores,
+            "mode": self.spec.options.mode,
+            "options": self.spec.options,
             "labels": self.spec.labels,
             "state": state,
             "last_sync_to_beta": st.last_to_beta,
@@ -323,8 +335,10 @@ impl Entry {
             "files_to_beta": st.files_to_beta,
             "files_to_alpha": st.files_to_alpha,
             "bytes": st.bytes,
+            "last_hour": st.traffic.last_hour(unix_now()),
+            "tree": view.tree,
             "cycles": st.cycles,
-            "conflicts": st.conflicts,
+            "conflicts": view.conflicts.len(),
             "errors": st.errors,
             "last_error": st.last_error,
         })
@@ -368,41 +382,19 @@ fn run_session(spec: SessionSpec, shared: Arc<Shared>, ready: Ready) {
         Ok(p) => p,
         Err(e) => return fail(OpenFailure::usage(e.0)),
     };
-    let mode = match spec.mode.parse() {
-        Ok(m) => m,
-        Err(e) => return fail(OpenFailure::usage(format!("{e}"))),
-    };
-    let settings = Settings {
-        mode,
-        ignore_vcs: true,
-        default_ignores: true,
-        ignores: spec.ignores.clone(),
-        once: false,
-        accept_wipe: false,
-        reset: false,
-        debounce: Duration::from_millis(4),
-        rescan_interval: Some(Duration::from_secs(300)),
-        yes: spec.yes,
-        meta: Default::default(),
-        ..Default::default()
+    let (settings, retention) = match spec.options.settings() {
+        Ok(s) => s,
+        Err(e) => return fail(OpenFailure::usage(e.0)),
     };
     let sink = shared.clone();
     let printer = Printer::sink(Box::new(move |ev| sink.on_event(ev)));
-    let opened = crate::open::open(
-        false,
-        &alpha,
-        &beta,
-        settings,
-        Retention::default(),
-        printer,
-        false,
-    );
+    let opened = crate::open::open(false, &alpha, &beta, settings, retention, printer, false);
     let (mut engine, (tx, rx), stop) = match opened {
         Ok(o) => o,
         Err(f) => return fail(f),
     };
+    engine.share_view(shared.view.clone());
     shared.set(|st| {
-        st.run += 1;
         st.state = "syncing";
         st.last_error = None;
     });
@@ -436,6 +428,29 @@ type Reply = Result<Value, (String, bool)>;
 
 fn usage(msg: String) -> (String, bool) {
     (msg, true)
+}
+
+/// A list of strings in a request.
+fn strings(v: &Value, what: &str) -> Result<Vec<String>, (String, bool)> {
+    v.as_array()
+        .and_then(|a| {
+            a.iter()
+                .map(|x| x.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| usage(format!("'{what}' must be a list of strings")))
+}
+
+/// A list of paths relative to the roots (the one path gate: no `..`, not absolute, no NUL).
+fn rel_paths(v: &Value, what: &str) -> Result<Vec<RelPath>, (String, bool)> {
+    strings(v, what)?
+        .iter()
+        .map(|p| RelPath::new(p).map_err(|e| usage(format!("bad path '{p}': {e}"))))
+        .collect()
+}
+
+fn unknown(name: &str) -> (String, bool) {
+    usage(format!("no session named '{name}' (see 'ferry list')"))
 }
 
 impl Daemon {
@@ -499,11 +514,24 @@ impl Daemon {
             check_version(VERSION, version).map_err(|e| (e, false))?;
         }
         match op {
+            "status" if req.get("name").is_some() => {
+                let name = self.one(req)?;
+                let sessions = self.sessions();
+                let e = sessions.get(&name).ok_or_else(|| unknown(&name))?;
+                Ok(json!({ "session": e.json() }))
+            }
             "status" => Ok(json!({
                 "pid": std::process::id(),
                 "socket": self.paths.socket,
                 "sessions": self.sessions().len(),
             })),
+            "conflicts" => {
+                let name = self.one(req)?;
+                let sessions = self.sessions();
+                let e = sessions.get(&name).ok_or_else(|| unknown(&name))?;
+                let conflicts = e.shared.view().conflicts.clone();
+                Ok(json!({ "name": name, "conflicts": conflicts }))
+            }
             "list" => Ok(json!({
                 "sessions": self.sessions().values().map(Entry::json).collect::<Vec<_>>(),
             })),
@@ -511,7 +539,12 @@ impl Daemon {
             "pause" => self.each(req, |d, name| d.pause(name)),
             "resume" => self.each(req, |d, name| d.resume(name)),
             "terminate" => self.each(req, |d, name| d.terminate(name)),
-            "flush" => self.each(req, |d, name| d.flush(name)),
+            "flush" if req.get("name").is_some() => {
+                let name = self.one(req)?;
+                self.flush(&name, req)
+            }
+            "flush" => self.each(req, |d, name| d.flush(name, req)),
+            "resolve" => self.resolve(req),
             "file" => crate::files::serve(&self.spec(req)?, req),
             "stop" => {
                 self.stop_all();
@@ -521,13 +554,22 @@ impl Daemon {
         }
     }
 
+    /// The one session a request names (`name`, a string).
+    fn one(&self, req: &Value) -> Result<String, (String, bool)> {
+        match req.get("name") {
+            Some(Value::String(n)) if self.sessions().contains_key(n) => Ok(n.clone()),
+            Some(Value::String(n)) => Err(unknown(n)),
+            _ => Err(usage("give the session's name ('name', a string)".into())),
+        }
+    }
+
     /// The settings of the one session `req` names.
     fn spec(&self, req: &Value) -> Result<SessionSpec, (String, bool)> {
-        let name = req.get("name").and_then(Value::as_str).unwrap_or("");
+        let name = self.one(req)?;
         self.sessions()
-            .get(name)
+            .get(&name)
             .map(|e| e.spec.clone())
-            .ok_or_else(|| usage(format!("no session named '{name}' (see 'ferry list')")))
+            .ok_or_else(|| unknown(&name))
     }
 
     fn each(&self, req: &Value, f: impl Fn(&Self, &str) -> Reply) -> Reply {
@@ -611,43 +653,112 @@ impl Daemon {
         Ok(json!({ "name": name, "state": "terminated" }))
     }
 
-    /// Runs a full cycle now and waits for its end.
-    fn flush(&self, name: &str) -> Reply {
+    /// Runs a cycle now (only at `paths` if given; changes at paths matching `exclude` left
+    /// out) and waits for it: what it changed each way.
+    fn flush(&self, name: &str, req: &Value) -> Reply {
+        let paths = match req.get("paths") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(rel_paths(v, "paths")?),
+        };
+        let exclude = match req.get("exclude") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => strings(v, "exclude")?,
+        };
+        let (report, open) = self.request(name, Request::Flush { paths, exclude })?;
+        Ok(json!({
+            "name": name,
+            "cycle": report.cycle,
+            "changed": report.changed_each_way(),
+            "changes": report.changes,
+            "conflicts": open,
+            "errors": report.errors,
+        }))
+    }
+
+    /// `ferry resolve NAME`: the session's engine runs the resolve cycle.
+    fn resolve(&self, req: &Value) -> Reply {
+        let name = self.one(req)?;
+        let keep = match req.get("keep").and_then(Value::as_str) {
+            Some("alpha") => Side::Alpha,
+            Some("beta") => Side::Beta,
+            _ => {
+                return Err(usage(
+                    "resolve: 'keep' must be \"alpha\" or \"beta\"".into(),
+                ));
+            }
+        };
+        let all = req.get("all").and_then(Value::as_bool) == Some(true);
+        let given = req.get("paths").filter(|v| !v.is_null());
+        let paths = match (given, all) {
+            (Some(_), true) => {
+                return Err(usage("resolve: give paths or all: true, not both".into()));
+            }
+            (None, true) => None,
+            (None, false) => return Err(usage("resolve: give paths, or all: true".into())),
+            (Some(v), false) => {
+                let p = rel_paths(v, "paths")?;
+                if p.is_empty() {
+                    return Err(usage("resolve: give paths, or all: true".into()));
+                }
+                Some(p)
+            }
+        };
+        let (report, open) = self.request(&name, Request::Resolve(Resolving { paths, keep }))?;
+        Ok(json!({
+            "name": name,
+            "resolved": report.resolutions(keep.as_str()),
+            "changes": report.changes,
+            "conflicts": open,
+            "errors": report.errors,
+        }))
+    }
+
+    /// Hands `r` to `name`'s engine and waits for its cycle: the report and the conflicts
+    /// still open.
+    fn request(&self, name: &str, r: Request) -> Result<(CycleReport, usize), (String, bool)> {
         let (shared, wake) = {
             let sessions = self.sessions();
-            let Some(e) = sessions.get(name) else {
-                return Err(usage(format!("no session named '{name}'")));
-            };
+            let e = sessions.get(name).ok_or_else(|| unknown(name))?;
             match &e.control {
-                Some(c) if !e.spec.paused => (e.shared.clone(), c.wake.clone()),
-                _ => {
+                Some(c) if !e.spec.paused && !c.thread.is_finished() => {
+                    (e.shared.clone(), c.wake.clone())
+                }
+                _ if e.spec.paused => {
                     return Err(usage(format!(
                         "session '{name}' is paused (resume it first)"
                     )));
                 }
+                _ => {
+                    let why = e.shared.lock().last_error.clone();
+                    return Err((
+                        format!(
+                            "session '{name}' is not running ({}); 'ferry resume {name}' starts it again",
+                            why.unwrap_or_else(|| "it ended".into())
+                        ),
+                        false,
+                    ));
+                }
             }
         };
-        let (run, after) = {
-            let st = shared.lock();
-            (st.run, st.started)
-        };
-        for side in [Side::Alpha, Side::Beta] {
-            wake.send(WatchEvent::Rescan(side))
-                .map_err(|_| (format!("session '{name}' is not running"), false))?;
-        }
-        let mut st = shared.lock();
-        loop {
-            if st.run != run || matches!(st.state, "error" | "stopped") {
-                let why = st.last_error.clone().unwrap_or_else(|| st.state.to_owned());
-                return Err((
-                    format!("session '{name}' stopped during the flush: {why}"),
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        wake.send(WatchEvent::Request(r, tx))
+            .map_err(|_| (format!("session '{name}' is not running"), false))?;
+        match rx.recv() {
+            Ok(Ok(report)) => {
+                let open = shared.view().conflicts.len();
+                Ok((report, open))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                let why = shared.lock().last_error.clone();
+                Err((
+                    format!(
+                        "session '{name}' stopped before its cycle ran: {}",
+                        why.unwrap_or_else(|| "it ended".into())
+                    ),
                     false,
-                ));
+                ))
             }
-            if st.ended_full > after {
-                return Ok(json!({ "name": name, "cycle": st.last_cycle }));
-            }
-            st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 

@@ -22,6 +22,7 @@ use crate::fs::meta::MetaSpec;
 use crate::fs::transition::is_transient;
 use crate::identity::{Identities, Side as IdSide};
 use crate::output::{Backup, Event, Phases, Printer};
+use crate::report::{Changed, CycleReport, SessionView, conflict_view, tree_size};
 use crate::state::{Archive, Pending, Session, StateError};
 
 /// What a session was asked to do.
@@ -84,6 +85,24 @@ pub struct Resolving {
     pub paths: Option<Vec<RelPath>>,
     pub keep: Side,
 }
+
+/// What the daemon asks of a running session (see [`WatchEvent::Request`]).
+#[derive(Clone, Debug)]
+pub enum Request {
+    /// A cycle now: looking everywhere, or only at `paths` (and their parents, as a
+    /// watch-triggered cycle does); changes at paths matching `exclude` (gitignore patterns)
+    /// are left out of this cycle only.
+    Flush {
+        paths: Option<Vec<RelPath>>,
+        exclude: Vec<String>,
+    },
+    /// `ferry resolve NAME`: [`Engine::resolve`]'s cycle, run by the live session.
+    Resolve(Resolving),
+}
+
+/// Where a [`Request`]'s answer goes: its report, or why not (and `true` when the request
+/// itself was refused: a bad pattern, a path on neither side; nothing was changed).
+pub type ReplyTo = SyncSender<Result<CycleReport, (String, bool)>>;
 
 /// Why a session stopped before it was done.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +213,14 @@ pub struct Engine {
     confirm: Option<Box<dyn FnMut() -> bool>>,
     /// Set while `ferry resolve` runs its cycle.
     resolving: Option<Resolving>,
+    /// The paths the last resolve cycle acted on.
+    resolved: Vec<RelPath>,
+    /// Shared with the daemon: open conflicts and the tree's size, refreshed every cycle.
+    view: Option<Arc<std::sync::Mutex<SessionView>>>,
+    /// While a requested cycle runs: the changes it makes.
+    collect: Option<Vec<Changed>>,
+    /// While a flush with `exclude` runs: the paths it leaves alone.
+    exclude: Option<Ignorer>,
 }
 
 /// What one cycle left behind.
@@ -300,6 +327,10 @@ impl Engine {
             ids: Identities::load(&session_dir),
             confirm: None,
             resolving: None,
+            resolved: Vec::new(),
+            view: None,
+            collect: None,
+            exclude: None,
         };
         engine.archive.alpha = engine.alpha.describe();
         engine.archive.beta = engine.beta.describe();
@@ -341,6 +372,66 @@ impl Engine {
     /// y/N). Without it such a first sync is refused unless `--yes`.
     pub fn set_confirm(&mut self, ask: Box<dyn FnMut() -> bool>) {
         self.confirm = Some(ask);
+    }
+
+    /// Shares the session's open conflicts and tree size with `view` (the daemon's), refreshed
+    /// at the end of every cycle.
+    pub fn share_view(&mut self, view: Arc<std::sync::Mutex<SessionView>>) {
+        self.view = Some(view);
+    }
+
+    /// Runs the cycle a [`Request`] asks for; the report says what it changed. A refusal
+    /// (a bad pattern, a path on neither side) changes nothing and ends nothing.
+    fn serve(&mut self, req: Request) -> Result<CycleReport, RunError> {
+        let (ra, resolving) = match req {
+            Request::Flush { paths, exclude } => {
+                if !exclude.is_empty() {
+                    let spec = IgnoreSpec {
+                        patterns: exclude,
+                        ..Default::default()
+                    };
+                    self.exclude = Some(
+                        Ignorer::new(&spec)
+                            .map_err(|e| RunError::Refused(format!("bad exclude pattern: {e}")))?,
+                    );
+                }
+                let req = match paths {
+                    Some(p) => ScanRequest::Paths(p.into_iter().collect()),
+                    None => ScanRequest::Full,
+                };
+                (req, None)
+            }
+            Request::Resolve(r) => {
+                if let Some(paths) = &r.paths {
+                    let at = |t: Option<&Entry>, p: &RelPath| {
+                        t.and_then(|t| t.get(p.as_str())).is_some()
+                    };
+                    let (a, b) = (self.alpha.tree(), self.beta.tree());
+                    if let Some(p) = paths.iter().find(|p| !at(a, p) && !at(b, p)) {
+                        return Err(RunError::Refused(format!(
+                            "nothing at '{p}' in alpha or beta; nothing was changed"
+                        )));
+                    }
+                }
+                (ScanRequest::Full, Some(r))
+            }
+        };
+        self.collect = Some(Vec::new());
+        self.resolved.clear();
+        self.resolving = resolving;
+        let out = self.cycle_resilient(&ra, &ra);
+        self.resolving = None;
+        self.exclude = None;
+        let changes = self.collect.take().unwrap_or_default();
+        let res = out?;
+        self.schedule_retries(&res);
+        Ok(CycleReport {
+            cycle: self.cycle,
+            changes,
+            resolved: self.resolved.drain(..).map(|p| p.to_string()).collect(),
+            conflicts: res.conflicts,
+            errors: res.errors,
+        })
     }
 
     /// `ferry resolve`: one full cycle that acts only at `r.paths` (every conflict if `None`),
@@ -439,19 +530,24 @@ impl Engine {
                 timeout = timeout.min(at.saturating_duration_since(Instant::now()));
             }
             let mut got = Vec::new();
+            let mut requests = Vec::new();
             match rx.recv_timeout(timeout) {
                 Ok(ev) => {
+                    let mut asked = matches!(ev, WatchEvent::Request(..));
                     got.push(ev);
                     // Debounce: wait for a quiet moment, but never longer than a bound, so a
-                    // long burst still makes progress.
+                    // long burst still makes progress. A request is not kept waiting.
                     let deadline = Instant::now() + self.settings.debounce * 20;
-                    loop {
+                    while !asked {
                         let now = Instant::now();
                         if now >= deadline {
                             break;
                         }
                         match rx.recv_timeout(self.settings.debounce.min(deadline - now)) {
-                            Ok(ev) => got.push(ev),
+                            Ok(ev) => {
+                                asked = matches!(ev, WatchEvent::Request(..));
+                                got.push(ev);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -500,6 +596,7 @@ impl Engine {
                         full = (true, true);
                     }
                     WatchEvent::Stop => {}
+                    WatchEvent::Request(r, reply) => requests.push((r, reply)),
                 }
             }
             if self.stop.load(Ordering::SeqCst) {
@@ -526,24 +623,40 @@ impl Engine {
                 .collect();
             dirty.0.extend(due.iter().cloned());
             dirty.1.extend(due);
-            if !full.0 && !full.1 && dirty.0.is_empty() && dirty.1.is_empty() {
-                continue;
-            }
-            if full.0 && full.1 {
-                last_full = Instant::now();
-            }
-            let req = |full: bool, d: BTreeSet<RelPath>| {
-                if full {
-                    ScanRequest::Full
-                } else {
-                    ScanRequest::Paths(d)
+            // Requests first, each its own cycle (a flush restricted to some paths reports only
+            // what it was asked about); then what the watchers saw.
+            for (r, reply) in requests {
+                match self.serve(r) {
+                    Ok(report) => {
+                        res.errors = report.errors;
+                        let _ = reply.send(Ok(report));
+                    }
+                    Err(RunError::Refused(m)) => {
+                        let _ = reply.send(Err((m, true)));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err((e.to_string(), false)));
+                        return Err(e);
+                    }
                 }
-            };
-            self.settling = settle;
-            let out = self.cycle_resilient(&req(full.0, dirty.0), &req(full.1, dirty.1));
-            self.settling = false;
-            res = out?;
-            self.schedule_retries(&res);
+            }
+            if full.0 || full.1 || !dirty.0.is_empty() || !dirty.1.is_empty() {
+                if full.0 && full.1 {
+                    last_full = Instant::now();
+                }
+                let req = |full: bool, d: BTreeSet<RelPath>| {
+                    if full {
+                        ScanRequest::Full
+                    } else {
+                        ScanRequest::Paths(d)
+                    }
+                };
+                self.settling = settle;
+                let out = self.cycle_resilient(&req(full.0, dirty.0), &req(full.1, dirty.1));
+                self.settling = false;
+                res = out?;
+                self.schedule_retries(&res);
+            }
             if last_cache_save.elapsed() > Duration::from_secs(60) {
                 let _ = self.alpha.save_cache();
                 let _ = self.beta.save_cache();
@@ -1095,6 +1208,7 @@ impl Engine {
                     keep: r.keep.as_str(),
                     paths: paths.iter().map(|p| p.to_string()).collect(),
                 });
+                self.resolved = paths;
                 plan
             }
             (_, Some(f), None) => fill_plan(a, b, f, &mut adopted),
@@ -1114,6 +1228,11 @@ impl Engine {
             self.hold_mass_deletions(&mut plan, cycle);
         }
         let deferred = self.defer_not_due(&mut plan);
+        if let Some(ex) = &self.exclude {
+            for changes in [&mut plan.alpha, &mut plan.beta] {
+                changes.retain(|c| !touches_excluded(c, ex));
+            }
+        }
         if self.watching {
             let created = creations(&plan.alpha) + creations(&plan.beta);
             self.note_deletions(deletions(&plan.alpha) + deletions(&plan.beta), created);
@@ -1129,9 +1248,15 @@ impl Engine {
         };
         let current: HashSet<&str> = plan.conflicts.iter().map(|c| c.path.as_str()).collect();
         // Forget conflicts that are gone; outside a partial cycle's scope nothing was looked at.
+        // A resolve looks only at its paths too.
+        let looked = scope.as_ref().or(if self.resolving.is_some() {
+            Some(&self.resolved)
+        } else {
+            None
+        });
         self.reported_conflicts.retain(|p, _| {
             current.contains(p.as_str())
-                || scope.as_ref().is_some_and(|s| {
+                || looked.is_some_and(|s| {
                     let p = RelPath::new(p).unwrap_or_default();
                     !s.iter().any(|q| p.starts_with(q))
                 })
@@ -1170,6 +1295,8 @@ impl Engine {
             self.archive_dirty = true;
         }
         let mut bytes = 0;
+        // Bytes written to (alpha, beta).
+        let mut moved_to = (0u64, 0u64);
         let mut counts = (0u64, 0u64);
         for (side, changes) in [(Side::Beta, &plan.beta), (Side::Alpha, &plan.alpha)] {
             if changes.is_empty() || self.stop.load(Ordering::SeqCst) {
@@ -1190,8 +1317,10 @@ impl Engine {
             let n = self.report_outcomes(side, changes, &outcomes, &mut res);
             if side == Side::Beta {
                 counts.1 = n;
+                moved_to.1 = moved;
             } else {
                 counts.0 = n;
+                moved_to.0 = moved;
             }
         }
         res.applied = counts.0 + counts.1;
@@ -1241,6 +1370,22 @@ impl Engine {
                 .journal_pending(&[Pending::Committed { agreed }])?;
         }
         lap(&mut phases.save);
+        if let Some(view) = &self.view {
+            let mut conflicts: Vec<_> = self
+                .reported_conflicts
+                .values()
+                .map(conflict_view)
+                .collect();
+            conflicts.sort_by(|x, y| x.path.cmp(&y.path));
+            let tree = (full || res.applied > 0 || self.cycle == 1)
+                .then(|| self.alpha.tree().map(tree_size))
+                .flatten();
+            let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+            v.conflicts = conflicts;
+            if tree.is_some() {
+                v.tree = tree;
+            }
+        }
         self.printer.emit(&Event::CycleEnd {
             cycle,
             to_alpha: counts.0,
@@ -1248,6 +1393,8 @@ impl Engine {
             conflicts: res.conflicts,
             errors: res.errors,
             bytes,
+            bytes_to_alpha: moved_to.0,
+            bytes_to_beta: moved_to.1,
             wire_bytes: (self.alpha.wire_bytes() + self.beta.wire_bytes())
                 .saturating_sub(wire_start),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -1603,6 +1750,18 @@ impl Engine {
                 .or(ch.old.as_ref())
                 .map_or(1, |e| e.count() as u64);
             let (action, kind) = describe_change(ch);
+            if let Some(c) = &mut self.collect {
+                c.push(Changed {
+                    direction,
+                    path: ch.path.to_string(),
+                    action,
+                    backups: o
+                        .backups
+                        .iter()
+                        .map(|(_, b)| b.display().to_string())
+                        .collect(),
+                });
+            }
             self.printer.emit(&Event::Change {
                 cycle: self.cycle,
                 direction,
@@ -1751,6 +1910,22 @@ fn resolve_plan(
         }
     };
     Ok((plan, paths))
+}
+
+/// True if `c` is at or below a path `ex` matches, or would carry one (a directory created,
+/// replaced or removed with an excluded path inside): a flush's `exclude` leaves it for the
+/// next cycle.
+fn touches_excluded(c: &Change, ex: &Ignorer) -> bool {
+    if ex.is_ignored_or_below(&c.path) {
+        return true;
+    }
+    let mut hit = false;
+    for e in [&c.old, &c.new].into_iter().flatten() {
+        e.walk(c.path.as_str(), &mut |p, e| {
+            hit |= !p.is_empty() && ex.is_ignored(p, e.is_dir());
+        });
+    }
+    hit
 }
 
 /// Files (and links, and empty directories) that `changes` put in place.

@@ -18,5 +18,6 @@ pub mod mcp;
 pub mod open;
 pub mod output;
 pub mod remote;
+pub mod report;
 pub mod sessions;
 pub mod state;

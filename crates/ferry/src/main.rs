@@ -8,13 +8,15 @@ use std::io::{IsTerminal, Write};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-use ferry::cli::{Cli, Command, CreateFlags, DaemonOp, Keep, Place, ResolveArgs, SyncArgs, Target};
+use ferry::cli::{
+    Cli, Command, CreateFlags, DaemonOp, FlushFlags, Keep, One, Place, Resolve, ResolveArgs,
+    SyncArgs, Target,
+};
 use ferry::endpoint::Side;
 use ferry::engine::{Engine, Finish, Resolving, RunError, Settings};
 use ferry::open::{OpenFailure, Wake, one_line};
 use ferry::output::Printer;
 use ferry::state::Retention;
-use ferry_core::Mode;
 use serde_json::{Value, json};
 
 /// The design's exit codes.
@@ -76,7 +78,13 @@ fn run() -> Exit {
             }
         },
         Command::Resolve(flags) => match flags.check() {
-            Ok(args) => resolve(args),
+            Ok(Resolve::Pair(args)) => resolve(args),
+            Ok(Resolve::Session {
+                name,
+                paths,
+                keep,
+                json,
+            }) => resolve_session(name, paths, keep, json),
             Err(e) => {
                 eprintln!("ferry: {e}");
                 Exit::Usage
@@ -92,10 +100,12 @@ fn run() -> Exit {
         },
         Command::Create(flags) => create(flags),
         Command::List { json } => list(json),
+        Command::Status(one) => status(one),
+        Command::Conflicts(one) => conflicts(one),
         Command::Pause(t) => act("pause", t),
         Command::Resume(t) => act("resume", t),
         Command::Terminate(t) => act("terminate", t),
-        Command::Flush(t) => act("flush", t),
+        Command::Flush(f) => flush(f),
         Command::Up(flags) => up::run(flags),
         Command::Agent => match ferry::remote::agent::run() {
             0 => Exit::Ok,
@@ -137,25 +147,22 @@ fn sync(args: SyncArgs) -> Exit {
 fn resolve(args: ResolveArgs) -> Exit {
     let mut printer = Printer::new(args.json);
     printer.set_verbose(args.verbose);
-    let settings = Settings {
-        mode: Mode::TwoWaySafe,
-        ignore_vcs: true,
-        default_ignores: true,
-        ignores: Vec::new(),
-        once: true,
-        accept_wipe: false,
-        reset: false,
-        debounce: Duration::ZERO,
-        rescan_interval: None,
-        yes: true,
-        meta: Default::default(),
-        ..Default::default()
+    let (mut settings, retention) = match args.options.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return Exit::Usage;
+        }
     };
+    settings.once = true;
+    settings.yes = true;
+    settings.debounce = Duration::ZERO;
+    settings.rescan_interval = None;
     let opened = open(
         &args.alpha,
         &args.beta,
         settings,
-        Retention::default(),
+        retention,
         printer,
         true,
         true,
@@ -343,10 +350,8 @@ fn create(flags: CreateFlags) -> Exit {
         &flags.name,
         &flags.alpha,
         &flags.beta,
-        &flags.mode,
-        flags.ignores,
+        flags.options,
         &flags.labels,
-        flags.yes,
     ) {
         Ok(s) => s,
         Err(e) => return usage(e),
@@ -383,7 +388,7 @@ fn list(json: bool) -> Exit {
     }
 }
 
-/// pause, resume, terminate, flush: by NAME or --label-selector.
+/// pause, resume, terminate: by NAME or --label-selector.
 fn act(op: &str, t: Target) -> Exit {
     let mut req = json!({ "op": op });
     if let Some(n) = &t.name {
@@ -405,26 +410,189 @@ fn act(op: &str, t: Target) -> Exit {
             }
             for s in done {
                 let name = s.get("name").and_then(Value::as_str).unwrap_or("?");
-                match op {
-                    "flush" => {
-                        let c = s.get("cycle").unwrap_or(&Value::Null);
-                        let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
-                        println!(
-                            "{name}: flushed ({} to beta, {} to alpha, {} conflicts, {} errors)",
-                            n("to_beta"),
-                            n("to_alpha"),
-                            n("conflicts"),
-                            n("errors")
-                        );
-                    }
-                    _ => println!(
-                        "{name}: {}",
-                        s.get("state").and_then(Value::as_str).unwrap_or("?")
-                    ),
-                }
+                println!(
+                    "{name}: {}",
+                    s.get("state").and_then(Value::as_str).unwrap_or("?")
+                );
             }
             Exit::Ok
         }
         Err(code) => code,
     }
+}
+
+/// `ferry status NAME`.
+fn status(one: One) -> Exit {
+    match ask_daemon(json!({"op": "status", "name": one.name})) {
+        Ok(v) => {
+            let s = v.get("session").unwrap_or(&Value::Null);
+            if one.json {
+                println!("{s}");
+            } else {
+                println!("{}", ferry::sessions::describe(s, now()));
+            }
+            Exit::Ok
+        }
+        Err(code) => code,
+    }
+}
+
+/// `ferry conflicts NAME`: exit code 3 when there are any.
+fn conflicts(one: One) -> Exit {
+    match ask_daemon(json!({"op": "conflicts", "name": one.name})) {
+        Ok(v) => {
+            let empty = Vec::new();
+            let list = v
+                .get("conflicts")
+                .and_then(Value::as_array)
+                .unwrap_or(&empty);
+            if one.json {
+                println!("{}", json!({ "name": one.name, "conflicts": list }));
+            } else {
+                println!(
+                    "{}",
+                    ferry::sessions::conflicts_text(&one.name, list, now())
+                );
+            }
+            if list.is_empty() {
+                Exit::Ok
+            } else {
+                Exit::Conflicts
+            }
+        }
+        Err(code) => code,
+    }
+}
+
+/// The exit code of a cycle's reply: 1 with errors, 3 with conflicts left, else 0.
+fn cycle_code(v: &Value) -> Exit {
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    if n("errors") > 0 {
+        Exit::Failed
+    } else if n("conflicts") > 0 {
+        Exit::Conflicts
+    } else {
+        Exit::Ok
+    }
+}
+
+/// `ferry flush NAME [PATH...] [--exclude P]...` (or every session matching a selector).
+fn flush(f: FlushFlags) -> Exit {
+    let mut paths = Vec::new();
+    for p in &f.paths {
+        match ferry::cli::relative_path(p, &[]) {
+            Ok(r) => paths.push(r.to_string()),
+            Err(e) => {
+                eprintln!("ferry: {e}");
+                return Exit::Usage;
+            }
+        }
+    }
+    let mut req = json!({ "op": "flush", "exclude": f.exclude });
+    if !paths.is_empty() {
+        req["paths"] = json!(paths);
+    }
+    if let Some(n) = &f.target.name {
+        req["name"] = n.as_str().into();
+    }
+    if let Some(s) = &f.target.label_selector {
+        req["selector"] = s.as_str().into();
+    }
+    let v = match ask_daemon(req) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let done: Vec<Value> = match v.get("sessions").and_then(Value::as_array) {
+        Some(list) => list.clone(),
+        None => {
+            let mut one = v.clone();
+            if let Some(o) = one.as_object_mut() {
+                o.remove("ok");
+                o.remove("version");
+            }
+            vec![one]
+        }
+    };
+    if f.target.json {
+        match &f.target.name {
+            Some(_) => println!("{}", done.first().unwrap_or(&Value::Null)),
+            None => println!("{}", json!({ "sessions": done })),
+        }
+    } else {
+        for s in &done {
+            let name = s.get("name").and_then(Value::as_str).unwrap_or("?");
+            let way = |k: &str| {
+                s.get("changed")
+                    .and_then(|c| c.get(k))
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len) as u64
+            };
+            let n = |k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0);
+            println!(
+                "{name}: flushed ({} to beta, {} to alpha, {}, {})",
+                way("alpha_to_beta"),
+                way("beta_to_alpha"),
+                ferry::output::count(n("conflicts"), "conflict", "conflicts"),
+                ferry::output::count(n("errors"), "error", "errors"),
+            );
+        }
+    }
+    done.iter()
+        .map(cycle_code)
+        .max_by_key(|c| match c {
+            Exit::Failed => 3,
+            Exit::Conflicts => 2,
+            _ => 0,
+        })
+        .unwrap_or(Exit::Ok)
+}
+
+/// `ferry resolve NAME [PATH...|--all] --keep SIDE`: the session's daemon resolves.
+fn resolve_session(name: String, paths: Option<Vec<String>>, keep: Keep, json: bool) -> Exit {
+    let keep = match keep {
+        Keep::Alpha => "alpha",
+        Keep::Beta => "beta",
+    };
+    let mut req = json!({ "op": "resolve", "name": name, "keep": keep });
+    match paths {
+        Some(p) => req["paths"] = json!(p),
+        None => req["all"] = true.into(),
+    }
+    let mut v = match ask_daemon(req) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.remove("ok");
+        o.remove("version");
+    }
+    if json {
+        println!("{v}");
+    } else {
+        let empty = Vec::new();
+        let resolved = v
+            .get("resolved")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty);
+        if resolved.is_empty() {
+            println!("{name}: nothing to resolve");
+        }
+        let loser = if keep == "alpha" { "beta" } else { "alpha" };
+        for r in resolved {
+            let path = r.get("path").and_then(Value::as_str).unwrap_or("?");
+            let copy = match r.get("loser_copy") {
+                Some(Value::String(c)) => format!("{loser}'s version kept in {c}"),
+                Some(Value::Array(cs)) => format!(
+                    "{loser}'s versions kept in {}",
+                    cs.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => format!("{loser} had no version to keep"),
+            };
+            println!("{name}: {path}: kept {keep}'s version; {copy}");
+        }
+    }
+    cycle_code(&v)
 }

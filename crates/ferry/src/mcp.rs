@@ -198,12 +198,10 @@ async fn sessions() -> Result<Vec<Value>, Refusal> {
         .unwrap_or_default())
 }
 
+/// One session's status (the daemon's `status NAME`).
 async fn session(name: &str) -> Result<Value, Refusal> {
-    sessions()
-        .await?
-        .into_iter()
-        .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
-        .ok_or_else(|| format!("no session named '{name}' (see list_sessions)"))
+    let v = ask(json!({"op": "status", "name": name})).await?;
+    Ok(v.get("session").cloned().unwrap_or(v))
 }
 
 /// A path argument through ferry's one gate (relative, no `..`, no NUL, not absolute).
@@ -320,7 +318,7 @@ impl Server {
                         None => format!("{} does not have it yet", other.as_str()),
                     };
                     let conflicts = flushed
-                        .pointer("/sessions/0/cycle/conflicts")
+                        .get("conflicts")
                         .and_then(Value::as_u64)
                         .unwrap_or(0);
                     if conflicts > 0 {
@@ -372,7 +370,8 @@ impl Server {
     }
 
     /// One session's status: state, alpha, beta, last sync each way (Unix seconds), files
-    /// and bytes synced each way, conflicts, errors and the last error.
+    /// and bytes synced each way in the last hour, tree size (bytes and files), conflicts,
+    /// errors and the last error.
     #[tool(annotations(title = "Session status", read_only_hint = true))]
     async fn session_status(
         &self,
@@ -392,15 +391,12 @@ impl Server {
         &self,
         Parameters(a): Parameters<CreateArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let spec = crate::sessions::spec(
-            &a.name,
-            &a.alpha,
-            &a.beta,
-            a.mode.as_deref().unwrap_or("two-way-safe"),
-            a.ignore.unwrap_or_default(),
-            &[],
-            false,
-        );
+        let mut options = crate::cli::SessionOptions::default();
+        if let Some(m) = a.mode {
+            options.mode = m;
+        }
+        options.ignores = a.ignore.unwrap_or_default();
+        let spec = crate::sessions::spec(&a.name, &a.alpha, &a.beta, options, &[]);
         let r = match spec {
             Ok(spec) => ask(json!({"op": "create", "spec": spec}))
                 .await

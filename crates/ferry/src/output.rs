@@ -90,6 +90,9 @@ pub enum Event {
         conflicts: u64,
         errors: u64,
         bytes: u64,
+        /// `bytes` split by the side written.
+        bytes_to_alpha: u64,
+        bytes_to_beta: u64,
         /// Bytes the remote sides' connections carried in this cycle (both ways, framing
         /// included); 0 between local directories.
         wire_bytes: u64,
@@ -760,6 +763,8 @@ mod tests {
             conflicts,
             errors,
             bytes: 0,
+            bytes_to_alpha: 0,
+            bytes_to_beta: 0,
             wire_bytes: 0,
             duration_ms: 4.0,
             phases_ms: Phases::default(),

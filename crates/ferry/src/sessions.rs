@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::daemon::{Paths, VERSION, check_version, paths};
+use crate::engine::human_bytes;
 use crate::open::OpenFailure;
 
 /// How long a client waits for a daemon it started to listen.
@@ -143,31 +144,17 @@ pub fn request(mut req: Value, start: bool) -> Result<Option<Value>, OpenFailure
     Err(OpenFailure { message, usage })
 }
 
-/// A new session's settings, checked (name, mode, ignore patterns, labels, endpoints), with
-/// local paths made canonical here (relative ones are the client's). `Err`: a one-line usage
-/// error.
+/// A new session's settings, checked (name, options, labels, endpoints), with local paths
+/// made canonical here (relative ones are the client's). `Err`: a one-line usage error.
 pub fn spec(
     name: &str,
     alpha: &str,
     beta: &str,
-    mode: &str,
-    ignores: Vec<String>,
+    options: crate::cli::SessionOptions,
     labels: &[String],
-    yes: bool,
 ) -> Result<crate::daemon::SessionSpec, String> {
     crate::daemon::check_name(name)?;
-    mode.parse::<ferry_core::Mode>()
-        .map_err(|e| e.to_string())?;
-    for p in &ignores {
-        let spec = crate::fs::ignore::IgnoreSpec {
-            vcs: false,
-            editor_temps: false,
-            patterns: vec![p.clone()],
-            meta: Default::default(),
-            max_file_size: None,
-        };
-        crate::fs::ignore::Ignorer::new(&spec).map_err(|e| e.to_string())?;
-    }
+    options.settings().map_err(|e| e.0)?;
     let mut map = std::collections::BTreeMap::new();
     for l in labels {
         let (k, v) = crate::daemon::parse_label(l)?;
@@ -181,11 +168,9 @@ pub fn spec(
         name: name.to_owned(),
         alpha,
         beta,
-        mode: mode.to_owned(),
-        ignores,
+        options,
         labels: map,
         paused: false,
-        yes,
     })
 }
 
@@ -209,6 +194,104 @@ pub fn ago(then: Option<u64>, now: u64) -> String {
     }
 }
 
+/// `ferry list`'s LAST HOUR cell: "5 (1.2 kB) to beta, 0 to alpha".
+fn last_hour(v: &Value) -> String {
+    let h = v.get("last_hour").unwrap_or(&Value::Null);
+    let n = |k: &str| h.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let way = |files: u64, bytes: u64, to: &str| {
+        if files == 0 && bytes == 0 {
+            format!("0 to {to}")
+        } else {
+            format!("{files} ({}) to {to}", human_bytes(bytes))
+        }
+    };
+    format!(
+        "{}, {}",
+        way(n("files_to_beta"), n("bytes_to_beta"), "beta"),
+        way(n("files_to_alpha"), n("bytes_to_alpha"), "alpha")
+    )
+}
+
+/// `ferry list`'s TREE cell: "120 files, 45.0 MB", or "?" before the first scan.
+fn tree(v: &Value) -> String {
+    match v.get("tree") {
+        Some(t) if t.is_object() => {
+            let n = |k: &str| t.get(k).and_then(Value::as_u64).unwrap_or(0);
+            format!(
+                "{}, {}",
+                crate::output::count(n("files"), "file", "files"),
+                human_bytes(n("bytes"))
+            )
+        }
+        _ => "?".into(),
+    }
+}
+
+/// `ferry status NAME`: one session, a line per fact.
+pub fn describe(v: &Value, now: u64) -> String {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mut out = format!(
+        "{}: {}\n  alpha      {}\n  beta       {}\n  mode       {}\n  last sync  to beta {}, to alpha {}\n  last hour  {}\n  tree       {}\n  conflicts  {}\n  errors     {}",
+        s("name"),
+        s("state"),
+        s("alpha"),
+        s("beta"),
+        s("mode"),
+        ago(v.get("last_sync_to_beta").and_then(Value::as_u64), now),
+        ago(v.get("last_sync_to_alpha").and_then(Value::as_u64), now),
+        last_hour(v),
+        tree(v),
+        n("conflicts"),
+        n("errors"),
+    );
+    if let Some(e) = v.get("last_error").and_then(Value::as_str) {
+        out.push_str(&format!("\n  last error {e}"));
+    }
+    out
+}
+
+/// `ferry conflicts NAME`: each conflict with what each side did.
+pub fn conflicts_text(name: &str, conflicts: &[Value], now: u64) -> String {
+    if conflicts.is_empty() {
+        return format!("{name}: no conflicts");
+    }
+    let mut out = format!(
+        "{name}: {}",
+        crate::output::count(conflicts.len() as u64, "conflict", "conflicts")
+    );
+    for c in conflicts {
+        out.push_str(&format!(
+            "\n{}",
+            c.get("path").and_then(Value::as_str).unwrap_or("?")
+        ));
+        for side in ["alpha", "beta"] {
+            let d = c.get(side).unwrap_or(&Value::Null);
+            let change = d.get("change").and_then(Value::as_str).unwrap_or("?");
+            let mut what = Vec::new();
+            if let Some(k) = d.get("kind").and_then(Value::as_str) {
+                what.push(k.to_owned());
+            }
+            if let Some(sz) = d.get("size").and_then(Value::as_u64) {
+                what.push(human_bytes(sz));
+            }
+            if let Some(t) = d.get("mtime").and_then(Value::as_i64) {
+                what.push(format!("modified {}", ago(u64::try_from(t).ok(), now)));
+            }
+            let what = if what.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", what.join(", "))
+            };
+            out.push_str(&format!("\n  {side:<5}  {change}{what}"));
+        }
+    }
+    out.push_str(&format!(
+        "\nresolve: ferry resolve {name} PATH... --keep alpha|beta (or --all)"
+    ));
+    out
+}
+
 /// The `ferry list` table.
 pub fn table(sessions: &[Value], now: u64) -> String {
     if sessions.is_empty() {
@@ -223,6 +306,8 @@ pub fn table(sessions: &[Value], now: u64) -> String {
         "STATE".into(),
         "TO BETA".into(),
         "TO ALPHA".into(),
+        "LAST HOUR".into(),
+        "TREE".into(),
         "CONFLICTS".into(),
         "ERRORS".into(),
     ]];
@@ -235,6 +320,8 @@ pub fn table(sessions: &[Value], now: u64) -> String {
             s(v, "state"),
             ago(v.get("last_sync_to_beta").and_then(Value::as_u64), now),
             ago(v.get("last_sync_to_alpha").and_then(Value::as_u64), now),
+            last_hour(v),
+            tree(v),
             n(v, "conflicts").to_string(),
             n(v, "errors").to_string(),
         ]);
@@ -242,7 +329,7 @@ pub fn table(sessions: &[Value], now: u64) -> String {
             errors.push(format!("{}: {e}", s(v, "name")));
         }
     }
-    let mut width = [0usize; 8];
+    let mut width = [0usize; 10];
     for r in &rows {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
@@ -281,7 +368,9 @@ mod tests {
         let t = table(
             &[
                 json!({"name": "web", "alpha": "/a", "beta": "docker://w/app", "state": "watching",
-                     "last_sync_to_beta": 90, "conflicts": 1, "errors": 0}),
+                     "last_sync_to_beta": 90, "conflicts": 1, "errors": 0,
+                     "last_hour": {"files_to_beta": 2, "bytes_to_beta": 1500},
+                     "tree": {"files": 3, "bytes": 2000}}),
             ],
             100,
         );
@@ -289,11 +378,11 @@ mod tests {
         assert_eq!(lines.len(), 2, "{t}");
         assert_eq!(
             lines[0],
-            "NAME  ALPHA  BETA            STATE     TO BETA  TO ALPHA  CONFLICTS  ERRORS"
+            "NAME  ALPHA  BETA            STATE     TO BETA  TO ALPHA  LAST HOUR                     TREE              CONFLICTS  ERRORS"
         );
         assert_eq!(
             lines[1],
-            "web   /a     docker://w/app  watching  10s ago  never     1          0"
+            "web   /a     docker://w/app  watching  10s ago  never     2 (1.5 kB) to beta, 0 to alpha  3 files, 2.0 kB  1          0"
         );
     }
 }

@@ -157,6 +157,9 @@ pub enum WatchEvent {
     Disconnected(Side, String),
     /// Not from a watcher: the process was asked to stop (SIGINT/SIGTERM).
     Stop,
+    /// Not from a watcher: the daemon asks for a cycle (a flush, a resolve); its report (or
+    /// why not, and whether that is the request's fault) goes back on the channel.
+    Request(crate::engine::Request, crate::engine::ReplyTo),
 }
 
 /// One side of a session.

@@ -362,7 +362,9 @@ impl Agent {
                         WatchEvent::Paths(_, p) => paths.extend(p),
                         WatchEvent::Rescan(_) => other.push(WatchWire::Rescan),
                         WatchEvent::Failed(_, m) => other.push(WatchWire::Failed(m)),
-                        WatchEvent::Disconnected(..) | WatchEvent::Stop => {}
+                        WatchEvent::Disconnected(..)
+                        | WatchEvent::Stop
+                        | WatchEvent::Request(..) => {}
                     }
                     if paths.len() >= 4096 {
                         break;

@@ -21,6 +21,8 @@ use crate::support::{DEADLINE, Fixture, Run, ferry_bin};
 pub struct Daemon {
     pub fx: Fixture,
     pub runtime: PathBuf,
+    /// Set for every ferry (and so the daemon it starts): the static agent for containers.
+    agent: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -29,7 +31,18 @@ impl Daemon {
         let runtime = fx.root.join("run");
         fs::create_dir(&runtime).expect("runtime dir");
         fs::set_permissions(&runtime, fs::Permissions::from_mode(0o700)).expect("chmod");
-        Daemon { fx, runtime }
+        Daemon {
+            fx,
+            runtime,
+            agent: None,
+        }
+    }
+
+    /// A daemon whose sessions can reach containers (the static agent built if needed).
+    pub fn with_agent() -> Daemon {
+        let mut d = Daemon::new();
+        d.agent = Some(crate::remote_support::static_agent());
+        d
     }
 
     fn socket(&self) -> PathBuf {
@@ -43,6 +56,9 @@ impl Daemon {
     pub fn command(&self) -> Command {
         let mut c = self.fx.command();
         c.env("XDG_RUNTIME_DIR", &self.runtime);
+        if let Some(a) = &self.agent {
+            c.env("FERRY_AGENT", a);
+        }
         c
     }
 
@@ -358,4 +374,329 @@ fn two_clients_at_once_share_one_daemon() {
     let pid = d.pid();
     d.create("web");
     assert_eq!(d.pid(), pid);
+}
+
+/// `ferry create` takes `ferry sync`'s options (one shared list), keeps them in the session's
+/// spec and runs the session by them.
+#[test]
+fn create_takes_every_sync_option_and_runs_by_them() {
+    let d = Daemon::new();
+    fs::create_dir(d.fx.a(".git")).expect("mkdir");
+    fs::write(d.fx.a(".git/HEAD"), "ref").expect("write");
+    fs::write(d.fx.a("big.bin"), vec![7u8; 4000]).expect("write");
+    fs::write(d.fx.a("skip.log"), "x").expect("write");
+    fs::write(d.fx.a("small.txt"), "s").expect("write");
+    let a = d.fx.alpha.to_str().expect("utf-8");
+    let b = d.fx.beta.to_str().expect("utf-8");
+    let r = d.ok(&[
+        "create",
+        a,
+        b,
+        "--name",
+        "web",
+        "--mode",
+        "two-way-newest",
+        "--ignore",
+        "*.log",
+        "--no-ignore-vcs",
+        "--max-file-size",
+        "1kB",
+        "--permissions",
+        "exec",
+        "--keep-backups",
+        "forever",
+        "--rescan-interval",
+        "0",
+        "--json",
+    ]);
+    let o = &r.events[0]["options"];
+    assert_eq!(o["mode"], "two-way-newest", "{}", r.events[0]);
+    assert_eq!(o["ignores"], serde_json::json!(["*.log"]));
+    assert_eq!(o["no_ignore_vcs"], true);
+    assert_eq!(o["max_file_size"], "1kB");
+    assert_eq!(o["permissions"], "exec");
+    assert_eq!(o["keep_backups"], "forever");
+    assert_eq!(o["rescan_interval"], 0);
+    d.ok(&["flush", "web"]);
+    assert!(d.fx.b("small.txt").exists());
+    assert!(d.fx.b(".git/HEAD").exists(), "--no-ignore-vcs not applied");
+    assert!(!d.fx.b("skip.log").exists(), "--ignore not applied");
+    assert!(!d.fx.b("big.bin").exists(), "--max-file-size not applied");
+    // Kept across a restart (read back from sessions.json).
+    d.ok(&["daemon", "stop"]);
+    assert_eq!(d.session("web")["options"], *o);
+
+    // A bad option value is refused before the daemon hears of it.
+    let r = d.run(&["create", a, b, "--name", "x", "--max-file-size", "huge"]);
+    assert_eq!(r.code(), 2, "{r}");
+    assert!(
+        r.expect_one_stderr_line().contains("--max-file-size"),
+        "{r}"
+    );
+    let r = d.run(&["create", a, b, "--name", "x", "--mode", "sideways"]);
+    assert_eq!(r.code(), 2, "{r}");
+}
+
+/// A `sessions.json` written before the options existed (only mode, ignores, yes) still loads,
+/// the missing options at their defaults.
+#[test]
+fn old_sessions_json_entries_still_load() {
+    let d = Daemon::new();
+    let dir = d.fx.state.join("ferry/daemon");
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let old = serde_json::json!([{
+        "name": "old",
+        "alpha": d.fx.alpha.to_str().expect("utf-8"),
+        "beta": d.fx.beta.to_str().expect("utf-8"),
+        "mode": "two-way-resolved",
+        "ignores": ["*.tmp"],
+        "labels": {},
+        "paused": false,
+        "yes": false
+    }]);
+    fs::write(dir.join("sessions.json"), old.to_string()).expect("write");
+    fs::write(d.fx.a("f.txt"), "f").expect("write");
+    let s = d.session("old");
+    assert_eq!(s["options"]["mode"], "two-way-resolved", "{s}");
+    assert_eq!(s["options"]["ignores"], serde_json::json!(["*.tmp"]));
+    assert_eq!(s["options"]["permissions"], "full");
+    assert_eq!(s["options"]["debounce_ms"], 4);
+    d.ok(&["flush", "old"]);
+    assert!(d.fx.b("f.txt").exists());
+}
+
+/// A session whose beta is a container: `ferry status NAME` and `ferry list` show its stats,
+/// `ferry conflicts NAME` its conflicts (what each side did, sizes, times), human and JSON.
+#[test]
+fn status_and_conflicts_of_a_container_session() {
+    use crate::remote_support::{Container, busybox_image};
+    let c = Container::start(busybox_image(), &[]);
+    let d = Daemon::with_agent();
+    fs::write(d.fx.a("both.txt"), "base").expect("write");
+    fs::write(d.fx.a("keep.txt"), "k").expect("write");
+    let a = d.fx.alpha.to_str().expect("utf-8");
+    let beta = format!("docker://{}/srv/app", c.name);
+    d.ok(&["create", a, &beta, "--name", "web"]);
+    d.ok(&["flush", "web"]);
+    assert_eq!(
+        c.read_file("/srv/app/both.txt").as_deref(),
+        Some(&b"base"[..])
+    );
+
+    let r = d.ok(&["status", "web", "--json"]);
+    let s = &r.events[0];
+    assert_eq!(s["name"], "web");
+    assert_eq!(s["beta"], beta.as_str());
+    assert_eq!(s["state"], "watching", "{s}");
+    assert_eq!(s["tree"]["files"], 2, "{s}");
+    assert_eq!(s["tree"]["bytes"], 5, "{s}");
+    assert_eq!(s["last_hour"]["files_to_beta"], 2, "{s}");
+    assert_eq!(s["last_hour"]["bytes_to_beta"], 5, "{s}");
+    assert_eq!(s["last_hour"]["files_to_alpha"], 0, "{s}");
+    assert!(s["last_sync_to_beta"].is_u64(), "{s}");
+    assert_eq!(s["conflicts"], 0);
+    let human = d.ok(&["status", "web"]).stdout;
+    assert!(human.starts_with("web: watching"), "{human}");
+    assert!(human.contains("tree       2 files, 5 B"), "{human}");
+    assert!(human.contains("2 (5 B) to beta, 0 to alpha"), "{human}");
+    let table = d.ok(&["list"]).stdout;
+    assert!(
+        table.contains("LAST HOUR") && table.contains("2 files, 5 B"),
+        "{table}"
+    );
+    let r = d.run(&["status", "nope"]);
+    assert_eq!(r.code(), 2, "{r}");
+
+    // Both sides change both.txt while the session is paused: a conflict when it resumes.
+    d.ok(&["pause", "web"]);
+    fs::write(d.fx.a("both.txt"), "alpha's edit").expect("write");
+    c.write_file("/srv/app/both.txt", "beta's");
+    d.ok(&["resume", "web"]);
+    let f = d.run(&["flush", "web"]);
+    assert_eq!(f.code(), 3, "a flush leaving conflicts exits 3: {f}");
+    let r = d.run(&["conflicts", "web", "--json"]);
+    assert_eq!(r.code(), 3, "{r}");
+    let v = &r.events[0];
+    assert_eq!(v["name"], "web");
+    let list = v["conflicts"].as_array().expect("conflicts");
+    assert_eq!(list.len(), 1, "{v}");
+    let x = &list[0];
+    assert_eq!(x["path"], "both.txt");
+    assert_eq!(x["alpha"]["change"], "modified");
+    assert_eq!(x["alpha"]["kind"], "file");
+    assert_eq!(x["alpha"]["size"], 12);
+    assert_eq!(x["beta"]["change"], "modified");
+    assert_eq!(x["beta"]["size"], 6);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    for side in ["alpha", "beta"] {
+        let t = x[side]["mtime"].as_i64().expect("mtime");
+        assert!((now - 3600..=now + 60).contains(&t), "{side} mtime {t}");
+    }
+    assert_eq!(d.session("web")["conflicts"], 1);
+    let human = d.run(&["conflicts", "web"]);
+    assert_eq!(human.code(), 3);
+    assert!(human.stdout.contains("both.txt"), "{human}");
+    assert!(
+        human.stdout.contains("alpha  modified (file, 12 B"),
+        "{human}"
+    );
+    assert!(
+        human.stdout.contains("beta   modified (file, 6 B"),
+        "{human}"
+    );
+
+    // Resolved by NAME, keeping alpha: beta gets alpha's version, beta's is in its backups.
+    let r = d.run(&["resolve", "web", "both.txt", "--keep", "alpha", "--json"]);
+    assert_eq!(r.code(), 0, "{r}\n{}", d.log());
+    let v = &r.events[0];
+    let done = v["resolved"].as_array().expect("resolved");
+    assert_eq!(done.len(), 1, "{v}");
+    assert_eq!(done[0]["path"], "both.txt");
+    assert_eq!(done[0]["kept"], "alpha");
+    let copy = done[0]["loser_copy"]
+        .as_str()
+        .expect("loser copy")
+        .to_owned();
+    assert_eq!(
+        c.read_file("/srv/app/both.txt").as_deref(),
+        Some(&b"alpha's edit"[..])
+    );
+    assert_eq!(
+        c.read_file(&copy).as_deref(),
+        Some(&b"beta's"[..]),
+        "the loser's copy {copy} holds beta's version"
+    );
+    assert_eq!(v["conflicts"], 0);
+    let r = d.ok(&["conflicts", "web", "--json"]);
+    assert_eq!(r.events[0]["conflicts"], serde_json::json!([]));
+    assert_eq!(d.session("web")["state"], "watching");
+
+    // Another conflict, resolved with --all keeping beta (human output).
+    d.ok(&["pause", "web"]);
+    fs::write(d.fx.a("keep.txt"), "alpha 2").expect("write");
+    c.write_file("/srv/app/keep.txt", "beta 2");
+    d.ok(&["resume", "web"]);
+    assert_eq!(d.run(&["flush", "web"]).code(), 3);
+    let r = d.ok(&["resolve", "web", "--all", "--keep", "beta"]);
+    assert!(
+        r.stdout
+            .contains("web: keep.txt: kept beta's version; alpha's version kept in "),
+        "{r}"
+    );
+    assert_eq!(
+        fs::read_to_string(d.fx.a("keep.txt")).expect("read"),
+        "beta 2"
+    );
+
+    // Refusals: a path on neither side, no paths, an unknown session; the session lives on.
+    let r = d.run(&["resolve", "web", "nope.txt", "--keep", "alpha"]);
+    assert_eq!(r.code(), 2, "{r}");
+    assert_eq!(
+        r.expect_one_stderr_line(),
+        "ferry: nothing at 'nope.txt' in alpha or beta; nothing was changed"
+    );
+    let r = d.run(&["resolve", "web", "--keep", "alpha"]);
+    assert_eq!(r.code(), 2, "{r}");
+    let r = d.run(&["resolve", "ghost", "x", "--keep", "alpha"]);
+    assert_eq!(r.code(), 2, "{r}");
+    assert_eq!(d.session("web")["state"], "watching");
+}
+
+/// The grammar: a first word with '/' or ':' is an endpoint, any other a session name; a
+/// word that is neither is refused with the fix.
+#[test]
+fn resolve_tells_names_from_endpoints_by_the_first_word() {
+    let d = Daemon::new();
+    // "." has no '/': it is read as a name, which it cannot be.
+    let r = d.run(&["resolve", ".", "beta", "x", "--keep", "alpha"]);
+    assert_eq!(r.code(), 2, "{r}");
+    assert!(r.expect_one_stderr_line().contains("write ./."), "{r}");
+    // An endpoint alone is not enough.
+    let r = d.run(&["resolve", "./alpha", "--all", "--keep", "alpha"]);
+    assert_eq!(r.code(), 2, "{r}");
+    assert!(r.expect_one_stderr_line().contains("give BETA"), "{r}");
+    let r = d.run(&["resolve", "web", "a", "--all", "--keep", "alpha"]);
+    assert_eq!(r.code(), 2, "{r}");
+    // No daemon was needed for any of that.
+    assert!(!d.socket().exists());
+    let help = d.ok(&["resolve", "--help"]).stdout;
+    assert!(
+        help.contains("A first word containing '/' or ':' is ALPHA"),
+        "{help}"
+    );
+}
+
+/// `ferry flush NAME PATH...` runs a cycle restricted to those paths and says what it
+/// changed each way; `--exclude` leaves matching paths for the next cycle. A long debounce
+/// keeps the watchers' own cycle waiting: a flush goes first, so its report holds only what
+/// it was asked to look at.
+#[test]
+fn flush_restricted_to_paths_and_excluding_patterns() {
+    let d = Daemon::new();
+    fs::create_dir(d.fx.a("src")).expect("mkdir");
+    fs::write(d.fx.a("src/one.rs"), "1").expect("write");
+    fs::write(d.fx.a("src/.env"), "secret").expect("write");
+    fs::write(d.fx.a("other.txt"), "o").expect("write");
+    fs::write(d.fx.b("from_beta.txt"), "b").expect("write");
+    let a = d.fx.alpha.to_str().expect("utf-8");
+    let b = d.fx.beta.to_str().expect("utf-8");
+    d.ok(&[
+        "create",
+        a,
+        b,
+        "--name",
+        "web",
+        "--debounce-ms",
+        "20000",
+        "--yes",
+    ]);
+    let r = d.ok(&["flush", "web", "--json"]);
+    assert_eq!(r.events[0]["conflicts"], 0, "{r}");
+    assert!(d.fx.b("src/.env").exists() && d.fx.a("from_beta.txt").exists());
+
+    fs::write(d.fx.a("src/one.rs"), "one, edited").expect("write");
+    fs::write(d.fx.a("src/.env"), "secret 2").expect("write");
+    fs::write(d.fx.a("other.txt"), "o, edited").expect("write");
+    fs::write(d.fx.b("from_beta.txt"), "b, edited").expect("write");
+    let r = d.ok(&[
+        "flush",
+        "web",
+        "./src/",
+        "from_beta.txt",
+        "--exclude",
+        ".env",
+        "--json",
+    ]);
+    let v = &r.events[0];
+    assert_eq!(v["name"], "web");
+    assert_eq!(
+        v["changed"],
+        serde_json::json!({"alpha_to_beta": ["src/one.rs"], "beta_to_alpha": ["from_beta.txt"]}),
+        "{v}"
+    );
+    assert_eq!(
+        fs::read_to_string(d.fx.b("src/one.rs")).expect("read"),
+        "one, edited"
+    );
+    assert_eq!(
+        fs::read_to_string(d.fx.a("from_beta.txt")).expect("read"),
+        "b, edited"
+    );
+    // A bad path is refused; the next full cycle syncs what was excluded.
+    let r = d.run(&["flush", "web", "../up"]);
+    assert_eq!(r.code(), 2, "{r}");
+    let r = d.ok(&["flush", "web"]);
+    assert!(r.stdout.starts_with("web: flushed ("), "{r}");
+    assert_eq!(
+        fs::read_to_string(d.fx.b("src/.env")).expect("read"),
+        "secret 2"
+    );
+    assert_eq!(
+        fs::read_to_string(d.fx.b("other.txt")).expect("read"),
+        "o, edited"
+    );
 }

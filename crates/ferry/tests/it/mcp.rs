@@ -147,7 +147,7 @@ struct World {
 }
 
 fn world() -> World {
-    let d = Daemon::new();
+    let d = Daemon::with_agent();
     let c = Container::start(busybox_image(), &[]);
     let alpha = d.fx.root.join("app");
     let secrets = d.fx.root.join("app-secrets");
@@ -459,6 +459,60 @@ fn mcp_tools_with_a_container_beta_over_the_initialize_handshake() {
         .recv_timeout(DEADLINE)
         .expect("a resources/updated notification for the conflict");
     assert_eq!(uri, "ferry://sessions/web");
+
+    // list_conflicts and resolve_conflict.
+    let cs = ok(&rt, &c, "list_conflicts", json!({"name": "web"}));
+    let conflict = &cs["conflicts"][0];
+    assert_eq!(conflict["path"], "src/main.rs", "{cs}");
+    assert_eq!(conflict["alpha"]["size"], 13, "{cs}");
+    assert_eq!(conflict["beta"]["size"], 12, "{cs}");
+    let why = refused(
+        &rt,
+        &c,
+        "resolve_conflict",
+        json!({"name": "web", "path": "src/main.rs", "keep": "both"}),
+    );
+    assert!(
+        why.contains("parameters") && why.contains("`alpha` or `beta`"),
+        "{why}"
+    );
+    let r = ok(
+        &rt,
+        &c,
+        "resolve_conflict",
+        json!({"name": "web", "path": "src/main.rs", "keep": "alpha"}),
+    );
+    assert_eq!(r["resolved"][0]["kept"], "alpha", "{r}");
+    assert!(r["resolved"][0]["loser_copy"].is_string(), "{r}");
+    assert_eq!(
+        w.c.read_file("/srv/app/src/main.rs").as_deref(),
+        Some(&b"alpha's edit\n"[..])
+    );
+    let st = ok(&rt, &c, "session_status", json!({"name": "web"}));
+    assert_eq!(st["conflicts"], 0, "{st}");
+
+    // sync_now restricted to paths, with exclusions (the daemon's flush runs the restriction;
+    // the watcher may have synced these already): what it changed each way.
+    fs::write(w.alpha.join("src/one.txt"), "1").expect("write");
+    let done = ok(
+        &rt,
+        &c,
+        "sync_now",
+        json!({"name": "web", "paths": ["src"], "exclude": ["*.log"]}),
+    );
+    assert!(done["changed"]["alpha_to_beta"].is_array(), "{done}");
+    assert!(done["changed"]["beta_to_alpha"].is_array(), "{done}");
+    assert_eq!(
+        w.c.read_file("/srv/app/src/one.txt").as_deref(),
+        Some(&b"1"[..])
+    );
+    let why = refused(
+        &rt,
+        &c,
+        "sync_now",
+        json!({"name": "web", "paths": ["../x"]}),
+    );
+    assert!(why.contains("refused"), "{why}");
 
     // terminate_session: gone from the list.
     let t = ok(&rt, &c, "terminate_session", json!({"name": "web"}));
