@@ -42,6 +42,17 @@ if ! docker compose version >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then "$(dirname "$0")/compose-v2.sh"; else sudo "$(dirname "$0")/compose-v2.sh"; fi
 fi
 
+# The official MCP Python SDK, 2.x (tests/it/mcp.rs drives `ferry mcp` with it through
+# tests/mcp-python/check.py, in both protocol eras).
+command -v python3 >/dev/null || need_py=1
+if [ -n "${need_py:-}" ]; then
+  if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get install -y --no-install-recommends python3 python3-pip python3-venv
+fi
+if ! python3 -c 'import sys, importlib.metadata as m; sys.exit(int(m.version("mcp").split(".")[0]) < 2)' 2>/dev/null; then
+  python3 -m pip install --quiet "mcp>=2" || python3 -m pip install --quiet --break-system-packages "mcp>=2"
+fi
+
 # The static agent the remote tests install into containers and over SSH (the tests would
 # build it themselves if missing; building it here first keeps the two builds apart).
 cargo build --profile agent --target x86_64-unknown-linux-musl -p ferry

@@ -79,6 +79,10 @@ pub enum Command {
     /// Run a cycle of a session now (only at these PATHs, if given) and wait for it: what
     /// it changed each way (exit code 3 if conflicts remain, 1 on errors).
     Flush(FlushFlags),
+    /// Serve MCP (Model Context Protocol) on stdin/stdout for AI assistants: the sessions,
+    /// their conflicts and their files as tools, talking to the daemon.
+    #[command(after_help = MCP_AFTER_HELP)]
+    Mcp,
     /// Serve the wire protocol on stdin/stdout (started by ferry itself on the far side).
     #[command(hide = true)]
     Agent,
@@ -90,6 +94,11 @@ kept in the state directory and resumed when the daemon starts. Manage them with
 'ferry flush NAME', 'ferry pause NAME', 'ferry resume NAME' and 'ferry terminate NAME'.
 
 Example: ferry create ./app docker://web/app --name web --label team=api";
+
+const MCP_AFTER_HELP: &str = "\
+Add it to an MCP client as a stdio server, e.g. 'claude mcp add ferry -- ferry mcp'. File tools
+refuse sensitive files (.env*, keys, credentials; see the README) and writes over 10 MiB; the
+settings are in ~/.config/ferry/mcp.conf (or $FERRY_MCP_CONFIG).";
 
 #[derive(Subcommand, Debug)]
 pub enum DaemonOp {

@@ -637,6 +637,7 @@ impl Daemon {
             }
             "flush" => self.each(req, |d, name| d.flush(name, req)),
             "resolve" => self.resolve(req),
+            "file" => crate::files::serve(&self.spec(req)?, req),
             "stop" => {
                 self.stop_all();
                 Ok(json!({}))
@@ -652,6 +653,15 @@ impl Daemon {
             Some(Value::String(n)) => Err(unknown(n)),
             _ => Err(usage("give the session's name ('name', a string)".into())),
         }
+    }
+
+    /// The settings of the one session `req` names.
+    fn spec(&self, req: &Value) -> Result<SessionSpec, (String, bool)> {
+        let name = self.one(req)?;
+        self.sessions()
+            .get(&name)
+            .map(|e| e.spec.clone())
+            .ok_or_else(|| unknown(&name))
     }
 
     fn each(&self, req: &Value, f: impl Fn(&Self, &str) -> Reply) -> Reply {

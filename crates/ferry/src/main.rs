@@ -91,6 +91,13 @@ fn run() -> Exit {
             }
         },
         Command::Daemon { op } => daemon(op),
+        Command::Mcp => match ferry::mcp::run() {
+            Ok(()) => Exit::Ok,
+            Err(e) => {
+                eprintln!("ferry mcp: {e}");
+                Exit::Failed
+            }
+        },
         Command::Create(flags) => create(flags),
         Command::List { json } => list(json),
         Command::Status(one) => status(one),
@@ -340,36 +347,15 @@ fn create(flags: CreateFlags) -> Exit {
         eprintln!("ferry: {e}");
         Exit::Usage
     };
-    if let Err(e) = ferry::daemon::check_name(&flags.name) {
-        return usage(e);
-    }
-    if let Err(e) = flags.options.settings() {
-        return usage(e.0);
-    }
-    let mut labels = std::collections::BTreeMap::new();
-    for l in &flags.labels {
-        match ferry::daemon::parse_label(l) {
-            Ok((k, v)) => {
-                labels.insert(k, v);
-            }
-            Err(e) => return usage(e),
-        }
-    }
-    // Relative paths are the client's: the daemon gets canonical ones.
-    let (alpha, beta) = match ferry::cli::places(&flags.alpha, &flags.beta) {
-        Ok(p) => p,
-        Err(e) => return usage(e.0),
-    };
-    let (Some(alpha), Some(beta)) = (alpha.key(), beta.key()) else {
-        return usage("endpoint paths must be valid UTF-8".into());
-    };
-    let spec = ferry::daemon::SessionSpec {
-        name: flags.name.clone(),
-        alpha,
-        beta,
-        options: flags.options,
-        labels,
-        paused: false,
+    let spec = match ferry::sessions::spec(
+        &flags.name,
+        &flags.alpha,
+        &flags.beta,
+        flags.options,
+        &flags.labels,
+    ) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
     };
     match ask_daemon(json!({"op": "create", "spec": spec})) {
         Ok(v) => {

@@ -168,6 +168,36 @@ fn exchange(
     Err(OpenFailure { message, usage })
 }
 
+/// A new session's settings, checked (name, options, labels, endpoints), with local paths
+/// made canonical here (relative ones are the client's). `Err`: a one-line usage error.
+pub fn spec(
+    name: &str,
+    alpha: &str,
+    beta: &str,
+    options: crate::cli::SessionOptions,
+    labels: &[String],
+) -> Result<crate::daemon::SessionSpec, String> {
+    crate::daemon::check_name(name)?;
+    options.settings().map_err(|e| e.0)?;
+    let mut map = std::collections::BTreeMap::new();
+    for l in labels {
+        let (k, v) = crate::daemon::parse_label(l)?;
+        map.insert(k, v);
+    }
+    let (a, b) = crate::cli::places(alpha, beta).map_err(|e| e.0)?;
+    let (Some(alpha), Some(beta)) = (a.key(), b.key()) else {
+        return Err("endpoint paths must be valid UTF-8".into());
+    };
+    Ok(crate::daemon::SessionSpec {
+        name: name.to_owned(),
+        alpha,
+        beta,
+        options,
+        labels: map,
+        paused: false,
+    })
+}
+
 /// `ferry daemon start`: connects (starting it if needed); the answer's status.
 pub fn start() -> Result<Value, OpenFailure> {
     request(json!({"op": "status"}), true)?

@@ -162,6 +162,22 @@ impl Root {
     }
 }
 
+impl Root {
+    /// The directory `rel` beneath the root (the root itself when empty), held open; no
+    /// symlink is followed on the way or at its name.
+    pub fn dir(&self, rel: &RelPath) -> io::Result<DirAt> {
+        let fd = if rel.is_root() {
+            self.fd.clone()
+        } else {
+            Rc::new(open_dir_beneath(self.fd.as_raw_fd(), rel.as_str())?)
+        };
+        Ok(DirAt {
+            fd,
+            shown: self.path.join(rel.as_str()),
+        })
+    }
+}
+
 /// A directory held open, to name the places inside it.
 pub struct DirAt {
     fd: Rc<OwnedFd>,
@@ -169,6 +185,21 @@ pub struct DirAt {
 }
 
 impl DirAt {
+    /// The names in this directory (in no order; `.` and `..` left out), read from the
+    /// descriptor held, never by path.
+    pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        let d = open_at(
+            self.fd.as_raw_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        // The kernel's link to the open directory itself, not a path that could be swapped.
+        fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect()
+    }
+
     /// `name` in this directory.
     pub fn place(&self, name: &str) -> io::Result<Place> {
         Ok(Place {

@@ -256,6 +256,9 @@ impl Agent {
                 }
             }
             Msg::Cancel => return Ok(None),
+            Msg::File { root, op } => {
+                Msg::FileAnswer(crate::files::apply(std::path::Path::new(&root), &op))
+            }
             other => {
                 return Err(WireError::Bad(format!(
                     "unexpected request {:?}",

@@ -299,6 +299,47 @@ fn unexpected(got: &Msg, wanted: &str) -> String {
     format!("sent {name} where {wanted} was due")
 }
 
+/// One file tool operation on `loc`'s directory, through an agent started for it (the
+/// session's own connection stays the engine's).
+pub fn file_op(
+    loc: &super::Location,
+    op: &crate::files::FileOp,
+) -> Result<crate::files::FileAnswer, String> {
+    let root = match loc {
+        super::Location::Local(p)
+        | super::Location::Docker { path: p, .. }
+        | super::Location::Ssh { path: p, .. }
+        | super::Location::K8s { path: p, .. } => p.clone(),
+    };
+    let mut transport = super::transport::for_location(loc).map_err(|e| e.message)?;
+    let link = transport.connect().map_err(|e| e.message)?;
+    let conn = start(
+        link,
+        Side::Beta,
+        Arc::new(Mutex::new(None)),
+        Arc::new(AtomicBool::new(false)),
+        transport.compress(),
+    )
+    .map_err(|e| format!("{}: {e}", loc.url()))?;
+    let mut writer = conn.writer;
+    writer
+        .send(&Msg::File {
+            root,
+            op: op.clone(),
+        })
+        .map_err(|e| format!("{}: {e}", loc.url()))?;
+    match conn.replies.recv() {
+        Ok(Ok(Msg::FileAnswer(a))) => Ok(a),
+        Ok(Ok(other)) => Err(format!(
+            "{}: the agent broke the protocol: {}",
+            loc.url(),
+            unexpected(&other, "FileAnswer")
+        )),
+        Ok(Err(e)) => Err(format!("{}: {e}", loc.url())),
+        Err(_) => Err(format!("{}: the agent closed the connection", loc.url())),
+    }
+}
+
 /// Handshake, then the reader thread.
 fn start(
     link: Link,

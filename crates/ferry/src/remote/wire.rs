@@ -162,6 +162,13 @@ pub enum Msg {
         id: u64,
         result: crate::hooks::ExecResult,
     },
+    /// A request: one file tool operation on the directory `root`, needing no
+    /// `Open` (`ferry mcp`'s file tools). Answered with `FileAnswer`.
+    File {
+        root: String,
+        op: crate::files::FileOp,
+    },
+    FileAnswer(crate::files::FileAnswer),
 }
 
 /// The most zeros one [`Msg::Hole`] stands for (what one `Data` could carry).

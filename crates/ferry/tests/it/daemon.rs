@@ -18,15 +18,15 @@ use serde_json::Value;
 use crate::support::{DEADLINE, Fixture, Run, ferry_bin};
 
 /// A fixture with a private runtime directory; its daemon is stopped when dropped.
-struct Daemon {
-    fx: Fixture,
-    runtime: PathBuf,
+pub struct Daemon {
+    pub fx: Fixture,
+    pub runtime: PathBuf,
     /// Set for every ferry (and so the daemon it starts): the static agent for containers.
     agent: Option<PathBuf>,
 }
 
 impl Daemon {
-    fn new() -> Daemon {
+    pub fn new() -> Daemon {
         let fx = Fixture::new();
         let runtime = fx.root.join("run");
         fs::create_dir(&runtime).expect("runtime dir");
@@ -39,7 +39,7 @@ impl Daemon {
     }
 
     /// A daemon whose sessions can reach containers (the static agent built if needed).
-    fn with_agent() -> Daemon {
+    pub fn with_agent() -> Daemon {
         let mut d = Daemon::new();
         d.agent = Some(crate::remote_support::static_agent());
         d
@@ -49,11 +49,11 @@ impl Daemon {
         self.runtime.join("ferry/daemon.sock")
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         fs::read_to_string(self.fx.state.join("ferry/daemon/daemon.log")).unwrap_or_default()
     }
 
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         let mut c = self.fx.command();
         c.env("XDG_RUNTIME_DIR", &self.runtime);
         if let Some(a) = &self.agent {
@@ -62,12 +62,12 @@ impl Daemon {
         c
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub fn run(&self, args: &[&str]) -> Run {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         self.fx.run_command(self.command(), args)
     }
 
-    fn ok(&self, args: &[&str]) -> Run {
+    pub fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);
         assert_eq!(r.code(), 0, "{r}\n--- daemon log ---\n{}", self.log());
         r
@@ -82,7 +82,7 @@ impl Daemon {
             .clone()
     }
 
-    fn session(&self, name: &str) -> Value {
+    pub fn session(&self, name: &str) -> Value {
         self.list()
             .into_iter()
             .find(|s| s["name"] == name)

@@ -9,6 +9,7 @@ mod daemon;
 mod daily;
 mod hooks;
 mod hostile;
+mod mcp;
 mod metadata;
 mod modes;
 mod once;
