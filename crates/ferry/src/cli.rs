@@ -460,6 +460,7 @@ impl SyncFlags {
                 None => None,
             },
             on_change: Vec::new(),
+            image_changes: None,
         };
         let (alpha, beta) = places(&self.alpha, &self.beta)?;
         Ok(SyncArgs {

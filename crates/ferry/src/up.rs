@@ -6,7 +6,7 @@
 //! ferry reads only `docker compose config --format json`. The scope of each service comes
 //! from `ferry_plan` (pure); this module turns it into sessions and does the Docker side.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ferry::cli::{Place, UpFlags};
 use ferry::endpoint::WatchEvent;
-use ferry::engine::Settings;
+use ferry::engine::{ImageChanges, Settings};
 use ferry::output::Printer;
 use ferry::remote::Location;
 use ferry::state::Retention;
@@ -712,6 +712,39 @@ impl Docker {
     }
 }
 
+/// Container paths below `root` as paths relative to it (`root` itself and what is outside
+/// it are left out).
+fn below_root<'a>(root: &str, paths: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    let root = root.trim_end_matches('/');
+    paths
+        .into_iter()
+        .filter_map(|p| p.strip_prefix(root)?.strip_prefix('/'))
+        .map(|rest| rest.trim_end_matches('/').to_owned())
+        .filter(|rest| !rest.is_empty())
+        .collect()
+}
+
+/// How a session asks which of its container directory's paths the running container added or
+/// changed since its image (Docker's container changes, `GET /containers/{id}/changes`), so
+/// that the image's own files (build products) are not copied to the host. Asked by name: a
+/// container compose recreated under it is asked about its own image.
+fn image_changes(container: String, root: String) -> ImageChanges {
+    ImageChanges(Arc::new(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the Docker client: {e}"))?;
+        let changes = rt.block_on(async {
+            let api = bollard::Docker::connect_with_defaults()?;
+            let api = api.negotiate_version().await?;
+            api.container_changes(&container).await
+        });
+        let changes = changes.map_err(|e| format!("docker: changes of {container}: {e}"))?;
+        let changes = changes.unwrap_or_default();
+        Ok(below_root(&root, changes.iter().map(|c| c.path.as_str())))
+    }))
+}
+
 /// What `ferry up` syncs for one service, or why nothing.
 fn plan_service(docker: &Docker, name: &str, svc: &Service) -> Result<ServicePlan, String> {
     if svc.develop.as_ref().is_some_and(|d| !d.watch.is_empty()) {
@@ -943,7 +976,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                 let loc = Location::Docker {
                     user: user.clone(),
                     container: c.name.clone(),
-                    path: container_dir,
+                    path: container_dir.clone(),
                 };
                 let alpha = Place::Local {
                     root: host,
@@ -963,6 +996,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                     rescan_interval: Some(Duration::from_secs(300)),
                     // No one to ask: the first sync merges both ways, as `ferry sync --yes`.
                     yes: true,
+                    image_changes: Some(image_changes(c.name.clone(), container_dir.clone())),
                     ..Default::default()
                 };
                 let mut printer = Printer::new(out.json);
@@ -1127,6 +1161,24 @@ mod tests {
         );
         assert_eq!(compose_major("1.25.0"), Some(1));
         assert_eq!(compose_major("garbage"), None);
+    }
+
+    #[test]
+    fn container_changes_below_the_synced_directory() {
+        let got = below_root(
+            "/app/",
+            [
+                "/app",
+                "/app/dist",
+                "/app/dist/bundle.js",
+                "/application/x",
+                "/tmp/y",
+                "/app/src/gen.js",
+            ],
+        );
+        let want: Vec<&str> = got.iter().map(String::as_str).collect();
+        assert_eq!(want, ["dist", "dist/bundle.js", "src/gen.js"]);
+        assert!(below_root("/", ["/x", "/"]).contains("x"));
     }
 
     #[test]
