@@ -456,3 +456,54 @@ fn up_names_a_service_that_exited_and_syncs_the_others() {
     });
     s.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Build products, restarts with host edits, ownership (issue 10 parts 2 and 7), with the
+// project in `tests/up-projects/built` (and `owned`).
+// ---------------------------------------------------------------------------------------------
+
+/// Waits until `service`'s session watches, after its first cycle.
+fn wait_watching(s: &mut Session, service: &str) {
+    wait_boot(s, &format!("{service} watching"), |e| {
+        is(e, "watching") && e["service"] == service
+    });
+}
+
+#[test]
+fn up_does_not_copy_build_products_back_but_what_the_container_makes_later() {
+    let p = Project::new("built");
+    let web = p.dir.join("web");
+    let mut s = p.up(&[]);
+    wait_watching(&mut s, "web");
+    // What the container's process wrote at start (its writable layer) comes to the host ...
+    s.wait_until("the file the container wrote at start is on the host", || {
+        fs::read(web.join("src/started.txt")).is_ok_and(|d| d == b"at-start\n")
+    });
+    // ... what the image build made in the synced directory does not.
+    assert_absent(&web.join("dist"));
+    assert_absent(&web.join("src/gen.js"));
+    assert_eq!(p.cat("web", "/app/dist/bundle.js").as_deref(), Some("built\n"));
+    assert_eq!(p.cat("web", "/app/src/gen.js").as_deref(), Some("generated\n"));
+
+    // A host edit of a file both have flows to the container as usual.
+    write(&web.join("src/index.js"), "console.log(\"edited\")\n");
+    s.wait_until("the host edit is in the container", || {
+        p.cat("web", "/app/src/index.js").as_deref() == Some("console.log(\"edited\")\n")
+    });
+
+    // A build product that a process in the container rewrites comes back, and so does a
+    // file it adds beside one that stays as the build made it.
+    p.sh("web", "echo rebuilt > /app/dist/bundle.js");
+    s.wait_until("the rewritten bundle is on the host", || {
+        fs::read(web.join("dist/bundle.js")).is_ok_and(|d| d == b"rebuilt\n")
+    });
+    p.sh("web", "echo more > /app/src/more.js");
+    s.wait_until("the container's new source file is on the host", || {
+        fs::read(web.join("src/more.js")).is_ok_and(|d| d == b"more\n")
+    });
+    assert_absent(&web.join("src/gen.js"));
+    // Not a deletion either: the container keeps its generated file.
+    assert_eq!(p.cat("web", "/app/src/gen.js").as_deref(), Some("generated\n"));
+    assert!(s.log.iter().all(|e| !is(e, "conflict")), "{:?}", s.log);
+    s.stop();
+}
