@@ -507,3 +507,99 @@ fn up_does_not_copy_build_products_back_but_what_the_container_makes_later() {
     assert!(s.log.iter().all(|e| !is(e, "conflict")), "{:?}", s.log);
     s.stop();
 }
+
+impl Project {
+    /// `docker compose ARGS` in the project, as its user would run it.
+    fn compose(&self, args: &[&str]) {
+        let out = Command::new("docker")
+            .arg("compose")
+            .args(["-p", &self.name])
+            .args(args)
+            .current_dir(&self.dir)
+            .env_remove("COMPOSE_FILE")
+            .output()
+            .expect("docker compose");
+        assert!(
+            out.status.success(),
+            "docker compose {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The id of `service`'s container.
+    fn container_id(&self, service: &str) -> String {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.Id}}", &self.container(service)])
+            .output()
+            .expect("docker inspect");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+#[test]
+fn up_again_after_compose_recreated_the_container_brings_host_edits() {
+    let p = Project::new("built");
+    let web = p.dir.join("web");
+    let mut s = p.up(&[]);
+    wait_watching(&mut s, "web");
+    p.sh("web", "echo kept > /app/src/made.txt");
+    s.wait_until("the container's file is on the host", || {
+        fs::read(web.join("src/made.txt")).is_ok_and(|d| d == b"kept\n")
+    });
+    s.stop();
+
+    // Stopped: edits on the host, then compose makes a new container from the old image, and
+    // later removes it altogether; `ferry up` starts again after each.
+    let mut edits = 0;
+    for recreate in [
+        &["up", "-d", "--force-recreate", "--no-build"][..],
+        &["down", "-t", "0"][..],
+    ] {
+        edits += 1;
+        let before = p.container_id("web");
+        write(&web.join("src/index.js"), format!("edit {edits}\n"));
+        write(&web.join(format!("src/later{edits}.js")), "later\n");
+        p.compose(recreate);
+        let mut s = p.up(&[]);
+        wait_watching(&mut s, "web");
+        assert_ne!(p.container_id("web"), before, "after {recreate:?}: not a new container");
+        s.wait_until("the edits made meanwhile are in the container", || {
+            p.cat("web", "/app/src/index.js") == Some(format!("edit {edits}\n"))
+                && p.cat("web", &format!("/app/src/later{edits}.js")).as_deref()
+                    == Some("later\n")
+        });
+        assert_eq!(read(&web.join("src/made.txt")), b"kept\n");
+        assert_eq!(p.cat("web", "/app/src/made.txt").as_deref(), Some("kept\n"));
+        // The new container's build products stay in it.
+        assert_absent(&web.join("src/gen.js"));
+        assert_absent(&web.join("dist"));
+        assert!(s.log.iter().all(|e| !is(e, "conflict")), "{:?}", s.log);
+        s.stop();
+    }
+}
+
+#[test]
+fn up_container_recreated_while_syncing_keeps_its_build_products_and_sends_its_own_files() {
+    let p = Project::new("built");
+    let web = p.dir.join("web");
+    let mut s = p.up(&[]);
+    wait_watching(&mut s, "web");
+    write(&web.join("src/index.js"), "host edit\n");
+    s.wait_until("the host edit is in the container", || {
+        p.cat("web", "/app/src/index.js").as_deref() == Some("host edit\n")
+    });
+    let before = p.container_id("web");
+    p.compose(&["up", "-d", "--force-recreate", "--no-build"]);
+    let id = p.container_id("web");
+    assert_ne!(id, before);
+    // The new container (a new endpoint) is filled from the host; the file its process made
+    // at start comes to the host; its image's build products stay where they are.
+    let own = web.join(format!("src/host-{}.txt", &id[..12]));
+    s.wait_until("the new container has the host's edit and its file is on the host", || {
+        p.cat("web", "/app/src/index.js").as_deref() == Some("host edit\n")
+            && fs::read(&own).is_ok_and(|d| d.starts_with(id[..12].as_bytes()))
+    });
+    assert_absent(&web.join("src/gen.js"));
+    assert_absent(&web.join("dist"));
+    s.stop();
+}
