@@ -239,6 +239,9 @@ struct Planned {
     left_out: Vec<String>,
     /// Dockerfile line of the COPY/ADD.
     line: usize,
+    /// The COPY/ADD's `--chown`: who owns what ferry creates there when the service names no
+    /// user.
+    chown: Option<String>,
 }
 
 /// A service's sync plan: sessions and notes on what is not synced.
@@ -374,6 +377,7 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
                     ignores: Vec::new(),
                     left_out: Vec::new(),
                     line: m.line,
+                    chown: m.chown.clone(),
                 },
                 m.excludes.clone(),
             )),
@@ -398,6 +402,7 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
                         ignores: Vec::new(),
                         left_out: Vec::new(),
                         line: m.line,
+                        chown: m.chown.clone(),
                     },
                     Vec::new(),
                 ));
@@ -417,6 +422,7 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
                         ignores: Vec::new(),
                         left_out: Vec::new(),
                         line: m.line,
+                        chown: m.chown.clone(),
                     },
                     Vec::new(),
                 ));
@@ -938,6 +944,8 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
             }
             let context = svc.build.as_ref().map(|b| PathBuf::from(&b.context));
             let Some(context) = context else { continue };
+            // Who owns what ferry creates in the container: compose's `user:`, else the
+            // image's USER (both in the container's config), else the mapping's --chown.
             let user = svc
                 .user
                 .clone()
@@ -974,7 +982,8 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                            "path": container_dir, "left_out": p.left_out}),
                 );
                 let loc = Location::Docker {
-                    user: user.clone(),
+                    user: None,
+                    owner: user.clone().or_else(|| p.chown.clone()),
                     container: c.name.clone(),
                     path: container_dir.clone(),
                 };

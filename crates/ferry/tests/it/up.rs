@@ -603,3 +603,113 @@ fn up_container_recreated_while_syncing_keeps_its_build_products_and_sends_its_o
     assert_absent(&web.join("dist"));
     s.stop();
 }
+
+impl Project {
+    /// `uid:gid` of `path` in the service's container (a link itself, not its target).
+    fn owner(&self, service: &str, path: &str) -> String {
+        let out = Command::new("docker")
+            .args(["exec", &self.container(service), "stat", "-c", "%u:%g", path])
+            .output()
+            .expect("docker exec stat");
+        assert!(
+            out.status.success(),
+            "stat {path} in {service}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+#[test]
+fn up_gives_what_it_creates_to_the_services_user_or_the_copys_chown() {
+    let p = Project::new("owned");
+    let mut s = p.up(&[]);
+    wait_watching(&mut s, "web");
+    wait_watching(&mut s, "worker");
+    let web = p.dir.join("web/src");
+    let worker = p.dir.join("worker/jobs");
+    // web runs as `user: "1234:1234"`, which its FROM-scratch image has no passwd for, in a
+    // directory root owns; worker as root, its jobs copied with --chown=2000:3000.
+    write(&web.join("new.js"), "new\n");
+    write(&web.join("lib/deep.js"), "deep\n");
+    std::os::unix::fs::symlink("new.js", web.join("latest.js")).expect("symlink");
+    write(&web.join("index.js"), "edited\n");
+    write(&worker.join("next.sh"), "echo next\n");
+    write(&worker.join("nightly/clean.sh"), "echo clean\n");
+    s.wait_until("the host's files are in both containers", || {
+        p.cat("web", "/app/src/lib/deep.js").as_deref() == Some("deep\n")
+            && p.cat("web", "/app/src/latest.js").as_deref() == Some("new\n")
+            && p.cat("web", "/app/src/index.js").as_deref() == Some("edited\n")
+            && p.cat("worker", "/work/jobs/nightly/clean.sh").as_deref() == Some("echo clean\n")
+            && p.cat("worker", "/work/jobs/next.sh").as_deref() == Some("echo next\n")
+    });
+    for path in [
+        "/app/src/new.js",
+        "/app/src/lib",
+        "/app/src/lib/deep.js",
+        "/app/src/latest.js",
+        "/app/src/index.js",
+    ] {
+        assert_eq!(p.owner("web", path), "1234:1234", "{path}");
+    }
+    for path in [
+        "/work/jobs/next.sh",
+        "/work/jobs/nightly",
+        "/work/jobs/nightly/clean.sh",
+    ] {
+        assert_eq!(p.owner("worker", path), "2000:3000", "{path}");
+    }
+    // The image's own file is left as the build made it.
+    assert_eq!(p.owner("worker", "/work/jobs/run.sh"), "2000:3000");
+    s.stop();
+}
+
+/// Run as root by `sudo`, ferry gives the files it creates on the host to the invoking user
+/// (`SUDO_UID`/`SUDO_GID`), not to root.
+#[test]
+fn files_ferry_creates_under_sudo_belong_to_the_invoking_user() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test plays sudo: it must run as root (scripts/test.sh runs as root or through sudo)"
+    );
+    let fx = Fixture::new();
+    write(&fx.a("top.txt"), "top\n");
+    write(&fx.a("dir/inner.txt"), "inner\n");
+    std::os::unix::fs::symlink("top.txt", fx.a("link")).expect("symlink");
+    let out = fx
+        .command()
+        .env("SUDO_UID", "4321")
+        .env("SUDO_GID", "4322")
+        .args(["sync", "--once"])
+        .arg(&fx.alpha)
+        .arg(&fx.beta)
+        .output()
+        .expect("running ferry");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for rel in ["top.txt", "dir", "dir/inner.txt", "link"] {
+        let m = fs::symlink_metadata(fx.b(rel)).expect("synced");
+        assert_eq!((m.uid(), m.gid()), (4321, 4322), "{rel}");
+    }
+    // Without sudo's variables, root's files stay root's.
+    write(&fx.a("later.txt"), "later\n");
+    let out = fx
+        .command()
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .args(["sync", "--once"])
+        .arg(&fx.alpha)
+        .arg(&fx.beta)
+        .output()
+        .expect("running ferry");
+    assert_eq!(out.status.code(), Some(0));
+    let m = fs::symlink_metadata(fx.b("later.txt")).expect("synced");
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+}
