@@ -285,10 +285,11 @@ def startup(args, work):
             t_watch = wait_event(up, events, "watching")
             name = f"first-{r}.txt"
             data = f"{name} edit\n".encode()
+            seen_at = p.upper(f"lat/{name}")
             t_edit = time.perf_counter()
             with open(os.path.join(p.src, "lat", name), "wb") as f:
                 f.write(data)
-            t_seen = wait_file(p.upper(f"lat/{name}"), data, 60)
+            t_seen = wait_file(seen_at, data, 60)
         finally:
             up.stop()
         run = {"total_s": round(t_seen - t0, 3), "boot_s": round(t_session - t0, 3),
