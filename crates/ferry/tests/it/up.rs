@@ -550,12 +550,11 @@ fn up_again_after_compose_recreated_the_container_brings_host_edits() {
 
     // Stopped: edits on the host, then compose makes a new container from the old image, and
     // later removes it altogether; `ferry up` starts again after each.
-    let mut edits = 0;
-    for recreate in [
+    let recreations = [
         &["up", "-d", "--force-recreate", "--no-build"][..],
         &["down", "-t", "0"][..],
-    ] {
-        edits += 1;
+    ];
+    for (edits, recreate) in (1..).zip(recreations) {
         let before = p.container_id("web");
         write(&web.join("src/index.js"), format!("edit {edits}\n"));
         write(&web.join(format!("src/later{edits}.js")), "later\n");
