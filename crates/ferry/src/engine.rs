@@ -1735,8 +1735,7 @@ fn fill_plan(
             n.walk(c.path.as_str(), &mut |path, e| match e {
                 Entry::Directory(children) if !children.is_empty() => {}
                 // What the container made or changed since its image comes back.
-                _ if fresh == IdSide::Beta && image_changed.is_some_and(|c| c.contains(path)) => {
-                }
+                _ if fresh == IdSide::Beta && image_changed.is_some_and(|c| c.contains(path)) => {}
                 _ => {
                     adopted.insert(path.to_owned(), e.clone());
                 }

@@ -113,8 +113,8 @@ impl LocalEndpoint {
         let recovered = backup_root.join(format!("recovered-{}", backup_stamp(SystemTime::now())));
         let staging = Staging::open(staging_dir, !same_fs, &recovered)
             .map_err(|e| io("preparing staging", e))?;
-        let owner = crate::fs::owner::from_env()
-            .map_err(|e| EndpointError::Other(e, side.as_str()))?;
+        let owner =
+            crate::fs::owner::from_env().map_err(|e| EndpointError::Other(e, side.as_str()))?;
         let cache_path = state_dir.join(format!("{}.cache", stored.as_str()));
         let cache: StatCache = read_versioned(&cache_path, CACHE_MAGIC)
             .ok()

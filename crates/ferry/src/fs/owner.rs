@@ -118,9 +118,24 @@ mod tests {
             ("app:node", PASSWD, GROUP, ok(1001, 1000)),
             ("node:50", PASSWD, GROUP, ok(1000, 50)),
             ("1000:staff", PASSWD, GROUP, ok(1000, 50)),
-            ("nobody", PASSWD, GROUP, Err("no user 'nobody' in /etc/passwd".into())),
-            ("node:wheel", PASSWD, GROUP, Err("no group 'wheel' in /etc/group".into())),
-            (":5", "", "", Err("bad owner ':5': expected USER[:GROUP]".into())),
+            (
+                "nobody",
+                PASSWD,
+                GROUP,
+                Err("no user 'nobody' in /etc/passwd".into()),
+            ),
+            (
+                "node:wheel",
+                PASSWD,
+                GROUP,
+                Err("no group 'wheel' in /etc/group".into()),
+            ),
+            (
+                ":5",
+                "",
+                "",
+                Err("bad owner ':5': expected USER[:GROUP]".into()),
+            ),
         ];
         for (spec, passwd, group, want) in cases {
             assert_eq!(resolve(spec, passwd, group), want, "{spec}");
@@ -129,10 +144,7 @@ mod tests {
 
     #[test]
     fn sudo_gives_files_to_the_invoking_user_only_when_root() {
-        let me = Some(Owner {
-            uid: 1234,
-            gid: 99,
-        });
+        let me = Some(Owner { uid: 1234, gid: 99 });
         assert_eq!(from_sudo(0, Some("1234"), Some("99")), me);
         assert_eq!(from_sudo(1234, Some("1234"), Some("99")), None);
         assert_eq!(from_sudo(0, None, Some("99")), None);

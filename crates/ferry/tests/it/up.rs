@@ -476,14 +476,21 @@ fn up_does_not_copy_build_products_back_but_what_the_container_makes_later() {
     let mut s = p.up(&[]);
     wait_watching(&mut s, "web");
     // What the container's process wrote at start (its writable layer) comes to the host ...
-    s.wait_until("the file the container wrote at start is on the host", || {
-        fs::read(web.join("src/started.txt")).is_ok_and(|d| d == b"at-start\n")
-    });
+    s.wait_until(
+        "the file the container wrote at start is on the host",
+        || fs::read(web.join("src/started.txt")).is_ok_and(|d| d == b"at-start\n"),
+    );
     // ... what the image build made in the synced directory does not.
     assert_absent(&web.join("dist"));
     assert_absent(&web.join("src/gen.js"));
-    assert_eq!(p.cat("web", "/app/dist/bundle.js").as_deref(), Some("built\n"));
-    assert_eq!(p.cat("web", "/app/src/gen.js").as_deref(), Some("generated\n"));
+    assert_eq!(
+        p.cat("web", "/app/dist/bundle.js").as_deref(),
+        Some("built\n")
+    );
+    assert_eq!(
+        p.cat("web", "/app/src/gen.js").as_deref(),
+        Some("generated\n")
+    );
 
     // A host edit of a file both have flows to the container as usual.
     write(&web.join("src/index.js"), "console.log(\"edited\")\n");
@@ -503,7 +510,10 @@ fn up_does_not_copy_build_products_back_but_what_the_container_makes_later() {
     });
     assert_absent(&web.join("src/gen.js"));
     // Not a deletion either: the container keeps its generated file.
-    assert_eq!(p.cat("web", "/app/src/gen.js").as_deref(), Some("generated\n"));
+    assert_eq!(
+        p.cat("web", "/app/src/gen.js").as_deref(),
+        Some("generated\n")
+    );
     assert!(s.log.iter().all(|e| !is(e, "conflict")), "{:?}", s.log);
     s.stop();
 }
@@ -561,10 +571,15 @@ fn up_again_after_compose_recreated_the_container_brings_host_edits() {
         p.compose(recreate);
         let mut s = p.up(&[]);
         wait_watching(&mut s, "web");
-        assert_ne!(p.container_id("web"), before, "after {recreate:?}: not a new container");
+        assert_ne!(
+            p.container_id("web"),
+            before,
+            "after {recreate:?}: not a new container"
+        );
         s.wait_until("the edits made meanwhile are in the container", || {
             p.cat("web", "/app/src/index.js") == Some(format!("edit {edits}\n"))
-                && p.cat("web", &format!("/app/src/later{edits}.js")).as_deref()
+                && p.cat("web", &format!("/app/src/later{edits}.js"))
+                    .as_deref()
                     == Some("later\n")
         });
         assert_eq!(read(&web.join("src/made.txt")), b"kept\n");
@@ -594,10 +609,13 @@ fn up_container_recreated_while_syncing_keeps_its_build_products_and_sends_its_o
     // The new container (a new endpoint) is filled from the host; the file its process made
     // at start comes to the host; its image's build products stay where they are.
     let own = web.join(format!("src/host-{}.txt", &id[..12]));
-    s.wait_until("the new container has the host's edit and its file is on the host", || {
-        p.cat("web", "/app/src/index.js").as_deref() == Some("host edit\n")
-            && fs::read(&own).is_ok_and(|d| d.starts_with(id[..12].as_bytes()))
-    });
+    s.wait_until(
+        "the new container has the host's edit and its file is on the host",
+        || {
+            p.cat("web", "/app/src/index.js").as_deref() == Some("host edit\n")
+                && fs::read(&own).is_ok_and(|d| d.starts_with(&id.as_bytes()[..12]))
+        },
+    );
     assert_absent(&web.join("src/gen.js"));
     assert_absent(&web.join("dist"));
     s.stop();
@@ -607,7 +625,14 @@ impl Project {
     /// `uid:gid` of `path` in the service's container (a link itself, not its target).
     fn owner(&self, service: &str, path: &str) -> String {
         let out = Command::new("docker")
-            .args(["exec", &self.container(service), "stat", "-c", "%u:%g", path])
+            .args([
+                "exec",
+                &self.container(service),
+                "stat",
+                "-c",
+                "%u:%g",
+                path,
+            ])
             .output()
             .expect("docker exec stat");
         assert!(
