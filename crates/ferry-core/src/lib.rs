@@ -21,6 +21,7 @@
 mod agree;
 mod apply;
 mod entry;
+mod held;
 mod mode;
 mod path;
 mod reconcile;
@@ -30,6 +31,7 @@ pub use apply::{ApplyError, apply_changes};
 pub use entry::{
     DIR_MODE, Digest, Dir, Entry, FILE_MODE, MAX_DEPTH, Mtime, PERMISSION_BITS, digests,
 };
+pub use held::{Held, drop_held, unchanged_leaves, without_held};
 pub use mode::{Mode, UnknownMode};
 pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, RelPath, link_stays_inside, validate_name};
 pub use reconcile::{

@@ -261,6 +261,9 @@ struct Copied {
     left_out: Vec<String>,
     /// Dockerfile line of the COPY/ADD.
     line: usize,
+    /// The COPY/ADD's `--chown`: who owns what ferry creates there when the service names no
+    /// user.
+    chown: Option<String>,
 }
 
 /// The Dockerfile scope of a service: context-relative sessions and notes on what is not synced.
@@ -397,6 +400,7 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
                     ignores: Vec::new(),
                     left_out: Vec::new(),
                     line: m.line,
+                    chown: m.chown.clone(),
                 },
                 m.excludes.clone(),
             )),
@@ -421,6 +425,7 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
                         ignores: Vec::new(),
                         left_out: Vec::new(),
                         line: m.line,
+                        chown: m.chown.clone(),
                     },
                     Vec::new(),
                 ));
@@ -440,6 +445,7 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
                         ignores: Vec::new(),
                         left_out: Vec::new(),
                         line: m.line,
+                        chown: m.chown.clone(),
                     },
                     Vec::new(),
                 ));
@@ -606,6 +612,9 @@ pub struct Session {
     pub hooks: Vec<Hook>,
     /// What `ferry up` does after a cycle that changed a matching path, in this order.
     pub after: Vec<After>,
+    /// The Dockerfile COPY/ADD's `--chown`: the owner of what ferry creates in the container
+    /// when neither compose's `user:` nor the image's USER names one.
+    pub chown: Option<String>,
 }
 
 /// An engine hook (`ferry::engine::OnChange`).
@@ -730,6 +739,7 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
         origin,
         hooks: Vec::new(),
         after: Vec::new(),
+        chown: None,
     };
     match source(svc, cfg) {
         Source::Off => {
@@ -755,6 +765,7 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
                 );
                 s.ignores = c.ignores;
                 s.left_out = c.left_out;
+                s.chown = c.chown;
                 plan.sessions.push(s);
             }
         }
@@ -1538,6 +1549,7 @@ mod tests {
             origin: String::new(),
             hooks,
             after,
+            chown: None,
         };
         let mut plan = ServicePlan {
             sessions: vec![s(vec![], vec![])],

@@ -629,6 +629,7 @@ impl SessionOptions {
                 None => None,
             },
             on_change: on_change(self.on_change.clone(), self.on_change_paths.clone())?,
+            image_changes: None,
         };
         Ok((settings, retention))
     }

@@ -8,8 +8,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use ferry_core::{
-    Change, Conflict, Digest, Entry, Mode, RelPath, WipeRefusal, agree_at, agree_made, check_wipe,
-    forget, reconcile, reconcile_at, scope, set_agreed,
+    Change, Conflict, Digest, Entry, Held, Mode, RelPath, WipeRefusal, agree_at, agree_made,
+    check_wipe, drop_held, forget, reconcile, reconcile_at, scope, set_agreed, unchanged_leaves,
 };
 
 use crate::copy;
@@ -53,6 +53,23 @@ pub struct Settings {
     pub gitignore: bool,
     /// `--on-change` hooks: run after a cycle that changed a matching path, in either direction.
     pub on_change: Vec<OnChange>,
+    /// Beta came with files of its own (a container's image; `ferry up` sets it): which of
+    /// beta's paths changed since. What else beta has at the first full cycle, or when beta is
+    /// a new endpoint, is held back from alpha while it stays as it is (build products are not
+    /// copied to the host; what the running container creates or changes is).
+    pub image_changes: Option<ImageChanges>,
+}
+
+/// Asks beta's provider which paths, relative to beta's root, were added or changed since beta
+/// was provisioned (Docker's container changes against the image). `Err`: it cannot tell
+/// (then nothing is held, and the reason is reported).
+#[derive(Clone)]
+pub struct ImageChanges(pub Arc<dyn Fn() -> Result<BTreeSet<String>, String> + Send + Sync>);
+
+impl std::fmt::Debug for ImageChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ImageChanges(..)")
+    }
 }
 
 /// One `--on-change` hook (also `ferry up`'s `x-ferry.on-change` and `develop.watch`'s
@@ -224,6 +241,8 @@ pub struct Engine {
     collect: Option<Vec<Changed>>,
     /// While a flush with `exclude` runs: the paths it leaves alone.
     exclude: Option<Ignorer>,
+    /// With [`Settings::image_changes`]: whether this run asked yet (its first full cycle does).
+    image_asked: bool,
 }
 
 /// What one cycle left behind.
@@ -336,6 +355,7 @@ impl Engine {
             view: None,
             collect: None,
             exclude: None,
+            image_asked: false,
         };
         engine.archive.alpha = engine.alpha.describe();
         engine.archive.beta = engine.beta.describe();
@@ -963,6 +983,7 @@ impl Engine {
         &mut self,
         fresh: Option<IdSide>,
         adopted: std::collections::BTreeMap<String, Entry>,
+        image_held: Held,
     ) -> Result<(), RunError> {
         let mut ids = self.ids.clone();
         let (a, b) = (self.alpha.identity(), self.beta.identity());
@@ -977,6 +998,7 @@ impl Engine {
             Some(IdSide::Beta) => ids.adopted_beta = adopted,
             None => {}
         }
+        ids.adopted_beta.extend(image_held);
         // An adopted entry is forgotten once it changed or the other side has the path.
         let (ta, tb) = (self.alpha.tree(), self.beta.tree());
         ids.adopted_alpha.retain(|p, e| {
@@ -1218,6 +1240,35 @@ impl Engine {
         if b.is_none() {
             return Err(RunError::RootGone("beta", self.beta.describe()));
         }
+        // What beta's image brought, asked at the first full cycle and when beta is new.
+        let image_changed = match &self.settings.image_changes {
+            Some(ask)
+                if scope.is_none()
+                    && self.resolving.is_none()
+                    && (!self.image_asked || fresh == Some(IdSide::Beta)) =>
+            {
+                self.image_asked = true;
+                match (ask.0)() {
+                    Ok(changed) => Some(changed),
+                    Err(why) => {
+                        self.printer.emit(&Event::Problem {
+                            side: "beta",
+                            path: String::new(),
+                            message: format!(
+                                "cannot tell the image's files from the container's ({why}): \
+                                 the image's files may be copied to alpha"
+                            ),
+                        });
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let image_held: Held = match (&image_changed, fresh, b) {
+            (Some(changed), None, Some(b)) => unchanged_leaves(b, changed),
+            _ => Held::new(),
+        };
         let mut adopted = std::collections::BTreeMap::new();
         let mut plan = match (&scope, fresh, &self.resolving) {
             (_, _, Some(r)) => {
@@ -1229,12 +1280,13 @@ impl Engine {
                 self.resolved = paths;
                 plan
             }
-            (_, Some(f), None) => fill_plan(a, b, f, &mut adopted),
+            (_, Some(f), None) => fill_plan(a, b, f, image_changed.as_ref(), &mut adopted),
             (Some(paths), None, None) => reconcile_at(ancestor, a, b, self.settings.mode, paths),
             (None, None, None) => reconcile(ancestor, a, b, self.settings.mode),
         };
         if fresh.is_none() {
             drop_adopted(&mut plan, &self.ids);
+            drop_held(&mut plan.alpha, &image_held);
         }
         if fresh.is_none() && self.resolving.is_none() {
             self.confirm_first_sync(&plan)?;
@@ -1361,7 +1413,7 @@ impl Engine {
         }
         lap(&mut phases.agree);
         if scope.is_none() && self.resolving.is_none() {
-            self.note_identities(fresh, adopted)?;
+            self.note_identities(fresh, adopted, image_held)?;
         }
         // `--accept-wipe` lets one wipe through, not every later one of a live session.
         self.settings.accept_wipe = false;
@@ -1838,11 +1890,14 @@ impl Engine {
 /// The plan of the cycle that fills a fresh side from the other (the truth): the truth's
 /// files go in, the fresh side's differing versions are replaced (kept as backups), what only
 /// the fresh side has stays where it is and is not copied back (`adopted`), nothing is
-/// deleted. Two-way as usual from the next cycle.
+/// deleted; when the fresh side is beta and its image's changes are known (`image_changed`),
+/// what the container made or changed since its image is copied back. Two-way as usual from
+/// the next cycle.
 fn fill_plan(
     alpha: Option<&Entry>,
     beta: Option<&Entry>,
     fresh: IdSide,
+    image_changed: Option<&BTreeSet<String>>,
     adopted: &mut std::collections::BTreeMap<String, Entry>,
 ) -> ferry_core::Plan {
     let (truth, new) = match fresh {
@@ -1858,6 +1913,8 @@ fn fill_plan(
             // Leaf by leaf: a file added beside them later syncs alone (see `drop_adopted`).
             n.walk(c.path.as_str(), &mut |path, e| match e {
                 Entry::Directory(children) if !children.is_empty() => {}
+                // What the container made or changed since its image comes back.
+                _ if fresh == IdSide::Beta && image_changed.is_some_and(|c| c.contains(path)) => {}
                 _ => {
                     adopted.insert(path.to_owned(), e.clone());
                 }
@@ -1866,11 +1923,18 @@ fn fill_plan(
     }
     let mut conflicts = p.conflicts;
     match fresh {
-        IdSide::Beta => ferry_core::Plan {
-            alpha: Vec::new(),
-            beta: p.beta,
-            conflicts,
-        },
+        IdSide::Beta => {
+            let mut back = Vec::new();
+            if image_changed.is_some() {
+                back = p.alpha;
+                drop_held(&mut back, adopted);
+            }
+            ferry_core::Plan {
+                alpha: back,
+                beta: p.beta,
+                conflicts,
+            }
+        }
         IdSide::Alpha => {
             for c in &mut conflicts {
                 std::mem::swap(&mut c.alpha, &mut c.beta);
@@ -1962,62 +2026,13 @@ fn leaves(changes: &[Change]) -> u64 {
     n
 }
 
-/// Takes out of `plan` the copies of what a fresh side adopted (see [`fill_plan`]): a
-/// creation of an adopted entry goes, and a directory created with adopted entries inside
-/// goes without them (the files added beside them still go).
+/// Takes out of `plan` the copies of what a fresh side adopted or beta's image brought (see
+/// [`fill_plan`] and [`Settings::image_changes`]): a creation of a held entry goes, and a
+/// directory created with held entries inside goes without them (the files added beside them
+/// still go).
 fn drop_adopted(plan: &mut ferry_core::Plan, ids: &Identities) {
-    let strip = |adopted: &std::collections::BTreeMap<String, Entry>, changes: &mut Vec<Change>| {
-        if adopted.is_empty() {
-            return;
-        }
-        changes.retain_mut(|c| {
-            if c.old.is_some() {
-                return true;
-            }
-            let Some(new) = &c.new else { return true };
-            match without_adopted(new, c.path.as_str(), adopted) {
-                Some(rest) => {
-                    c.new = Some(rest);
-                    true
-                }
-                None => false,
-            }
-        });
-    };
-    strip(&ids.adopted_beta, &mut plan.alpha);
-    strip(&ids.adopted_alpha, &mut plan.beta);
-}
-
-/// `e` (at `path`) without the adopted entries in it; `None` when nothing else is left.
-fn without_adopted(
-    e: &Entry,
-    path: &str,
-    adopted: &std::collections::BTreeMap<String, Entry>,
-) -> Option<Entry> {
-    if adopted.get(path) == Some(e) {
-        return None;
-    }
-    let Entry::Directory(children) = e else {
-        return Some(e.clone());
-    };
-    if children.is_empty() {
-        return Some(e.clone());
-    }
-    let kept: std::collections::BTreeMap<String, Entry> = children
-        .iter()
-        .filter_map(|(name, child)| {
-            let p = if path.is_empty() {
-                name.clone()
-            } else {
-                format!("{path}/{name}")
-            };
-            without_adopted(child, &p, adopted).map(|c| (name.clone(), c))
-        })
-        .collect();
-    (!kept.is_empty()).then_some(Entry::Directory(ferry_core::Dir {
-        children: kept,
-        mode: children.mode,
-    }))
+    drop_held(&mut plan.alpha, &ids.adopted_beta);
+    drop_held(&mut plan.beta, &ids.adopted_alpha);
 }
 
 /// The part of `e` (an entry of change `ch`) at `path`, a path at or below `ch.path`.

@@ -8,7 +8,7 @@
 //! rules) comes from `ferry_plan::compose` (pure); this module turns it into sessions and does
 //! the Docker side: restarts, `sync+exec` commands, rebuilds, logs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ferry::cli::{Place, UpFlags};
 use ferry::endpoint::WatchEvent;
-use ferry::engine::{OnChange, Settings};
+use ferry::engine::{ImageChanges, OnChange, Settings};
 use ferry::fs::watch::{DirWatcher, Seen};
 use ferry::output::{Event, Printer};
 use ferry::remote::Location;
@@ -460,6 +460,39 @@ impl Docker {
             user: config.user.unwrap_or_default(),
         })
     }
+}
+
+/// Container paths below `root` as paths relative to it (`root` itself and what is outside
+/// it are left out).
+fn below_root<'a>(root: &str, paths: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    let root = root.trim_end_matches('/');
+    paths
+        .into_iter()
+        .filter_map(|p| p.strip_prefix(root)?.strip_prefix('/'))
+        .map(|rest| rest.trim_end_matches('/').to_owned())
+        .filter(|rest| !rest.is_empty())
+        .collect()
+}
+
+/// How a session asks which of its container directory's paths the running container added or
+/// changed since its image (Docker's container changes, `GET /containers/{id}/changes`), so
+/// that the image's own files (build products) are not copied to the host. Asked by name: a
+/// container compose recreated under it is asked about its own image.
+fn image_changes(container: String, root: String) -> ImageChanges {
+    ImageChanges(Arc::new(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the Docker client: {e}"))?;
+        let changes = rt.block_on(async {
+            let api = bollard::Docker::connect_with_defaults()?;
+            let api = api.negotiate_version().await?;
+            api.container_changes(&container).await
+        });
+        let changes = changes.map_err(|e| format!("docker: changes of {container}: {e}"))?;
+        let changes = changes.unwrap_or_default();
+        Ok(below_root(&root, changes.iter().map(|c| c.path.as_str())))
+    }))
 }
 
 /// What `ferry up` syncs for one service (by the design's precedence: `x-ferry.paths`, else
@@ -1037,10 +1070,14 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                            "mode": p.mode.as_str(), "mirror": p.mirror,
                            "hooks": p.hooks.iter().map(|h| &h.run).collect::<Vec<_>>()}),
                 );
+                // Who owns what ferry creates in the container: compose's `user:`, else the
+                // image's USER (both in the container's config), else the mapping's --chown;
+                // the agent runs as root and hands its files over.
                 let loc = Location::Docker {
-                    user: user.clone(),
+                    user: None,
+                    owner: user.clone().or_else(|| p.chown.clone()),
                     container: c.name.clone(),
-                    path: container_dir,
+                    path: container_dir.clone(),
                 };
                 let (alpha, beta) = if p.mirror {
                     (
@@ -1080,6 +1117,10 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                             paths: h.paths.clone(),
                         })
                         .collect(),
+                    // A mirror's alpha is the container: what the image built there is what
+                    // it copies; elsewhere the image's own files stay in the container.
+                    image_changes: (!p.mirror)
+                        .then(|| image_changes(c.name.clone(), container_dir.clone())),
                     ..Default::default()
                 };
                 let mut printer = Printer::new(out.json);
@@ -1284,6 +1325,24 @@ async fn stream_logs(api: bollard::Docker, service: String, name: String, since:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_changes_below_the_synced_directory() {
+        let got = below_root(
+            "/app/",
+            [
+                "/app",
+                "/app/dist",
+                "/app/dist/bundle.js",
+                "/application/x",
+                "/tmp/y",
+                "/app/src/gen.js",
+            ],
+        );
+        let want: Vec<&str> = got.iter().map(String::as_str).collect();
+        assert_eq!(want, ["dist", "dist/bundle.js", "src/gen.js"]);
+        assert!(below_root("/", ["/x", "/"]).contains("x"));
+    }
 
     #[test]
     fn compose_versions() {

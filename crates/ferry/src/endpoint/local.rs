@@ -56,6 +56,9 @@ pub struct LocalEndpoint {
     /// How long backups are kept; `None` until told (then nothing is pruned).
     retention: Option<Retention>,
     last_prune: Instant,
+    /// Who gets what this side creates, when not this process (`sudo`, an agent writing for a
+    /// container's user: see `fs::owner`).
+    owner: Option<crate::fs::owner::Owner>,
 }
 
 /// While a session runs, its backups are pruned at most this often (and at its start).
@@ -110,6 +113,8 @@ impl LocalEndpoint {
         let recovered = backup_root.join(format!("recovered-{}", backup_stamp(SystemTime::now())));
         let staging = Staging::open(staging_dir, !same_fs, &recovered)
             .map_err(|e| io("preparing staging", e))?;
+        let owner =
+            crate::fs::owner::from_env().map_err(|e| EndpointError::Other(e, side.as_str()))?;
         let cache_path = state_dir.join(format!("{}.cache", stored.as_str()));
         let cache: StatCache = read_versioned(&cache_path, CACHE_MAGIC)
             .ok()
@@ -137,6 +142,7 @@ impl LocalEndpoint {
             own: Vec::new(),
             retention: None,
             last_prune: Instant::now(),
+            owner,
         })
     }
 
@@ -345,6 +351,7 @@ impl Endpoint for LocalEndpoint {
             link_way: &mut self.link_way,
             swapped: &mut self.swapped,
             meta: self.ignorer.meta(),
+            owner: self.owner,
         };
         let outcomes: Vec<Outcome> = changes.iter().map(|ch| applier.apply(ch)).collect();
         super::follow(&mut self.state.tree, changes, &outcomes);

@@ -340,6 +340,20 @@ impl Place {
         check(unsafe { libc::unlinkat(self.fd(), self.name.as_ptr(), 0) })
     }
 
+    /// Gives what is here (a link itself, never what it points to) to `uid:gid`.
+    pub fn lchown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        // SAFETY: a valid descriptor and a NUL-terminated name.
+        check(unsafe {
+            libc::fchownat(
+                self.fd(),
+                self.name.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+    }
+
     pub fn symlink(&self, target: &str) -> io::Result<()> {
         let t = cstr(target.as_bytes())?;
         // SAFETY: two NUL-terminated strings and a valid descriptor.

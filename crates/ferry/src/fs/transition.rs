@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::beneath::{self, Place, Root, is_parent_error};
 use super::meta::{MetaSpec, Permissions, Symlinks};
+use super::owner::Owner;
 use super::scan::{Cached, DirHook, LocalTree, Stat, stat_is_settled};
 use super::stage::{Staging, fill_verified};
 use crate::endpoint::Feed;
@@ -54,6 +55,8 @@ pub struct Applier<'a> {
     pub swapped: &'a mut Vec<Swapped>,
     /// Which metadata is synced (permission bits, times, symlinks).
     pub meta: MetaSpec,
+    /// Who gets what is created here, when not this process (see `fs::owner`).
+    pub owner: Option<Owner>,
 }
 
 /// A version ferry swapped out of a path when it placed a new one. A program that opened the
@@ -510,6 +513,11 @@ impl Applier<'_> {
     /// Gives a file about to be placed its mode and (unless `--no-times`) its source's
     /// modification time, through its descriptor.
     fn finish_file(&self, f: &fs::File, mode: u32, mtime: Mtime) -> Result<(), String> {
+        // Before the chmod: a chown may clear mode bits.
+        if let Some(o) = self.owner {
+            std::os::unix::fs::fchown(f, Some(o.uid), Some(o.gid))
+                .map_err(|e| format!("cannot give the file to {}:{}: {e}", o.uid, o.gid))?;
+        }
         chmod_kept(f, mode, self.meta.permissions == Permissions::Full)?;
         // Zero: not known (an entry from before times were kept).
         if self.meta.times && mtime.0 != 0 {
@@ -517,6 +525,16 @@ impl Applier<'_> {
                 .map_err(|e| format!("cannot set modification time: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Gives what was just created at `at` to the side's owner, if it has one.
+    fn give(&self, at: &Place) -> Result<(), String> {
+        match self.owner {
+            Some(o) => at
+                .lchown(o.uid, o.gid)
+                .map_err(|e| format!("{}:{}: {e}", o.uid, o.gid)),
+            None => Ok(()),
+        }
     }
 
     /// The same for a staged file, by its place.
@@ -958,7 +976,10 @@ impl Applier<'_> {
                 )
             }
             Entry::Symlink { target } => match at.symlink(target) {
-                Ok(()) => Some(new.clone()),
+                Ok(()) => match self.give(at) {
+                    Ok(()) => Some(new.clone()),
+                    Err(e) => fail(w, format!("cannot give the link to {e}")),
+                },
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fail(
                     w,
                     self.verify(at, rel, None)
@@ -982,6 +1003,10 @@ impl Applier<'_> {
                         );
                     }
                     Err(e) => return fail(w, format!("cannot create directory: {e}")),
+                }
+                if let Err(e) = self.give(at) {
+                    w.errors
+                        .push((rel.clone(), format!("cannot give the directory to {e}")));
                 }
                 if let Ok(m) = at.lstat() {
                     self.state.dirs.insert(rel.as_str().to_owned(), m.ino());

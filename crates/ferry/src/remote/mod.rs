@@ -20,6 +20,9 @@ pub enum Location {
     Local(String),
     Docker {
         user: Option<String>,
+        /// `ferry up`, never a URL: the agent runs as root and gives what it creates to this
+        /// `USER[:GROUP]` (the service's user, or the mapping's `COPY --chown`).
+        owner: Option<String>,
         container: String,
         path: String,
     },
@@ -55,6 +58,7 @@ impl Location {
             }
             return Ok(Location::Docker {
                 user,
+                owner: None,
                 container: container.to_owned(),
                 path: remote_path(which, s, path)?,
             });
@@ -121,6 +125,7 @@ impl Location {
                 user,
                 container,
                 path,
+                ..
             } => format!("docker://{}{container}{path}", at(user)),
             Location::Ssh {
                 user,
@@ -457,6 +462,7 @@ mod tests {
             p("docker://node@web/srv/app/"),
             Ok(Location::Docker {
                 user: Some("node".into()),
+                owner: None,
                 container: "web".into(),
                 path: "/srv/app".into()
             })

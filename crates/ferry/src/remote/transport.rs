@@ -56,11 +56,13 @@ pub fn for_location(loc: &Location) -> Result<Box<dyn Transport>, ConnectError> 
         Location::Local(_) => Err(ConnectError::failed("a local path has no transport")),
         Location::Docker {
             user,
+            owner,
             container,
             path,
         } => Ok(Box::new(DockerTransport::new(
             container,
             user.clone(),
+            owner.clone(),
             path,
         )?)),
         Location::Ssh {
@@ -347,6 +349,8 @@ struct DockerTransport {
     docker: bollard::Docker,
     container: String,
     user: Option<String>,
+    /// Set: the agent runs as root and gives what it creates to this `USER[:GROUP]`.
+    owner: Option<String>,
     /// The id of the container the last connection reached.
     connected_id: Option<String>,
     /// The synced directory: where the agent can live when the root filesystem is read-only.
@@ -442,7 +446,12 @@ const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 const COMPOSE_WORKDIR: &str = "com.docker.compose.project.working_dir";
 
 impl DockerTransport {
-    fn new(container: &str, user: Option<String>, root: &str) -> Result<Self, ConnectError> {
+    fn new(
+        container: &str,
+        user: Option<String>,
+        owner: Option<String>,
+        root: &str,
+    ) -> Result<Self, ConnectError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("ferry-docker")
@@ -459,6 +468,7 @@ impl DockerTransport {
             docker,
             container: container.to_owned(),
             user,
+            owner,
             connected_id: None,
             root: root.to_owned(),
             started: None,
@@ -746,7 +756,20 @@ impl DockerTransport {
     /// Runs the agent at `path`, as the session's user (`cleanup`: the installer's leftover
     /// name for it, which the agent removes).
     fn exec_agent(&self, id: &str, path: &str, cleanup: Option<&str>) -> Result<Link, ExecFail> {
-        let env = cleanup.map(|c| vec![format!("FERRY_AGENT_CLEANUP={c}")]);
+        let mut env: Vec<String> = cleanup
+            .map(|c| format!("FERRY_AGENT_CLEANUP={c}"))
+            .into_iter()
+            .collect();
+        // Writing for another user: as root, giving what it creates to that user (works
+        // whoever owns the directories, and with numeric ids an image has no passwd entry for).
+        let user = match &self.owner {
+            Some(owner) => {
+                env.push(format!("{}={owner}", crate::fs::owner::ENV));
+                Some("0:0".to_owned())
+            }
+            None => self.user.clone(),
+        };
+        let env = (!env.is_empty()).then_some(env);
         let Attached {
             reader: mut r,
             writer,
@@ -754,12 +777,7 @@ impl DockerTransport {
             stderr,
             ..
         } = self
-            .attach(
-                id,
-                vec![path.to_owned(), "agent".into()],
-                self.user.clone(),
-                env,
-            )
+            .attach(id, vec![path.to_owned(), "agent".into()], user, env)
             .map_err(ExecFail::Fatal)?;
         let mut p = [0u8; 12];
         let mut got = 0;

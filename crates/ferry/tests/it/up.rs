@@ -782,3 +782,284 @@ fn up_start_lines_name_restart_and_exec_rules() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Build products, restarts with host edits, ownership (issue 10 parts 2 and 7), with the
+// project in `tests/up-projects/built` (and `owned`).
+// ---------------------------------------------------------------------------------------------
+
+/// Waits until `service`'s session watches, after its first cycle.
+fn wait_watching(s: &mut Session, service: &str) {
+    wait_boot(s, &format!("{service} watching"), |e| {
+        is(e, "watching") && e["service"] == service
+    });
+}
+
+#[test]
+fn up_does_not_copy_build_products_back_but_what_the_container_makes_later() {
+    let p = Project::new("built");
+    let web = p.dir.join("web");
+    let mut s = p.up(&[]);
+    wait_watching(&mut s, "web");
+    // What the container's process wrote at start (its writable layer) comes to the host ...
+    s.wait_until(
+        "the file the container wrote at start is on the host",
+        || fs::read(web.join("src/started.txt")).is_ok_and(|d| d == b"at-start\n"),
+    );
+    // ... what the image build made in the synced directory does not.
+    assert_absent(&web.join("dist"));
+    assert_absent(&web.join("src/gen.js"));
+    assert_eq!(
+        p.cat("web", "/app/dist/bundle.js").as_deref(),
+        Some("built\n")
+    );
+    assert_eq!(
+        p.cat("web", "/app/src/gen.js").as_deref(),
+        Some("generated\n")
+    );
+
+    // A host edit of a file both have flows to the container as usual.
+    write(&web.join("src/index.js"), "console.log(\"edited\")\n");
+    s.wait_until("the host edit is in the container", || {
+        p.cat("web", "/app/src/index.js").as_deref() == Some("console.log(\"edited\")\n")
+    });
+
+    // A build product that a process in the container rewrites comes back, and so does a
+    // file it adds beside one that stays as the build made it.
+    p.sh("web", "echo rebuilt > /app/dist/bundle.js");
+    s.wait_until("the rewritten bundle is on the host", || {
+        fs::read(web.join("dist/bundle.js")).is_ok_and(|d| d == b"rebuilt\n")
+    });
+    p.sh("web", "echo more > /app/src/more.js");
+    s.wait_until("the container's new source file is on the host", || {
+        fs::read(web.join("src/more.js")).is_ok_and(|d| d == b"more\n")
+    });
+    assert_absent(&web.join("src/gen.js"));
+    // Not a deletion either: the container keeps its generated file.
+    assert_eq!(
+        p.cat("web", "/app/src/gen.js").as_deref(),
+        Some("generated\n")
+    );
+    assert!(s.log.iter().all(|e| !is(e, "conflict")), "{:?}", s.log);
+    s.stop();
+}
+
+impl Project {
+    /// `docker compose ARGS` in the project, as its user would run it.
+    fn compose(&self, args: &[&str]) {
+        let out = Command::new("docker")
+            .arg("compose")
+            .args(["-p", &self.name])
+            .args(args)
+            .current_dir(&self.dir)
+            .env_remove("COMPOSE_FILE")
+            .output()
+            .expect("docker compose");
+        assert!(
+            out.status.success(),
+            "docker compose {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The id of `service`'s container.
+    fn container_id(&self, service: &str) -> String {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.Id}}", &self.container(service)])
+            .output()
+            .expect("docker inspect");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+#[test]
+fn up_again_after_compose_recreated_the_container_brings_host_edits() {
+    let p = Project::new("built");
+    let web = p.dir.join("web");
+    let mut s = p.up(&[]);
+    wait_watching(&mut s, "web");
+    p.sh("web", "echo kept > /app/src/made.txt");
+    s.wait_until("the container's file is on the host", || {
+        fs::read(web.join("src/made.txt")).is_ok_and(|d| d == b"kept\n")
+    });
+    s.stop();
+
+    // Stopped: edits on the host, then compose makes a new container from the old image, and
+    // later removes it altogether; `ferry up` starts again after each.
+    let recreations = [
+        &["up", "-d", "--force-recreate", "--no-build"][..],
+        &["down", "-t", "0"][..],
+    ];
+    for (edits, recreate) in (1..).zip(recreations) {
+        let before = p.container_id("web");
+        write(&web.join("src/index.js"), format!("edit {edits}\n"));
+        write(&web.join(format!("src/later{edits}.js")), "later\n");
+        p.compose(recreate);
+        let mut s = p.up(&[]);
+        wait_watching(&mut s, "web");
+        assert_ne!(
+            p.container_id("web"),
+            before,
+            "after {recreate:?}: not a new container"
+        );
+        s.wait_until("the edits made meanwhile are in the container", || {
+            p.cat("web", "/app/src/index.js") == Some(format!("edit {edits}\n"))
+                && p.cat("web", &format!("/app/src/later{edits}.js"))
+                    .as_deref()
+                    == Some("later\n")
+        });
+        assert_eq!(read(&web.join("src/made.txt")), b"kept\n");
+        assert_eq!(p.cat("web", "/app/src/made.txt").as_deref(), Some("kept\n"));
+        // The new container's build products stay in it.
+        assert_absent(&web.join("src/gen.js"));
+        assert_absent(&web.join("dist"));
+        assert!(s.log.iter().all(|e| !is(e, "conflict")), "{:?}", s.log);
+        s.stop();
+    }
+}
+
+#[test]
+fn up_container_recreated_while_syncing_keeps_its_build_products_and_sends_its_own_files() {
+    let p = Project::new("built");
+    let web = p.dir.join("web");
+    let mut s = p.up(&[]);
+    wait_watching(&mut s, "web");
+    write(&web.join("src/index.js"), "host edit\n");
+    s.wait_until("the host edit is in the container", || {
+        p.cat("web", "/app/src/index.js").as_deref() == Some("host edit\n")
+    });
+    let before = p.container_id("web");
+    p.compose(&["up", "-d", "--force-recreate", "--no-build"]);
+    let id = p.container_id("web");
+    assert_ne!(id, before);
+    // The new container (a new endpoint) is filled from the host; the file its process made
+    // at start comes to the host; its image's build products stay where they are.
+    let own = web.join(format!("src/host-{}.txt", &id[..12]));
+    s.wait_until(
+        "the new container has the host's edit and its file is on the host",
+        || {
+            p.cat("web", "/app/src/index.js").as_deref() == Some("host edit\n")
+                && fs::read(&own).is_ok_and(|d| d.starts_with(&id.as_bytes()[..12]))
+        },
+    );
+    assert_absent(&web.join("src/gen.js"));
+    assert_absent(&web.join("dist"));
+    s.stop();
+}
+
+impl Project {
+    /// `uid:gid` of `path` in the service's container (a link itself, not its target).
+    fn owner(&self, service: &str, path: &str) -> String {
+        let out = Command::new("docker")
+            .args([
+                "exec",
+                &self.container(service),
+                "stat",
+                "-c",
+                "%u:%g",
+                path,
+            ])
+            .output()
+            .expect("docker exec stat");
+        assert!(
+            out.status.success(),
+            "stat {path} in {service}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+#[test]
+fn up_gives_what_it_creates_to_the_services_user_or_the_copys_chown() {
+    let p = Project::new("owned");
+    let mut s = p.up(&[]);
+    wait_watching(&mut s, "web");
+    wait_watching(&mut s, "worker");
+    let web = p.dir.join("web/src");
+    let worker = p.dir.join("worker/jobs");
+    // web runs as `user: "1234:1234"`, which its FROM-scratch image has no passwd for, in a
+    // directory root owns; worker as root, its jobs copied with --chown=2000:3000.
+    write(&web.join("new.js"), "new\n");
+    write(&web.join("lib/deep.js"), "deep\n");
+    std::os::unix::fs::symlink("new.js", web.join("latest.js")).expect("symlink");
+    write(&web.join("index.js"), "edited\n");
+    write(&worker.join("next.sh"), "echo next\n");
+    write(&worker.join("nightly/clean.sh"), "echo clean\n");
+    s.wait_until("the host's files are in both containers", || {
+        p.cat("web", "/app/src/lib/deep.js").as_deref() == Some("deep\n")
+            && p.cat("web", "/app/src/latest.js").as_deref() == Some("new\n")
+            && p.cat("web", "/app/src/index.js").as_deref() == Some("edited\n")
+            && p.cat("worker", "/work/jobs/nightly/clean.sh").as_deref() == Some("echo clean\n")
+            && p.cat("worker", "/work/jobs/next.sh").as_deref() == Some("echo next\n")
+    });
+    for path in [
+        "/app/src/new.js",
+        "/app/src/lib",
+        "/app/src/lib/deep.js",
+        "/app/src/latest.js",
+        "/app/src/index.js",
+    ] {
+        assert_eq!(p.owner("web", path), "1234:1234", "{path}");
+    }
+    for path in [
+        "/work/jobs/next.sh",
+        "/work/jobs/nightly",
+        "/work/jobs/nightly/clean.sh",
+    ] {
+        assert_eq!(p.owner("worker", path), "2000:3000", "{path}");
+    }
+    // The image's own file is left as the build made it.
+    assert_eq!(p.owner("worker", "/work/jobs/run.sh"), "2000:3000");
+    s.stop();
+}
+
+/// Run as root by `sudo`, ferry gives the files it creates on the host to the invoking user
+/// (`SUDO_UID`/`SUDO_GID`), not to root.
+#[test]
+fn files_ferry_creates_under_sudo_belong_to_the_invoking_user() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test plays sudo: it must run as root (scripts/test.sh runs as root or through sudo)"
+    );
+    let fx = Fixture::new();
+    write(&fx.a("top.txt"), "top\n");
+    write(&fx.a("dir/inner.txt"), "inner\n");
+    std::os::unix::fs::symlink("top.txt", fx.a("link")).expect("symlink");
+    let out = fx
+        .command()
+        .env("SUDO_UID", "4321")
+        .env("SUDO_GID", "4322")
+        .args(["sync", "--once"])
+        .arg(&fx.alpha)
+        .arg(&fx.beta)
+        .output()
+        .expect("running ferry");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for rel in ["top.txt", "dir", "dir/inner.txt", "link"] {
+        let m = fs::symlink_metadata(fx.b(rel)).expect("synced");
+        assert_eq!((m.uid(), m.gid()), (4321, 4322), "{rel}");
+    }
+    // Without sudo's variables, root's files stay root's.
+    write(&fx.a("later.txt"), "later\n");
+    let out = fx
+        .command()
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .args(["sync", "--once"])
+        .arg(&fx.alpha)
+        .arg(&fx.beta)
+        .output()
+        .expect("running ferry");
+    assert_eq!(out.status.code(), Some(0));
+    let m = fs::symlink_metadata(fx.b("later.txt")).expect("synced");
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+}
