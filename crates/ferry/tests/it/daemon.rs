@@ -830,3 +830,51 @@ fn foreground_resolve_uses_a_paused_sessions_options() {
     let r = d.ok(&["terminate", "web", "--json"]);
     assert_eq!(r.events[0]["sessions"][0]["state"], "terminated");
 }
+
+/// On a terminal (a pty from util-linux's `script`), `ferry monitor` redraws the table:
+/// clear-screen, then the `ferry list` header and the session's row.
+#[test]
+fn monitor_on_a_terminal_redraws_the_table() {
+    let d = Daemon::new();
+    d.create("web");
+    d.ok(&["flush", "web"]);
+    let mut c = d.command();
+    let cmd = format!("{} monitor web", ferry_bin());
+    let c = {
+        let env: Vec<(OsString, OsString)> = c
+            .get_envs()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
+            .collect();
+        c = Command::new("script");
+        c.args(["-qfec", &cmd, "/dev/null"]).envs(env);
+        c
+    };
+    let mut m = {
+        let mut c = c;
+        c.stdout(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().expect("spawn script (util-linux)");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Monitor { child, lines }
+    };
+    let head = m.until("the table's header after a clear-screen", |l| {
+        l.contains("\x1b[2J") && l.contains("NAME")
+    });
+    assert!(
+        head.contains("LAST HOUR") && head.contains("TREE"),
+        "{head:?}"
+    );
+    m.until("web's row", |l| {
+        l.starts_with("web ") && l.contains("watching")
+    });
+    let _ = m.child.kill();
+}
