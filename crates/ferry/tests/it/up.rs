@@ -613,7 +613,7 @@ fn up_x_ferry_paths_ignore_owned_mirror_hooks_and_stale_dependencies() {
             && e["message"] == "x-ferry sync: false: not synced"
     });
     let main = wait_boot(&mut s, "web's session", |e| {
-        is(e, "up_session") && e["mirror"] == false
+        is(e, "up_session") && e["service"] == "web" && e["mirror"] == false
     });
     assert_eq!(main["origin"], "x-ferry.paths[0]");
     assert_eq!(main["path"], "/app");
@@ -631,6 +631,24 @@ fn up_x_ferry_paths_ignore_owned_mirror_hooks_and_stale_dependencies() {
             .all(|e| !(is(e, "up_session") && e["service"] == "worker")),
         "worker synced"
     );
+
+    // A service without a build, synced through x-ferry paths only.
+    let st = wait_boot(&mut s, "static's session", |e| {
+        is(e, "up_session") && e["service"] == "static"
+    });
+    assert_eq!(st["origin"], "x-ferry.paths[0]");
+    assert_eq!(st["path"], "/work/site");
+    wait_boot(&mut s, "static watching", |e| {
+        is(e, "watching") && e["service"] == "static"
+    });
+    s.wait_until("the static page is in the container", || {
+        p.cat("static", "/work/site/page.html").as_deref() == Some("<p>page</p>\n")
+    });
+    p.sh("static", "echo made > /work/site/made.html");
+    let made = p.dir.join("static/made.html");
+    s.wait_until("the static container's file is on the host", || {
+        fs::read(&made).is_ok_and(|d| d == b"made\n")
+    });
 
     // The mirror brings what the build put in node_modules, and what the container adds.
     let dep = p.dir.join("web/node_modules/dep/index.js");
