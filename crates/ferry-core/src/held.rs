@@ -51,6 +51,41 @@ pub fn drop_held(changes: &mut Vec<Change>, held: &Held) {
     });
 }
 
+/// Settles the conflicts a first sync finds at held paths: where nothing was agreed yet, both
+/// sides have the path, and the held side's entry is still the held one (a file the image build
+/// made and a `RUN` rewrote, which the other side has in its own version), that is nobody's
+/// edit: the other side's version replaces it, as a change in `changes` (the held side's plan).
+/// Other conflicts stay.
+pub fn settle_held_conflicts(
+    conflicts: &mut Vec<crate::Conflict>,
+    changes: &mut Vec<Change>,
+    held: &Held,
+    held_is_beta: bool,
+) {
+    if held.is_empty() {
+        return;
+    }
+    conflicts.retain(|c| {
+        let (mine, theirs) = if held_is_beta {
+            (&c.beta, &c.alpha)
+        } else {
+            (&c.alpha, &c.beta)
+        };
+        let settle = c.ancestor.is_none()
+            && theirs.is_some()
+            && mine.is_some()
+            && held.get(c.path.as_str()) == mine.as_ref();
+        if settle {
+            changes.push(Change {
+                path: c.path.clone(),
+                old: mine.clone(),
+                new: theirs.clone(),
+            });
+        }
+        !settle
+    });
+}
+
 /// `e` (at `path`) without the held entries in it; `None` when nothing else is left.
 pub fn without_held(e: &Entry, path: &str, held: &Held) -> Option<Entry> {
     if held.get(path) == Some(e) {
@@ -150,6 +185,62 @@ mod tests {
         }
         let held = unchanged_leaves(&image_tree(), &set(&[]));
         assert_eq!(held.get("dist/bundle.js"), Some(&f(3)));
+    }
+
+    #[test]
+    fn settle_held_conflicts_table() {
+        let held = unchanged_leaves(&image_tree(), &set(&[]));
+        let path = |p: &str| RelPath::new(p).expect("path");
+        let conflict =
+            |p: &str, ancestor: Option<Entry>, alpha: Entry, beta: Entry| crate::Conflict {
+                path: path(p),
+                ancestor,
+                alpha: Some(alpha),
+                beta: Some(beta),
+            };
+        // (what, conflict, settled into a change for beta)
+        let cases = [
+            (
+                "a first sync: the host's version replaces the image's",
+                conflict("src/index.js", None, f(7), f(1)),
+                true,
+            ),
+            (
+                "the container changed it since the image: a real conflict",
+                conflict("src/index.js", None, f(7), f(8)),
+                false,
+            ),
+            (
+                "agreed before: the usual three-way rules, not this one",
+                conflict("src/index.js", Some(f(6)), f(7), f(1)),
+                false,
+            ),
+            (
+                "not held",
+                conflict("src/other.js", None, f(7), f(1)),
+                false,
+            ),
+        ];
+        for (what, c, settled) in cases {
+            let mut conflicts = vec![c.clone()];
+            let mut changes = Vec::new();
+            settle_held_conflicts(&mut conflicts, &mut changes, &held, true);
+            if settled {
+                assert!(conflicts.is_empty(), "{what}");
+                assert_eq!(
+                    changes,
+                    [Change {
+                        path: c.path.clone(),
+                        old: c.beta.clone(),
+                        new: c.alpha.clone(),
+                    }],
+                    "{what}"
+                );
+            } else {
+                assert_eq!(conflicts, [c], "{what}");
+                assert!(changes.is_empty(), "{what}");
+            }
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use apply::{ApplyError, apply_changes};
 pub use entry::{
     DIR_MODE, Digest, Dir, Entry, FILE_MODE, MAX_DEPTH, Mtime, PERMISSION_BITS, digests,
 };
-pub use held::{Held, drop_held, unchanged_leaves, without_held};
+pub use held::{Held, drop_held, settle_held_conflicts, unchanged_leaves, without_held};
 pub use mode::{Mode, UnknownMode};
 pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, RelPath, link_stays_inside, validate_name};
 pub use reconcile::{

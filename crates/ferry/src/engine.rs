@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use ferry_core::{
     Change, Conflict, Digest, Entry, Held, Mode, RelPath, WipeRefusal, agree_at, agree_made,
-    check_wipe, drop_held, forget, reconcile, reconcile_at, scope, set_agreed, unchanged_leaves,
+    check_wipe, drop_held, forget, reconcile, reconcile_at, scope, set_agreed,
+    settle_held_conflicts, unchanged_leaves,
 };
 
 use crate::copy;
@@ -1287,6 +1288,7 @@ impl Engine {
         if fresh.is_none() {
             drop_adopted(&mut plan, &self.ids);
             drop_held(&mut plan.alpha, &image_held);
+            settle_held_conflicts(&mut plan.conflicts, &mut plan.beta, &image_held, true);
         }
         if fresh.is_none() && self.resolving.is_none() {
             self.confirm_first_sync(&plan)?;

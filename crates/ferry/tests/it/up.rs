@@ -835,6 +835,12 @@ fn up_does_not_copy_build_products_back_but_what_the_container_makes_later() {
         p.cat("web", "/app/src/gen.js").as_deref(),
         Some("generated\n")
     );
+    // A copied file the build rewrote is not a conflict: the host's version is the source.
+    s.wait_until(
+        "the host's version of a file the build rewrote is in the container",
+        || p.cat("web", "/app/src/index.js").as_deref() == Some("console.log(\"hi\")\n"),
+    );
+    assert_eq!(read(&web.join("src/index.js")), b"console.log(\"hi\")\n");
 
     // A host edit of a file both have flows to the container as usual.
     write(&web.join("src/index.js"), "console.log(\"edited\")\n");
