@@ -60,6 +60,16 @@ pub enum Command {
     /// modification times (exit code 3 when there are any).
     #[command(after_help = "Resolve them with 'ferry resolve NAME PATH... --keep alpha|beta'.")]
     Conflicts(One),
+    /// Watch the sessions (or one) live: on a terminal the 'ferry list' table, redrawn as
+    /// cycles happen; otherwise one line per change of state, cycle, conflict or error.
+    /// Until Ctrl-C.
+    Monitor {
+        /// Only this session.
+        name: Option<String>,
+        /// The daemon's events as they come, one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Pause a session (its engine stops; changes wait until resume).
     Pause(Target),
     /// Resume a paused session.
@@ -286,7 +296,7 @@ pub enum Resolve {
         keep: Keep,
         json: bool,
     },
-    Pair(ResolveArgs),
+    Pair(Box<ResolveArgs>),
 }
 
 /// A checked `resolve` of a pair.
@@ -382,7 +392,7 @@ impl ResolveFlags {
             (Some(a), Some(b)) => crate::daemon::saved_options(&a, &b),
             _ => None,
         };
-        Ok(Resolve::Pair(ResolveArgs {
+        Ok(Resolve::Pair(Box::new(ResolveArgs {
             alpha,
             beta,
             options: options.unwrap_or_default(),
@@ -390,7 +400,7 @@ impl ResolveFlags {
             keep: self.keep,
             json: self.json,
             verbose: self.verbose,
-        }))
+        })))
     }
 }
 

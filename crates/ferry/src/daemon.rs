@@ -11,6 +11,21 @@
 //! `{"ok": false, "version": V, "error": "one line", "usage": bool}`. A request of another
 //! version is refused (except `stop`, so a newer client can always stop an older daemon).
 //!
+//! Ops: `status` (the daemon; with `name`, that session's object as `list` gives it), `list`,
+//! `create {spec}`, `pause`/`resume`/`terminate`/`flush` (`name` or `selector`), `flush {name,
+//! paths?, exclude?}` -> `{changed: {alpha_to_beta: [..], beta_to_alpha: [..]}, changes,
+//! conflicts, errors}`, `conflicts {name}` -> `{conflicts: [{path, alpha: {change, kind, size,
+//! mtime}, beta: {..}}]}`, `resolve {name, paths: [..] | all: true, keep}` -> `{resolved: [{path,
+//! kept, loser_copy}]}`, `stop`.
+//!
+//! Subscription: `{"op": "watch", "name"?: NAME}` is answered `{"ok": true, ...}` and the
+//! connection then carries events, one JSON object per line, until the client closes it; each
+//! names its session: `{"event": "state", "session", "state"}` (first one per session at once,
+//! then on every change of state), `{"event": "cycle", "session", "cycle", "to_alpha",
+//! "to_beta", "conflicts", "errors"}`, `{"event": "conflict", "session", "path"}` (a new
+//! conflict), `{"event": "error", "session", "message"}`, `{"event": "removed", "session"}`. A
+//! subscriber that falls 1024 events behind loses the excess (it can ask `list` again).
+//!
 //! Each session is the same [`Engine`](crate::engine::Engine) `ferry sync` runs, opened by
 //! [`crate::open::open`] on its own thread; its events reach the daemon through a
 //! [`Printer::sink`].
@@ -24,7 +39,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -205,10 +220,35 @@ struct Status {
     last_error: Option<String>,
 }
 
+/// The subscribers to events (`watch`).
 #[derive(Default)]
+struct Hub {
+    subs: Mutex<Vec<(Option<String>, SyncSender<Value>)>>,
+}
+
+impl Hub {
+    /// Sends `ev` (about session `name`) to every subscriber that wants it; forgets the gone.
+    fn publish(&self, name: &str, mut ev: Value) {
+        if let Some(o) = ev.as_object_mut() {
+            o.insert("session".into(), name.into());
+        }
+        let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+        subs.retain(|(want, tx)| {
+            if want.as_deref().is_some_and(|w| w != name) {
+                return true;
+            }
+            !matches!(
+                tx.try_send(ev.clone()),
+                Err(std::sync::mpsc::TrySendError::Disconnected(_))
+            )
+        });
+    }
+}
+
 struct Shared {
+    name: String,
+    hub: Arc<Hub>,
     st: Mutex<Status>,
-    cv: Condvar,
     /// The engine's open conflicts and tree size.
     view: Arc<Mutex<SessionView>>,
 }
@@ -222,13 +262,63 @@ impl Shared {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set(&self, f: impl FnOnce(&mut Status)) {
-        f(&mut self.lock());
-        self.cv.notify_all();
+    fn new(name: &str, hub: &Arc<Hub>) -> Arc<Shared> {
+        Arc::new(Shared {
+            name: name.to_owned(),
+            hub: hub.clone(),
+            st: Mutex::default(),
+            view: Arc::default(),
+        })
     }
 
-    /// What the engine's events say.
+    /// Changes the status; a change of state is published.
+    fn set(&self, f: impl FnOnce(&mut Status)) {
+        let (before, after) = {
+            let mut st = self.lock();
+            let before = st.state;
+            f(&mut st);
+            (before, st.state)
+        };
+        if before != after {
+            self.hub
+                .publish(&self.name, json!({"event": "state", "state": after}));
+        }
+    }
+
+    /// What the engine's events say (and what subscribers hear of them).
     fn on_event(&self, ev: &Event) {
+        let news = match ev {
+            Event::CycleEnd {
+                cycle,
+                to_alpha,
+                to_beta,
+                errors,
+                ..
+            } => Some(json!({
+                "event": "cycle",
+                "cycle": cycle,
+                "to_alpha": to_alpha,
+                "to_beta": to_beta,
+                "conflicts": self.view().conflicts.len(),
+                "errors": errors,
+            })),
+            Event::Conflict { path, .. } => Some(json!({"event": "conflict", "path": path})),
+            Event::Error { path, message, .. } => Some(json!({
+                "event": "error",
+                "message": match path {
+                    Some(p) => format!("{p}: {message}"),
+                    None => message.clone(),
+                },
+            })),
+            _ => None,
+        };
+        self.update(ev);
+        if let Some(n) = news {
+            self.hub.publish(&self.name, n);
+        }
+    }
+
+    fn update(&self, ev: &Event) {
         self.set(|st| match ev {
             Event::CycleStart { .. } => st.state = "syncing",
             Event::CycleEnd {
@@ -419,6 +509,8 @@ struct Daemon {
     paths: Paths,
     uid: u32,
     sessions: Mutex<BTreeMap<String, Entry>>,
+    /// Who listens to events (`watch`).
+    hub: Arc<Hub>,
     /// `daemon.lock`, held while serving; let go of before a stop is answered, so the next
     /// daemon can start at once.
     lock: Mutex<Option<File>>,
@@ -594,7 +686,7 @@ impl Daemon {
                 spec.name
             )));
         }
-        let shared = Arc::new(Shared::default());
+        let shared = Shared::new(&spec.name, &self.hub);
         let control = start(&spec, &shared).map_err(|f| (f.message, f.usage))?;
         let entry = Entry {
             spec,
@@ -616,6 +708,8 @@ impl Daemon {
             c.stop();
         }
         e.spec.paused = true;
+        self.hub
+            .publish(name, json!({"event": "state", "state": "paused"}));
         let out = e.json();
         self.save(&sessions)?;
         Ok(out)
@@ -650,6 +744,7 @@ impl Daemon {
             c.stop();
         }
         self.save(&sessions)?;
+        self.hub.publish(name, json!({"event": "removed"}));
         Ok(json!({ "name": name, "state": "terminated" }))
     }
 
@@ -817,6 +912,7 @@ pub fn run() -> Result<(), String> {
         paths: paths.clone(),
         uid,
         sessions: Mutex::new(BTreeMap::new()),
+        hub: Arc::default(),
         lock: Mutex::new(Some(lock)),
     });
     resume_saved(&daemon);
@@ -863,7 +959,7 @@ fn resume_saved(daemon: &Daemon) {
     };
     let mut sessions = daemon.sessions();
     for spec in specs {
-        let shared = Arc::new(Shared::default());
+        let shared = Shared::new(&spec.name, &daemon.hub);
         let control = if spec.paused {
             None
         } else {
@@ -937,6 +1033,9 @@ fn serve(daemon: &Daemon, conn: UnixStream) {
                 continue;
             }
         };
+        if req.get("op").and_then(Value::as_str) == Some("watch") {
+            return subscribe(daemon, &req, &mut out, reply);
+        }
         let stopping = req.get("op").and_then(Value::as_str) == Some("stop");
         let r = daemon.handle(&req);
         if stopping {
@@ -946,6 +1045,51 @@ fn serve(daemon: &Daemon, conn: UnixStream) {
             std::process::exit(0);
         }
         reply(&mut out, r);
+    }
+}
+
+/// `watch`: answers, then streams events (see the module's doc) until the client goes.
+fn subscribe(
+    daemon: &Daemon,
+    req: &Value,
+    out: &mut UnixStream,
+    reply: impl Fn(&mut UnixStream, Reply),
+) {
+    let version = req.get("version").and_then(Value::as_str).unwrap_or("");
+    if let Err(e) = check_version(VERSION, version) {
+        return reply(out, Err((e, false)));
+    }
+    let want = req.get("name").and_then(Value::as_str).map(str::to_owned);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+    let first: Vec<Value> = {
+        let sessions = daemon.sessions();
+        if let Some(n) = &want {
+            if !sessions.contains_key(n) {
+                return reply(out, Err(unknown(n)));
+            }
+        }
+        // Subscribed under the sessions' lock: no state change falls between the first
+        // states and the stream.
+        daemon
+            .hub
+            .subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((want.clone(), tx));
+        sessions
+            .values()
+            .filter(|e| want.as_deref().is_none_or(|w| w == e.spec.name))
+            .map(|e| {
+                let v = e.json();
+                json!({"event": "state", "session": e.spec.name, "state": v["state"]})
+            })
+            .collect()
+    };
+    reply(out, Ok(json!({ "watching": want })));
+    for ev in first.into_iter().chain(rx) {
+        if writeln!(out, "{ev}").and_then(|()| out.flush()).is_err() {
+            return;
+        }
     }
 }
 

@@ -78,7 +78,7 @@ fn run() -> Exit {
             }
         },
         Command::Resolve(flags) => match flags.check() {
-            Ok(Resolve::Pair(args)) => resolve(args),
+            Ok(Resolve::Pair(args)) => resolve(*args),
             Ok(Resolve::Session {
                 name,
                 paths,
@@ -101,6 +101,7 @@ fn run() -> Exit {
         Command::Create(flags) => create(flags),
         Command::List { json } => list(json),
         Command::Status(one) => status(one),
+        Command::Monitor { name, json } => monitor(name, json),
         Command::Conflicts(one) => conflicts(one),
         Command::Pause(t) => act("pause", t),
         Command::Resume(t) => act("resume", t),
@@ -595,4 +596,48 @@ fn resolve_session(name: String, paths: Option<Vec<String>>, keep: Keep, json: b
         }
     }
     cycle_code(&v)
+}
+
+/// `ferry monitor [NAME]`: redraws the table on a terminal, else a line per event.
+fn monitor(name: Option<String>, json: bool) -> Exit {
+    let events = match ferry::sessions::watch(name.as_deref()) {
+        Ok(e) => e,
+        Err(f) => return fail(f),
+    };
+    let tty = !json && std::io::stdout().is_terminal();
+    let mut out = std::io::stdout().lock();
+    for ev in events {
+        let shown = if json {
+            writeln!(out, "{ev}")
+        } else if tty {
+            let list = match ferry::sessions::request(json!({"op": "list"}), false) {
+                Ok(Some(v)) => v,
+                Ok(None) => break,
+                Err(f) => return fail(f),
+            };
+            let empty = Vec::new();
+            let sessions: Vec<Value> = list
+                .get("sessions")
+                .and_then(Value::as_array)
+                .unwrap_or(&empty)
+                .iter()
+                .filter(|s| name.as_deref().is_none_or(|n| s["name"] == n))
+                .cloned()
+                .collect();
+            // Home, clear, the table.
+            write!(
+                out,
+                "\x1b[H\x1b[2J{}\n(ferry monitor: Ctrl-C to stop)\n",
+                ferry::sessions::table(&sessions, now())
+            )
+        } else {
+            writeln!(out, "{}", ferry::sessions::event_line(&ev))
+        };
+        if shown.and_then(|()| out.flush()).is_err() {
+            // The reader went away (a closed pipe).
+            return Exit::Ok;
+        }
+    }
+    eprintln!("ferry: the ferry daemon stopped");
+    Exit::Failed
 }

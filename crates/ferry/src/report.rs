@@ -258,14 +258,15 @@ mod tests {
         let x = file(b"old", 0o755, 30);
         let dir = Entry::Directory(ferry_core::Dir::bare(0o755));
         let link = Entry::Symlink { target: "t".into() };
-        let cases: Vec<(
-            Option<&Entry>,
-            Option<&Entry>,
-            &str,
-            Option<&str>,
+        type Case<'a> = (
+            Option<&'a Entry>,
+            Option<&'a Entry>,
+            &'a str,
+            Option<&'a str>,
             Option<u64>,
             Option<i64>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (None, Some(&b), "created", Some("file"), Some(5), Some(20)),
             (
                 Some(&a),

@@ -99,7 +99,30 @@ fn spawn_daemon(paths: &Paths) -> Result<UnixStream, OpenFailure> {
 
 /// Sends `req` (the version added) and returns the daemon's answer; the daemon is started
 /// first if `start` and none runs. `Ok(None)`: no daemon and `start` is false.
-pub fn request(mut req: Value, start: bool) -> Result<Option<Value>, OpenFailure> {
+pub fn request(req: Value, start: bool) -> Result<Option<Value>, OpenFailure> {
+    Ok(exchange(req, start)?.map(|(v, _)| v))
+}
+
+/// `watch` (see [`crate::daemon`]'s doc): the daemon started if needed; the events, one JSON
+/// object each, until the daemon goes away.
+pub fn watch(name: Option<&str>) -> Result<impl Iterator<Item = Value>, OpenFailure> {
+    let mut req = json!({"op": "watch"});
+    if let Some(n) = name {
+        req["name"] = n.into();
+    }
+    let (_, conn) = exchange(req, true)?
+        .ok_or_else(|| OpenFailure::failed("the ferry daemon did not start".into()))?;
+    Ok(conn
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok()))
+}
+
+/// Sends `req` and reads the answer; the connection is returned for what follows it.
+fn exchange(
+    mut req: Value,
+    start: bool,
+) -> Result<Option<(Value, BufReader<UnixStream>)>, OpenFailure> {
     let paths = paths().map_err(OpenFailure::failed)?;
     let stream = match connect(&paths)? {
         Some(s) => s,
@@ -115,7 +138,8 @@ pub fn request(mut req: Value, start: bool) -> Result<Option<Value>, OpenFailure
     // its answer is still there to read.
     let written = writeln!(w, "{req}");
     let mut line = String::new();
-    let read = BufReader::new(stream).read_line(&mut line);
+    let mut conn = BufReader::new(stream);
+    let read = conn.read_line(&mut line);
     if line.is_empty() {
         written.map_err(io)?;
         read.map_err(io)?;
@@ -133,7 +157,7 @@ pub fn request(mut req: Value, start: bool) -> Result<Option<Value>, OpenFailure
         check_version(theirs, VERSION).map_err(OpenFailure::failed)?;
     }
     if resp.get("ok").and_then(Value::as_bool) == Some(true) {
-        return Ok(Some(resp));
+        return Ok(Some((resp, conn)));
     }
     let message = resp
         .get("error")
@@ -292,6 +316,29 @@ pub fn conflicts_text(name: &str, conflicts: &[Value], now: u64) -> String {
     out
 }
 
+/// One event of a `watch` subscription as a plain line: "web: watching", "web: cycle 3: 1 to
+/// beta, 0 to alpha, 0 conflicts, 0 errors", "web: conflict at a.txt", "web: error: ...".
+pub fn event_line(ev: &Value) -> String {
+    let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or("?");
+    let n = |k: &str| ev.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let name = s("session");
+    match s("event") {
+        "state" => format!("{name}: {}", s("state")),
+        "cycle" => format!(
+            "{name}: cycle {}: {} to beta, {} to alpha, {}, {}",
+            n("cycle"),
+            n("to_beta"),
+            n("to_alpha"),
+            crate::output::count(n("conflicts"), "conflict", "conflicts"),
+            crate::output::count(n("errors"), "error", "errors"),
+        ),
+        "conflict" => format!("{name}: conflict at {}", s("path")),
+        "error" => format!("{name}: error: {}", s("message")),
+        "removed" => format!("{name}: terminated"),
+        other => format!("{name}: {other}"),
+    }
+}
+
 /// The `ferry list` table.
 pub fn table(sessions: &[Value], now: u64) -> String {
     if sessions.is_empty() {
@@ -356,6 +403,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn event_lines() {
+        let cases = [
+            (
+                json!({"event": "state", "session": "web", "state": "watching"}),
+                "web: watching",
+            ),
+            (
+                json!({"event": "cycle", "session": "web", "cycle": 3, "to_beta": 1,
+                       "to_alpha": 0, "conflicts": 1, "errors": 0}),
+                "web: cycle 3: 1 to beta, 0 to alpha, 1 conflict, 0 errors",
+            ),
+            (
+                json!({"event": "conflict", "session": "w", "path": "a"}),
+                "w: conflict at a",
+            ),
+            (
+                json!({"event": "error", "session": "w", "message": "m"}),
+                "w: error: m",
+            ),
+            (json!({"event": "removed", "session": "w"}), "w: terminated"),
+        ];
+        for (ev, line) in cases {
+            assert_eq!(event_line(&ev), line);
+        }
+    }
+
+    #[test]
     fn ago_words() {
         assert_eq!(ago(None, 100), "never");
         assert_eq!(ago(Some(97), 100), "3s ago");
@@ -378,7 +452,7 @@ mod tests {
         assert_eq!(lines.len(), 2, "{t}");
         assert_eq!(
             lines[0],
-            "NAME  ALPHA  BETA            STATE     TO BETA  TO ALPHA  LAST HOUR                     TREE              CONFLICTS  ERRORS"
+            "NAME  ALPHA  BETA            STATE     TO BETA  TO ALPHA  LAST HOUR                       TREE             CONFLICTS  ERRORS"
         );
         assert_eq!(
             lines[1],

@@ -700,3 +700,133 @@ fn flush_restricted_to_paths_and_excluding_patterns() {
         "o, edited"
     );
 }
+
+/// A running `ferry monitor` (stdout piped, so not a terminal): its lines as they come.
+struct Monitor {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    fn start(d: &Daemon, args: &[&str]) -> Monitor {
+        let mut c = d.command();
+        c.arg("monitor")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().expect("spawn ferry monitor");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Monitor { child, lines }
+    }
+
+    /// Reads lines until one satisfies `want` (failing after [`DEADLINE`] with what came).
+    fn until(&self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if want(&l) => return l,
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("ferry monitor never printed {what}; it printed:\n{seen:#?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ferry monitor --json` streams the daemon's events, each naming its session; `ferry
+/// monitor NAME` prints one plain line per event of that session only.
+#[test]
+fn monitor_streams_state_cycles_and_conflicts() {
+    let d = Daemon::new();
+    d.ok(&["daemon", "start"]);
+    let all = Monitor::start(&d, &["--json"]);
+    fs::write(d.fx.a("a.txt"), "a").expect("write");
+    d.create("web");
+    let other = d.fx.root.join("other");
+    let a = d.fx.alpha.to_str().expect("utf-8");
+    // Subscribed before the session existed: its first state, then its cycles.
+    let l = all.until("web's state", |l| {
+        l.contains(r#""event":"state""#) && l.contains(r#""session":"web""#)
+    });
+    let v: Value = serde_json::from_str(&l).expect("json");
+    assert!(v["state"].is_string(), "{v}");
+    all.until("a cycle of web", |l| {
+        l.contains(r#""event":"cycle""#) && l.contains(r#""session":"web""#)
+    });
+
+    let one = Monitor::start(&d, &["web"]);
+    one.until("web's current state", |l| l == "web: watching");
+    d.ok(&[
+        "create",
+        a,
+        other.to_str().expect("utf-8"),
+        "--name",
+        "other",
+    ]);
+    d.ok(&["flush", "web"]);
+    let l = one.until("a cycle line", |l| l.starts_with("web: cycle "));
+    assert!(l.contains(" to beta, ") && l.ends_with(" errors"), "{l}");
+    // A conflict is news.
+    d.ok(&["pause", "web"]);
+    one.until("paused", |l| l == "web: paused");
+    fs::write(d.fx.a("a.txt"), "alpha's").expect("write");
+    fs::write(d.fx.b("a.txt"), "beta's").expect("write");
+    d.ok(&["resume", "web"]);
+    one.until("the conflict", |l| l == "web: conflict at a.txt");
+    d.ok(&["terminate", "web"]);
+    one.until("the end", |l| l == "web: terminated");
+    // Only web's lines reached the one watching web; both sessions reached the other.
+    all.until("other's state", |l| l.contains(r#""session":"other""#));
+    while let Ok(l) = one.lines.try_recv() {
+        assert!(l.starts_with("web: "), "{l}");
+    }
+    let r = d.run(&["monitor", "ghost"]);
+    assert_eq!(r.code(), 2, "{r}");
+}
+
+/// `resume`, `terminate` with `--json`; and a foreground `ferry resolve ALPHA BETA` of a pair
+/// whose background session is paused resolves by that session's options (here
+/// `--no-ignore-vcs`: with the defaults `.git` would be invisible and its conflict left).
+#[test]
+fn foreground_resolve_uses_a_paused_sessions_options() {
+    let d = Daemon::new();
+    fs::create_dir(d.fx.a(".git")).expect("mkdir");
+    fs::write(d.fx.a(".git/config"), "base").expect("write");
+    let a = d.fx.alpha.to_str().expect("utf-8");
+    let b = d.fx.beta.to_str().expect("utf-8");
+    d.ok(&["create", a, b, "--name", "web", "--no-ignore-vcs"]);
+    d.ok(&["flush", "web"]);
+    assert!(d.fx.b(".git/config").exists());
+    d.ok(&["pause", "web"]);
+    fs::write(d.fx.a(".git/config"), "alpha's").expect("write");
+    fs::write(d.fx.b(".git/config"), "beta's").expect("write");
+    let r = d.run(&["resolve", a, b, "--all", "--keep", "alpha"]);
+    assert_eq!(r.code(), 0, "{r}");
+    assert_eq!(
+        fs::read_to_string(d.fx.b(".git/config")).expect("read"),
+        "alpha's"
+    );
+    let r = d.ok(&["resume", "web", "--json"]);
+    assert_eq!(r.events[0]["sessions"][0]["name"], "web");
+    assert_ne!(r.events[0]["sessions"][0]["state"], "paused");
+    let r = d.ok(&["flush", "web", "--json"]);
+    assert_eq!(r.events[0]["conflicts"], 0, "{r}");
+    let r = d.ok(&["terminate", "web", "--json"]);
+    assert_eq!(r.events[0]["sessions"][0]["state"], "terminated");
+}
