@@ -3,10 +3,12 @@
 //! Every test gets its own temporary alpha, beta and `XDG_STATE_HOME` (see `support`), so tests
 //! run in parallel and never touch the real home directory.
 
+mod arm64;
 mod conflicts;
 mod converge;
 mod daemon;
 mod daily;
+mod fresh;
 mod hooks;
 mod hostile;
 mod metadata;
