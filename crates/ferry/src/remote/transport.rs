@@ -311,7 +311,10 @@ impl Transport for CommandTransport {
         // Until the far side says its machine (it does when it has no agent yet), try the
         // agent for this one's.
         let mut agent = agent(choose_arch(wanted.as_deref(), self.reported.as_deref())?)?;
-        for attempt in 0..2 {
+        let mut installed = false;
+        // Start; on FERRY-NEED, the far side's agent (if not the one tried) or an install;
+        // then start again.
+        for _ in 0..3 {
             let d = agent_dir(&agent.tag);
             let script = format!(
                 "if [ -x {d}/ferry ]; then exec {d}/ferry agent; else echo FERRY-NEED \"$(uname -s)\" \"$(uname -m)\"; fi"
@@ -331,7 +334,7 @@ impl Transport for CommandTransport {
                         stderr,
                     });
                 }
-                Greeting::Need(line) if attempt == 0 => {
+                Greeting::Need(line) if !installed => {
                     drop(guard);
                     let words: Vec<&str> = line.split_whitespace().collect();
                     let (os, machine) = (words.get(1).copied(), words.get(2).copied());
@@ -344,8 +347,14 @@ impl Transport for CommandTransport {
                     }
                     self.reported = machine.map(str::to_owned);
                     let arch = choose_arch(wanted.as_deref(), machine)?;
-                    agent = self::agent(arch)?;
+                    let needed = self::agent(arch)?;
+                    if needed.tag != agent.tag {
+                        // Another machine than guessed: its agent may be there already.
+                        agent = needed;
+                        continue;
+                    }
                     self.install(&agent)?;
+                    installed = true;
                 }
                 Greeting::Need(_) => {
                     return Err(ConnectError::failed(

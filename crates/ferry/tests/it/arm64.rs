@@ -23,7 +23,7 @@ fn aarch64_env() -> Vec<(&'static str, std::ffi::OsString)> {
     ]
 }
 
-fn refs(env: &[(&'static str, std::ffi::OsString)]) -> Vec<(&'static str, &OsStr)> {
+fn refs<'a>(env: &'a [(&'static str, std::ffi::OsString)]) -> Vec<(&'static str, &'a OsStr)> {
     env.iter().map(|(k, v)| (*k, v.as_os_str())).collect()
 }
 
@@ -207,4 +207,82 @@ fn arm64_container_watch_and_reconnect_with_the_aarch64_agent() {
     }
     assert_aarch64_agent_installed(&c);
     s.stop();
+}
+
+/// Over kubectl (and SSH, the same code) ferry picks the agent by the far side's `uname -m`:
+/// without `FERRY_AGENT_ARCH`, the arm64 "pod" answers `aarch64` and gets the aarch64 agent. The
+/// first try is this machine's agent; the far side's answer switches to its own, installed
+/// once; a later run finds it installed.
+#[test]
+fn arm64_pod_gets_the_aarch64_agent_by_uname() {
+    let _serial = serial();
+    let c = Container::start(arm64_busybox_image(), &[]);
+    let fx = Fixture::new();
+    let log = fx.root.join("kubectl.log");
+    let standin = kubectl_standin();
+    let agent = aarch64_agent();
+    let envs: &[(&str, &OsStr)] = &[
+        ("FERRY_KUBECTL", standin.as_os_str()),
+        ("FERRY_KUBECTL_LOG", log.as_os_str()),
+        ("FERRY_AGENT_AARCH64", agent.as_os_str()),
+    ];
+    let url = format!("k8s://ctx-a@ns1/{}:main/srv/app", c.name);
+    write(&fx.a("from-host.txt"), "from the host\n");
+    let run = once_ok(&fx, &fx.alpha, &url, envs);
+    assert_eq!(
+        c.read_file("/srv/app/from-host.txt").as_deref(),
+        Some(&b"from the host\n"[..]),
+        "{run}"
+    );
+    let tags: Vec<String> = c
+        .sh("ls /root/.ferry/agent")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(tags.len(), 1, "one agent in the pod: {tags:?}\n{run}");
+    let tag = &tags[0];
+    assert!(
+        tag.starts_with(&format!("{}-aarch64-", env!("CARGO_PKG_VERSION"))),
+        "the pod got {tag}, not the aarch64 agent\n{run}"
+    );
+    assert!(
+        c.read_file(&format!("/root/.ferry/agent/{tag}/ferry"))
+            .is_some_and(|b| b == read(&agent)),
+        "the pod's agent is not the aarch64 agent"
+    );
+    let starts = |log: &str| -> Vec<String> {
+        log.lines()
+            .map(|l| {
+                if l.contains("mkdir -p") {
+                    "install".to_owned()
+                } else if l.contains("-aarch64-") {
+                    "start aarch64".to_owned()
+                } else if l.contains("-x86_64-") {
+                    "start x86_64".to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect()
+    };
+    let first = starts(&fs::read_to_string(&log).expect("the stand-in's log"));
+    assert_eq!(
+        first,
+        ["start x86_64", "start aarch64", "install", "start aarch64"],
+        "{run}"
+    );
+    // A second run: the guess misses, the far side's agent is there already.
+    c.sh("echo 'edited in the pod' > /srv/app/from-host.txt");
+    let run = once_ok(&fx, &fx.alpha, &url, envs);
+    assert_eq!(
+        fs::read(fx.a("from-host.txt")).ok().as_deref(),
+        Some(&b"edited in the pod\n"[..]),
+        "{run}"
+    );
+    let all = starts(&fs::read_to_string(&log).expect("the stand-in's log"));
+    assert_eq!(
+        all[first.len()..],
+        ["start x86_64", "start aarch64"],
+        "{run}"
+    );
 }

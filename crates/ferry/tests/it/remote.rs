@@ -34,7 +34,7 @@ pub(crate) fn command(fx: &Fixture, envs: &[(&str, &OsStr)]) -> Command {
 }
 
 /// `ferry sync ALPHA BETA --once --json EXTRA...` to completion.
-fn once(
+pub(crate) fn once(
     fx: &Fixture,
     alpha: impl AsRef<OsStr>,
     beta: impl AsRef<OsStr>,
