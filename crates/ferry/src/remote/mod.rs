@@ -653,7 +653,9 @@ mod tests {
             "{m}"
         );
         let built = target.join("x86_64-unknown-linux-musl/agent/ferry");
-        assert!(agent_candidates(Arch::X86_64, None, &[target.clone()]).contains(&built));
+        assert!(
+            agent_candidates(Arch::X86_64, None, std::slice::from_ref(&target)).contains(&built)
+        );
         assert!(!m.contains('\n'), "{m}");
         // The checkout is gone: reinstall, or FERRY_AGENT.
         let m = no_agent_message(Arch::X86_64, None, None);
