@@ -15,7 +15,6 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-env-changed=FERRY_EMBED_AGENT");
-    println!("cargo:rerun-if-env-changed=PATH");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     if let Some(dir) = kept_target_dir(&out) {
         println!("cargo:rustc-env=FERRY_BUILD_TARGET_DIR={}", dir.display());
@@ -29,6 +28,8 @@ fn main() {
     let mut x86_64 = Vec::new();
     let mut aarch64 = Vec::new();
     if wanted {
+        // Where musl-tools and the cross compiler are looked for.
+        println!("cargo:rerun-if-env-changed=PATH");
         match build_x86_64(&out) {
             Ok(b) => x86_64 = b,
             Err(e) => println!(
