@@ -15,12 +15,20 @@ need=()
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v x86_64-linux-musl-gcc >/dev/null || need+=(musl-tools)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+# The aarch64 agent (a static gnu build through Debian's cross compiler) and the arm64 tests
+# (qemu-user-static runs the arm64 container's processes through binfmt_misc).
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+[ -e /usr/lib/binfmt.d/qemu-aarch64.conf ] || need+=(qemu-user-static)
+arm64_busybox=/usr/local/lib/ferry-test/busybox-arm64
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null; then
+  sudo=(sudo)
+else
+  sudo=(false)
+fi
 if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ]; then
-    sudo=()
-  elif command -v sudo >/dev/null; then
-    sudo=(sudo)
-  else
+  if [ "${sudo[*]}" = false ]; then
     echo "test.sh: the tests need ${need[*]}: install them (apt-get install ${need[*]}) or run this as root" >&2
     exit 1
   fi
@@ -29,10 +37,26 @@ if [ ${#need[@]} -gt 0 ]; then
     || { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y --no-install-recommends "${need[@]}"; }
 fi
 if command -v rustup >/dev/null; then
-  rustup target add x86_64-unknown-linux-musl
+  rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-gnu
 else
-  echo "test.sh: no rustup; assuming the x86_64-unknown-linux-musl target is installed" >&2
+  echo "test.sh: no rustup; assuming the x86_64-unknown-linux-musl and aarch64-unknown-linux-gnu targets are installed" >&2
 fi
+
+# Debian's arm64 busybox-static, for the arm64 test image (FROM scratch).
+if [ ! -x "$arm64_busybox" ]; then
+  dpkg --print-foreign-architectures | grep -qx arm64 \
+    || { "${sudo[@]}" dpkg --add-architecture arm64 && "${sudo[@]}" apt-get update; }
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download busybox-static:arm64 && dpkg -x busybox-static_*_arm64.deb x)
+  "${sudo[@]}" install -D -m 755 "$tmp/x/bin/busybox" "$arm64_busybox"
+  rm -rf "$tmp"
+fi
+# aarch64 emulation for every process, containers included: binfmt_misc mounted, qemu-aarch64
+# registered with the F flag (Debian's entry has it).
+[ -e /proc/sys/fs/binfmt_misc/register ] \
+  || "${sudo[@]}" mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] \
+  || "${sudo[@]}" sh -c 'cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register'
 
 docker info >/dev/null 2>&1 || { echo "test.sh: the Docker engine is not reachable (the remote tests need one)" >&2; exit 1; }
 
@@ -56,4 +80,6 @@ fi
 # The static agent the remote tests install into containers and over SSH (the tests would
 # build it themselves if missing; building it here first keeps the two builds apart).
 cargo build --profile agent --target x86_64-unknown-linux-musl -p ferry
+# The aarch64 agent for the arm64 tests (linker and +crt-static: .cargo/config.toml).
+cargo build --profile agent --target aarch64-unknown-linux-gnu -p ferry
 cargo test --workspace "$@"

@@ -211,6 +211,9 @@ Hooks (--on-change CMD, --on-change-paths GLOB):
 Environment:
   FERRY_AGENT        The static x86_64 Linux agent to install on the far side (default:
                      the one built into or beside this ferry).
+  FERRY_AGENT_AARCH64  The same for aarch64 (arm64) far sides.
+  FERRY_AGENT_ARCH   Which agent to install: x86_64 or aarch64 (default: the Docker
+                     engine's architecture, or 'uname -m' over SSH and kubectl).
   FERRY_SSH_COMMAND  The ssh command line (default 'ssh'; split on spaces, e.g.
                      'ssh -F ./config').
   FERRY_KUBECTL      The kubectl program (default 'kubectl').

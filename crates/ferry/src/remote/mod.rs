@@ -7,10 +7,12 @@
 //!   exec`; and how the agent gets there.
 
 pub mod agent;
+pub mod arch;
 pub mod client;
 pub mod transport;
 pub mod wire;
 
+use arch::Arch;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -256,61 +258,75 @@ pub struct AgentBinary {
 /// Finds the static agent: `$FERRY_AGENT`; this very binary when it is static (a musl build);
 /// the copy a release build embeds (written out once to the user's cache directory); else a
 /// musl build on disk (see [`agent_candidates`]).
-pub fn agent_binary() -> Result<AgentBinary, String> {
-    static FOUND: OnceLock<Result<AgentBinary, String>> = OnceLock::new();
-    FOUND.get_or_init(find_agent).clone()
+pub fn agent_binary(arch: Arch) -> Result<AgentBinary, String> {
+    static FOUND: [OnceLock<Result<AgentBinary, String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    let slot = match arch {
+        Arch::X86_64 => &FOUND[0],
+        Arch::Aarch64 => &FOUND[1],
+    };
+    slot.get_or_init(|| find_agent(arch)).clone()
 }
 
-fn find_agent() -> Result<AgentBinary, String> {
+/// The variable naming an agent binary for `arch` explicitly.
+fn agent_env(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "FERRY_AGENT",
+        Arch::Aarch64 => "FERRY_AGENT_AARCH64",
+    }
+}
+
+fn find_agent(arch: Arch) -> Result<AgentBinary, String> {
     let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("FERRY_AGENT") {
+    let var = agent_env(arch);
+    if let Some(p) = std::env::var_os(var) {
         candidates.push(PathBuf::from(p));
     } else {
         let exe = std::env::current_exe().ok();
         if let Some(exe) = &exe {
             // The program headers follow the ELF header: the file's head tells (a release
             // ferry is tens of MB, not worth reading whole at every start).
-            if read_head(exe).is_some_and(|b| is_static_x86_64(&b)) {
+            if read_head(exe).is_some_and(|b| is_static_elf(&b, arch)) {
                 candidates.push(exe.clone());
-            } else if let Some(found) = embedded_agent() {
+            } else if let Some(found) = embedded_agent(arch) {
                 return found;
             }
         }
-        candidates.extend(agent_candidates(exe.as_deref(), &build_target_dirs()));
+        candidates.extend(agent_candidates(arch, exe.as_deref(), &build_target_dirs()));
     }
     for c in &candidates {
         match std::fs::read(c) {
-            Ok(bytes) if is_static_x86_64(&bytes) => {
+            Ok(bytes) if is_static_elf(&bytes, arch) => {
                 return Ok(AgentBinary {
                     path: c.clone(),
-                    tag: tag(&bytes),
+                    tag: tag(arch, &bytes),
                 });
             }
-            Ok(_) if std::env::var_os("FERRY_AGENT").is_some() => {
+            Ok(_) if std::env::var_os(var).is_some() => {
                 return Err(format!(
-                    "FERRY_AGENT={} is not a static x86_64 Linux binary",
-                    c.display()
+                    "{var}={} is not a static {} Linux binary",
+                    c.display(),
+                    arch.name()
                 ));
             }
             _ => {}
         }
     }
     let checkout = checkout_root().filter(|r| r.join("Cargo.toml").is_file());
-    Err(no_agent_message(checkout, build_target_dirs().first()))
+    Err(no_agent_message(
+        arch,
+        checkout,
+        build_target_dirs().first(),
+    ))
 }
 
 /// The musl builds ferry looks for, in order: in the cargo target directory the running binary
 /// sits in, if it is one (`target/{debug,release}/ferry`: tests and `cargo run`); `ferry-agent`
 /// beside the binary; then in the target directories of the checkout this ferry was built from
 /// (so a ferry installed with `cargo install --path crates/ferry` finds an agent built there).
-fn agent_candidates(exe: Option<&Path>, build_targets: &[PathBuf]) -> Vec<PathBuf> {
+fn agent_candidates(arch: Arch, exe: Option<&Path>, build_targets: &[PathBuf]) -> Vec<PathBuf> {
     let musl = |target: &Path| {
-        ["agent", "release", "debug"].map(|profile| {
-            target
-                .join("x86_64-unknown-linux-musl")
-                .join(profile)
-                .join("ferry")
-        })
+        ["agent", "release", "debug"]
+            .map(|profile| target.join(arch.target()).join(profile).join("ferry"))
     };
     let mut out = Vec::new();
     if let Some(dir) = exe.and_then(Path::parent) {
@@ -322,7 +338,10 @@ fn agent_candidates(exe: Option<&Path>, build_targets: &[PathBuf]) -> Vec<PathBu
         if let Some(target) = dir.parent().filter(|_| in_target) {
             out.extend(musl(target));
         }
-        out.push(dir.join("ferry-agent"));
+        out.push(dir.join(match arch {
+            Arch::X86_64 => "ferry-agent",
+            Arch::Aarch64 => "ferry-agent-aarch64",
+        }));
     }
     for target in build_targets {
         for c in musl(target) {
@@ -359,27 +378,44 @@ fn build_target_dirs() -> Vec<PathBuf> {
 
 /// What to do when no agent is found: the one command that builds it where this ferry looks
 /// (`checkout`: the checkout it was built from, if it is still there).
-fn no_agent_message(checkout: Option<&Path>, target_dir: Option<&PathBuf>) -> String {
-    match (checkout, target_dir) {
-        (Some(root), Some(target)) => format!(
-            "no static agent binary found: build one with `cargo build --profile agent --target \
-             x86_64-unknown-linux-musl --manifest-path {} --target-dir {}` (needs `rustup target \
-             add x86_64-unknown-linux-musl` and musl-tools) or point FERRY_AGENT at one",
-            root.join("Cargo.toml").display(),
-            target.display()
+fn no_agent_message(arch: Arch, checkout: Option<&Path>, target_dir: Option<&PathBuf>) -> String {
+    let (target, needs) = match arch {
+        Arch::X86_64 => (
+            arch.target(),
+            "`rustup target add x86_64-unknown-linux-musl` and musl-tools",
         ),
-        _ => "no static agent binary found and this ferry embeds none: reinstall it with the musl \
-              target present (`rustup target add x86_64-unknown-linux-musl` and musl-tools, then \
-              `cargo install --force --path crates/ferry` in a checkout) or point FERRY_AGENT at a \
-              static ferry"
-            .into(),
+        Arch::Aarch64 => (
+            arch.target(),
+            "`rustup target add aarch64-unknown-linux-gnu` and Debian's gcc-aarch64-linux-gnu",
+        ),
+    };
+    let var = agent_env(arch);
+    let name = arch.name();
+    match (checkout, target_dir) {
+        (Some(root), Some(dir)) => format!(
+            "no static {name} agent binary found: build one with `cargo build --profile agent \
+             --target {target} --manifest-path {} --target-dir {}` (needs {needs}) or \
+             point {var} at one",
+            root.join("Cargo.toml").display(),
+            dir.display()
+        ),
+        _ => format!(
+            "no static {name} agent binary found and this ferry embeds none: reinstall it with \
+             {needs} present (`cargo install --force --path crates/ferry` in a checkout) or point \
+             {var} at a static {name} ferry"
+        ),
     }
 }
 
 /// An agent's install name: ferry's version and a hash of the agent's bytes.
-fn tag(agent: &[u8]) -> String {
+fn tag(arch: Arch, agent: &[u8]) -> String {
     let hash = blake3::hash(agent).to_hex();
-    format!("{}-{}", env!("CARGO_PKG_VERSION"), &hash.as_str()[..16])
+    format!(
+        "{}-{}-{}",
+        env!("CARGO_PKG_VERSION"),
+        arch.name(),
+        &hash.as_str()[..16]
+    )
 }
 
 /// The first 64 KiB of a file.
@@ -393,21 +429,25 @@ fn read_head(p: &std::path::Path) -> Option<Vec<u8>> {
 }
 
 /// The agent this release build embeds, written out once to the user's cache directory.
-fn embedded_agent() -> Option<Result<AgentBinary, String>> {
-    if EMBEDDED.is_empty() || !is_static_x86_64(EMBEDDED) {
+fn embedded_agent(arch: Arch) -> Option<Result<AgentBinary, String>> {
+    let embedded = match arch {
+        Arch::X86_64 => EMBEDDED,
+        Arch::Aarch64 => EMBEDDED_AARCH64,
+    };
+    if embedded.is_empty() || !is_static_elf(embedded, arch) {
         return None;
     }
     Some((|| {
-        let tag = tag(EMBEDDED);
+        let tag = tag(arch, embedded);
         let dir = directories::ProjectDirs::from("", "", "ferry")
             .map(|d| d.cache_dir().join("agent").join(&tag))
             .ok_or("no cache directory for the embedded agent: set HOME or FERRY_AGENT")?;
         let path = dir.join("ferry");
-        let present = std::fs::read(&path).is_ok_and(|b| b == EMBEDDED);
+        let present = std::fs::read(&path).is_ok_and(|b| b == embedded);
         if !present {
             let tmp = dir.join(format!("ferry.{}", std::process::id()));
             std::fs::create_dir_all(&dir)
-                .and_then(|()| std::fs::write(&tmp, EMBEDDED))
+                .and_then(|()| std::fs::write(&tmp, embedded))
                 .and_then(|()| std::fs::rename(&tmp, &path))
                 .map_err(|e| format!("writing the embedded agent to {}: {e}", dir.display()))?;
         }
@@ -417,9 +457,16 @@ fn embedded_agent() -> Option<Result<AgentBinary, String>> {
 
 /// The static agent a release build embeds (empty otherwise; see build.rs).
 static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agent.bin"));
+/// The aarch64 agent a release build embeds when it could build one (empty otherwise).
+static EMBEDDED_AARCH64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agent-aarch64.bin"));
 
 /// True for an x86_64 ELF executable without a program interpreter (statically linked).
 pub fn is_static_x86_64(elf: &[u8]) -> bool {
+    is_static_elf(elf, Arch::X86_64)
+}
+
+/// True for an ELF executable for `arch` without a program interpreter (statically linked).
+pub fn is_static_elf(elf: &[u8], arch: Arch) -> bool {
     let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let u32_at = |o: usize| {
         elf.get(o..o + 4)
@@ -430,7 +477,7 @@ pub fn is_static_x86_64(elf: &[u8]) -> bool {
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(u64::from_le_bytes)
     };
-    if elf.get(..5) != Some(b"\x7fELF\x02") || u16_at(0x12) != Some(0x3e) {
+    if elf.get(..5) != Some(b"\x7fELF\x02") || u16_at(0x12) != Some(arch.elf_machine()) {
         return false;
     }
     let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
@@ -542,6 +589,7 @@ mod tests {
     fn agent_candidates_include_the_checkout_target_dir() {
         const MUSL: &str = "x86_64-unknown-linux-musl";
         let installed = agent_candidates(
+            Arch::X86_64,
             Some(Path::new("/home/u/.cargo/bin/ferry")),
             &paths(&["/src/ferry/target"]),
         );
@@ -557,6 +605,7 @@ mod tests {
         // Run from the checkout itself, with CARGO_TARGET_DIR=/build at build time: no
         // duplicates, the running binary's own target directory first.
         let in_tree = agent_candidates(
+            Arch::X86_64,
             Some(Path::new("/src/ferry/target/release/ferry")),
             &paths(&["/build", "/src/ferry/target"]),
         );
@@ -574,11 +623,14 @@ mod tests {
         );
         // Not in a target directory: nothing from the directory above it.
         assert_eq!(
-            agent_candidates(Some(Path::new("/tmp/x/ferry")), &[]),
+            agent_candidates(Arch::X86_64, Some(Path::new("/tmp/x/ferry")), &[]),
             paths(&["/tmp/x/ferry-agent"])
         );
         // No executable path known: only the build's directories.
-        assert_eq!(agent_candidates(None, &paths(&["/b"])).len(), 3);
+        assert_eq!(
+            agent_candidates(Arch::X86_64, None, &paths(&["/b"])).len(),
+            3
+        );
     }
 
     /// This build's own candidates: the checkout it was built from (this one, when tests run).
@@ -598,7 +650,7 @@ mod tests {
     #[test]
     fn no_agent_message_gives_a_command_that_builds_where_ferry_looks() {
         let target = PathBuf::from("/src/ferry/target");
-        let m = no_agent_message(Some(Path::new("/src/ferry")), Some(&target));
+        let m = no_agent_message(Arch::X86_64, Some(Path::new("/src/ferry")), Some(&target));
         assert!(
             m.contains(
                 "`cargo build --profile agent --target x86_64-unknown-linux-musl \
@@ -607,13 +659,26 @@ mod tests {
             "{m}"
         );
         let built = target.join("x86_64-unknown-linux-musl/agent/ferry");
-        assert!(agent_candidates(None, &[target]).contains(&built));
+        assert!(
+            agent_candidates(Arch::X86_64, None, std::slice::from_ref(&target)).contains(&built)
+        );
         assert!(!m.contains('\n'), "{m}");
         // The checkout is gone: reinstall, or FERRY_AGENT.
-        let m = no_agent_message(None, None);
+        let m = no_agent_message(Arch::X86_64, None, None);
         assert!(
             m.contains("cargo install") && m.contains("FERRY_AGENT"),
             "{m}"
         );
+        // The aarch64 agent: its own target, its own variable.
+        let m = no_agent_message(Arch::Aarch64, Some(Path::new("/src/ferry")), Some(&target));
+        assert!(
+            m.contains("--target aarch64-unknown-linux-gnu")
+                && m.contains("gcc-aarch64-linux-gnu")
+                && m.contains("FERRY_AGENT_AARCH64")
+                && !m.contains('\n'),
+            "{m}"
+        );
+        let built = target.join("aarch64-unknown-linux-gnu/agent/ferry");
+        assert!(agent_candidates(Arch::Aarch64, None, &[target]).contains(&built));
     }
 }

@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use super::arch::{self, Arch};
 use super::wire::{MAGIC, PROTOCOL, WireError};
 use super::{AgentBinary, Location, agent_binary};
 
@@ -82,6 +83,7 @@ pub fn for_location(loc: &Location) -> Result<Box<dyn Transport>, ConnectError> 
                 argv,
                 quote_script: true,
                 compress: true,
+                reported: None,
             }))
         }
         Location::K8s {
@@ -111,6 +113,7 @@ pub fn for_location(loc: &Location) -> Result<Box<dyn Transport>, ConnectError> 
                 argv,
                 quote_script: false,
                 compress: true,
+                reported: None,
             }))
         }
     }
@@ -120,8 +123,17 @@ fn split_command(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
 }
 
-fn agent() -> Result<AgentBinary, ConnectError> {
-    agent_binary().map_err(ConnectError::failed)
+/// The agent's architecture (see [`arch::choose`]): a bad `FERRY_AGENT_ARCH` is a usage error.
+fn choose_arch(wanted: Option<&str>, reported: Option<&str>) -> Result<Arch, ConnectError> {
+    arch::choose(wanted, reported).map_err(|message| ConnectError {
+        // With a valid override there is no error: any error is the override's.
+        usage: wanted.is_some_and(|w| !w.is_empty()),
+        message,
+    })
+}
+
+fn agent(arch: Arch) -> Result<AgentBinary, ConnectError> {
+    agent_binary(arch).map_err(ConnectError::failed)
 }
 
 /// What the far side said first.
@@ -238,6 +250,8 @@ struct CommandTransport {
     /// ssh hands the command to the login shell: wrap it in `sh -c '...'` so any shell works.
     quote_script: bool,
     compress: bool,
+    /// The far side's `uname -m`, once it said it (when it needed an agent).
+    reported: Option<String>,
 }
 
 /// The agent's directory on the far side (per version, under the user's home).
@@ -266,15 +280,7 @@ impl CommandTransport {
             .map_err(|e| ConnectError::failed(format!("cannot run {prog}: {e}")))
     }
 
-    fn install(&self, agent: &AgentBinary, need: &str) -> Result<(), ConnectError> {
-        let words: Vec<&str> = need.split_whitespace().collect();
-        if words.get(1).copied() != Some("Linux") || words.get(2).copied() != Some("x86_64") {
-            return Err(ConnectError::failed(format!(
-                "the far side is {} {}: this build only has an x86_64 Linux agent",
-                words.get(1).unwrap_or(&"?"),
-                words.get(2).unwrap_or(&"?")
-            )));
-        }
+    fn install(&self, agent: &AgentBinary) -> Result<(), ConnectError> {
         let bytes = std::fs::read(&agent.path)
             .map_err(|e| ConnectError::failed(format!("{}: {e}", agent.path.display())))?;
         let d = agent_dir(&agent.tag);
@@ -303,12 +309,18 @@ impl CommandTransport {
 
 impl Transport for CommandTransport {
     fn connect(&mut self) -> Result<Link, ConnectError> {
-        let agent = agent()?;
-        let d = agent_dir(&agent.tag);
-        let script = format!(
-            "if [ -x {d}/ferry ]; then exec {d}/ferry agent; else echo FERRY-NEED \"$(uname -s)\" \"$(uname -m)\"; fi"
-        );
-        for attempt in 0..2 {
+        let wanted = arch::override_from_env();
+        // Until the far side says its machine (it does when it has no agent yet), try the
+        // agent for this one's.
+        let mut agent = agent(choose_arch(wanted.as_deref(), self.reported.as_deref())?)?;
+        let mut installed = false;
+        // Start; on FERRY-NEED, the far side's agent (if not the one tried) or an install;
+        // then start again.
+        for _ in 0..3 {
+            let d = agent_dir(&agent.tag);
+            let script = format!(
+                "if [ -x {d}/ferry ]; then exec {d}/ferry agent; else echo FERRY-NEED \"$(uname -s)\" \"$(uname -m)\"; fi"
+            );
             let mut child = self.spawn(&script, Stdio::piped())?;
             let stderr = collect_stderr(&mut child);
             let (Some(mut out), Some(input)) = (child.stdout.take(), child.stdin.take()) else {
@@ -324,9 +336,27 @@ impl Transport for CommandTransport {
                         stderr,
                     });
                 }
-                Greeting::Need(line) if attempt == 0 => {
+                Greeting::Need(line) if !installed => {
                     drop(guard);
-                    self.install(&agent, &line)?;
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    let (os, machine) = (words.get(1).copied(), words.get(2).copied());
+                    if os != Some("Linux") {
+                        return Err(ConnectError::failed(format!(
+                            "the far side is {} {}: ferry has Linux agents only",
+                            os.unwrap_or("?"),
+                            machine.unwrap_or("?")
+                        )));
+                    }
+                    self.reported = machine.map(str::to_owned);
+                    let arch = choose_arch(wanted.as_deref(), machine)?;
+                    let needed = self::agent(arch)?;
+                    if needed.tag != agent.tag {
+                        // Another machine than guessed: its agent may be there already.
+                        agent = needed;
+                        continue;
+                    }
+                    self.install(&agent)?;
+                    installed = true;
                 }
                 Greeting::Need(_) => {
                     return Err(ConnectError::failed(
@@ -357,6 +387,8 @@ struct DockerTransport {
     root: String,
     /// The agent that started last time: reconnections go straight there.
     started: Option<String>,
+    /// The engine's architecture, once asked.
+    arch: Option<Arch>,
 }
 
 /// What `docker inspect` tells about the container.
@@ -446,6 +478,30 @@ const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 const COMPOSE_WORKDIR: &str = "com.docker.compose.project.working_dir";
 
 impl DockerTransport {
+    /// The agent's architecture: `FERRY_AGENT_ARCH`, else the engine's (the kernel that runs
+    /// the container, whatever the image was built for).
+    fn arch(&mut self) -> Result<Arch, ConnectError> {
+        if let Some(a) = self.arch {
+            return Ok(a);
+        }
+        let wanted = arch::override_from_env();
+        let engine = if wanted.as_deref().is_some_and(|w| !w.is_empty()) {
+            None
+        } else {
+            let v = self.rt.block_on(self.docker.version()).map_err(|e| {
+                if is_unreachable(&e) {
+                    docker_unreachable(&e)
+                } else {
+                    ConnectError::failed(format!("docker: {e}"))
+                }
+            })?;
+            Some(v.arch.unwrap_or_default())
+        };
+        let a = choose_arch(wanted.as_deref(), engine.as_deref())?;
+        self.arch = Some(a);
+        Ok(a)
+    }
+
     fn new(
         container: &str,
         user: Option<String>,
@@ -470,6 +526,7 @@ impl DockerTransport {
             user,
             owner,
             connected_id: None,
+            arch: None,
             root: root.to_owned(),
             started: None,
         })
@@ -1005,7 +1062,7 @@ struct Attached {
 
 impl Transport for DockerTransport {
     fn connect(&mut self) -> Result<Link, ConnectError> {
-        let agent = agent()?;
+        let agent = agent(self.arch()?)?;
         let found = self.find()?;
         self.connected_id = Some(found.id.clone());
         if let Some(path) = self.started.clone() {

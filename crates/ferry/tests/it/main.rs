@@ -3,6 +3,7 @@
 //! Every test gets its own temporary alpha, beta and `XDG_STATE_HOME` (see `support`), so tests
 //! run in parallel and never touch the real home directory.
 
+mod arm64;
 mod conflicts;
 mod converge;
 mod daemon;

@@ -24,7 +24,7 @@ use crate::support::*;
 // ---------------------------------------------------------------------------------------------
 
 /// The ferry command of `fx` with the static agent and `envs` added.
-fn command(fx: &Fixture, envs: &[(&str, &OsStr)]) -> Command {
+pub(crate) fn command(fx: &Fixture, envs: &[(&str, &OsStr)]) -> Command {
     let mut c = fx.command();
     c.env("FERRY_AGENT", static_agent());
     for (k, v) in envs {
@@ -34,7 +34,7 @@ fn command(fx: &Fixture, envs: &[(&str, &OsStr)]) -> Command {
 }
 
 /// `ferry sync ALPHA BETA --once --json EXTRA...` to completion.
-fn once(
+pub(crate) fn once(
     fx: &Fixture,
     alpha: impl AsRef<OsStr>,
     beta: impl AsRef<OsStr>,
@@ -53,7 +53,7 @@ fn once(
 }
 
 /// Like [`once`], and asserts exit code 0.
-fn once_ok(
+pub(crate) fn once_ok(
     fx: &Fixture,
     alpha: impl AsRef<OsStr>,
     beta: impl AsRef<OsStr>,
@@ -65,7 +65,7 @@ fn once_ok(
 }
 
 /// Asserts one more `--once` run finds nothing to do (the sides agree with the archive).
-fn assert_settled(
+pub(crate) fn assert_settled(
     fx: &Fixture,
     alpha: impl AsRef<OsStr>,
     beta: impl AsRef<OsStr>,
@@ -80,7 +80,7 @@ fn assert_settled(
 }
 
 /// `ferry sync ALPHA BETA --json` (watching), once it printed `watching`.
-fn watch(
+pub(crate) fn watch(
     fx: &Fixture,
     alpha: impl AsRef<OsStr>,
     beta: impl AsRef<OsStr>,
@@ -112,7 +112,7 @@ fn wire_bytes(run: &Run) -> u64 {
 
 /// Panics with both trees' differences (and `context`, ferry's output) unless they are equal.
 #[track_caller]
-fn assert_trees(what: &str, want: &Tree, got: &Tree, context: &dyn std::fmt::Display) {
+pub(crate) fn assert_trees(what: &str, want: &Tree, got: &Tree, context: &dyn std::fmt::Display) {
     if let Some(d) = diff_trees(want, got) {
         panic!(
             "{what}: the trees differ (\"alpha\" = expected, \"beta\" = found):\n{d}\n{context}"
@@ -121,7 +121,7 @@ fn assert_trees(what: &str, want: &Tree, got: &Tree, context: &dyn std::fmt::Dis
 }
 
 /// A file node for tree literals.
-fn file(data: &str, exec: bool) -> Node {
+pub(crate) fn file(data: &str, exec: bool) -> Node {
     Node::File {
         data: data.as_bytes().to_vec(),
         exec,
@@ -161,7 +161,7 @@ fn bump_mtime(p: &Path, secs: u64) {
         .unwrap_or_else(|e| panic!("setting the mtime of {}: {e}", p.display()));
 }
 
-/// The one agent version directory under `dir` (`<version>-<16 hex>`).
+/// The one agent version directory under `dir` (`<version>-x86_64-<16 hex>`).
 fn only_agent_tag(entries: Vec<String>, where_: &str) -> String {
     assert_eq!(
         entries.len(),
@@ -169,20 +169,20 @@ fn only_agent_tag(entries: Vec<String>, where_: &str) -> String {
         "expected exactly one agent version under {where_}, found {entries:?}"
     );
     let tag = entries.into_iter().next().expect("one entry");
-    let prefix = format!("{}-", env!("CARGO_PKG_VERSION"));
+    let prefix = format!("{}-x86_64-", env!("CARGO_PKG_VERSION"));
     let hash = tag.strip_prefix(&prefix).unwrap_or_else(|| {
         panic!("agent directory {tag:?} under {where_} does not start with {prefix:?}")
     });
     assert!(
         hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
-        "agent directory {tag:?} under {where_}: expected 16 hex digits after the version"
+        "agent directory {tag:?} under {where_}: expected 16 hex digits after the version and arch"
     );
     tag
 }
 
 /// The tree ferry is given on the host in the create/modify/delete/rename tests: nested
 /// directories, an executable, an empty directory, a symlink inside the tree.
-fn populate_host(root: &Path) {
+pub(crate) fn populate_host(root: &Path) {
     write(&root.join("top.txt"), "top v1\n");
     write(&root.join("nested/a/b/deep.txt"), "deep\n");
     write(&root.join("nested/a/sibling.txt"), "sibling\n");
@@ -195,7 +195,7 @@ fn populate_host(root: &Path) {
 }
 
 /// The second round of host edits: modify, delete, rename (and one more new file).
-fn edit_host(root: &Path) {
+pub(crate) fn edit_host(root: &Path) {
     write(&root.join("top.txt"), "top v2, longer than before\n");
     bump_mtime(&root.join("top.txt"), 2);
     remove(&root.join("doomed.txt"));
@@ -207,7 +207,7 @@ fn edit_host(root: &Path) {
 }
 
 /// What [`populate_host`] then [`edit_host`] leave (also the container-side script's result).
-fn expected_after_edits() -> Tree {
+pub(crate) fn expected_after_edits() -> Tree {
     Tree::from([
         (
             "top.txt".into(),
@@ -549,7 +549,7 @@ fn docker_non_root_container_user() {
 }
 
 /// Waits for a `reconnecting` then a `reconnected` event for `side` after index `since`.
-fn wait_reconnect(s: &mut Session, since: usize, side: &str) {
+pub(crate) fn wait_reconnect(s: &mut Session, since: usize, side: &str) {
     let at = wait_index(
         s,
         since,
@@ -562,7 +562,12 @@ fn wait_reconnect(s: &mut Session, since: usize, side: &str) {
 }
 
 /// Waits for the first event at index `since` or later satisfying `pred`; returns its index.
-fn wait_index(s: &mut Session, since: usize, what: &str, pred: impl Fn(&Value) -> bool) -> usize {
+pub(crate) fn wait_index(
+    s: &mut Session,
+    since: usize,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> usize {
     s.wait_event(since, what, &pred);
     (since..s.log.len())
         .find(|&i| pred(&s.log[i]))

@@ -230,9 +230,108 @@ impl Recipe {
 }
 
 fn busybox_recipe() -> Recipe {
-    let bb = static_busybox();
+    busybox_recipe_with(BUSYBOX_TAG, static_busybox())
+}
+
+const ARM64_BUSYBOX_TAG: &str = "ferry-test-busybox-arm64:1";
+
+/// Where scripts/test.sh puts Debian's arm64 `busybox-static` (`$FERRY_TEST_ARM64_BUSYBOX`
+/// overrides).
+const ARM64_BUSYBOX: &str = "/usr/local/lib/ferry-test/busybox-arm64";
+
+const ARM64_HINT: &str = "scripts/test.sh prepares it: `dpkg --add-architecture arm64 && apt-get \
+                          update && apt-get download busybox-static:arm64`, `dpkg -x` it and copy \
+                          bin/busybox to /usr/local/lib/ferry-test/busybox-arm64";
+
+/// The busybox image of [`busybox_image`] with Debian's arm64 busybox: every process in it
+/// runs under qemu (checked first: [`require_aarch64_emulation`]).
+pub fn arm64_busybox_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        require_aarch64_emulation();
+        let path = std::env::var_os("FERRY_TEST_ARM64_BUSYBOX")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(ARM64_BUSYBOX));
+        let data = fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "the arm64 test image needs Debian's arm64 busybox-static at {}: {e}; {ARM64_HINT}",
+                path.display()
+            )
+        });
+        assert_eq!(
+            data.get(0x12..0x14),
+            Some(&[0xb7, 0][..]),
+            "{} is not an aarch64 ELF binary; {ARM64_HINT}",
+            path.display()
+        );
+        match elf_interpreter(&data) {
+            Ok(None) => {}
+            other => panic!(
+                "{} is not a static ELF binary ({other:?}); {ARM64_HINT}",
+                path.display()
+            ),
+        }
+        ensure_image(&busybox_recipe_with(ARM64_BUSYBOX_TAG, data))
+    });
+    ARM64_BUSYBOX_TAG
+}
+
+/// Fails (with the fix) unless the kernel runs aarch64 binaries through qemu for every process,
+/// containers included: a `qemu-aarch64` binfmt_misc entry, enabled, with the F flag (the
+/// interpreter is opened at registration, so it works inside a container's root).
+pub fn require_aarch64_emulation() {
+    const FIX: &str = "as root: `apt-get install qemu-user-static`, `mount -t binfmt_misc \
+                       binfmt_misc /proc/sys/fs/binfmt_misc` (if not mounted), then `cat \
+                       /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register` \
+                       (scripts/test.sh does all this)";
+    let entry = "/proc/sys/fs/binfmt_misc/qemu-aarch64";
+    let text = fs::read_to_string(entry)
+        .unwrap_or_else(|e| panic!("no aarch64 emulation: {entry}: {e}; {FIX}"));
+    assert!(
+        text.lines().next() == Some("enabled"),
+        "no aarch64 emulation: {entry} is not enabled:\n{text}\n{FIX}"
+    );
+    let flags = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flags: "))
+        .unwrap_or("");
+    assert!(
+        flags.contains('F'),
+        "aarch64 emulation without the F flag (flags {flags:?}): containers cannot reach the \
+         interpreter; {FIX}"
+    );
+}
+
+/// The static aarch64 agent: `$FERRY_AGENT_AARCH64` if set, else
+/// `<workspace>/target/aarch64-unknown-linux-gnu/agent/ferry`. Panics (with the command that
+/// builds it) if it is missing.
+pub fn aarch64_agent() -> PathBuf {
+    let p = std::env::var_os("FERRY_AGENT_AARCH64")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/aarch64-unknown-linux-gnu/agent/ferry")
+        });
+    let data = fs::read(&p).unwrap_or_else(|e| {
+        panic!(
+            "the aarch64 agent is missing: {}: {e}; build it with `cargo build --profile agent \
+             --target aarch64-unknown-linux-gnu -p ferry` (needs `rustup target add \
+             aarch64-unknown-linux-gnu` and Debian's gcc-aarch64-linux-gnu; scripts/test.sh)",
+            p.display()
+        )
+    });
+    assert_eq!(
+        (data.get(0x12..0x14), elf_interpreter(&data)),
+        (Some(&[0xb7, 0][..]), Ok(None)),
+        "{} is not a static aarch64 ELF binary",
+        p.display()
+    );
+    p
+}
+
+fn busybox_recipe_with(tag: &'static str, bb: Vec<u8>) -> Recipe {
     Recipe {
-        tag: BUSYBOX_TAG,
+        tag,
         dockerfile: r#"FROM scratch
 COPY busybox /bin/busybox
 RUN ["/bin/busybox","--install","-s","/bin"]
