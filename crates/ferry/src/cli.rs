@@ -55,17 +55,22 @@ pub enum Command {
     },
     /// One session's state, endpoints, last sync each way, the last hour's traffic, tree
     /// size, conflicts and last error.
-    Status(One),
+    Status(Target),
     /// A session's open conflicts: path, what each side did there, both versions' sizes and
     /// modification times (exit code 3 when there are any).
     #[command(after_help = "Resolve them with 'ferry resolve NAME PATH... --keep alpha|beta'.")]
-    Conflicts(One),
+    Conflicts(Target),
     /// Watch the sessions (or one) live: on a terminal the 'ferry list' table, redrawn as
     /// cycles happen; otherwise one line per change of state, cycle, conflict or error.
     /// Until Ctrl-C.
     Monitor {
         /// Only this session.
+        #[arg(conflicts_with = "label_selector")]
         name: Option<String>,
+        /// Only the sessions carrying these labels (KEY=VALUE[,KEY=VALUE...]) when the
+        /// monitor starts.
+        #[arg(long, value_name = "KEY=VALUE")]
+        label_selector: Option<String>,
         /// The daemon's events as they come, one JSON object per line.
         #[arg(long)]
         json: bool,
@@ -133,16 +138,6 @@ pub struct CreateFlags {
     #[command(flatten)]
     pub options: SessionOptions,
     /// The new session as one JSON object on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// The one session a command is about.
-#[derive(clap::Args, Debug)]
-pub struct One {
-    /// The session's name.
-    pub name: String,
-    /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -286,8 +281,16 @@ pub enum Keep {
 #[derive(clap::Args, Debug)]
 pub struct ResolveFlags {
     /// NAME, or ALPHA BETA; then the paths to resolve, relative to the roots (see below).
-    #[arg(value_name = "NAME|ALPHA BETA", required = true)]
+    /// With --label-selector, every word is a PATH.
+    #[arg(
+        value_name = "NAME|ALPHA BETA",
+        required_unless_present = "label_selector"
+    )]
     pub words: Vec<String>,
+    /// Every background session carrying these labels (KEY=VALUE[,KEY=VALUE...]), instead of
+    /// a NAME or a pair.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label_selector: Option<String>,
     /// Whose version wins.
     #[arg(long, value_enum)]
     pub keep: Keep,
@@ -314,6 +317,14 @@ pub enum Resolve {
         json: bool,
     },
     Pair(Box<ResolveArgs>),
+    /// Every background session a label selector picks.
+    Selected {
+        selector: String,
+        /// `None`: every conflict (`--all`).
+        paths: Option<Vec<String>>,
+        keep: Keep,
+        json: bool,
+    },
 }
 
 /// A checked `resolve` of a pair.
@@ -340,6 +351,28 @@ impl ResolveFlags {
     /// Tells the two forms apart by the first word (see [`is_endpoint_word`]), then checks
     /// the endpoints (both must exist) or the name, and the paths.
     pub fn check(self) -> Result<Resolve, UsageError> {
+        if let Some(selector) = self.label_selector {
+            if self.all != self.words.is_empty() {
+                return Err(UsageError(
+                    "with --label-selector, give the PATHs to resolve or --all (not both)".into(),
+                ));
+            }
+            let paths = match self.all {
+                true => None,
+                false => Some(
+                    self.words
+                        .iter()
+                        .map(|p| relative_path(p, &[]).map(|r| r.to_string()))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
+            return Ok(Resolve::Selected {
+                selector,
+                paths,
+                keep: self.keep,
+                json: self.json,
+            });
+        }
         let first = self.words.first().cloned().unwrap_or_default();
         let (head, rest) = if is_endpoint_word(&first) {
             if self.words.len() < 2 {

@@ -627,6 +627,7 @@ impl Daemon {
             "list" => Ok(json!({
                 "sessions": self.sessions().values().map(Entry::json).collect::<Vec<_>>(),
             })),
+            "select" => Ok(json!({ "names": self.targets(req)? })),
             "create" => self.create(req),
             "pause" => self.each(req, |d, name| d.pause(name)),
             "resume" => self.each(req, |d, name| d.resume(name)),

@@ -9,8 +9,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use ferry::cli::{
-    Cli, Command, CreateFlags, DaemonOp, FlushFlags, Keep, One, Place, Resolve, ResolveArgs,
-    SyncArgs, Target,
+    Cli, Command, CreateFlags, DaemonOp, FlushFlags, Keep, Place, Resolve, ResolveArgs, SyncArgs,
+    Target,
 };
 use ferry::endpoint::Side;
 use ferry::engine::{Engine, Finish, Resolving, RunError, Settings};
@@ -85,6 +85,23 @@ fn run() -> Exit {
                 keep,
                 json,
             }) => resolve_session(name, paths, keep, json),
+            Ok(Resolve::Selected {
+                selector,
+                paths,
+                keep,
+                json,
+            }) => match select(&Target {
+                name: None,
+                label_selector: Some(selector),
+                json,
+            }) {
+                Ok(names) => worst(
+                    names
+                        .into_iter()
+                        .map(|n| resolve_session(n, paths.clone(), keep, json)),
+                ),
+                Err(code) => code,
+            },
             Err(e) => {
                 eprintln!("ferry: {e}");
                 Exit::Usage
@@ -100,9 +117,13 @@ fn run() -> Exit {
         },
         Command::Create(flags) => create(flags),
         Command::List { json } => list(json),
-        Command::Status(one) => status(one),
-        Command::Monitor { name, json } => monitor(name, json),
-        Command::Conflicts(one) => conflicts(one),
+        Command::Status(t) => status(t),
+        Command::Monitor {
+            name,
+            label_selector,
+            json,
+        } => monitor(name, label_selector, json),
+        Command::Conflicts(t) => conflicts(t),
         Command::Pause(t) => act("pause", t),
         Command::Resume(t) => act("resume", t),
         Command::Terminate(t) => act("terminate", t),
@@ -422,47 +443,94 @@ fn act(op: &str, t: Target) -> Exit {
     }
 }
 
-/// `ferry status NAME`.
-fn status(one: One) -> Exit {
-    match ask_daemon(json!({"op": "status", "name": one.name})) {
-        Ok(v) => {
-            let s = v.get("session").unwrap_or(&Value::Null);
-            if one.json {
-                println!("{s}");
-            } else {
-                println!("{}", ferry::sessions::describe(s, now()));
-            }
-            Exit::Ok
-        }
-        Err(code) => code,
+/// The sessions a NAME or a `--label-selector` names (the daemon's own rule, `targets`).
+fn select(t: &Target) -> Result<Vec<String>, Exit> {
+    let mut req = json!({ "op": "select" });
+    if let Some(n) = &t.name {
+        req["name"] = n.as_str().into();
     }
+    if let Some(s) = &t.label_selector {
+        req["selector"] = s.as_str().into();
+    }
+    let v = ask_daemon(req)?;
+    Ok(v.get("names")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
-/// `ferry conflicts NAME`: exit code 3 when there are any.
-fn conflicts(one: One) -> Exit {
-    match ask_daemon(json!({"op": "conflicts", "name": one.name})) {
-        Ok(v) => {
-            let empty = Vec::new();
-            let list = v
-                .get("conflicts")
-                .and_then(Value::as_array)
-                .unwrap_or(&empty);
-            if one.json {
-                println!("{}", json!({ "name": one.name, "conflicts": list }));
-            } else {
-                println!(
-                    "{}",
-                    ferry::sessions::conflicts_text(&one.name, list, now())
-                );
-            }
-            if list.is_empty() {
-                Exit::Ok
-            } else {
-                Exit::Conflicts
-            }
+/// The exit code of several commands: a failure first, then conflicts.
+fn worst(codes: impl Iterator<Item = Exit>) -> Exit {
+    codes
+        .max_by_key(|c| match c {
+            Exit::Failed => 3,
+            Exit::Usage => 2,
+            Exit::Conflicts => 1,
+            _ => 0,
+        })
+        .unwrap_or(Exit::Ok)
+}
+
+/// `ferry status NAME` (one object), or `--label-selector` (`{"sessions": [...]}`).
+fn status(t: Target) -> Exit {
+    let names = match select(&t) {
+        Ok(n) => n,
+        Err(code) => return code,
+    };
+    let mut all = Vec::new();
+    for name in names {
+        match ask_daemon(json!({"op": "status", "name": name})) {
+            Ok(v) => all.push(v.get("session").cloned().unwrap_or(Value::Null)),
+            Err(code) => return code,
         }
-        Err(code) => code,
     }
+    if t.json {
+        match (&t.name, all.first()) {
+            (Some(_), Some(s)) => println!("{s}"),
+            _ => println!("{}", json!({ "sessions": all })),
+        }
+    } else {
+        for s in &all {
+            println!("{}", ferry::sessions::describe(s, now()));
+        }
+    }
+    Exit::Ok
+}
+
+/// `ferry conflicts NAME` (or `--label-selector`): exit code 3 when there are any.
+fn conflicts(t: Target) -> Exit {
+    let names = match select(&t) {
+        Ok(n) => n,
+        Err(code) => return code,
+    };
+    let mut all = Vec::new();
+    let mut any = false;
+    for name in names {
+        let v = match ask_daemon(json!({"op": "conflicts", "name": name})) {
+            Ok(v) => v,
+            Err(code) => return code,
+        };
+        let list = v.get("conflicts").cloned().unwrap_or_else(|| json!([]));
+        any |= list.as_array().is_some_and(|l| !l.is_empty());
+        if !t.json {
+            let empty = Vec::new();
+            let l = list.as_array().unwrap_or(&empty);
+            println!("{}", ferry::sessions::conflicts_text(&name, l, now()));
+        }
+        all.push(json!({ "name": name, "conflicts": list }));
+    }
+    if t.json {
+        match (&t.name, all.first()) {
+            (Some(_), Some(one)) => println!("{one}"),
+            _ => println!("{}", json!({ "sessions": all })),
+        }
+    }
+    if any { Exit::Conflicts } else { Exit::Ok }
 }
 
 /// The exit code of a cycle's reply: 1 with errors, 3 with conflicts left, else 0.
@@ -538,14 +606,7 @@ fn flush(f: FlushFlags) -> Exit {
             );
         }
     }
-    done.iter()
-        .map(cycle_code)
-        .max_by_key(|c| match c {
-            Exit::Failed => 3,
-            Exit::Conflicts => 2,
-            _ => 0,
-        })
-        .unwrap_or(Exit::Ok)
+    worst(done.iter().map(cycle_code))
 }
 
 /// `ferry resolve NAME [PATH...|--all] --keep SIDE`: the session's daemon resolves.
@@ -598,12 +659,38 @@ fn resolve_session(name: String, paths: Option<Vec<String>>, keep: Keep, json: b
     cycle_code(&v)
 }
 
-/// `ferry monitor [NAME]`: redraws the table on a terminal, else a line per event.
-fn monitor(name: Option<String>, json: bool) -> Exit {
+/// `ferry monitor [NAME | --label-selector SEL]`: redraws the table on a terminal, else a line
+/// per event.
+fn monitor(name: Option<String>, selector: Option<String>, json: bool) -> Exit {
+    // A selector picks the sessions carrying its labels now.
+    let picked: Option<Vec<String>> = match selector {
+        Some(sel) => match select(&Target {
+            name: None,
+            label_selector: Some(sel),
+            json,
+        }) {
+            Ok(n) => Some(n),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let wanted = |session: &str| {
+        name.as_deref().is_none_or(|n| n == session)
+            && picked
+                .as_ref()
+                .is_none_or(|p| p.iter().any(|x| x == session))
+    };
     let events = match ferry::sessions::watch(name.as_deref()) {
         Ok(e) => e,
         Err(f) => return fail(f),
     };
+    let events = events.filter(|ev| {
+        picked.is_none()
+            || ev
+                .get("session")
+                .and_then(Value::as_str)
+                .is_some_and(&wanted)
+    });
     let tty = !json && std::io::stdout().is_terminal();
     let mut out = std::io::stdout().lock();
     for ev in events {
@@ -621,7 +708,7 @@ fn monitor(name: Option<String>, json: bool) -> Exit {
                 .and_then(Value::as_array)
                 .unwrap_or(&empty)
                 .iter()
-                .filter(|s| name.as_deref().is_none_or(|n| s["name"] == n))
+                .filter(|s| s["name"].as_str().is_some_and(&wanted))
                 .cloned()
                 .collect();
             // Home, clear, the table.

@@ -224,6 +224,40 @@ fn label_selector_picks_sessions() {
     assert_eq!(d.session("web")["state"], "paused");
     let r = d.run(&["resume", "--label-selector", "team=other"]);
     assert_eq!(r.code(), 2, "{r}");
+    // Every command that takes a NAME takes a selector too.
+    let other = d.fx.root.join("other");
+    fs::create_dir(&other).expect("mkdir");
+    let o = other.to_str().expect("utf-8");
+    d.ok(&["create", a, o, "--name", "cli", "--label", "team=tools"]);
+    let r = d.ok(&["status", "--label-selector", "team=api", "--json"]);
+    let names: Vec<&str> = r.events[0]["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["web"], "{r}");
+    let r = d.ok(&["conflicts", "--label-selector", "team=tools", "--json"]);
+    assert_eq!(r.events[0]["sessions"][0]["name"], "cli", "{r}");
+    assert_eq!(
+        r.events[0]["sessions"][0]["conflicts"],
+        serde_json::json!([])
+    );
+    let r = d.ok(&[
+        "resolve",
+        "--label-selector",
+        "team=tools",
+        "--all",
+        "--keep",
+        "alpha",
+        "--json",
+    ]);
+    assert_eq!(r.events[0]["resolved"], serde_json::json!([]), "{r}");
+    let r = d.run(&["status", "--label-selector", "team=nobody"]);
+    assert_eq!(r.code(), 2, "{r}");
+    let r = d.run(&["resolve", "--label-selector", "team=api", "--keep", "alpha"]);
+    assert_eq!(r.code(), 2, "{r}");
+    assert!(r.stderr.contains("--label-selector"), "{r}");
 }
 
 #[test]
