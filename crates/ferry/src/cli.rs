@@ -108,9 +108,18 @@ settings are in ~/.config/ferry/mcp.conf (or $FERRY_MCP_CONFIG).";
 #[derive(Subcommand, Debug)]
 pub enum DaemonOp {
     /// Start the daemon (nothing happens if it runs already).
-    Start,
+    Start {
+        /// One JSON object on stdout: `{"running": true, "pid": N}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop the daemon: every session saves its state and is resumed at the next start.
-    Stop,
+    Stop {
+        /// One JSON object on stdout: `{"stopped": true}`, or `{"stopped": false}` when no
+        /// daemon was running.
+        #[arg(long)]
+        json: bool,
+    },
     /// Is the daemon running? Its pid, socket and number of sessions.
     Status {
         #[arg(long)]

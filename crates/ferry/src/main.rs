@@ -303,23 +303,27 @@ fn daemon(op: DaemonOp) -> Exit {
                 Exit::Failed
             }
         },
-        DaemonOp::Start => match ferry::sessions::start() {
+        DaemonOp::Start { json } => match ferry::sessions::start() {
             Ok(v) => {
-                println!(
-                    "ferry daemon running (pid {})",
-                    v.get("pid").and_then(Value::as_u64).unwrap_or(0)
-                );
+                let pid = v.get("pid").and_then(Value::as_u64).unwrap_or(0);
+                if json {
+                    println!("{}", json!({"running": true, "pid": pid}));
+                } else {
+                    println!("ferry daemon running (pid {pid})");
+                }
                 Exit::Ok
             }
             Err(f) => fail(f),
         },
-        DaemonOp::Stop => match ferry::sessions::request(json!({"op": "stop"}), false) {
-            Ok(Some(_)) => {
-                println!("ferry daemon stopped (its sessions resume at the next start)");
-                Exit::Ok
-            }
-            Ok(None) => {
-                println!("no ferry daemon is running");
+        DaemonOp::Stop { json } => match ferry::sessions::request(json!({"op": "stop"}), false) {
+            Ok(stopped) => {
+                if json {
+                    println!("{}", json!({"stopped": stopped.is_some()}));
+                } else if stopped.is_some() {
+                    println!("ferry daemon stopped (its sessions resume at the next start)");
+                } else {
+                    println!("no ferry daemon is running");
+                }
                 Exit::Ok
             }
             Err(f) => fail(f),

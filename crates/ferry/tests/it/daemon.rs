@@ -361,10 +361,16 @@ fn daemon_killed_with_kill_9_resumes_its_sessions() {
 fn a_clean_stop_keeps_sessions_for_the_next_start() {
     let d = Daemon::new();
     d.create("web");
-    d.ok(&["daemon", "stop"]);
+    let r = d.ok(&["daemon", "stop", "--json"]);
+    assert_eq!(r.events[0]["stopped"], true, "{r}");
     assert!(!d.socket().exists());
     let r = d.run(&["daemon", "status"]);
     assert_eq!(r.code(), 1, "{r}");
+    let r = d.ok(&["daemon", "stop", "--json"]);
+    assert_eq!(r.events[0]["stopped"], false, "{r}");
+    let r = d.ok(&["daemon", "start", "--json"]);
+    assert_eq!(r.events[0]["running"], true, "{r}");
+    assert!(r.events[0]["pid"].as_u64().is_some_and(|p| p > 0), "{r}");
     fs::write(d.fx.a("later.txt"), "3").expect("write");
     d.ok(&["flush", "web"]);
     assert!(d.fx.b("later.txt").exists());
