@@ -24,7 +24,7 @@ use crate::fs::transition::is_transient;
 use crate::hooks::Hooks;
 use crate::identity::{Identities, Side as IdSide};
 use crate::output::{Backup, Event, Phases, Printer};
-use crate::report::{Changed, CycleReport, SessionView, conflict_view, tree_size};
+use crate::report::{Changed, CycleReport, SessionView, conflict_view, kind, tree_size};
 use crate::state::{Archive, Pending, Session, StateError};
 
 /// What a session was asked to do.
@@ -2118,15 +2118,6 @@ fn creations(changes: &[Change]) -> u64 {
         .filter_map(|c| c.new.as_ref())
         .map(|n| n.count() as u64)
         .sum()
-}
-
-fn kind(e: &Entry) -> &'static str {
-    match e {
-        Entry::Directory(_) => "directory",
-        Entry::File { .. } => "file",
-        Entry::Symlink { .. } => "symlink",
-        Entry::Problem(_) => "unreadable",
-    }
 }
 
 fn describe_change(ch: &Change) -> (&'static str, &'static str) {

@@ -122,7 +122,8 @@ impl CycleReport {
     }
 }
 
-fn kind(e: &Entry) -> &'static str {
+/// What `e` is, as events and reports name it.
+pub fn kind(e: &Entry) -> &'static str {
     match e {
         Entry::Directory(_) => "directory",
         Entry::File { .. } => "file",
