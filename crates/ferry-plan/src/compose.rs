@@ -253,8 +253,12 @@ struct Copied {
     host: String,
     /// Absolute container directory.
     container: String,
-    /// Only these top-level files (`None`: the whole directory).
+    /// Only these top-level files (gitignore patterns; `None`: the whole directory).
     only: Option<Vec<String>>,
+    /// Top-level files the container knows by another name: (host name, container name).
+    renames: Vec<(String, String)>,
+    /// `COPY --parents` patterns (relative to the host directory): only what they match.
+    parents: Vec<String>,
     /// Gitignore patterns, anchored at the session's root.
     ignores: Vec<String>,
     /// What is left out, for the start lines.
@@ -364,18 +368,28 @@ fn below<'a>(dir: &str, rel: &'a str) -> Option<&'a str> {
     rel.strip_prefix(dir)?.strip_prefix('/')
 }
 
-/// From a service's COPY plan to its sessions (pure).
+/// From a service's COPY plan to its sessions (pure). `context` lists the build context
+/// (paths relative to it) for globs with wildcards above their last component.
 ///
 /// - A directory source is a session of that directory.
-/// - A single file, and a glob whose wildcards are in its last component only, copied into a
-///   directory under its own name, is a session of its host directory that leaves out
-///   everything else (`/*`, `!/name`, `/*/`); files from one host directory into one
-///   container directory share a session.
+/// - A single file is a session of its host directory that leaves out everything else (`/*`,
+///   `!/name`, `/*/`); copied under another name, the session knows it by the container's
+///   name ([`Session::renames`]). Files from one host directory into one container directory
+///   share a session; a later COPY to the same container path overrides an earlier one.
+/// - A glob whose wildcards are in its last component only, copied into a directory, is a
+///   session of its host directory keeping what the glob matches, now and later. Any other
+///   glob is expanded against the context at start, each match a file or directory source.
+/// - `COPY --parents` is a session of the pivot keeping only what the patterns match.
 /// - Sessions already covered by another (a `COPY src /app/src` under `COPY . /app`) are
 ///   dropped; other copies' destinations inside a session's container directory are left
 ///   out of it, so no container path is synced to two host paths.
 /// - `.dockerignore`, `--exclude` and container-owned directories are left out both ways.
-fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -> CopyScope {
+fn plan_sessions(
+    plan: &CopyPlan,
+    dockerignore: &[String],
+    owned: &[OwnedDir],
+    context: &dyn Context,
+) -> CopyScope {
     let mut sp = CopyScope::default();
     for s in &plan.skipped {
         let what = if s.source.is_empty() {
@@ -388,73 +402,152 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
             s.line, s.reason
         ));
     }
+    let ignored = DockerIgnore::new(dockerignore).ok();
     let mut raw: Vec<(Copied, Vec<String>)> = Vec::new();
+    // Single files, by container path: a later COPY to the same path overrides.
+    let mut files: Vec<(String, String, &crate::Mapping)> = Vec::new();
+    fn place_file<'m>(
+        files: &mut Vec<(String, String, &'m crate::Mapping)>,
+        host: String,
+        container: String,
+        m: &'m crate::Mapping,
+    ) {
+        files.retain(|(_, c, _)| *c != container);
+        files.push((host, container, m));
+    }
+    let dir_session = |host: String, container: String, m: &crate::Mapping| {
+        (
+            Copied {
+                host,
+                container,
+                only: None,
+                renames: Vec::new(),
+                parents: Vec::new(),
+                ignores: Vec::new(),
+                left_out: Vec::new(),
+                line: m.line,
+                chown: m.chown.clone(),
+            },
+            m.excludes.clone(),
+        )
+    };
     for m in &plan.mappings {
-        let note = |why: &str| format!("Dockerfile line {}: {why}: not synced yet", m.line);
         match &m.source {
-            MappingSource::Dir(dir) => raw.push((
-                Copied {
-                    host: dir.clone(),
-                    container: m.container.clone(),
-                    only: None,
-                    ignores: Vec::new(),
-                    left_out: Vec::new(),
-                    line: m.line,
-                    chown: m.chown.clone(),
-                },
-                m.excludes.clone(),
-            )),
+            MappingSource::Dir(dir) => raw.push(dir_session(dir.clone(), m.container.clone(), m)),
             MappingSource::File(file) => {
-                let (hdir, hname) = split_parent(file);
-                let (cdir, cname) = split_parent(&m.container);
-                if hname != cname {
-                    sp.notes.push(note(&format!(
-                        "{file} is copied under another name ({cname})"
-                    )));
-                    continue;
-                }
-                raw.push((
-                    Copied {
-                        host: hdir.to_owned(),
-                        container: if cdir.is_empty() {
-                            "/".into()
-                        } else {
-                            cdir.into()
-                        },
-                        only: Some(vec![escape(hname)]),
-                        ignores: Vec::new(),
-                        left_out: Vec::new(),
-                        line: m.line,
-                        chown: m.chown.clone(),
-                    },
-                    Vec::new(),
-                ));
+                place_file(&mut files, file.clone(), m.container.clone(), m)
             }
             MappingSource::Glob(glob) => {
                 let (hdir, last) = split_parent(glob);
-                let wild = |s: &str| s.contains(['*', '?', '[', '\\']);
-                if wild(hdir) || !m.into_dir || !m.excludes.is_empty() {
-                    sp.notes.push(note(&format!("glob {glob}")));
+                if !crate::dockerfile::contains_wildcards(hdir)
+                    && m.into_dir
+                    && m.excludes.is_empty()
+                {
+                    // Directories it matches copy their contents into the destination.
+                    for (d, kind) in expand(glob, context, ignored.as_ref()).unwrap_or_default() {
+                        if kind == EntryKind::Dir {
+                            raw.push(dir_session(d, m.container.clone(), m));
+                        }
+                    }
+                    raw.push((
+                        Copied {
+                            host: crate::scope::unescape(hdir),
+                            container: m.container.clone(),
+                            only: Some(vec![last.to_owned()]),
+                            renames: Vec::new(),
+                            parents: Vec::new(),
+                            ignores: Vec::new(),
+                            left_out: Vec::new(),
+                            line: m.line,
+                            chown: m.chown.clone(),
+                        },
+                        Vec::new(),
+                    ));
                     continue;
                 }
-                raw.push((
-                    Copied {
-                        host: hdir.to_owned(),
-                        container: m.container.clone(),
-                        only: Some(vec![last.to_owned()]),
-                        ignores: Vec::new(),
-                        left_out: Vec::new(),
-                        line: m.line,
-                        chown: m.chown.clone(),
-                    },
-                    Vec::new(),
+                let Some(matches) = expand(glob, context, ignored.as_ref()) else {
+                    sp.notes.push(format!(
+                        "Dockerfile line {}: glob {glob}: the context cannot be listed: not synced",
+                        m.line
+                    ));
+                    continue;
+                };
+                let excludes = DockerIgnore::new(&m.excludes).ok();
+                let matches: Vec<(String, EntryKind)> = matches
+                    .into_iter()
+                    .filter(|(p, _)| !excludes.as_ref().is_some_and(|x| x.matches(p)))
+                    .collect();
+                if matches.is_empty() {
+                    sp.notes.push(format!(
+                        "Dockerfile line {}: glob {glob} matches nothing: not synced",
+                        m.line
+                    ));
+                    continue;
+                }
+                sp.notes.push(format!(
+                    "Dockerfile line {}: glob {glob} matched {} at start (a new match is synced once ferry up restarts)",
+                    m.line,
+                    matches
+                        .iter()
+                        .map(|(p, _)| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
+                for (p, kind) in matches {
+                    match kind {
+                        EntryKind::Dir => raw.push(dir_session(p, m.container.clone(), m)),
+                        EntryKind::File => {
+                            let container = if m.into_dir {
+                                join(&m.container, split_parent(&p).1)
+                            } else {
+                                m.container.clone()
+                            };
+                            place_file(&mut files, p, container, m);
+                        }
+                    }
+                }
             }
             MappingSource::Parents { pivot, pattern } => {
-                sp.notes
-                    .push(note(&format!("COPY --parents {pivot}/./{pattern}")));
+                let pivot = pivot.trim_end_matches('/').to_owned();
+                if let Some((p, _)) = raw.iter_mut().find(|(p, ex)| {
+                    !p.parents.is_empty()
+                        && p.host == pivot
+                        && p.container == m.container
+                        && *ex == m.excludes
+                }) {
+                    p.parents.push(pattern.clone());
+                    continue;
+                }
+                let (mut c, ex) = dir_session(pivot, m.container.clone(), m);
+                c.parents.push(pattern.clone());
+                raw.push((c, ex));
             }
         }
+    }
+    // Single files into sessions of their directories, by container name.
+    for (host, container, m) in files {
+        let (hdir, hname) = split_parent(&host);
+        let (cdir, cname) = split_parent(&container);
+        let cdir = if cdir.is_empty() { "/" } else { cdir };
+        let renames = if hname == cname {
+            Vec::new()
+        } else {
+            vec![(hname.to_owned(), cname.to_owned())]
+        };
+        raw.push((
+            Copied {
+                host: hdir.to_owned(),
+                container: cdir.to_owned(),
+                only: Some(vec![escape(cname)]),
+                renames,
+                parents: Vec::new(),
+                ignores: Vec::new(),
+                left_out: Vec::new(),
+                line: m.line,
+                chown: m.chown.clone(),
+            },
+            Vec::new(),
+        ));
     }
     // Merge selective sessions of the same pair of directories.
     let mut merged: Vec<(Copied, Vec<String>)> = Vec::new();
@@ -471,6 +564,7 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
                         }
                     }
                 }
+                q.renames.extend(p.renames.iter().cloned());
                 continue;
             }
         }
@@ -481,10 +575,10 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
     let mut kept: Vec<(Copied, Vec<String>)> = Vec::new();
     for (i, (p, ex)) in merged.iter().enumerate() {
         let covered = merged.iter().enumerate().any(|(j, (w, wex))| {
-            if j == i || w.only.is_some() {
+            if j == i || w.selective() {
                 return false;
             }
-            if p.only.is_none() && w.host == p.host && trim(&w.container) == trim(&p.container) {
+            if !p.selective() && w.host == p.host && trim(&w.container) == trim(&p.container) {
                 return j < i; // the same pair twice: the first stays
             }
             wex.is_empty()
@@ -511,6 +605,13 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
             }
             ignores.push("/*/".to_owned());
             left_out.push(format!("everything but {}", only.join(", ")));
+        }
+        if !p.parents.is_empty() {
+            ignores.extend(parents_ignores(&p.parents));
+            left_out.push(format!("everything but {}", p.parents.join(", ")));
+        }
+        for (h, c) in &p.renames {
+            left_out.push(format!("{} is {c} in the container", join(&p.host, h)));
         }
         let (di, neg) = translate(dockerignore, &p.host);
         if !di.is_empty() {
@@ -539,10 +640,16 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
             ));
             continue;
         }
-        if !owned_here.is_empty() {
+        // (A session of single files leaves every directory out anyway.)
+        if !owned_here.is_empty() && p.only.is_none() {
             left_out.push(format!("container-owned: {}", owned_here.join(", ")));
         }
-        if p.only.is_none() {
+        // A file copied under another name was checked against `.dockerignore` by its own
+        // name; the container's name must not be matched again.
+        for (_, c) in &p.renames {
+            ignores.push(format!("!/{}", escape(c)));
+        }
+        if !p.selective() {
             for (j, (c, line)) in containers.iter().enumerate() {
                 if j == i {
                     continue;
@@ -560,6 +667,116 @@ fn plan_sessions(plan: &CopyPlan, dockerignore: &[String], owned: &[OwnedDir]) -
         sp.sessions.push(p);
     }
     sp
+}
+
+/// The context paths a Go glob matches, sorted as BuildKit walks them, leaving out what
+/// `.dockerignore` leaves out of the context. `None` when the context cannot be listed or the
+/// glob is malformed.
+fn expand(
+    glob: &str,
+    context: &dyn Context,
+    ignored: Option<&DockerIgnore>,
+) -> Option<Vec<(String, EntryKind)>> {
+    let mut level: Vec<(String, EntryKind)> = vec![(String::new(), EntryKind::Dir)];
+    for part in glob.split('/').filter(|c| !c.is_empty()) {
+        let mut next = Vec::new();
+        for (dir, kind) in &level {
+            if *kind != EntryKind::Dir {
+                continue;
+            }
+            if crate::dockerfile::contains_wildcards(part) {
+                let m = crate::scope::go_glob(part).ok()?;
+                for (name, k) in context.list(dir)? {
+                    if m.is_match(&name) {
+                        next.push((join(dir, &name), k));
+                    }
+                }
+            } else {
+                let p = join(dir, &crate::scope::unescape(part));
+                if let Some(k) = context.kind(&p) {
+                    next.push((p, k));
+                }
+            }
+        }
+        next.retain(|(p, _)| !ignored.is_some_and(|ig| ig.matches(p)));
+        level = next;
+    }
+    level.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(level)
+}
+
+/// A context seen from a directory of another (`kind` and `list` take paths relative to it).
+struct Under<'a> {
+    context: &'a dyn Context,
+    base: &'a str,
+}
+
+impl Context for Under<'_> {
+    fn kind(&self, path: &str) -> Option<EntryKind> {
+        self.context.kind(&abs_join(self.base, path))
+    }
+
+    fn list(&self, path: &str) -> Option<Vec<(String, EntryKind)>> {
+        self.context.list(&abs_join(self.base, path))
+    }
+}
+
+impl Copied {
+    /// Only some of the directory's entries (single files, a glob, `--parents` patterns).
+    fn selective(&self) -> bool {
+        self.only.is_some() || !self.parents.is_empty()
+    }
+}
+
+/// A Docker pattern component as a gitignore one (`[^...]` is `[!...]`).
+fn glob_component(c: &str) -> String {
+    c.replace("[^", "[!")
+}
+
+/// `COPY --parents` patterns as gitignore rules that keep only what they match, and everything
+/// below a matched directory. Without `**`, one level at a time (`/*`, `!/a/`, `/a/*`,
+/// `!/a/*.js`), exclusions of a level before its inclusions, so nothing else is even walked;
+/// with `**`, every directory is walked (`*`, `!*/`, `!/pattern`).
+fn parents_ignores(patterns: &[String]) -> Vec<String> {
+    let split = |p: &String| -> Vec<String> {
+        p.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(glob_component)
+            .collect()
+    };
+    let all: Vec<Vec<String>> = patterns.iter().map(split).collect();
+    let mut out = Vec::new();
+    if all.iter().any(|p| p.iter().any(|c| c.contains("**"))) {
+        out.push("*".to_owned());
+        out.push("!*/".to_owned());
+        for p in &all {
+            out.push(format!("!/{}", p.join("/")));
+        }
+    } else {
+        let depth = all.iter().map(Vec::len).max().unwrap_or(0);
+        for d in 1..=depth {
+            let mut push = |rule: String| {
+                if !out.contains(&rule) {
+                    out.push(rule);
+                }
+            };
+            for p in all.iter().filter(|p| p.len() >= d) {
+                push(format!("/{}", join(&p[..d - 1].join("/"), "*")));
+            }
+            for p in all.iter().filter(|p| p.len() >= d) {
+                push(if p.len() == d {
+                    format!("!/{}", p.join("/"))
+                } else {
+                    format!("!/{}/", p[..d].join("/"))
+                });
+            }
+        }
+    }
+    // Everything below a matched directory.
+    for p in &all {
+        out.push(format!("!/{}/**", p.join("/")));
+    }
+    out
 }
 
 /// The container-owned directories below context-relative `root`, as gitignore patterns
@@ -615,6 +832,9 @@ pub struct Session {
     /// The Dockerfile COPY/ADD's `--chown`: the owner of what ferry creates in the container
     /// when neither compose's `user:` nor the image's USER names one.
     pub chown: Option<String>,
+    /// Top-level files the container knows by another name, `(host name, container name)`:
+    /// the session uses the container's names (`ferry::endpoint::renamed`).
+    pub renames: Vec<(String, String)>,
 }
 
 /// An engine hook (`ferry::engine::OnChange`).
@@ -740,6 +960,7 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
         hooks: Vec::new(),
         after: Vec::new(),
         chown: None,
+        renames: Vec::new(),
     };
     match source(svc, cfg) {
         Source::Off => {
@@ -755,7 +976,11 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
             let Some(copies) = input.copies else {
                 return Ok(plan);
             };
-            let scope = plan_sessions(copies, input.dockerignore, &owned);
+            let context = Under {
+                context: input.kinds,
+                base: input.base,
+            };
+            let scope = plan_sessions(copies, input.dockerignore, &owned, &context);
             plan.notes.extend(scope.notes);
             for c in scope.sessions {
                 let mut s = blank(
@@ -766,6 +991,7 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
                 s.ignores = c.ignores;
                 s.left_out = c.left_out;
                 s.chown = c.chown;
+                s.renames = c.renames;
                 plan.sessions.push(s);
             }
         }
@@ -838,12 +1064,6 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
                     Some(EntryKind::File) => {
                         let (hdir, hname) = split_parent(&host);
                         let (cdir, cname) = split_parent(target);
-                        if hname != cname {
-                            plan.notes.push(format!(
-                                "{origin}: {host} is synced under another name ({cname}): not synced"
-                            ));
-                            continue;
-                        }
                         let mut s = blank(
                             if hdir.is_empty() {
                                 "/".into()
@@ -857,7 +1077,12 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
                             },
                             origin,
                         );
-                        s.ignores = vec!["/*".into(), format!("!/{}", escape(hname)), "/*/".into()];
+                        s.ignores = vec!["/*".into(), format!("!/{}", escape(cname)), "/*/".into()];
+                        if hname != cname {
+                            s.renames.push((hname.to_owned(), cname.to_owned()));
+                            s.left_out
+                                .push(format!("{host} is {cname} in the container"));
+                        }
                         s
                     }
                     _ => {
@@ -1129,7 +1354,7 @@ mod tests {
             ..CopyPlan::default()
         };
         let owned = crate::owned_dirs(["package.json"]);
-        let sp = plan_sessions(&plan, &["*.md".into()], &owned);
+        let sp = plan_sessions(&plan, &["*.md".into()], &owned, &ContextList::default());
         let pairs: Vec<(&str, &str)> = sp
             .sessions
             .iter()
@@ -1150,16 +1375,238 @@ mod tests {
             ],
             ..CopyPlan::default()
         };
-        let sp = plan_sessions(&plan, &[], &[]);
+        let sp = plan_sessions(&plan, &["*.md".into()], &[], &ContextList::default());
         assert_eq!(sp.sessions.len(), 2);
-        assert_eq!(sp.sessions[0].ignores, ["/*", "!/a.txt", "!/b.txt", "/*/"]);
-        assert_eq!(sp.sessions[1].host, "config");
-        assert_eq!(sp.sessions[1].ignores, ["/*", "!/*.yml", "/*/"]);
+        assert_eq!(sp.sessions[0].host, "config");
+        assert_eq!(sp.sessions[0].ignores, ["/*", "!/*.yml", "/*/"]);
+        let files = &sp.sessions[1];
+        assert_eq!(
+            (files.host.as_str(), files.container.as_str()),
+            ("", "/tasks")
+        );
+        // The session knows c.txt by the container's name; .dockerignore's rules were checked
+        // against c.txt, so `renamed` is re-included after them.
+        assert_eq!(files.renames, [("c.txt".to_owned(), "renamed".to_owned())]);
+        assert_eq!(
+            files.ignores,
+            [
+                "/*",
+                "!/a.txt",
+                "!/b.txt",
+                "!/renamed",
+                "/*/",
+                "/*.md",
+                "!/renamed"
+            ]
+        );
         assert!(
-            sp.notes.iter().any(|n| n.contains("another name")),
+            files
+                .left_out
+                .iter()
+                .any(|l| l == "c.txt is renamed in the container"),
+            "{:?}",
+            files.left_out
+        );
+    }
+
+    /// Whether the engine keeps `path` under gitignore rules anchored at the session root: no
+    /// directory on the way is ignored (the walk does not enter one) and the path is not.
+    fn kept(rules: &[String], path: &str, is_dir: bool) -> bool {
+        let mut b = ignore::gitignore::GitignoreBuilder::new("/");
+        for r in rules {
+            b.add_line(None, r).expect("a valid rule");
+        }
+        let g = b.build().expect("rules");
+        let parts: Vec<&str> = path.split('/').collect();
+        for i in 1..parts.len() {
+            if g.matched(format!("/{}", parts[..i].join("/")), true)
+                .is_ignore()
+            {
+                return false;
+            }
+        }
+        !g.matched(format!("/{path}"), is_dir).is_ignore()
+    }
+
+    #[test]
+    fn a_later_copy_to_the_same_container_path_overrides() {
+        let plan = CopyPlan {
+            mappings: vec![
+                mapping(MappingSource::File("a/x.txt".into()), "/app/x.txt", 2),
+                mapping(MappingSource::File("b/x.txt".into()), "/app/x.txt", 3),
+            ],
+            ..CopyPlan::default()
+        };
+        let sp = plan_sessions(&plan, &[], &[], &ContextList::default());
+        assert_eq!(sp.sessions.len(), 1, "{:?}", sp.sessions);
+        assert_eq!(sp.sessions[0].host, "b");
+        assert_eq!(sp.sessions[0].line, 3);
+    }
+
+    #[test]
+    fn globs_with_wildcards_above_the_last_component_are_expanded() {
+        let context: ContextList = [
+            "api/package.json",
+            "web/package.json",
+            "web/src/x.js",
+            "docs/package.json",
+            "README.md",
+            "packages/a/index.js",
+            "packages/b/index.js",
+            "conf/prod/app.yml",
+        ]
+        .into_iter()
+        .collect();
+        let mut into_file = mapping(
+            MappingSource::Glob("conf/*/app.yml".into()),
+            "/etc/app.yml",
+            4,
+        );
+        into_file.into_dir = false;
+        let plan = CopyPlan {
+            mappings: vec![
+                mapping(MappingSource::Glob("*/package.json".into()), "/app/", 2),
+                mapping(MappingSource::Glob("packages/*".into()), "/srv", 3),
+                into_file,
+            ],
+            ..CopyPlan::default()
+        };
+        let sp = plan_sessions(&plan, &["docs".into()], &[], &context);
+        let pairs: Vec<(&str, &str)> = sp
+            .sessions
+            .iter()
+            .map(|s| (s.host.as_str(), s.container.as_str()))
+            .collect();
+        // web/package.json lands last at /app/package.json (api's is overwritten, docs is
+        // ignored); packages/a and packages/b are directories whose contents land in /srv/
+        // (packages/* has its wildcard in the last component, but it is copied as directories:
+        // the live pattern session is for files); conf/prod/app.yml is /etc/app.yml.
+        assert!(pairs.contains(&("web", "/app")), "{pairs:?}");
+        assert!(
+            !pairs.iter().any(|p| p.0 == "api" || p.0 == "docs"),
+            "{pairs:?}"
+        );
+        assert!(pairs.contains(&("conf/prod", "/etc")), "{pairs:?}");
+        assert!(pairs.contains(&("packages/a", "/srv")), "{pairs:?}");
+        assert!(pairs.contains(&("packages/b", "/srv")), "{pairs:?}");
+        let etc = sp
+            .sessions
+            .iter()
+            .find(|s| s.host == "conf/prod")
+            .expect("conf/prod");
+        assert_eq!(
+            etc.renames,
+            [("app.yml".to_owned(), "app.yml".to_owned())][..0]
+        );
+        assert!(
+            sp.notes
+                .iter()
+                .any(|n| n.contains("*/package.json matched api/package.json, web/package.json")),
             "{:?}",
             sp.notes
         );
+        let mut renamed = mapping(
+            MappingSource::Glob("conf/*/app.yml".into()),
+            "/etc/my.yml",
+            5,
+        );
+        renamed.into_dir = false;
+        let sp = plan_sessions(
+            &CopyPlan {
+                mappings: vec![renamed],
+                ..CopyPlan::default()
+            },
+            &[],
+            &[],
+            &context,
+        );
+        assert_eq!(sp.sessions.len(), 1);
+        assert_eq!(
+            sp.sessions[0].renames,
+            [("app.yml".to_owned(), "my.yml".to_owned())]
+        );
+        // Nothing matches: said, not synced.
+        let none = CopyPlan {
+            mappings: vec![mapping(
+                MappingSource::Glob("*/nothing.json".into()),
+                "/app/",
+                6,
+            )],
+            ..CopyPlan::default()
+        };
+        let sp = plan_sessions(&none, &[], &[], &context);
+        assert!(sp.sessions.is_empty());
+        assert!(
+            sp.notes.iter().any(|n| n.contains("matches nothing")),
+            "{:?}",
+            sp.notes
+        );
+    }
+
+    #[test]
+    fn copy_parents_keeps_only_what_its_patterns_match() {
+        let parents = |pivot: &str, pattern: &str| MappingSource::Parents {
+            pivot: pivot.into(),
+            pattern: pattern.into(),
+        };
+        let plan = CopyPlan {
+            mappings: vec![
+                mapping(parents("x", "a/*.js"), "/app", 2),
+                mapping(parents("x", "b/*/conf.yml"), "/app", 2),
+                mapping(parents("x", "lib"), "/app", 2),
+            ],
+            ..CopyPlan::default()
+        };
+        let sp = plan_sessions(&plan, &[], &[], &ContextList::default());
+        assert_eq!(sp.sessions.len(), 1, "{:?}", sp.sessions);
+        let s = &sp.sessions[0];
+        assert_eq!((s.host.as_str(), s.container.as_str()), ("x", "/app"));
+        for (path, dir, want) in [
+            ("a", true, true),
+            ("a/x.js", false, true),
+            ("a/x.css", false, false),
+            ("a/sub/y.js", false, false),
+            ("a/d.js/deep/z.txt", false, true),
+            ("b/prod/conf.yml", false, true),
+            ("b/prod/other.yml", false, false),
+            ("b/conf.yml", false, false),
+            ("lib/any/thing.txt", false, true),
+            ("other.txt", false, false),
+            ("c/x.js", false, false),
+        ] {
+            assert_eq!(kept(&s.ignores, path, dir), want, "{path}: {:?}", s.ignores);
+        }
+        // With `**`: every directory is walked, matches at any depth.
+        let plan = CopyPlan {
+            mappings: vec![mapping(parents("", "src/**/*.go"), "/app", 2)],
+            ..CopyPlan::default()
+        };
+        let sp = plan_sessions(&plan, &[], &[], &ContextList::default());
+        let s = &sp.sessions[0];
+        for (path, want) in [
+            ("src/main.go", true),
+            ("src/a/b/c.go", true),
+            ("src/a/b/c.txt", false),
+            ("main.go", false),
+        ] {
+            assert_eq!(
+                kept(&s.ignores, path, false),
+                want,
+                "{path}: {:?}",
+                s.ignores
+            );
+        }
+        // A whole-directory COPY of the same pair covers it.
+        let plan = CopyPlan {
+            mappings: vec![
+                mapping(parents("x", "a/*.js"), "/app", 2),
+                mapping(MappingSource::Dir("x".into()), "/app", 3),
+            ],
+            ..CopyPlan::default()
+        };
+        let sp = plan_sessions(&plan, &[], &[], &ContextList::default());
+        assert_eq!(sp.sessions.len(), 1);
+        assert!(sp.sessions[0].parents.is_empty());
     }
 
     #[test]
@@ -1171,7 +1618,7 @@ mod tests {
             ],
             ..CopyPlan::default()
         };
-        let sp = plan_sessions(&plan, &[], &[]);
+        let sp = plan_sessions(&plan, &[], &[], &ContextList::default());
         assert_eq!(sp.sessions.len(), 2);
         assert_eq!(sp.sessions[0].ignores, ["/conf"]);
     }
@@ -1550,6 +1997,7 @@ mod tests {
             hooks,
             after,
             chown: None,
+            renames: vec![],
         };
         let mut plan = ServicePlan {
             sessions: vec![s(vec![], vec![])],

@@ -103,6 +103,13 @@ pub enum EntryKind {
 pub trait Context {
     /// The entry at `path`, or `None` if there is none.
     fn kind(&self, path: &str) -> Option<EntryKind>;
+
+    /// The names in directory `path`, sorted, with their kinds; `None` when this context
+    /// cannot list (then a glob with wildcards above its last component is not expanded).
+    fn list(&self, path: &str) -> Option<Vec<(String, EntryKind)>> {
+        let _ = path;
+        None
+    }
 }
 
 /// A context given as a list of file paths (directories are implied by their files, or listed
@@ -145,6 +152,32 @@ impl Context for ContextList {
         } else {
             None
         }
+    }
+
+    fn list(&self, path: &str) -> Option<Vec<(String, EntryKind)>> {
+        if !self.dirs.contains(path) {
+            return None;
+        }
+        let child = |p: &String| -> Option<String> {
+            let rest = if path.is_empty() {
+                p.as_str()
+            } else {
+                p.strip_prefix(path)?.strip_prefix('/')?
+            };
+            (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_owned())
+        };
+        let mut out: Vec<(String, EntryKind)> = self
+            .dirs
+            .iter()
+            .filter_map(|d| Some((child(d)?, EntryKind::Dir)))
+            .chain(
+                self.files
+                    .iter()
+                    .filter_map(|f| Some((child(f)?, EntryKind::File))),
+            )
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(out)
     }
 }
 

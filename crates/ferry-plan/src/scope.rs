@@ -47,7 +47,7 @@ enum Inverse {
 
 /// Go's `filepath.Match` syntax as a globset glob: runs of `*` are one `*` (Go has no `**`),
 /// braces are literal (Go has no alternation).
-fn go_glob(pattern: &str) -> Result<GlobMatcher, PatternError> {
+pub(crate) fn go_glob(pattern: &str) -> Result<GlobMatcher, PatternError> {
     let mut out = String::new();
     let mut chars = pattern.chars().peekable();
     let mut in_class = false;
@@ -95,7 +95,7 @@ fn go_glob(pattern: &str) -> Result<GlobMatcher, PatternError> {
         })
 }
 
-fn unescape(part: &str) -> String {
+pub(crate) fn unescape(part: &str) -> String {
     let mut out = String::new();
     let mut chars = part.chars();
     while let Some(c) = chars.next() {

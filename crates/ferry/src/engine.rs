@@ -59,6 +59,10 @@ pub struct Settings {
     /// a new endpoint, is held back from alpha while it stays as it is (build products are not
     /// copied to the host; what the running container creates or changes is).
     pub image_changes: Option<ImageChanges>,
+    /// Alpha's top-level names that the session knows by other names, `(on alpha's disk, in
+    /// the session)` (`ferry up`: a file a Dockerfile copies under another name; see
+    /// [`crate::endpoint::renamed`]).
+    pub alpha_names: Vec<(String, String)>,
 }
 
 /// Asks beta's provider which paths, relative to beta's root, were added or changed since beta
@@ -600,7 +604,7 @@ impl Engine {
                             &mut dirty.1
                         };
                         set.extend(paths.into_iter().filter(|p| {
-                            !self.ignorer.is_ignored_or_below(p) || p.as_str() == IGNORE_FILE
+                            !self.ignorer.event_ignored(p) || p.as_str() == IGNORE_FILE
                         }));
                     }
                     WatchEvent::Rescan(Side::Alpha) => full.0 = true,

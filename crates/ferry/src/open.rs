@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 
 use crate::cli::Place;
 use crate::endpoint::local::LocalEndpoint;
+use crate::endpoint::renamed::{Names, Renamed};
 use crate::endpoint::{Endpoint, IgnoreSpec, Side, WatchEvent};
 use crate::engine::{Engine, RunError, Settings, wake_channel};
 use crate::output::Printer;
@@ -89,6 +90,15 @@ pub fn open(
     let dir = session.dir.clone();
     let opened = endpoint(Side::Alpha, alpha, &session, &spec, retention)
         .and_then(|a| endpoint(Side::Beta, beta, &session, &spec, retention).map(|b| (a, b)));
+    let opened = opened.and_then(|(a, b)| {
+        if settings.alpha_names.is_empty() {
+            return Ok((a, b));
+        }
+        let names = Names::new(&settings.alpha_names).map_err(OpenFailure::usage)?;
+        let a = Renamed::new(a, Side::Alpha, names, &spec)
+            .map_err(|e| OpenFailure::failed(e.to_string()))?;
+        Ok((Box::new(a) as Box<dyn Endpoint>, b))
+    });
     let (alpha, beta) = match opened {
         Ok(ab) => ab,
         Err(code) => {

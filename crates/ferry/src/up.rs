@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry::cli::{Place, UpFlags};
 use ferry::endpoint::WatchEvent;
@@ -215,6 +215,21 @@ impl Context for DiskContext {
         } else {
             EntryKind::File
         })
+    }
+
+    fn list(&self, path: &str) -> Option<Vec<(String, EntryKind)>> {
+        let mut out: Vec<(String, EntryKind)> = std::fs::read_dir(self.0.join(path))
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                // Followed, as the build context is: a link to a directory is a directory.
+                let dir = std::fs::metadata(e.path()).is_ok_and(|m| m.is_dir());
+                Some((name, if dir { EntryKind::Dir } else { EntryKind::File }))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(out)
     }
 }
 
@@ -631,6 +646,8 @@ enum Msg {
         service: String,
         session: usize,
         changed: Vec<String>,
+        /// When the cycle ended.
+        at: Instant,
     },
     /// A session's hook ran (`restart: true` rules restart the container then).
     HookDone {
@@ -685,6 +702,7 @@ fn cycle_tap(service: &str, session: usize, tx: mpsc::Sender<Msg>) -> ferry::out
                         service: service.clone(),
                         session,
                         changed: paths,
+                        at: Instant::now(),
                     });
             }
         }
@@ -838,6 +856,41 @@ fn after_cycle(
             docker.exec(service, c, e, out);
         }
     }
+}
+
+/// Says which of a cycle's restarts and execs a rebuild supersedes (the rebuilt container
+/// starts from the new image).
+fn skipped_for_rebuild(
+    plan: &ServicePlan,
+    index: usize,
+    service: &str,
+    changed: &[String],
+    out: Out,
+) {
+    let Some(session) = plan.sessions.get(index) else {
+        return;
+    };
+    let skipped: Vec<&str> = session
+        .after
+        .iter()
+        .filter(|a| changed.iter().any(|p| a.matches(p)))
+        .map(|a| match a.action {
+            Action::Restart => "restart",
+            Action::Exec(_) => "exec",
+        })
+        .collect();
+    if skipped.is_empty() {
+        return;
+    }
+    let m = format!(
+        "{} skipped: the service is rebuilt (compose's order: rebuild, sync, restart, exec)",
+        skipped.join(" and ")
+    );
+    out.event(
+        service,
+        &m,
+        json!({"event": "up_after_skipped", "reason": "rebuild", "message": m}),
+    );
 }
 
 /// Restarts a service's container; its logs are followed again (the stream ends with it).
@@ -1121,6 +1174,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                     // it copies; elsewhere the image's own files stay in the container.
                     image_changes: (!p.mirror)
                         .then(|| image_changes(c.name.clone(), container_dir.clone())),
+                    alpha_names: p.renames.clone(),
                     ..Default::default()
                 };
                 let mut printer = Printer::new(out.json);
@@ -1188,6 +1242,9 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
     // Services whose rebuild rules fired, waiting for quiet (compose waits 500 ms; a build
     // takes seconds, so a burst of saves is one rebuild).
     let mut rebuilds: BTreeMap<String, String> = BTreeMap::new();
+    // When each service's last rebuild ended: what its sessions synced before then went to
+    // the container the rebuild replaced.
+    let mut rebuilt: BTreeMap<String, Instant> = BTreeMap::new();
     loop {
         let msg = if rebuilds.is_empty() {
             rx.recv().map_err(|_| ())
@@ -1197,6 +1254,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     for (service, why) in std::mem::take(&mut rebuilds) {
                         rebuild(&compose, &docker, &project.name, &service, &why, out);
+                        rebuilt.insert(service, Instant::now());
                     }
                     continue;
                 }
@@ -1247,8 +1305,35 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                 service,
                 session,
                 changed,
+                at,
             }) => {
-                if let (Some(plan), Some(c)) = (plans.get(&service), containers.get(&service)) {
+                let (Some(plan), Some(c)) = (plans.get(&service), containers.get(&service)) else {
+                    continue;
+                };
+                // Compose's order within a batch: rebuild, sync, restart, exec. A cycle that
+                // changed a rebuild rule's path, or that comes while a rebuild waits or ran
+                // meanwhile, is the rebuild's: no restart or exec of a container it replaces.
+                let trigger = plan.sessions.get(session).and_then(|s| {
+                    changed
+                        .iter()
+                        .map(|p| join(&s.host, p))
+                        .find(|abs| plan.rebuild.iter().any(|r| r.matches(abs)))
+                });
+                let superseded = match trigger {
+                    Some(abs) => {
+                        rebuilds
+                            .entry(service.clone())
+                            .or_insert_with(|| format!("{abs} changed"));
+                        true
+                    }
+                    None => {
+                        rebuilds.contains_key(&service)
+                            || rebuilt.get(&service).is_some_and(|t| at <= *t)
+                    }
+                };
+                if superseded {
+                    skipped_for_rebuild(plan, session, &service, &changed, out);
+                } else {
                     after_cycle(&docker, &service, c, plan, session, &changed, out);
                 }
             }

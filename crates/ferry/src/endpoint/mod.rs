@@ -16,6 +16,7 @@
 //!   [`Endpoint::watch`] from the endpoint's own threads.
 
 pub mod local;
+pub mod renamed;
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::Read;

@@ -147,6 +147,31 @@ impl Ignorer {
     }
 }
 
+impl Ignorer {
+    /// True if a watch event for `path`, whose kind the event does not say, can be dropped: a
+    /// parent directory is ignored, or the path is ignored as a file and as a directory alike.
+    /// (`/*/` leaves out directories only: an edit of a file at the top is not dropped.)
+    pub fn event_ignored(&self, path: &RelPath) -> bool {
+        let parts: Vec<&str> = path.components().collect();
+        let mut cur = String::new();
+        for (i, name) in parts.iter().enumerate() {
+            if !cur.is_empty() {
+                cur.push('/');
+            }
+            cur.push_str(name);
+            let ignored = if i + 1 == parts.len() {
+                self.is_ignored(&cur, false) && self.is_ignored(&cur, true)
+            } else {
+                self.is_ignored(&cur, true)
+            };
+            if ignored {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// The relative paths of `dirs` that lie strictly below `root` (the root itself is never
 /// hidden: syncing it is what the user asked for).
 pub fn own_below(root: &Path, dirs: &[PathBuf]) -> Vec<String> {
@@ -324,6 +349,21 @@ mod tests {
         assert!(i.is_ignored_or_below(&RelPath::new("target/debug/x").unwrap()));
         assert!(i.is_ignored_or_below(&RelPath::new(".git/index").unwrap()));
         assert!(!i.is_ignored_or_below(&RelPath::new("src/main.rs").unwrap()));
+    }
+
+    #[test]
+    fn a_watch_event_is_dropped_only_when_ignored_whatever_its_kind() {
+        // A session of single files (`ferry up`'s `COPY a.txt ./`): `/*/` leaves directories
+        // out, not the file an event names without saying its kind.
+        let i = ig(&["/*", "!/a.txt", "/*/"]);
+        let rel = |s: &str| RelPath::new(s).unwrap();
+        assert!(!i.event_ignored(&rel("a.txt")));
+        assert!(i.event_ignored(&rel("b.txt")));
+        assert!(i.event_ignored(&rel("sub/a.txt")));
+        let i = ig(&["target/"]);
+        assert!(!i.event_ignored(&rel("target")), "target may be a file");
+        assert!(i.event_ignored(&rel("target/debug/x")));
+        assert!(!i.event_ignored(&rel("src/main.rs")));
     }
 
     #[test]

@@ -302,7 +302,7 @@ impl<'a> Scanner<'a> {
                 }
                 target = parent;
             }
-            if !target.is_root() && !self.ignorer.is_ignored_or_below(&target) {
+            if !target.is_root() && !self.ignorer.event_ignored(&target) {
                 targets.push(target);
             }
         }

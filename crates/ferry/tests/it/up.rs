@@ -1087,3 +1087,150 @@ fn files_ferry_creates_under_sudo_belong_to_the_invoking_user() {
     let m = fs::symlink_metadata(fx.b("later.txt")).expect("synced");
     assert_eq!((m.uid(), m.gid()), (0, 0));
 }
+
+/// COPY forms that place host files under other paths: a file under another name
+/// (`COPY site.conf /etc/web/default.conf`) and a glob with a wildcard above its last component
+/// (`COPY */package.json ./`, where the last match wins), both ways.
+#[test]
+fn up_syncs_files_a_dockerfile_copies_under_other_names() {
+    let p = Project::new("copies");
+    let mut s = p.up(&[]);
+    wait_boot(&mut s, "web started", |e| log_line(e, "web", "web started"));
+    wait_boot_n(&mut s, 3, "web's sessions watching", |e| {
+        is(e, "watching") && e["service"] == "web"
+    });
+    let sessions: Vec<&Value> = s.log.iter().filter(|e| is(e, "up_session")).collect();
+    let etc = sessions
+        .iter()
+        .find(|e| e["path"] == "/etc/web")
+        .unwrap_or_else(|| panic!("no session for /etc/web: {sessions:?}"));
+    assert!(
+        etc["left_out"]
+            .to_string()
+            .contains("site.conf is default.conf in the container"),
+        "{etc}"
+    );
+    let app = sessions
+        .iter()
+        .find(|e| e["path"] == "/app")
+        .unwrap_or_else(|| panic!("no session for /app: {sessions:?}"));
+    assert!(
+        app["host"].as_str().is_some_and(|h| h.ends_with("/web/ui")),
+        "{app}"
+    );
+    assert!(
+        s.log.iter().any(|e| is(e, "up_note")
+            && e["message"].as_str().is_some_and(
+                |m| m.contains("*/package.json matched api/package.json, ui/package.json")
+            )),
+        "no note on the glob's matches: {:?}",
+        s.log
+    );
+
+    // The renamed file, both ways; the host never gets a default.conf.
+    write(&p.dir.join("web/site.conf"), "listen 8080;\n");
+    s.wait_until("the host's edit is default.conf in the container", || {
+        p.cat("web", "/etc/web/default.conf").as_deref() == Some("listen 8080;\n")
+    });
+    p.sh("web", "echo 'listen 9090;' > /etc/web/default.conf");
+    let conf = p.dir.join("web/site.conf");
+    s.wait_until("the container's edit is site.conf on the host", || {
+        fs::read(&conf).is_ok_and(|d| d == b"listen 9090;\n")
+    });
+    assert_absent(&p.dir.join("web/default.conf"));
+
+    // The glob's last match, both ways; the overwritten match is not synced.
+    write(
+        &p.dir.join("web/ui/package.json"),
+        "{\"name\": \"ui\", \"v\": 2}\n",
+    );
+    s.wait_until("ui/package.json is /app/package.json", || {
+        p.cat("web", "/app/package.json").as_deref() == Some("{\"name\": \"ui\", \"v\": 2}\n")
+    });
+    p.sh(
+        "web",
+        "echo '{\"name\": \"ui\", \"v\": 3}' > /app/package.json",
+    );
+    let ui = p.dir.join("web/ui/package.json");
+    s.wait_until(
+        "the container's package.json is ui/package.json on the host",
+        || fs::read(&ui).is_ok_and(|d| d == b"{\"name\": \"ui\", \"v\": 3}\n"),
+    );
+    assert_eq!(
+        read(&p.dir.join("web/api/package.json")),
+        b"{\"name\": \"api\"}\n"
+    );
+    write(
+        &p.dir.join("web/api/package.json"),
+        "{\"name\": \"api\", \"v\": 9}\n",
+    );
+    // A later edit of ui's shows api's edit never went (both would land at the same path).
+    write(
+        &p.dir.join("web/ui/package.json"),
+        "{\"name\": \"ui\", \"v\": 4}\n",
+    );
+    s.wait_until("ui's later edit is in the container", || {
+        p.cat("web", "/app/package.json").as_deref() == Some("{\"name\": \"ui\", \"v\": 4}\n")
+    });
+    // The plain glob session still works beside them.
+    write(&p.dir.join("web/src/lib/b.js"), "export const b = 2;\n");
+    s.wait_until("a new lib file is in the container", || {
+        p.cat("web", "/app/lib/b.js").as_deref() == Some("export const b = 2;\n")
+    });
+    s.stop();
+}
+
+/// Compose's order within a cycle: rebuild, sync, restart, exec. A change of a path under both
+/// a `sync+restart` rule and a `rebuild` rule rebuilds, and the container it replaces is not
+/// restarted first; a `sync` rule's file synced under another name goes both ways.
+#[test]
+fn up_develop_watch_rebuild_comes_before_restart_and_renamed_files_sync() {
+    let p = Project::new("order");
+    let mut s = p.up(&[]);
+    wait_boot(&mut s, "web started", |e| {
+        log_line(e, "web", "web started: 1 hello")
+    });
+    wait_boot_n(&mut s, 2, "web's sessions watching", |e| {
+        is(e, "watching") && e["service"] == "web"
+    });
+
+    // sync under another name, both ways.
+    write(&p.dir.join("web/app.conf"), "mode=test\n");
+    s.wait_until("app.conf is settings.conf in the container", || {
+        p.cat("web", "/etc/app/settings.conf").as_deref() == Some("mode=test\n")
+    });
+    p.sh("web", "echo mode=prod > /etc/app/settings.conf");
+    let conf = p.dir.join("web/app.conf");
+    s.wait_until(
+        "the container's settings.conf is app.conf on the host",
+        || fs::read(&conf).is_ok_and(|d| d == b"mode=prod\n"),
+    );
+    assert_absent(&p.dir.join("web/settings.conf"));
+
+    // A change only sync+restart covers restarts.
+    write(&p.dir.join("web/conf/greeting"), "hi\n");
+    wait_boot(&mut s, "web restarted", |e| {
+        log_line(e, "web", "web started: 1 hi")
+    });
+    let restarts = s.log.iter().filter(|e| is(e, "up_restarted")).count();
+    assert_eq!(restarts, 1);
+
+    // A change the rebuild rule covers too: rebuilt, never restarted first.
+    let from = s.log.len();
+    write(&p.dir.join("web/conf/version"), "2\n");
+    wait_boot(&mut s, "the rebuild", |e| is(e, "up_rebuilt"));
+    wait_boot(&mut s, "the rebuilt web started", |e| {
+        log_line(e, "web", "web started: 2 hi")
+    });
+    let after: Vec<&Value> = s.log[from..].iter().collect();
+    assert!(
+        !after.iter().any(|e| is(e, "up_restarted")),
+        "restarted around a rebuild: {after:?}"
+    );
+    let skipped = after
+        .iter()
+        .find(|e| is(e, "up_after_skipped"))
+        .unwrap_or_else(|| panic!("no up_after_skipped: {after:?}"));
+    assert_eq!(skipped["reason"], "rebuild");
+    s.stop();
+}
