@@ -259,6 +259,8 @@ struct Copied {
     renames: Vec<(String, String)>,
     /// `COPY --parents` patterns (relative to the host directory): only what they match.
     parents: Vec<String>,
+    /// Paths (root-relative) a later COPY of a single file overwrites, and its line.
+    overridden: Vec<(String, usize)>,
     /// Gitignore patterns, anchored at the session's root.
     ignores: Vec<String>,
     /// What is left out, for the start lines.
@@ -423,6 +425,7 @@ fn plan_sessions(
                 only: None,
                 renames: Vec::new(),
                 parents: Vec::new(),
+                overridden: Vec::new(),
                 ignores: Vec::new(),
                 left_out: Vec::new(),
                 line: m.line,
@@ -456,6 +459,7 @@ fn plan_sessions(
                             only: Some(vec![last.to_owned()]),
                             renames: Vec::new(),
                             parents: Vec::new(),
+                            overridden: Vec::new(),
                             ignores: Vec::new(),
                             left_out: Vec::new(),
                             line: m.line,
@@ -524,6 +528,50 @@ fn plan_sessions(
             }
         }
     }
+    // A single file and a whole directory copied over the same container path: the later
+    // COPY wins, as in the image. A later directory copy that has a file there drops the
+    // single file's session; a later single file is left out of the earlier directory's.
+    let files: Vec<(String, String, &crate::Mapping)> = files
+        .into_iter()
+        .filter(|(_, c, m)| {
+            let overridden = raw.iter().find(|(d, ex)| {
+                if d.selective() || d.line <= m.line {
+                    return false;
+                }
+                let Some(rel) =
+                    below(d.container.trim_end_matches('/'), c).filter(|r| !r.is_empty())
+                else {
+                    return false;
+                };
+                let host = join(&d.host, rel);
+                let excluded = DockerIgnore::new(ex).is_ok_and(|x| x.matches(rel));
+                context.kind(&host).is_some()
+                    && !excluded
+                    && !ignored.as_ref().is_some_and(|i| i.matches(&host))
+            });
+            if let Some((d, _)) = overridden {
+                sp.notes.push(format!(
+                    "Dockerfile line {}: {c} is overwritten by line {}: synced from there",
+                    m.line, d.line
+                ));
+            }
+            overridden.is_none()
+        })
+        .collect();
+    for (d, _) in raw.iter_mut().filter(|(d, _)| !d.selective()) {
+        for (host, c, m) in &files {
+            if m.line <= d.line {
+                continue;
+            }
+            if let Some(rel) = below(d.container.trim_end_matches('/'), c).filter(|r| !r.is_empty())
+            {
+                // The same file again at the same place changes nothing.
+                if *host != join(&d.host, rel) {
+                    d.overridden.push((rel.to_owned(), m.line));
+                }
+            }
+        }
+    }
     // Single files into sessions of their directories, by container name.
     for (host, container, m) in files {
         let (hdir, hname) = split_parent(&host);
@@ -541,6 +589,7 @@ fn plan_sessions(
                 only: Some(vec![escape(cname)]),
                 renames,
                 parents: Vec::new(),
+                overridden: Vec::new(),
                 ignores: Vec::new(),
                 left_out: Vec::new(),
                 line: m.line,
@@ -575,7 +624,8 @@ fn plan_sessions(
     let mut kept: Vec<(Copied, Vec<String>)> = Vec::new();
     for (i, (p, ex)) in merged.iter().enumerate() {
         let covered = merged.iter().enumerate().any(|(j, (w, wex))| {
-            if j == i || w.selective() {
+            // A file under another name is a mapping of its own (its session is keyed apart).
+            if j == i || w.selective() || !p.renames.is_empty() {
                 return false;
             }
             if !p.selective() && w.host == p.host && trim(&w.container) == trim(&p.container) {
@@ -661,6 +711,10 @@ fn plan_sessions(
                     }
                 }
             }
+        }
+        for (rel, line) in &p.overridden {
+            ignores.push(format!("/{}", escape_path(rel)));
+            left_out.push(format!("{rel} (overwritten by Dockerfile line {line})"));
         }
         p.ignores = ignores;
         p.left_out = left_out;
@@ -1441,6 +1495,71 @@ mod tests {
         assert_eq!(sp.sessions.len(), 1, "{:?}", sp.sessions);
         assert_eq!(sp.sessions[0].host, "b");
         assert_eq!(sp.sessions[0].line, 3);
+    }
+
+    #[test]
+    fn a_file_and_a_directory_copied_over_one_path_the_later_copy_wins() {
+        let context: ContextList = ["package.json", "ui/package.json", "config.json", "src/a.js"]
+            .into_iter()
+            .collect();
+        // The monorepo pattern: manifests first, then everything; the root's package.json
+        // overwrites ui's at /app/package.json.
+        let plan = CopyPlan {
+            mappings: vec![
+                mapping(
+                    MappingSource::File("ui/package.json".into()),
+                    "/app/package.json",
+                    2,
+                ),
+                mapping(MappingSource::Dir(String::new()), "/app", 3),
+            ],
+            ..CopyPlan::default()
+        };
+        let sp = plan_sessions(&plan, &[], &[], &context);
+        assert_eq!(sp.sessions.len(), 1, "{:?}", sp.sessions);
+        assert_eq!(sp.sessions[0].host, "");
+        assert!(
+            sp.notes
+                .iter()
+                .any(|n| n.contains("/app/package.json is overwritten by line 3")),
+            "{:?}",
+            sp.notes
+        );
+        // A file over a directory copied before: the directory's session leaves it out.
+        let plan = CopyPlan {
+            mappings: vec![
+                mapping(MappingSource::Dir(String::new()), "/app", 2),
+                mapping(
+                    MappingSource::File("config.prod.json".into()),
+                    "/app/config.json",
+                    3,
+                ),
+            ],
+            ..CopyPlan::default()
+        };
+        let sp = plan_sessions(&plan, &[], &[], &context);
+        assert_eq!(sp.sessions.len(), 2, "{:?}", sp.sessions);
+        let whole = sp
+            .sessions
+            .iter()
+            .find(|s| s.only.is_none())
+            .expect("the directory");
+        assert!(
+            whole.ignores.contains(&"/config.json".to_owned()),
+            "{:?}",
+            whole.ignores
+        );
+        assert!(!kept(&whole.ignores, "config.json", false));
+        assert!(kept(&whole.ignores, "src/a.js", false));
+        let file = sp
+            .sessions
+            .iter()
+            .find(|s| s.only.is_some())
+            .expect("the file");
+        assert_eq!(
+            file.renames,
+            [("config.prod.json".to_owned(), "config.json".to_owned())]
+        );
     }
 
     #[test]

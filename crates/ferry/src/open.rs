@@ -73,6 +73,18 @@ pub fn open(
             state_dir_outside(which, root).map_err(OpenFailure::usage)?;
         }
     }
+    // A file synced under another name is a mapping of its own beside a session of the same
+    // two directories (`COPY . /app` and `COPY app.prod.json /app/app.json`): keyed apart.
+    let alpha_key = if settings.alpha_names.is_empty() {
+        alpha_key
+    } else {
+        let names: Vec<String> = settings
+            .alpha_names
+            .iter()
+            .map(|(disk, session)| format!("{disk}={session}"))
+            .collect();
+        format!("{alpha_key}#as:{}", names.join(","))
+    };
     let session = match Session::open(&alpha_key, &beta_key) {
         Ok(s) => s,
         Err(StateError::Locked(dir)) if resolving => {

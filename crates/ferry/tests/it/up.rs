@@ -1177,6 +1177,39 @@ fn up_syncs_files_a_dockerfile_copies_under_other_names() {
     s.wait_until("a new lib file is in the container", || {
         p.cat("web", "/app/lib/b.js").as_deref() == Some("export const b = 2;\n")
     });
+
+    // A later COPY wins where a file and a directory land on one path: /srv/package.json is the
+    // root's (COPY . /srv/ came after COPY ui/package.json /srv/package.json), and
+    // /srv/default.conf is site.conf's (it came after COPY . /srv/), both ways.
+    p.sh(
+        "web",
+        "echo '{\"name\": \"root\", \"v\": 2}' > /srv/package.json",
+    );
+    let root = p.dir.join("web/package.json");
+    s.wait_until(
+        "the container's /srv/package.json is the root's on the host",
+        || fs::read(&root).is_ok_and(|d| d == b"{\"name\": \"root\", \"v\": 2}\n"),
+    );
+    assert_eq!(read(&ui), b"{\"name\": \"ui\", \"v\": 4}\n");
+    write(&conf, "listen 7070;\n");
+    s.wait_until("site.conf is default.conf and site.conf in /srv", || {
+        p.cat("web", "/srv/default.conf").as_deref() == Some("listen 7070;\n")
+            && p.cat("web", "/srv/site.conf").as_deref() == Some("listen 7070;\n")
+            && p.cat("web", "/etc/web/default.conf").as_deref() == Some("listen 7070;\n")
+    });
+    p.sh("web", "echo 'listen 6060;' > /srv/default.conf");
+    s.wait_until(
+        "the container's /srv/default.conf is site.conf on the host",
+        || fs::read(&conf).is_ok_and(|d| d == b"listen 6060;\n"),
+    );
+    assert_absent(&p.dir.join("web/default.conf"));
+    assert!(
+        s.log.iter().any(|e| is(e, "up_note")
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("/srv/package.json is overwritten by line 15"))),
+        "no note on the overwritten placement"
+    );
     s.stop();
 }
 
