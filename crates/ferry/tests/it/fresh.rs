@@ -272,6 +272,7 @@ fn a_release_build_without_musl_embeds_the_static_gnu_agent_and_syncs_with_a_con
             && x86_64[0].starts_with("warning: ferry@")
             && x86_64[0].contains("no x86_64 agent embedded")
             && x86_64[0].contains("static gnu fallback failed")
+            && x86_64[0].contains("error: linking with `cc` failed")
             && x86_64[0].contains("`rustup target add x86_64-unknown-linux-musl`")
             && x86_64[0].contains("`apt-get install musl-tools`"),
         "expected one warning line with the fix, got {x86_64:?}\n{stderr}"
