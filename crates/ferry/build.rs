@@ -156,7 +156,7 @@ fn build_agent(out: &Path, target: &str, env: &[(&str, &str)]) -> Result<Vec<u8>
     let cargo = std::env::var_os("CARGO").ok_or("CARGO is not set")?;
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").ok_or("no manifest dir")?);
     let target_dir = out.join("agent-target");
-    let status = Command::new(cargo)
+    let built = Command::new(cargo)
         .args([
             "build",
             "--profile",
@@ -172,16 +172,30 @@ fn build_agent(out: &Path, target: &str, env: &[(&str, &str)]) -> Result<Vec<u8>
         .arg(&target_dir)
         .current_dir(&manifest)
         .env("FERRY_AGENT_NESTED", "1")
+        // Its errors are read below.
+        .env("CARGO_TERM_COLOR", "never")
         // The outer build's settings are not the agent's.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("CARGO_TARGET_DIR")
         .envs(env.iter().copied())
-        .status()
+        .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("the {target} build failed ({status})"));
+    // Kept where cargo keeps a build script's output (`-vv` shows it); the warning names the
+    // first error.
+    let stderr = String::from_utf8_lossy(&built.stderr);
+    eprint!("{stderr}");
+    if !built.status.success() {
+        let first_error = stderr
+            .lines()
+            .find(|l| l.starts_with("error"))
+            .map(|l| format!(": {}", l.trim()))
+            .unwrap_or_default();
+        return Err(format!(
+            "the {target} build failed ({}){first_error}",
+            built.status
+        ));
     }
     std::fs::read(target_dir.join(target).join("agent/ferry"))
         .map_err(|e| format!("reading the built agent: {e}"))
