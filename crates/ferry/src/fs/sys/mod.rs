@@ -1,0 +1,112 @@
+//! The platform seam of the host side: every system call whose form differs between Linux and
+//! macOS, behind one small API. `linux.rs` (renameat2, O_TMPFILE, openat2, O_PATH, /proc) and
+//! `macos.rs` (renameatx_np, O_SEARCH/O_SYMLINK, getpeereid) are the native ways; `portable.rs`
+//! is what any other Unix gets, and what Linux runs with `FERRY_TEST_PORTABLE=1` so the tests
+//! exercise the fallbacks a Mac or a plain filesystem takes (DEVELOPERS.md).
+
+use std::ffi::{CStr, OsString};
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::OnceLock;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as native;
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos as native;
+mod portable;
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+use portable as native;
+
+pub use native::{O_DIR_REF, O_STAT};
+
+/// True when the portable fallbacks are forced on (`FERRY_TEST_PORTABLE=1`, for tests).
+pub fn portable_forced() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FERRY_TEST_PORTABLE").is_some_and(|v| v == "1"))
+}
+
+/// What a rename may do at its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameHow {
+    /// Replaces whatever is there (`rename`).
+    Plain,
+    /// Fails with `EEXIST` if anything is there, atomically.
+    NoReplace,
+    /// Swaps the two names atomically (both must exist).
+    Exchange,
+}
+
+/// The error a system without the wanted form of a call gives (what callers fall back on).
+pub fn unsupported() -> io::Error {
+    io::Error::from_raw_os_error(libc::EOPNOTSUPP)
+}
+
+/// Renames `from` (in `from_dir`) to `to` (in `to_dir`) the way `how` says. Where the system
+/// or the filesystem cannot do `NoReplace` or `Exchange` atomically the error is `EINVAL`,
+/// `ENOSYS`, `ENOTSUP` or `EOPNOTSUPP`: callers fall back on their own.
+pub fn rename_at(
+    from_dir: RawFd,
+    from: &CStr,
+    to_dir: RawFd,
+    to: &CStr,
+    how: RenameHow,
+) -> io::Result<()> {
+    if portable_forced() {
+        return portable::rename_at(from_dir, from, to_dir, to, how);
+    }
+    native::rename_at(from_dir, from, to_dir, to, how)
+}
+
+/// An unnamed file in the directory `dir` (Linux's `O_TMPFILE`), read-write; `EOPNOTSUPP`
+/// where there is no such thing (new files are then staged under a name and renamed).
+pub fn open_unnamed(dir: RawFd, path: &CStr, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    if portable_forced() {
+        return Err(unsupported());
+    }
+    native::open_unnamed(dir, path, mode)
+}
+
+/// Gives the open unnamed file `fd` the name `to` in `to_dir`, never replacing anything.
+pub fn link_unnamed(fd: RawFd, to_dir: RawFd, to: &CStr, empty_path: bool) -> io::Result<()> {
+    native::link_unnamed(fd, to_dir, to, empty_path)
+}
+
+/// `openat2(dir, path, flags, resolve)` on Linux 5.6 and later; `ENOSYS` elsewhere (callers
+/// then walk one component at a time). `beneath` asks for `RESOLVE_BENEATH`, `no_symlinks` for
+/// `RESOLVE_NO_SYMLINKS` (else only magic links are refused).
+pub fn openat2(
+    dir: RawFd,
+    path: &CStr,
+    flags: libc::c_int,
+    no_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    if portable_forced() {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    native::openat2(dir, path, flags, no_symlinks)
+}
+
+/// The names in the open directory `fd` (not `.` nor `..`), read from the descriptor.
+pub fn dir_names(fd: RawFd) -> io::Result<Vec<OsString>> {
+    if portable_forced() {
+        return portable::dir_names(fd);
+    }
+    native::dir_names(fd)
+}
+
+/// The uid of the process at the other end of the Unix socket `fd`.
+pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
+    native::peer_uid(fd)
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
