@@ -83,3 +83,11 @@ cargo build --profile agent --target x86_64-unknown-linux-musl -p ferry
 # The aarch64 agent for the arm64 tests (linker and +crt-static: .cargo/config.toml).
 cargo build --profile agent --target aarch64-unknown-linux-gnu -p ferry
 cargo test --workspace "$@"
+# The portable paths a macOS host (and filesystems without renameat2/O_TMPFILE) takes, on
+# Linux: the local placement, watching and metadata tests again with FERRY_TEST_PORTABLE=1
+# (DEVELOPERS.md). Only when the whole suite ran (no arguments). The two placement tests left
+# out check how Linux links unnamed files, which the portable way never makes.
+if [ $# -eq 0 ]; then
+  FERRY_TEST_PORTABLE=1 cargo test -p ferry --test it -- placement:: watch:: metadata:: races:: \
+    --skip placement::without_linking_by_descriptor --skip placement::when_unnamed_files_cannot
+fi
