@@ -17,7 +17,7 @@ use super::meta::{MetaSpec, Permissions, Symlinks};
 use super::owner::Owner;
 use super::scan::{Cached, DirHook, LocalTree, Stat, stat_is_settled};
 use super::stage::{Staging, fill_verified};
-use super::sys::RenameHow;
+use super::sys::{FsCaps, RenameHow};
 use crate::endpoint::Feed;
 
 /// What one change did.
@@ -58,6 +58,9 @@ pub struct Applier<'a> {
     pub meta: MetaSpec,
     /// Who gets what is created here, when not this process (see `fs::owner`).
     pub owner: Option<Owner>,
+    /// What this root's filesystem can hold (`sys::probe`): without modes no chmod is tried
+    /// (the scan reports the modes ferry knows), without symlinks none is created.
+    pub caps: FsCaps,
 }
 
 /// A version ferry swapped out of a path when it placed a new one. A program that opened the
@@ -129,6 +132,7 @@ impl Applier<'_> {
             backups: Vec::new(),
         };
         let now = self.apply_inner(ch, &mut w);
+        self.state.keep_modes(&ch.path, now.as_ref());
         Outcome {
             path: ch.path.clone(),
             now,
@@ -162,9 +166,14 @@ impl Applier<'_> {
             (None, None) => None,
             (Some(Entry::Directory(_)), Some(Entry::Directory(nd))) => {
                 // A directory's permission bits alone (`Change::is_meta`).
-                let result = self
-                    .verify(&at, rel, ch.old.as_ref())
-                    .and_then(|()| set_dir_mode(&at, nd.mode));
+                let caps = self.caps;
+                let result = self.verify(&at, rel, ch.old.as_ref()).and_then(|()| {
+                    if caps.modes {
+                        set_dir_mode(&at, nd.mode)
+                    } else {
+                        Ok(())
+                    }
+                });
                 match result {
                     Ok(()) => ch.new.clone(),
                     Err(e) => {
@@ -516,7 +525,9 @@ impl Applier<'_> {
             std::os::unix::fs::fchown(f, Some(o.uid), Some(o.gid))
                 .map_err(|e| format!("cannot give the file to {}:{}: {e}", o.uid, o.gid))?;
         }
-        chmod_kept(f, mode, self.meta.permissions == Permissions::Full)?;
+        if self.caps.modes {
+            chmod_kept(f, mode, self.meta.permissions == Permissions::Full)?;
+        }
         // Zero: not known (an entry from before times were kept).
         if self.meta.times && mtime.0 != 0 {
             f.set_modified(system_time(mtime.0))
@@ -558,6 +569,10 @@ impl Applier<'_> {
         let m = f.metadata().map_err(|e| e.to_string())?;
         if !m.is_file() {
             return Err(CHANGED.into());
+        }
+        if !self.caps.modes {
+            // Nothing to set: the new mode is recorded (`LocalTree::keep_modes`).
+            return Ok(());
         }
         chmod_kept(
             &f,
@@ -969,6 +984,10 @@ impl Applier<'_> {
                     ),
                 )
             }
+            Entry::Symlink { .. } if !self.caps.symlinks => fail(
+                w,
+                "this filesystem cannot hold symlinks; not placed (said once at the start)".into(),
+            ),
             Entry::Symlink { target } => match at.symlink(target) {
                 Ok(()) => match self.give(at) {
                     Ok(()) => Some(new.clone()),
@@ -1032,7 +1051,7 @@ impl Applier<'_> {
                     }
                 }
                 let mut made = ferry_core::Dir::from(made);
-                if full {
+                if full && self.caps.modes {
                     match set_dir_mode(at, children.mode) {
                         Ok(()) => made.mode = children.mode,
                         Err(e) => {
@@ -1040,6 +1059,9 @@ impl Applier<'_> {
                             w.errors.push((rel.clone(), e));
                         }
                     }
+                } else if !self.caps.modes {
+                    // Recorded as the source's (`LocalTree::keep_modes`): the disk shows its own.
+                    made.mode = children.mode;
                 }
                 Some(Entry::Directory(made))
             }

@@ -110,3 +110,88 @@ fn check(rc: libc::c_int) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// What a filesystem can hold, found by trying in a directory of ferry's own on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsCaps {
+    /// Permission bits set are the bits read back (not so on exFAT, FAT, some FUSE and
+    /// network filesystems).
+    pub modes: bool,
+    pub symlinks: bool,
+    pub hard_links: bool,
+}
+
+impl Default for FsCaps {
+    fn default() -> Self {
+        FsCaps {
+            modes: true,
+            symlinks: true,
+            hard_links: true,
+        }
+    }
+}
+
+impl FsCaps {
+    /// What this filesystem cannot keep, for the one line that says so (`None`: nothing).
+    pub fn lacking(&self) -> Option<String> {
+        let mut no = Vec::new();
+        if !self.modes {
+            no.push("permission bits");
+        }
+        if !self.symlinks {
+            no.push("symlinks");
+        }
+        if !self.hard_links {
+            no.push("hard links");
+        }
+        (!no.is_empty()).then(|| no.join(", "))
+    }
+}
+
+/// Tries, in `dir` (which must exist), what the filesystem keeps: a file's mode, a symlink,
+/// a hard link. Leaves nothing behind. Anything it cannot try counts as kept (the usual
+/// errors then say what went wrong).
+pub fn probe(dir: &std::path::Path) -> FsCaps {
+    use std::os::unix::fs::PermissionsExt;
+    let mut caps = FsCaps::default();
+    let stem = format!(".ferry-probe-{}", std::process::id());
+    let file = dir.join(&stem);
+    let link = dir.join(format!("{stem}.l"));
+    let hard = dir.join(format!("{stem}.h"));
+    let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+    else {
+        return caps;
+    };
+    if f.set_permissions(std::fs::Permissions::from_mode(0o640))
+        .is_ok()
+    {
+        caps.modes = f
+            .metadata()
+            .is_ok_and(|m| m.permissions().mode() & 0o777 == 0o640);
+    }
+    drop(f);
+    match std::os::unix::fs::symlink(&stem, &link) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&link);
+        }
+        Err(e) => caps.symlinks = !lacks(&e),
+    }
+    match std::fs::hard_link(&file, &hard) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&hard);
+        }
+        Err(e) => caps.hard_links = !lacks(&e),
+    }
+    let _ = std::fs::remove_file(&file);
+    caps
+}
+
+/// True for the errors of a filesystem that has no such thing.
+fn lacks(e: &io::Error) -> bool {
+    e.raw_os_error().is_some_and(|c| {
+        matches!(c, libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP) || c == libc::ENOTSUP
+    })
+}
