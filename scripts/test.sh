@@ -19,6 +19,10 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 # (qemu-user-static runs the arm64 container's processes through binfmt_misc).
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 [ -e /usr/lib/binfmt.d/qemu-aarch64.conf ] || need+=(qemu-user-static)
+# A real exFAT filesystem for tests/it/exfat.rs (FUSE over a loop device: no modes, symlinks
+# or hard links).
+command -v mount.exfat-fuse >/dev/null || need+=(exfat-fuse)
+command -v mkfs.exfat >/dev/null || need+=(exfatprogs)
 arm64_busybox=/usr/local/lib/ferry-test/busybox-arm64
 if [ "$(id -u)" -eq 0 ]; then
   sudo=()

@@ -984,10 +984,9 @@ impl Applier<'_> {
                     ),
                 )
             }
-            Entry::Symlink { .. } if !self.caps.symlinks => fail(
-                w,
-                "this filesystem cannot hold symlinks; not placed (said once at the start)".into(),
-            ),
+            Entry::Symlink { .. } if !self.caps.symlinks => {
+                fail(w, "this filesystem cannot hold symlinks; not placed".into())
+            }
             Entry::Symlink { target } => match at.symlink(target) {
                 Ok(()) => match self.give(at) {
                     Ok(()) => Some(new.clone()),
