@@ -195,3 +195,56 @@ fn lacks(e: &io::Error) -> bool {
         matches!(c, libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP) || c == libc::ENOTSUP
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn the_portable_listing_matches_read_dir_and_the_probe_sees_a_full_filesystem() {
+        let t = tempfile::tempdir().expect("tempdir");
+        for n in ["a", "b c", "é"] {
+            std::fs::write(t.path().join(n), n).expect("write");
+        }
+        std::fs::create_dir(t.path().join("d")).expect("mkdir");
+        let dir = std::fs::File::open(t.path()).expect("open");
+        let mut got = portable::dir_names(dir.as_raw_fd()).expect("list");
+        got.sort();
+        let mut want: Vec<OsString> = std::fs::read_dir(t.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        // The temp directory's filesystem (ext4, tmpfs, overlay) keeps all three.
+        assert_eq!(probe(t.path()), FsCaps::default());
+        assert_eq!(FsCaps::default().lacking(), None);
+        let exfat = FsCaps {
+            modes: false,
+            symlinks: false,
+            hard_links: false,
+        };
+        assert_eq!(
+            exfat.lacking().as_deref(),
+            Some("permission bits, symlinks, hard links")
+        );
+        // Nothing left behind by the probe.
+        assert_eq!(std::fs::read_dir(t.path()).expect("ls").count(), 4);
+    }
+
+    #[test]
+    fn the_portable_rename_refuses_what_it_cannot_do_atomically() {
+        let t = tempfile::tempdir().expect("tempdir");
+        std::fs::write(t.path().join("x"), "x").expect("write");
+        std::fs::write(t.path().join("y"), "y").expect("write");
+        let dir = std::fs::File::open(t.path()).expect("open");
+        let fd = dir.as_raw_fd();
+        for how in [RenameHow::NoReplace, RenameHow::Exchange] {
+            let e = portable::rename_at(fd, c"x", fd, c"y", how).expect_err("refused");
+            assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP), "{how:?}");
+        }
+        portable::rename_at(fd, c"x", fd, c"y", RenameHow::Plain).expect("plain rename");
+        assert_eq!(std::fs::read(t.path().join("y")).expect("read"), b"x");
+    }
+}

@@ -57,3 +57,34 @@ impl DirWatcher {
         let _ = self.inner.unwatch(dir);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    #[test]
+    fn the_portable_watcher_reports_a_write_and_not_a_read() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        std::fs::write(root.join("f"), "x").expect("write");
+        let (tx, rx) = channel();
+        let mut w = DirWatcher::new(move |s| {
+            let _ = tx.send(s);
+        })
+        .expect("watcher");
+        w.watch(&root).expect("watch");
+        let _ = std::fs::read(root.join("f")).expect("read");
+        std::fs::write(root.join("g"), "y").expect("write g");
+        let first = loop {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Seen::Path(p)) => break Some(p),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        };
+        assert_eq!(first, Some(root.join("g")), "the read of f is not a change");
+        w.unwatch(&root);
+    }
+}
