@@ -19,6 +19,10 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 # (qemu-user-static runs the arm64 container's processes through binfmt_misc).
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 [ -e /usr/lib/binfmt.d/qemu-aarch64.conf ] || need+=(qemu-user-static)
+# A real exFAT filesystem for tests/it/exfat.rs (FUSE over a loop device: no modes, symlinks
+# or hard links).
+command -v mount.exfat-fuse >/dev/null || need+=(exfat-fuse)
+command -v mkfs.exfat >/dev/null || need+=(exfatprogs)
 arm64_busybox=/usr/local/lib/ferry-test/busybox-arm64
 if [ "$(id -u)" -eq 0 ]; then
   sudo=()
@@ -83,3 +87,11 @@ cargo build --profile agent --target x86_64-unknown-linux-musl -p ferry
 # The aarch64 agent for the arm64 tests (linker and +crt-static: .cargo/config.toml).
 cargo build --profile agent --target aarch64-unknown-linux-gnu -p ferry
 cargo test --workspace "$@"
+# The portable paths a macOS host (and filesystems without renameat2/O_TMPFILE) takes, on
+# Linux: the local placement, watching and metadata tests again with FERRY_TEST_PORTABLE=1
+# (DEVELOPERS.md). Only when the whole suite ran (no arguments). The two placement tests left
+# out check how Linux links unnamed files, which the portable way never makes.
+if [ $# -eq 0 ]; then
+  FERRY_TEST_PORTABLE=1 cargo test -p ferry --test it -- placement:: watch:: metadata:: races:: \
+    --skip placement::without_linking_by_descriptor --skip placement::when_unnamed_files_cannot
+fi

@@ -4,7 +4,7 @@
 //! (`$XDG_RUNTIME_DIR/ferry`, else `STATE/daemon/run`), is created 0600 under umask 0177 (never
 //! chmod-ed afterwards) and only while the daemon holds `daemon.lock` (flock), so a stale socket
 //! is removed only by the one daemon that may replace it. Every connection's peer uid is read
-//! with `SO_PEERCRED` and another user is refused, whatever the file modes say.
+//! with `SO_PEERCRED` (`getpeereid` on macOS) and another user is refused, whatever the file modes say.
 //!
 //! Protocol: one JSON object per line each way. A request is
 //! `{"version": V, "op": OP, ...args}`; a response `{"ok": true, "version": V, ...}` or
@@ -124,28 +124,9 @@ pub fn check_version(daemon: &str, client: &str) -> Result<(), String> {
     ))
 }
 
-/// The uid of the process at the other end of `s` (`SO_PEERCRED`).
+/// The uid of the process at the other end of `s` (`SO_PEERCRED`; `getpeereid` on macOS).
 pub fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which lives for the call.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(cred.uid)
+    crate::fs::sys::peer_uid(s.as_raw_fd())
 }
 
 /// A session as created: what is saved in `sessions.json` and restarted at start.

@@ -427,7 +427,7 @@ fn write(r: &Root, path: &RelPath, content: &str, max: u64) -> Result<FileStat, 
         f.write_all(content.as_bytes())?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.sync_data()?;
-        beneath::rename(&tmp, &place, 0)
+        beneath::rename(&tmp, &place, crate::fs::sys::RenameHow::Plain)
     })();
     if let Err(e) = written {
         let _ = tmp.unlink();

@@ -189,8 +189,28 @@ fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
     use std::os::fd::FromRawFd;
     let mut fds: [libc::c_int; 2] = [-1; 2];
     // SAFETY: pipe2 writes two descriptors into the array, which outlives the call.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    #[cfg(target_os = "linux")]
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    // No pipe2 on macOS: pipe, then close-on-exec on each end (as Rust's std does there; a
+    // child spawned by another thread in between could inherit them).
+    // SAFETY: pipe writes two descriptors into the array; fcntl on descriptors just made.
+    #[cfg(not(target_os = "linux"))]
+    let rc = unsafe {
+        let mut rc = libc::pipe(fds.as_mut_ptr());
+        for fd in fds {
+            if rc == 0 {
+                rc = libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        rc
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        for fd in fds.into_iter().filter(|&fd| fd >= 0) {
+            // SAFETY: made above, owned by nobody else; closed once.
+            drop(unsafe { std::fs::File::from_raw_fd(fd) });
+        }
+        return Err(e);
     }
     // SAFETY: both descriptors were just made and belong to nobody else.
     Ok(unsafe {

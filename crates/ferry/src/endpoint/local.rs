@@ -22,6 +22,7 @@ use crate::fs::scan::{
     DirHook, LocalTree, NoHook, Scanner, StatCache, open_nofollow, parents_are_dirs,
 };
 use crate::fs::stage::Staging;
+use crate::fs::sys::FsCaps;
 use crate::fs::transition::{Applier, LinkWay, Swapped, check_swapped};
 use crate::fs::watch::{DirWatcher, Seen};
 use crate::state::{
@@ -30,6 +31,8 @@ use crate::state::{
 };
 
 const CACHE_MAGIC: &[u8; 8] = b"FERRYSC2";
+/// The modes ferry knows for paths on a filesystem that keeps none (`LocalTree::kept_modes`).
+const MODES_MAGIC: &[u8; 8] = b"FERRYKM1";
 /// Smallest content worth looking for a local copy of (see `stage_local`).
 const LOCAL_COPY_MIN: u64 = 64 * 1024;
 
@@ -49,6 +52,10 @@ pub struct LocalEndpoint {
     /// The watcher channel overflowed: the engine must rescan everything.
     overflow: Arc<AtomicBool>,
     link_way: LinkWay,
+    /// What the root's filesystem can hold (`sys::probe`, at open).
+    caps: FsCaps,
+    /// What it cannot was said (once per session, with the first scan).
+    caps_told: bool,
     /// Versions swapped out recently, watched for late writes.
     swapped: Vec<Swapped>,
     /// ferry's own directories this side never syncs (see [`LocalEndpoint::hide_own`]).
@@ -111,11 +118,17 @@ impl LocalEndpoint {
         let backup_root = state_dir.join("backups").join(stored.as_str());
         let replaced_root = state_dir.join("replaced").join(stored.as_str());
         let recovered = backup_root.join(format!("recovered-{}", backup_stamp(SystemTime::now())));
+        // What the root's filesystem can hold, tried where staging goes (on it, either way).
+        let caps = match fs::create_dir_all(&staging_dir) {
+            Ok(()) => crate::fs::sys::probe(&staging_dir),
+            Err(_) => FsCaps::default(),
+        };
         let staging = Staging::open(staging_dir, !same_fs, &recovered)
             .map_err(|e| io("preparing staging", e))?;
         let owner =
             crate::fs::owner::from_env().map_err(|e| EndpointError::Other(e, side.as_str()))?;
         let cache_path = state_dir.join(format!("{}.cache", stored.as_str()));
+        let modes_path = state_dir.join(format!("{}.modes", stored.as_str()));
         let cache: StatCache = read_versioned(&cache_path, CACHE_MAGIC)
             .ok()
             .flatten()
@@ -129,6 +142,12 @@ impl LocalEndpoint {
                 cache,
                 dirs: Default::default(),
                 generation: 0,
+                kept_modes: (!caps.modes).then(|| {
+                    read_versioned(&modes_path, MODES_MAGIC)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default()
+                }),
             },
             staging,
             backup_root,
@@ -138,6 +157,8 @@ impl LocalEndpoint {
             cache_dirty: false,
             overflow: Arc::new(AtomicBool::new(false)),
             link_way: LinkWay::EmptyPath,
+            caps,
+            caps_told: false,
             swapped: Vec::new(),
             own: Vec::new(),
             retention: None,
@@ -214,11 +235,25 @@ impl Endpoint for LocalEndpoint {
             op: "scanning",
             source: e,
         })?;
+        let mut notes = check_swapped(&mut self.swapped);
+        if !self.caps_told {
+            self.caps_told = true;
+            if let Some(lacking) = self.caps.lacking() {
+                notes.push((
+                    RelPath::root(),
+                    format!(
+                        "this filesystem cannot keep {lacking}: files sync with the modes ferry \
+                         knows for them (not the disk's), symlinks are not placed here, backups \
+                         are copies"
+                    ),
+                ));
+            }
+        }
         Ok(ScanReport {
             entries: stats.entries,
             hashed_files: stats.hashed_files,
             hashed_bytes: stats.hashed_bytes,
-            notes: check_swapped(&mut self.swapped),
+            notes,
         })
     }
 
@@ -349,6 +384,7 @@ impl Endpoint for LocalEndpoint {
             last_dir: None,
             feed,
             link_way: &mut self.link_way,
+            caps: self.caps,
             swapped: &mut self.swapped,
             meta: self.ignorer.meta(),
             owner: self.owner,
@@ -440,6 +476,12 @@ impl Endpoint for LocalEndpoint {
             return Ok(());
         }
         self.cache_dirty = false;
+        if let Some(modes) = &self.state.kept_modes {
+            let path = self.cache_path.with_extension("modes");
+            let bytes = write_versioned(MODES_MAGIC, modes)
+                .map_err(|e| self.io_err("saving the modes", e))?;
+            write_atomic(&path, &bytes).map_err(|e| self.io_err("saving the modes", e))?;
+        }
         let bytes = write_versioned(CACHE_MAGIC, &self.state.cache)
             .map_err(|e| self.io_err("saving the stat cache", e))?;
         write_atomic(&self.cache_path, &bytes).map_err(|e| self.io_err("saving the stat cache", e))

@@ -20,6 +20,8 @@ use std::sync::OnceLock;
 
 use ferry_core::RelPath;
 
+use super::sys::{self, RenameHow};
+
 /// A root directory, held open: the base every [`Place`] inside it is resolved from.
 pub struct Root {
     fd: Rc<OwnedFd>,
@@ -51,7 +53,15 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 /// Opens `name` in `dir` with `flags` (plus `O_CLOEXEC`).
 fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
     // SAFETY: a valid descriptor (or AT_FDCWD) and a NUL-terminated name.
-    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+    // (`mode_t` is 16 bits on macOS: widened, as a variadic argument must be.)
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            libc::c_uint::from(mode),
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -68,47 +78,24 @@ fn openat2_disabled() -> bool {
 /// Opens the directory `rel` beneath `root` (`O_PATH`), following no symlink on the way.
 fn open_dir_beneath(root: RawFd, rel: &str) -> io::Result<OwnedFd> {
     if rel.is_empty() {
-        return open_at(root, c".", libc::O_PATH | libc::O_DIRECTORY, 0);
+        return open_at(root, c".", sys::O_DIR_REF, 0);
     }
     let c = cstr(rel.as_bytes())?;
     if !openat2_disabled() {
-        // SAFETY: `open_how` is plain integers; all-zero is its "no options" value.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
-        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
-        // SAFETY: a valid descriptor, a NUL-terminated path and an `open_how` of the size
-        // passed; the kernel keeps no reference to any of them.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root,
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: just returned to us, owned from here on.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        let e = io::Error::last_os_error();
-        // Kernels before 5.6 (ENOSYS), or a seccomp filter that does not know the call
-        // (EPERM): walk instead. Anything else is the answer.
-        if !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
-            return Err(e);
+        match sys::openat2(root, &c, sys::O_DIR_REF, true) {
+            Ok(fd) => return Ok(fd),
+            // Kernels before 5.6 and other systems (ENOSYS), or a seccomp filter that does
+            // not know the call (EPERM): walk instead. Anything else is the answer.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {}
+            Err(e) => return Err(e),
         }
     }
     // One component at a time, never following a link: O_NOFOLLOW with O_PATH opens a link
-    // itself, and O_DIRECTORY then refuses it (ENOTDIR).
-    let mut cur = open_at(root, c".", libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    // itself, and O_DIRECTORY then refuses it (ENOTDIR; elsewhere O_NOFOLLOW gives ELOOP).
+    let mut cur = open_at(root, c".", sys::O_DIR_REF, 0)?;
     for comp in rel.split('/') {
         let name = cstr(comp.as_bytes())?;
-        cur = open_at(
-            cur.as_raw_fd(),
-            &name,
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-            0,
-        )?;
+        cur = open_at(cur.as_raw_fd(), &name, sys::O_DIR_REF | libc::O_NOFOLLOW, 0)?;
     }
     Ok(cur)
 }
@@ -125,7 +112,7 @@ pub fn is_parent_error(e: &io::Error) -> bool {
 impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
         let c = cstr(path.as_os_str().as_bytes())?;
-        let fd = open_at(libc::AT_FDCWD, &c, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        let fd = open_at(libc::AT_FDCWD, &c, sys::O_DIR_REF, 0)?;
         Ok(Root {
             fd: Rc::new(fd),
             path: path.to_path_buf(),
@@ -188,16 +175,7 @@ impl DirAt {
     /// The names in this directory (in no order; `.` and `..` left out), read from the
     /// descriptor held, never by path.
     pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
-        let d = open_at(
-            self.fd.as_raw_fd(),
-            c".",
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-        )?;
-        // The kernel's link to the open directory itself, not a path that could be swapped.
-        fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect()
+        sys::dir_names(self.fd.as_raw_fd())
     }
 
     /// `name` in this directory.
@@ -245,12 +223,7 @@ impl Place {
     /// This place, which must be a directory, opened (without following a link) to name the
     /// places inside it.
     pub fn as_dir(&self) -> io::Result<DirAt> {
-        let dir = open_at(
-            self.fd(),
-            &self.name,
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-            0,
-        )?;
+        let dir = open_at(self.fd(), &self.name, sys::O_DIR_REF | libc::O_NOFOLLOW, 0)?;
         Ok(DirAt {
             fd: Rc::new(dir),
             shown: self.shown.clone(),
@@ -259,7 +232,7 @@ impl Place {
 
     /// The metadata of what is here, not following a symlink.
     pub fn lstat(&self) -> io::Result<fs::Metadata> {
-        let fd = open_at(self.fd(), &self.name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let fd = open_at(self.fd(), &self.name, sys::O_STAT, 0)?;
         File::from(fd).metadata()
     }
 
@@ -312,15 +285,15 @@ impl Place {
         self.open(libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, mode)
     }
 
-    /// An unnamed file (`O_TMPFILE`) in this place's directory, read-write.
+    /// An unnamed file (`O_TMPFILE`) in this place's directory, read-write; `EOPNOTSUPP` where
+    /// the system has none (see `sys::open_unnamed`).
     pub fn open_unnamed_beside(&self, mode: libc::mode_t) -> io::Result<File> {
-        let flags = libc::O_TMPFILE | libc::O_RDWR;
         match &self.dir {
-            Some(d) => open_at(d.as_raw_fd(), c".", flags, mode).map(File::from),
+            Some(d) => sys::open_unnamed(d.as_raw_fd(), c".", mode).map(File::from),
             None => {
                 let parent = self.shown.parent().unwrap_or(Path::new("/"));
                 let c = cstr(parent.as_os_str().as_bytes())?;
-                open_at(libc::AT_FDCWD, &c, flags, mode).map(File::from)
+                sys::open_unnamed(libc::AT_FDCWD, &c, mode).map(File::from)
             }
         }
     }
@@ -361,54 +334,50 @@ impl Place {
     }
 }
 
-/// `renameat2(from, to, flags)`; flags 0 is a plain rename.
-pub fn rename(from: &Place, to: &Place, flags: libc::c_uint) -> io::Result<()> {
-    // SAFETY: valid descriptors and NUL-terminated names; the kernel keeps no reference.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            from.fd(),
-            from.name.as_ptr(),
-            to.fd(),
-            to.name.as_ptr(),
-            flags,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    if flags == 0 && e.raw_os_error() == Some(libc::ENOSYS) {
-        // SAFETY: as above.
-        return check(unsafe {
-            libc::renameat(from.fd(), from.name.as_ptr(), to.fd(), to.name.as_ptr())
-        });
-    }
-    Err(e)
+/// Renames `from` to `to` the way `how` says (see `sys::rename_at`).
+pub fn rename(from: &Place, to: &Place, how: RenameHow) -> io::Result<()> {
+    sys::rename_at(from.fd(), &from.name, to.fd(), &to.name, how)
 }
 
 /// Atomically swaps `a` and `b`.
 pub fn exchange(a: &Place, b: &Place) -> io::Result<()> {
-    rename(a, b, libc::RENAME_EXCHANGE)
+    rename(a, b, RenameHow::Exchange)
+}
+
+/// True for the errors of a call (or a form of it) the system or filesystem does not have.
+pub fn is_unsupported(e: &io::Error) -> bool {
+    // ENOTSUP and EOPNOTSUPP are one number on Linux, two on macOS.
+    e.raw_os_error().is_some_and(|c| {
+        matches!(c, libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) || c == libc::ENOTSUP
+    })
 }
 
 /// Moves `from` to `to` unless something exists at `to` (then `AlreadyExists`): one atomic
-/// `renameat2(RENAME_NOREPLACE)`, or link + unlink where the filesystem lacks it.
+/// no-replace rename (`renameat2(RENAME_NOREPLACE)`, `renameatx_np(RENAME_EXCL)`), or link +
+/// unlink where the filesystem lacks it, or, where it has no hard links either (exFAT, FAT),
+/// a look then a plain rename: a file created at `to` in between those two would be replaced,
+/// a window of microseconds on filesystems that offer nothing better.
 pub fn rename_noreplace(from: &Place, to: &Place) -> io::Result<()> {
-    match rename(from, to, libc::RENAME_NOREPLACE) {
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-            ) =>
-        {
-            // link() refuses to replace anything too.
-            hard_link(from, to)?;
-            let _ = from.unlink();
-            Ok(())
-        }
-        r => r,
+    match rename(from, to, RenameHow::NoReplace) {
+        Err(e) if is_unsupported(&e) => {}
+        r => return r,
     }
+    // link() refuses to replace anything too.
+    match hard_link(from, to) {
+        Ok(()) => {
+            let _ = from.unlink();
+            return Ok(());
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+        Err(e)
+            if is_unsupported(&e)
+                || matches!(e.raw_os_error(), Some(libc::EPERM | libc::EMLINK)) => {}
+        Err(e) => return Err(e),
+    }
+    if to.lstat_opt()?.is_some() {
+        return Err(io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    rename(from, to, RenameHow::Plain)
 }
 
 /// A hard link `to` -> the file at `from` (a symlink at `from` is linked itself, not followed).
@@ -420,30 +389,7 @@ pub fn hard_link(from: &Place, to: &Place) -> io::Result<()> {
 /// Gives the open unnamed file `f` the name `to` (never replacing anything): through
 /// `AT_EMPTY_PATH` when `empty_path` (needs `CAP_DAC_READ_SEARCH`), else `/proc/self/fd`.
 pub fn link_open_file(f: &File, to: &Place, empty_path: bool) -> io::Result<()> {
-    let fd = f.as_raw_fd();
-    if empty_path {
-        // SAFETY: valid descriptors and NUL-terminated names.
-        return check(unsafe {
-            libc::linkat(
-                fd,
-                c"".as_ptr(),
-                to.fd(),
-                to.name.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            )
-        });
-    }
-    let proc_path = cstr(format!("/proc/self/fd/{fd}").as_bytes())?;
-    // SAFETY: as above.
-    check(unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            proc_path.as_ptr(),
-            to.fd(),
-            to.name.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    })
+    sys::link_unnamed(f.as_raw_fd(), to.fd(), &to.name, empty_path)
 }
 
 /// Copies the file at `from` (not followed if a link) to a new file `to`; `to` is removed

@@ -6,5 +6,6 @@ pub mod meta;
 pub mod owner;
 pub mod scan;
 pub mod stage;
+pub mod sys;
 pub mod transition;
 pub mod watch;

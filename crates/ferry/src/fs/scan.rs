@@ -179,6 +179,60 @@ pub struct LocalTree {
     pub dirs: FxHashMap<String, u64>,
     /// Numbers scans, for `Cached::seen`.
     pub generation: u32,
+    /// On a filesystem that does not keep permission bits (exFAT shows every file `0777`):
+    /// the mode each path has as far as ferry knows (what it placed, else the default), which
+    /// the scan reports instead of the disk's, so the disk's never travel as changes. `None`
+    /// where modes are kept. Not saved: after a restart paths start again from the default.
+    pub kept_modes: Option<FxHashMap<String, u32>>,
+}
+
+impl LocalTree {
+    /// The mode the scan reports for `rel`: `shown` (the disk's) where modes are kept, else
+    /// what ferry knows (see `kept_modes`), `default` for a path it never placed.
+    pub fn mode_as_kept(&mut self, rel: &str, shown: u32, default: u32) -> u32 {
+        match &mut self.kept_modes {
+            None => shown,
+            Some(m) => *m.entry(rel.to_owned()).or_insert(default),
+        }
+    }
+
+    /// Records the modes in `now` (what is at `rel` after a change), on a filesystem that does
+    /// not keep them.
+    pub fn keep_modes(&mut self, rel: &RelPath, now: Option<&Entry>) {
+        let Some(m) = &mut self.kept_modes else {
+            return;
+        };
+        fn walk(m: &mut FxHashMap<String, u32>, rel: &RelPath, e: &Entry) {
+            match e {
+                Entry::File { mode, .. } => {
+                    m.insert(rel.as_str().to_owned(), *mode);
+                }
+                Entry::Directory(d) => {
+                    m.insert(rel.as_str().to_owned(), d.mode);
+                    for (name, child) in d.iter() {
+                        if let Ok(c) = rel.join(name) {
+                            walk(m, &c, child);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        match now {
+            Some(e) => walk(m, rel, e),
+            None => {
+                m.remove(rel.as_str());
+            }
+        }
+    }
+}
+
+/// `e` with the mode `state` knows for `rel` (see `LocalTree::kept_modes`).
+fn as_kept(state: &mut LocalTree, rel: &RelPath, mut e: Entry) -> Entry {
+    if let Entry::File { mode, .. } = &mut e {
+        *mode = state.mode_as_kept(rel.as_str(), *mode, ferry_core::FILE_MODE);
+    }
+    e
 }
 
 /// A file found by the walk whose digest is not in the cache: hashed after the walk, several
@@ -407,7 +461,8 @@ impl<'a> Scanner<'a> {
             let mode = if rel.is_root() {
                 DIR_MODE
             } else {
-                self.ignorer.meta().dir_mode(meta.mode())
+                let shown = self.ignorer.meta().dir_mode(meta.mode());
+                state.mode_as_kept(rel.as_str(), shown, DIR_MODE)
             };
             return Some(match self.dir(rel, &abs, state) {
                 Entry::Directory(mut d) => {
@@ -427,7 +482,8 @@ impl<'a> Scanner<'a> {
             if let Some(c) = state.cache.get_mut(rel.as_str()) {
                 if c.trusted && c.stat == stat {
                     c.seen = self.generation;
-                    return Some(stat.entry(c.digest, &self.ignorer.meta()));
+                    let e = stat.entry(c.digest, &self.ignorer.meta());
+                    return Some(as_kept(state, rel, e));
                 }
             }
             // Hashed after the walk (`hash_pending`), which fills in the digest.
@@ -435,7 +491,8 @@ impl<'a> Scanner<'a> {
                 rel: rel.clone(),
                 stat,
             });
-            return Some(stat.entry(Digest([0; 32]), &self.ignorer.meta()));
+            let e = stat.entry(Digest([0; 32]), &self.ignorer.meta());
+            return Some(as_kept(state, rel, e));
         }
         if ft.is_symlink() {
             let how = self.ignorer.meta().symlinks;
@@ -529,6 +586,7 @@ impl<'a> Scanner<'a> {
                         ..cached.stat
                     }
                     .entry(cached.digest, &self.ignorer.meta());
+                    let entry = as_kept(state, &job.rel, entry);
                     state.cache.insert(
                         job.rel.as_str(),
                         Cached {

@@ -17,6 +17,7 @@ use super::meta::{MetaSpec, Permissions, Symlinks};
 use super::owner::Owner;
 use super::scan::{Cached, DirHook, LocalTree, Stat, stat_is_settled};
 use super::stage::{Staging, fill_verified};
+use super::sys::{FsCaps, RenameHow};
 use crate::endpoint::Feed;
 
 /// What one change did.
@@ -57,6 +58,9 @@ pub struct Applier<'a> {
     pub meta: MetaSpec,
     /// Who gets what is created here, when not this process (see `fs::owner`).
     pub owner: Option<Owner>,
+    /// What this root's filesystem can hold (`sys::probe`): without modes no chmod is tried
+    /// (the scan reports the modes ferry knows), without symlinks none is created.
+    pub caps: FsCaps,
 }
 
 /// A version ferry swapped out of a path when it placed a new one. A program that opened the
@@ -128,6 +132,7 @@ impl Applier<'_> {
             backups: Vec::new(),
         };
         let now = self.apply_inner(ch, &mut w);
+        self.state.keep_modes(&ch.path, now.as_ref());
         Outcome {
             path: ch.path.clone(),
             now,
@@ -161,9 +166,14 @@ impl Applier<'_> {
             (None, None) => None,
             (Some(Entry::Directory(_)), Some(Entry::Directory(nd))) => {
                 // A directory's permission bits alone (`Change::is_meta`).
-                let result = self
-                    .verify(&at, rel, ch.old.as_ref())
-                    .and_then(|()| set_dir_mode(&at, nd.mode));
+                let caps = self.caps;
+                let result = self.verify(&at, rel, ch.old.as_ref()).and_then(|()| {
+                    if caps.modes {
+                        set_dir_mode(&at, nd.mode)
+                    } else {
+                        Ok(())
+                    }
+                });
                 match result {
                     Ok(()) => ch.new.clone(),
                     Err(e) => {
@@ -240,10 +250,7 @@ impl Applier<'_> {
             let mut f = match at.open_unnamed_beside(0o600) {
                 Ok(f) => f,
                 Err(e) => {
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
-                    ) {
+                    if beneath::is_unsupported(&e) || e.raw_os_error() == Some(libc::EISDIR) {
                         *self.link_way = LinkWay::Unsupported;
                     }
                     let _ = self.staging.receive(&want, src);
@@ -470,7 +477,7 @@ impl Applier<'_> {
     /// Returns the message saying where it is.
     fn park(&mut self, rel: &RelPath, from: &Place, w: &mut Work) -> String {
         let moved = self.backup_place(rel).and_then(|(dest, to)| {
-            beneath::rename(from, &to, 0)
+            beneath::rename(from, &to, RenameHow::Plain)
                 .or_else(|_| {
                     // Across filesystems: copy, and drop the original only once the copy exists.
                     beneath::copy_new(from, &to)?;
@@ -488,7 +495,7 @@ impl Applier<'_> {
         }
         let kept = self.staging.keep_path();
         let to = Place::abs(&kept);
-        match to.and_then(|to| beneath::rename(from, &to, 0)) {
+        match to.and_then(|to| beneath::rename(from, &to, RenameHow::Plain)) {
             Ok(()) => format!(
                 "changed while ferry replaced it and the backup area is unusable; that version is kept at {}",
                 kept.display()
@@ -518,7 +525,9 @@ impl Applier<'_> {
             std::os::unix::fs::fchown(f, Some(o.uid), Some(o.gid))
                 .map_err(|e| format!("cannot give the file to {}:{}: {e}", o.uid, o.gid))?;
         }
-        chmod_kept(f, mode, self.meta.permissions == Permissions::Full)?;
+        if self.caps.modes {
+            chmod_kept(f, mode, self.meta.permissions == Permissions::Full)?;
+        }
         // Zero: not known (an entry from before times were kept).
         if self.meta.times && mtime.0 != 0 {
             f.set_modified(system_time(mtime.0))
@@ -560,6 +569,10 @@ impl Applier<'_> {
         let m = f.metadata().map_err(|e| e.to_string())?;
         if !m.is_file() {
             return Err(CHANGED.into());
+        }
+        if !self.caps.modes {
+            // Nothing to set: the new mode is recorded (`LocalTree::keep_modes`).
+            return Ok(());
         }
         chmod_kept(
             &f,
@@ -635,12 +648,7 @@ impl Applier<'_> {
                     });
                 }
             }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-                ) =>
-            {
+            Err(e) if beneath::is_unsupported(&e) => {
                 // No RENAME_EXCHANGE (NFS, many FUSE filesystems): move the old file aside and
                 // check it, then place ours where nothing is. The path is briefly empty; no
                 // write is lost.
@@ -678,9 +686,8 @@ impl Applier<'_> {
         } else {
             self.replaced_dir
         };
-        let moved = place_under(area, rel).and_then(|(dest, to)| {
-            beneath::rename(out, &to, libc::RENAME_NOREPLACE).map(|()| dest)
-        });
+        let moved = place_under(area, rel)
+            .and_then(|(dest, to)| beneath::rename_noreplace(out, &to).map(|()| dest));
         match moved {
             Ok(dest) => {
                 // Compared with what the scan saw (checked right after the swap): a write
@@ -714,7 +721,7 @@ impl Applier<'_> {
         w: &mut Work,
     ) -> Result<(), String> {
         let aside = self.aside_for(at)?;
-        if let Err(e) = beneath::rename(at, &aside, 0) {
+        if let Err(e) = beneath::rename(at, &aside, RenameHow::Plain) {
             return Err(if e.kind() == io::ErrorKind::NotFound {
                 CHANGED.into()
             } else {
@@ -724,17 +731,19 @@ impl Applier<'_> {
         if !aside.lstat().is_ok_and(|m| same_file(seen, &m)) {
             return Err(self.restore_aside(at, rel, &aside, w));
         }
-        if let Err(e) = self.backup(rel, old, &aside, w) {
-            let msg = self.restore_aside(at, rel, &aside, w);
-            return Err(format!("{e} ({msg})"));
-        }
         if let Err(e) = beneath::rename_noreplace(staged, at) {
             // Something appeared at the path meanwhile: it stays. The old version we moved aside
             // is the one the scan saw; put it back if it can go, else keep it.
             let msg = self.restore_aside(at, rel, &aside, w);
             return Err(format!("cannot place the new version ({e}); {msg}"));
         }
-        let _ = aside.unlink();
+        // Kept as a swap's would be (a backup, or a replaced version watched for late writes:
+        // a program that opened it before the move may still append to it), never unlinked
+        // unseen.
+        if let Err(e) = self.keep_swapped(rel, old, seen, &aside, w) {
+            let msg = self.park(rel, &aside, w);
+            w.errors.push((rel.clone(), format!("{e} ({msg})")));
+        }
         Ok(())
     }
 
@@ -773,7 +782,7 @@ impl Applier<'_> {
             return Err(CHANGED.into());
         };
         let aside = self.aside_for(at)?;
-        match beneath::rename(at, &aside, 0) {
+        match beneath::rename(at, &aside, RenameHow::Plain) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(CHANGED.into()),
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
@@ -811,7 +820,7 @@ impl Applier<'_> {
         w: &mut Work,
     ) -> Result<(), String> {
         let aside = self.aside_for(at)?;
-        if let Err(e) = beneath::rename(at, &aside, 0) {
+        if let Err(e) = beneath::rename(at, &aside, RenameHow::Plain) {
             return Err(if e.kind() == io::ErrorKind::NotFound {
                 CHANGED.into()
             } else {
@@ -975,6 +984,9 @@ impl Applier<'_> {
                     ),
                 )
             }
+            Entry::Symlink { .. } if !self.caps.symlinks => {
+                fail(w, "this filesystem cannot hold symlinks; not placed".into())
+            }
             Entry::Symlink { target } => match at.symlink(target) {
                 Ok(()) => match self.give(at) {
                     Ok(()) => Some(new.clone()),
@@ -1038,7 +1050,7 @@ impl Applier<'_> {
                     }
                 }
                 let mut made = ferry_core::Dir::from(made);
-                if full {
+                if full && self.caps.modes {
                     match set_dir_mode(at, children.mode) {
                         Ok(()) => made.mode = children.mode,
                         Err(e) => {
@@ -1046,6 +1058,9 @@ impl Applier<'_> {
                             w.errors.push((rel.clone(), e));
                         }
                     }
+                } else if !self.caps.modes {
+                    // Recorded as the source's (`LocalTree::keep_modes`): the disk shows its own.
+                    made.mode = children.mode;
                 }
                 Some(Entry::Directory(made))
             }
@@ -1130,27 +1145,15 @@ fn leads_outside(root: &Root, link: &RelPath, target: &str) -> bool {
     let Ok(c) = CString::new(path) else {
         return true;
     };
-    // SAFETY: `open_how` is plain integers; all-zero is its documented "no options" value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: a valid directory descriptor, a NUL-terminated path and an `open_how` of the
-    // size passed; the kernel keeps no reference to any of them.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: the descriptor was just returned to us and is closed exactly once.
-        unsafe { libc::close(fd as libc::c_int) };
-        return false;
+    match super::sys::openat2(
+        root.raw_fd(),
+        &c,
+        super::sys::O_STAT & !libc::O_NOFOLLOW,
+        false,
+    ) {
+        Ok(_) => false,
+        Err(e) => e.raw_os_error() == Some(libc::EXDEV),
     }
-    io::Error::last_os_error().raw_os_error() == Some(libc::EXDEV)
 }
 
 /// True if `m` is the file the scan saw as `seen` (same inode, size and modification time;

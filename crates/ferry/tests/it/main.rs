@@ -8,6 +8,7 @@ mod conflicts;
 mod converge;
 mod daemon;
 mod daily;
+mod exfat;
 mod fresh;
 mod hooks;
 mod hostile;
