@@ -19,6 +19,13 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 # (qemu-user-static runs the arm64 container's processes through binfmt_misc).
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 [ -e /usr/lib/binfmt.d/qemu-aarch64.conf ] || need+=(qemu-user-static)
+# Names across filesystems (tests/it/names.rs): exFAT through FUSE on a loop device
+# (case-insensitive) and tests/fuse/nfd.py, a FUSE stand-in storing names decomposed (NFD) as
+# macOS volumes do, run by Debian's /usr/bin/python3 with python3-fusepy (libfuse2).
+[ -x /sbin/mount.exfat-fuse ] || need+=(exfat-fuse)
+[ -x /sbin/mkfs.exfat ] || need+=(exfatprogs)
+[ -x /bin/fusermount ] || need+=(fuse3)
+[ -e /usr/lib/python3/dist-packages/fusepy.py ] && [ -x /usr/bin/python3 ] || need+=(python3 python3-fusepy)
 arm64_busybox=/usr/local/lib/ferry-test/busybox-arm64
 if [ "$(id -u)" -eq 0 ]; then
   sudo=()

@@ -59,6 +59,9 @@ pub struct LocalEndpoint {
     /// Who gets what this side creates, when not this process (`sudo`, an agent writing for a
     /// container's user: see `fs::owner`).
     owner: Option<crate::fs::owner::Owner>,
+    /// How the root's filesystem compares names: probed before the first scan that finds
+    /// the root (see `fs::names`).
+    names: Option<ferry_core::NameRules>,
 }
 
 /// While a session runs, its backups are pruned at most this often (and at its start).
@@ -138,6 +141,7 @@ impl LocalEndpoint {
             cache_dirty: false,
             overflow: Arc::new(AtomicBool::new(false)),
             link_way: LinkWay::EmptyPath,
+            names: None,
             swapped: Vec::new(),
             own: Vec::new(),
             retention: None,
@@ -196,6 +200,11 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn scan(&mut self, req: &ScanRequest) -> Result<ScanReport, EndpointError> {
+        if self.names.is_none() && self.root.is_dir() {
+            // A root ferry cannot write to receives nothing, so how it compares names does
+            // not matter: exact, and asked again at the next scan.
+            self.names = crate::fs::names::probe(&self.root).ok();
+        }
         let mut nohook = NoHook;
         let hook: &mut dyn DirHook = match self.watch.as_mut() {
             Some(w) => w,
@@ -236,6 +245,10 @@ impl Endpoint for LocalEndpoint {
 
     fn tree(&self) -> Option<&Entry> {
         self.state.tree.as_ref()
+    }
+
+    fn name_rules(&self) -> ferry_core::NameRules {
+        self.names.unwrap_or(ferry_core::NameRules::EXACT)
     }
 
     fn read_small(&mut self, path: &RelPath, limit: u64) -> Result<Option<Vec<u8>>, EndpointError> {

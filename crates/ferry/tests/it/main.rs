@@ -11,6 +11,7 @@ mod daily;
 mod hooks;
 mod hostile;
 mod mcp;
+mod names;
 mod metadata;
 mod modes;
 mod once;
