@@ -67,8 +67,7 @@ impl NameRules {
 }
 
 fn nfc(name: &str) -> Cow<'_, str> {
-    if name.is_ascii() || is_nfc_quick(name.chars()) == unicode_normalization::IsNormalized::Yes
-    {
+    if name.is_ascii() || is_nfc_quick(name.chars()) == unicode_normalization::IsNormalized::Yes {
         Cow::Borrowed(name)
     } else {
         Cow::Owned(name.nfc().collect())
@@ -202,7 +201,11 @@ impl Aligned {
 
 enum Edit {
     /// In the directory at `dir` (session spelling), show `from` as `to`.
-    Rename { dir: RelPath, from: String, to: String },
+    Rename {
+        dir: RelPath,
+        from: String,
+        to: String,
+    },
     /// In the directory at `dir`, show `name` as a problem.
     Mark {
         dir: RelPath,
@@ -279,25 +282,21 @@ struct Group<'t> {
 
 impl Walk<'_> {
     /// `path` is the directory's session path.
-    fn dir(
-        &mut self,
-        path: &RelPath,
-        ancestor: Option<&Entry>,
-        sides: [Option<&Entry>; 2],
-    ) {
+    fn dir(&mut self, path: &RelPath, ancestor: Option<&Entry>, sides: [Option<&Entry>; 2]) {
         let ac = ancestor.and_then(Entry::children);
         let sc = sides.map(|s| s.and_then(Entry::children));
         if sc.iter().all(Option::is_none) {
             return;
         }
         let folds_case = self.rules.iter().any(|r| r.fold_case);
-        let all = ac
-            .into_iter()
-            .flat_map(|c| c.keys())
-            .chain(sc.iter().flatten().flat_map(|c| c.keys()));
         // Plain ASCII names never meet another name unless a side folds case: then every name
         // is its own session name (the common case, walked without building anything).
-        let busy = folds_case || all.clone().any(|n| !n.is_ascii());
+        let busy = folds_case
+            || ac
+                .into_iter()
+                .flat_map(|c| c.keys())
+                .chain(sc.iter().flatten().flat_map(|c| c.keys()))
+                .any(|n| !n.is_ascii());
         if !busy {
             for (i, c) in sc.iter().enumerate() {
                 for name in c.iter().flat_map(|c| c.keys()) {
@@ -333,11 +332,7 @@ impl Walk<'_> {
                 }
             };
             for n in ac.into_iter().flat_map(|c| c.keys()) {
-                groups
-                    .entry(key(n))
-                    .or_default()
-                    .ancestor
-                    .push(n);
+                groups.entry(key(n)).or_default().ancestor.push(n);
             }
             for (i, c) in sc.iter().enumerate() {
                 for n in c.into_iter().flat_map(|c| c.keys()) {
@@ -362,7 +357,9 @@ impl Walk<'_> {
             if marked.contains(&name) {
                 continue;
             }
-            let Ok(child) = path.join(&name) else { continue };
+            let Ok(child) = path.join(&name) else {
+                continue;
+            };
             let entries = [0, 1].map(|i| on[i].and_then(|n| sc[i].and_then(|c| c.get(n))));
             let below_a = ac.and_then(|c| c.get(&name));
             if !entries.iter().flatten().any(|e| e.is_dir()) {
@@ -373,11 +370,11 @@ impl Walk<'_> {
     }
 
     /// Settles one group of names that match (see the module docs).
-    fn group(
+    fn group<'t>(
         &mut self,
         path: &RelPath,
-        g: &Group,
-        children: &mut BTreeMap<String, [Option<&str>; 2]>,
+        g: &Group<'t>,
+        children: &mut BTreeMap<String, [Option<&'t str>; 2]>,
         marked: &mut BTreeSet<String>,
     ) {
         if g.ancestor.len() <= 1 && g.sides.iter().all(|s| s.len() <= 1) {
@@ -410,16 +407,15 @@ impl Walk<'_> {
             }
             return;
         }
-        // A side holds several names: those the other side folds together clash there.
-        for (keeper, holder) in [(0usize, 1usize), (1, 0)] {
-            let names = &g.sides[keeper];
-            if names.len() < 2 || !self.rules[holder].fold_case && !self.rules[holder].fold_normalization
-            {
+        // Not one file per side: names that a folding side would merge clash there (its own
+        // name among them, if it has one); the others sync under their own spellings.
+        for (holder, rules) in self.rules.into_iter().enumerate() {
+            if rules.is_exact() {
                 continue;
             }
             let mut folded: BTreeMap<Cow<str>, Vec<&str>> = BTreeMap::new();
-            for n in names.iter().chain(g.sides[holder].iter()) {
-                folded.entry(self.rules[holder].key(n)).or_default().push(n);
+            for n in g.sides.iter().flatten() {
+                folded.entry(rules.key(n)).or_default().push(n);
             }
             for (_, mut clash) in folded {
                 clash.sort_unstable();

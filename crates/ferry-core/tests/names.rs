@@ -64,7 +64,11 @@ fn rules_key_folds_what_the_filesystem_folds() {
         (MAC, "CAFE\u{301}", NFC, true),
         (MAC, "a", "b", false),
     ] {
-        assert_eq!(rules.key(a) == rules.key(b), same, "{rules:?}: {a:?} vs {b:?}");
+        assert_eq!(
+            rules.key(a) == rules.key(b),
+            same,
+            "{rules:?}: {a:?} vs {b:?}"
+        );
     }
 }
 
@@ -211,7 +215,7 @@ fn both_spellings_between_exact_sides_sync_as_two_files() {
     let beta = root(&[]);
     let (al, plan) = run(&None, &alpha, &beta, [EXACT, EXACT], Mode::TwoWaySafe);
     assert!(al.is_identity());
-    assert_eq!(sorted(plan.beta), vec![add(NFC, f(1)), add(NFD, f(2))]);
+    assert_eq!(sorted(plan.beta), vec![add(NFD, f(2)), add(NFC, f(1))]);
 }
 
 #[test]
@@ -356,7 +360,7 @@ proptest! {
         rb in rules(),
     ) {
         // One file per NFC name (so each name has one spelling per side).
-        let base = nfc_only(&holdable(holdable(base, ra), rb));
+        let base = holdable(holdable(nfc_only(&base), ra), rb);
         let alpha = Some(if decompose_alpha { decompose(&base) } else { base.clone() });
         let beta = Some(if decompose_beta { decompose(&base) } else { base.clone() });
         let ancestor = Some(base);

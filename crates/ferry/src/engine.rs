@@ -1764,7 +1764,10 @@ impl Engine {
         let mut respelled: HashSet<RelPath> = HashSet::new();
         if spellings.iter().any(|s| !s.is_empty()) {
             for it in &mut items {
-                let (from, to) = (spellings[0].to_disk(&it.path), spellings[1].to_disk(&it.path));
+                let (from, to) = (
+                    spellings[0].to_disk(&it.path),
+                    spellings[1].to_disk(&it.path),
+                );
                 if from != to {
                     respelled.insert(from.clone());
                 }

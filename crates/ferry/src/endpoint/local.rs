@@ -123,6 +123,9 @@ impl LocalEndpoint {
             .ok()
             .flatten()
             .unwrap_or_default();
+        // Probed now, before any watcher can see the probe; a root made later is probed at the
+        // first scan that finds it.
+        let names = crate::fs::names::probe(&root).ok();
         Ok(LocalEndpoint {
             side,
             root,
@@ -141,7 +144,7 @@ impl LocalEndpoint {
             cache_dirty: false,
             overflow: Arc::new(AtomicBool::new(false)),
             link_way: LinkWay::EmptyPath,
-            names: None,
+            names,
             swapped: Vec::new(),
             own: Vec::new(),
             retention: None,

@@ -16,7 +16,8 @@ pub fn probe(dir: &Path) -> io::Result<NameRules> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let stem = format!(".ferry-names-{}-{nanos}", std::process::id());
+    // A `.ferry-tmp-` name: never synced, should a crash leave it behind.
+    let stem = format!(".ferry-tmp-names-{}-{nanos}", std::process::id());
     let made = dir.join(format!("{stem}-A\u{e9}"));
     fs::OpenOptions::new()
         .write(true)

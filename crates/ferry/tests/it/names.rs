@@ -70,7 +70,10 @@ fn wait_mounted(dir: &Path, what: &str, child: Option<&mut Child>) {
                 panic!("{what} exited ({status}) before mounting: {err}");
             }
         }
-        assert!(Instant::now() < deadline, "{what} did not mount within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not mount within 10 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -97,7 +100,10 @@ fn mount_nfd(fx: &Fixture) -> Mount {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    need(fusepy, "Debian's python3-fusepy (/usr/bin/python3 -c 'import fusepy')");
+    need(
+        fusepy,
+        "Debian's python3-fusepy (/usr/bin/python3 -c 'import fusepy')",
+    );
     let backing = fx.root.join("nfd-backing");
     fs::create_dir(&backing).expect("backing dir");
     let mut child = Command::new("/usr/bin/python3")
@@ -131,7 +137,10 @@ fn mount_exfat(fx: &Fixture) -> Mount {
     fs::File::create(&img)
         .and_then(|f| f.set_len(64 << 20))
         .expect("exfat image");
-    let out = Command::new("mkfs.exfat").arg(&img).output().expect("mkfs.exfat");
+    let out = Command::new("mkfs.exfat")
+        .arg(&img)
+        .output()
+        .expect("mkfs.exfat");
     assert!(out.status.success(), "mkfs.exfat failed: {out:?}");
     let out = Command::new("losetup")
         .args(["-f", "--show"])
@@ -337,6 +346,16 @@ fn exfat_case_pair_is_reported_never_overwritten() {
     let run = fx.once(&[]);
     run.expect_code(0);
     assert_eq!(read(&fx.b("Readme")), b"mixed\n");
-    assert_eq!(read(&fx.b("README")), b"mixed\n", "exFAT finds it under either case");
-    assert_eq!(names(&fx.beta).iter().filter(|n| n.eq_ignore_ascii_case("readme")).count(), 1);
+    assert_eq!(
+        read(&fx.b("README")),
+        b"mixed\n",
+        "exFAT finds it under either case"
+    );
+    assert_eq!(
+        names(&fx.beta)
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case("readme"))
+            .count(),
+        1
+    );
 }
