@@ -312,6 +312,7 @@ fn exfat_case_pair_is_reported_never_overwritten() {
     write(&fx.a("docs/Guide.md"), "guide\n");
     write(&fx.a("docs/guide.md"), "lower guide\n");
     write(&fx.a("other.txt"), "other\n");
+    let mut last = None;
     for round in 0..2 {
         let run = fx.once(&[]);
         for p in ["Readme", "README", "docs/Guide.md", "docs/guide.md"] {
@@ -337,10 +338,14 @@ fn exfat_case_pair_is_reported_never_overwritten() {
         assert_eq!(read(&fx.a("docs/Guide.md")), b"guide\n");
         assert_eq!(read(&fx.a("docs/guide.md")), b"lower guide\n");
         assert!(!fx.b("readme").exists(), "round {round}: beta got a readme");
-        // What exFAT can hold arrives (this part needs placement on exFAT: h2's branch).
-        run.expect_code(0);
-        assert_eq!(read(&fx.b("other.txt")), b"other\n");
+        last = Some(run);
     }
+    // What exFAT can hold arrives (this needs ferry to place files on exFAT at all, which it
+    // cannot yet: "this filesystem does not keep permission bits", then "cannot place file:
+    // Operation not permitted" with --permissions exec).
+    let run = last.expect("two runs");
+    run.expect_code(0);
+    assert_eq!(read(&fx.b("other.txt")), b"other\n");
     // Once alpha tells them apart, the one left syncs.
     fs::remove_file(fx.a("README")).expect("remove");
     let run = fx.once(&[]);
