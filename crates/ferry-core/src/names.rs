@@ -335,7 +335,7 @@ impl Walk<'_> {
                 groups.entry(key(n)).or_default().ancestor.push(n);
             }
             for (i, c) in sc.iter().enumerate() {
-                for n in c.into_iter().flat_map(|c| c.keys()) {
+                for n in c.iter().flat_map(|c| c.keys()) {
                     groups.entry(key(n)).or_default().sides[i].push(n);
                 }
             }

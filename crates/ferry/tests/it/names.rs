@@ -364,3 +364,43 @@ fn exfat_case_pair_is_reported_never_overwritten() {
         1
     );
 }
+
+/// A watching session with a decomposing volume settles: the file is made there once, an
+/// edit there comes back to alpha's composed file, and nothing is made again in later cycles.
+#[test]
+fn nfd_volume_in_a_watching_session_settles() {
+    let fx = Fixture::new();
+    let _m = mount_nfd(&fx);
+    let mut s = fx.watch(&[]);
+    write(&fx.a(NFC), "one\n");
+    s.wait_until("alpha's composed file is on beta", || {
+        fs::read(fx.b(NFD)).is_ok_and(|b| b == b"one\n")
+    });
+    write(&fx.b(NFD), "two\n");
+    s.wait_until("beta's edit is on alpha", || {
+        fs::read(fx.a(NFC)).is_ok_and(|b| b == b"two\n")
+    });
+    // One more change through the session: any cycle recreating the file would show by now.
+    write(&fx.a("plain.txt"), "plain\n");
+    s.wait_until("plain.txt is on beta", || fx.b("plain.txt").exists());
+    s.stop();
+    let changes: Vec<String> = s
+        .events_since(0, "change")
+        .iter()
+        .map(|e| format!("{} {} {}", e["side"], e["action"], e["path"]))
+        .collect();
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert!(
+        s.events_since(0, "error").is_empty(),
+        "{:?}",
+        s.events_since(0, "error")
+    );
+    assert_eq!(
+        names(&fx.alpha),
+        vec![NFC.to_owned(), "plain.txt".to_owned()]
+    );
+    assert_eq!(
+        names(&fx.beta),
+        vec![NFD.to_owned(), "plain.txt".to_owned()]
+    );
+}
