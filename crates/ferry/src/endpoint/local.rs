@@ -208,6 +208,15 @@ impl Endpoint for LocalEndpoint {
             // not matter: exact, and asked again at the next scan.
             self.names = crate::fs::names::probe(&self.root).ok();
         }
+        if let (ScanRequest::Paths(paths), Some(rules), Some(tree)) =
+            (req, self.names, self.state.tree.as_mut())
+        {
+            // What ferry placed is known under the spelling it used; a folding filesystem may
+            // report the same file under its own: one file, not two (see `fs::names`).
+            if !rules.is_exact() {
+                crate::fs::names::drop_stale_spellings(&self.root, tree, paths, rules);
+            }
+        }
         let mut nohook = NoHook;
         let hook: &mut dyn DirHook = match self.watch.as_mut() {
             Some(w) => w,

@@ -124,5 +124,6 @@ class Nfd(fuse.Operations):
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: nfd.py BACKING MOUNTPOINT")
-    fuse.FUSE(Nfd(sys.argv[1]), sys.argv[2], foreground=True, nothreads=True,
+    # use_ino: one file has one inode number, whichever spelling looked it up (as on macOS).
+    fuse.FUSE(Nfd(sys.argv[1]), sys.argv[2], foreground=True, nothreads=True, use_ino=True,
               default_permissions=True, allow_other=False)
