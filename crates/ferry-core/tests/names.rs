@@ -381,3 +381,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn spellings_translate_nested_paths_both_ways() {
+    // Alpha spells a directory and a file below it decomposed; the archive composed.
+    let ancestor = root(&[(NFC, d(&[(NFC, f(1)), ("x", f(2))]))]);
+    let alpha = root(&[(NFD, d(&[(NFD, f(1)), ("x", f(2))]))]);
+    let beta = ancestor.clone();
+    let (al, plan) = run(&ancestor, &alpha, &beta, [EXACT, EXACT], Mode::TwoWaySafe);
+    assert!(plan.is_empty(), "{plan:?}");
+    let sp = &al.alpha_spellings;
+    assert_eq!(sp.len(), 2);
+    let session = rel(&format!("{NFC}/{NFC}"));
+    let disk = rel(&format!("{NFD}/{NFD}"));
+    assert_eq!(sp.to_disk(&session), disk);
+    assert_eq!(sp.to_session(&disk), session);
+    assert_eq!(
+        sp.to_disk(&rel(&format!("{NFC}/x"))),
+        rel(&format!("{NFD}/x"))
+    );
+    assert!(sp.touches(&rel(NFC)) && sp.touches(&session) && !sp.touches(&rel("other")));
+    assert!(al.beta_spellings.is_empty());
+}
+
+#[test]
+fn both_folding_sides_each_report_what_they_cannot_hold() {
+    // Each side made its own spelling of one name before the first sync: one file per side,
+    // so not a clash; content differs, so a conflict at one path.
+    let alpha = root(&[("Readme", f(1))]);
+    let beta = root(&[("README", f(2))]);
+    let (al, plan) = run(&None, &alpha, &beta, [MAC, MAC], Mode::TwoWaySafe);
+    assert!(al.clashes.is_empty());
+    assert_eq!(plan.conflicts.len(), 1);
+    assert!(plan.alpha.is_empty() && plan.beta.is_empty());
+    assert_eq!(al.beta_spellings.to_disk(&rel("Readme")), rel("README"));
+}
