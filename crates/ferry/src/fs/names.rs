@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,9 +21,11 @@ pub fn probe(dir: &Path) -> io::Result<NameRules> {
     // A `.ferry-tmp-` name: never synced, should a crash leave it behind.
     let stem = format!(".ferry-tmp-names-{}-{nanos}", std::process::id());
     let made = dir.join(format!("{stem}-A\u{e9}"));
+    // Readable by nobody else, like everything ferry creates before it has its bits.
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&made)?;
     let found = |spelling: String| fs::symlink_metadata(dir.join(spelling)).is_ok();
     let rules = NameRules {
