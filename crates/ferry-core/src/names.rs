@@ -15,12 +15,12 @@
 //!   that changes only normalization (or only case, between a folding side and any other) is
 //!   not a delete plus a create: it is not propagated at all, and a volume that hands names
 //!   back decomposed does not make ferry recreate the file every cycle.
-//! - A group where one side holds two or more names that the *other* side's filesystem folds
-//!   into one ([`NameRules::key`]) is a **clash**, reported on the side that would merge them:
-//!   every name of it becomes a problem entry in both trees, so reconcile neither places nor
-//!   deletes anything there (no overwrite, no retry loop) until the names are told apart.
-//! - A group a side holds several names of that the other side keeps apart too (two Linux
-//!   sides with `é` in NFC and NFD) stays as it is: every name syncs under its own spelling.
+//! - In any other group (a side holds two or more of its names, or the archive does), the names
+//!   of both sides that a folding side's filesystem would merge ([`NameRules::key`]) are a
+//!   **clash**, reported on that side: every one of them becomes a problem entry in both trees,
+//!   so reconcile neither places nor deletes anything there (no overwrite, no retry loop)
+//!   until the names are told apart. The names of the group that no side would merge (two
+//!   Linux sides with `é` in NFC and NFD) sync as they are, each under its own spelling.
 //!
 //! New names are created under the spelling of the side they come from.
 
