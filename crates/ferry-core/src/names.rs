@@ -299,14 +299,14 @@ impl Walk<'_> {
                 .any(|n| !n.is_ascii());
         if !busy {
             for (i, c) in sc.iter().enumerate() {
-                for name in c.iter().flat_map(|c| c.keys()) {
-                    if i == 1 && sc[0].is_some_and(|c0| c0.contains_key(name)) {
+                for (name, e) in c.iter().flat_map(|c| c.iter()) {
+                    // Each directory once: from alpha, or from beta where alpha has none there.
+                    if !e.is_dir()
+                        || i == 1 && sc[0].and_then(|c0| c0.get(name)).is_some_and(Entry::is_dir)
+                    {
                         continue;
                     }
                     let entries = sc.map(|c| c.and_then(|c| c.get(name)));
-                    if !entries.iter().flatten().any(|e| e.is_dir()) {
-                        continue;
-                    }
                     let Ok(child) = path.join(name) else { continue };
                     self.dir(&child, ac.and_then(|c| c.get(name)), entries);
                 }
