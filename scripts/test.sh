@@ -19,10 +19,14 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 # (qemu-user-static runs the arm64 container's processes through binfmt_misc).
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 [ -e /usr/lib/binfmt.d/qemu-aarch64.conf ] || need+=(qemu-user-static)
-# A real exFAT filesystem for tests/it/exfat.rs (FUSE over a loop device: no modes, symlinks
-# or hard links).
-command -v mount.exfat-fuse >/dev/null || need+=(exfat-fuse)
-command -v mkfs.exfat >/dev/null || need+=(exfatprogs)
+# A real exFAT filesystem (FUSE over a loop device: case-insensitive; no modes, symlinks or
+# hard links) for tests/it/exfat.rs and tests/it/names.rs, and tests/fuse/nfd.py, a FUSE
+# stand-in storing names decomposed (NFD) as macOS volumes do, run by Debian's /usr/bin/python3
+# with python3-fusepy (libfuse2).
+[ -x /sbin/mount.exfat-fuse ] || need+=(exfat-fuse)
+[ -x /sbin/mkfs.exfat ] || need+=(exfatprogs)
+[ -x /bin/fusermount ] || need+=(fuse3)
+[ -e /usr/lib/python3/dist-packages/fusepy.py ] && [ -x /usr/bin/python3 ] || need+=(python3 python3-fusepy)
 arm64_busybox=/usr/local/lib/ferry-test/busybox-arm64
 if [ "$(id -u)" -eq 0 ]; then
   sudo=()

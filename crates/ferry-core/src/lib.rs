@@ -23,6 +23,7 @@ mod apply;
 mod entry;
 mod held;
 mod mode;
+mod names;
 mod path;
 mod reconcile;
 
@@ -33,6 +34,7 @@ pub use entry::{
 };
 pub use held::{Held, drop_held, settle_held_conflicts, unchanged_leaves, without_held};
 pub use mode::{Mode, UnknownMode};
+pub use names::{Aligned, Clash, NameRules, Spellings, align_names};
 pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, RelPath, link_stays_inside, validate_name};
 pub use reconcile::{
     Change, Conflict, Plan, WipeRefusal, check_wipe, reconcile, reconcile_at, scope,

@@ -1,6 +1,7 @@
 //! The engine: the one place that runs a cycle (scan -> reconcile -> stage -> transition ->
 //! save) and the loop that triggers cycles from watch events.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,9 +9,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use ferry_core::{
-    Change, Conflict, Digest, Entry, Held, Mode, RelPath, WipeRefusal, agree_at, agree_made,
-    check_wipe, drop_held, forget, reconcile, reconcile_at, scope, set_agreed,
-    settle_held_conflicts, unchanged_leaves,
+    Aligned, Change, Conflict, Digest, Entry, Held, Mode, RelPath, Spellings, WipeRefusal,
+    agree_at, agree_made, align_names, check_wipe, drop_held, forget, reconcile, reconcile_at,
+    scope, set_agreed, settle_held_conflicts, unchanged_leaves,
 };
 
 use crate::copy;
@@ -1028,6 +1029,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Reports each name a side cannot hold apart, once.
+    fn report_clashes(&mut self, names: &Aligned) {
+        for c in &names.clashes {
+            let side = if c.side == Side::Alpha.as_str() {
+                Side::Alpha
+            } else {
+                Side::Beta
+            };
+            let message = c.message();
+            for n in &c.names {
+                let path = c.dir.join(n).map_or_else(|_| n.clone(), |p| p.to_string());
+                self.report_once(side, &path, &message);
+            }
+        }
+    }
+
     /// Emits a problem unless the same one was already reported.
     fn report_once(&mut self, side: Side, path: &str, message: &str) {
         let key = (side, path.to_owned(), message.to_owned());
@@ -1193,12 +1210,33 @@ impl Engine {
             self.scan(&ScanRequest::Full, &ScanRequest::Full)?;
             full = true;
         }
+        // Names spelled differently on the two sides or in the archive are shown to reconcile
+        // under one spelling; names a side cannot hold apart become problems there (issue 12,
+        // part 4: see `ferry_core::align_names`).
+        let rules = [self.alpha.name_rules(), self.beta.name_rules()];
+        let names = align_names(
+            self.archive.ancestor.as_ref(),
+            self.alpha.tree(),
+            self.beta.tree(),
+            rules,
+        );
+        self.report_clashes(&names);
         // A watch-triggered cycle looks only where the events pointed (and retries): what was
         // not rescanned on either side cannot have changed since the last cycle.
         let scope: Option<Vec<RelPath>> = match (full, ra, rb) {
             (false, ScanRequest::Paths(pa), ScanRequest::Paths(pb)) => {
-                let dirty: Vec<RelPath> = pa.union(pb).cloned().collect();
-                Some(scope(self.alpha.tree(), self.beta.tree(), &dirty))
+                // Each side's events name its own spellings.
+                let dirty: BTreeSet<RelPath> = pa
+                    .iter()
+                    .map(|p| names.alpha_spellings.to_session(p))
+                    .chain(pb.iter().map(|p| names.beta_spellings.to_session(p)))
+                    .collect();
+                let dirty: Vec<RelPath> = dirty.into_iter().collect();
+                Some(scope(
+                    shown(&names.alpha, self.alpha.tree()),
+                    shown(&names.beta, self.beta.tree()),
+                    &dirty,
+                ))
             }
             _ => None,
         };
@@ -1235,7 +1273,10 @@ impl Engine {
             self.filling = Some(f);
         }
         let ancestor = self.archive.ancestor.as_ref();
-        let (a, b) = (self.alpha.tree(), self.beta.tree());
+        let (a, b) = (
+            shown(&names.alpha, self.alpha.tree()),
+            shown(&names.beta, self.beta.tree()),
+        );
         if !self.settings.accept_wipe {
             check_wipe(ancestor, a, b, self.settings.mode)?;
         }
@@ -1387,10 +1428,25 @@ impl Engine {
                 || deletions(changes).max(recent) >= BULK_COPIES;
             let backup = self.needs_backup(changes, keep_all);
             lap(&mut phases.stage);
-            let (outcomes, moved) = self.stage_and_transition(side, changes, &backup, &mut res)?;
+            let (src_names, dst_names, dst_tree) = match side {
+                Side::Beta => (
+                    &names.alpha_spellings,
+                    &names.beta_spellings,
+                    self.beta.tree(),
+                ),
+                Side::Alpha => (
+                    &names.beta_spellings,
+                    &names.alpha_spellings,
+                    self.alpha.tree(),
+                ),
+            };
+            let on_disk = spelled_on_disk(changes, dst_names, dst_tree);
+            let spellings = [src_names, dst_names];
+            let (outcomes, moved) =
+                self.stage_and_transition(side, changes, &on_disk, spellings, &backup, &mut res)?;
             bytes += moved;
             lap(&mut phases.transition);
-            let n = self.report_outcomes(side, changes, &outcomes, &mut res);
+            let n = self.report_outcomes(side, &on_disk, &outcomes, &mut res);
             if side == Side::Beta {
                 counts.1 = n;
                 moved_to.1 = moved;
@@ -1402,12 +1458,23 @@ impl Engine {
         res.applied = counts.0 + counts.1;
         let root = [RelPath::root()];
         let paths = scope.as_deref().unwrap_or(&root);
-        let changed = agree_at(
-            &mut self.archive.ancestor,
-            self.alpha.tree(),
-            self.beta.tree(),
-            paths,
-        );
+        // What the sides hold now, under the session's spellings again.
+        let after: Aligned;
+        let (a_now, b_now) = if names.is_identity() {
+            (self.alpha.tree(), self.beta.tree())
+        } else {
+            after = align_names(
+                self.archive.ancestor.as_ref(),
+                self.alpha.tree(),
+                self.beta.tree(),
+                rules,
+            );
+            (
+                shown(&after.alpha, self.alpha.tree()),
+                shown(&after.beta, self.beta.tree()),
+            )
+        };
+        let changed = agree_at(&mut self.archive.ancestor, a_now, b_now, paths);
         self.in_flight.clear();
         self.archive_dirty |= changed;
         if scope.is_none() {
@@ -1684,14 +1751,33 @@ impl Engine {
     /// Applies `changes` to `side`: content found locally is staged first, the rest streams
     /// from the other side while the changes are applied (see `copy`). Returns the outcomes
     /// and the bytes that crossed.
+    /// `changes` are in the session's spelling, `on_disk` the same as the receiving side
+    /// spells them; `spellings` are the sending and the receiving side's.
     fn stage_and_transition(
         &mut self,
         side: Side,
         changes: &[Change],
+        on_disk: &[Change],
+        spellings: [&Spellings; 2],
         backup: &HashSet<Digest>,
         res: &mut CycleResult,
     ) -> Result<(Vec<Outcome>, u64), RunError> {
         let mut items = copy::wanted(changes);
+        // Content is read on the sending side under its own spelling. A delta needs the
+        // receiver's file at the same path: not where the two spell it differently.
+        let mut respelled: HashSet<RelPath> = HashSet::new();
+        if spellings.iter().any(|s| !s.is_empty()) {
+            for it in &mut items {
+                let (from, to) = (
+                    spellings[0].to_disk(&it.path),
+                    spellings[1].to_disk(&it.path),
+                );
+                if from != to {
+                    respelled.insert(from.clone());
+                }
+                it.path = from;
+            }
+        }
         let (src, dst) = match side {
             Side::Beta => (&mut self.alpha, &mut self.beta),
             Side::Alpha => (&mut self.beta, &mut self.alpha),
@@ -1716,7 +1802,7 @@ impl Engine {
         }
         if src.is_remote() || dst.is_remote() {
             // A big file the receiver has an older version of goes as a delta against it.
-            let olds: HashMap<&RelPath, Digest> = changes
+            let olds: HashMap<&RelPath, Digest> = on_disk
                 .iter()
                 .filter_map(|ch| match (&ch.old, &ch.new) {
                     (Some(Entry::File { digest, .. }), Some(Entry::File { .. })) => {
@@ -1726,7 +1812,10 @@ impl Engine {
                 })
                 .collect();
             for it in &mut items {
-                let Some(old) = olds.get(&it.path).filter(|_| delta::worth_it(it.want.size)) else {
+                let Some(old) = olds
+                    .get(&it.path)
+                    .filter(|_| delta::worth_it(it.want.size) && !respelled.contains(&it.path))
+                else {
                     continue;
                 };
                 match dst.signature(&it.path, old) {
@@ -1752,8 +1841,8 @@ impl Engine {
             stop,
             &|n| printer.progress_inc(n),
             |feed| {
-                let mut out = Vec::with_capacity(changes.len());
-                for batch in changes.chunks(BATCH) {
+                let mut out = Vec::with_capacity(on_disk.len());
+                for batch in on_disk.chunks(BATCH) {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
@@ -1891,6 +1980,45 @@ impl Engine {
             self.report_once(side, &path, &message);
         }
     }
+}
+
+/// A side's tree as reconcile sees it: as [`align_names`] showed it, or as scanned.
+fn shown<'a>(aligned: &'a Option<Option<Entry>>, scanned: Option<&'a Entry>) -> Option<&'a Entry> {
+    match aligned {
+        Some(tree) => tree.as_ref(),
+        None => scanned,
+    }
+}
+
+/// `changes` (in the session's spelling) with their paths as `names` spells them on the
+/// receiving side's disk; where names at or below a path are spelled differently, `old` is
+/// that side's own entry there (the same state, its names as on disk).
+fn spelled_on_disk<'a>(
+    changes: &'a [Change],
+    names: &Spellings,
+    tree: Option<&Entry>,
+) -> Cow<'a, [Change]> {
+    if names.is_empty() {
+        return Cow::Borrowed(changes);
+    }
+    Cow::Owned(
+        changes
+            .iter()
+            .map(|ch| {
+                let path = names.to_disk(&ch.path);
+                let old = if ch.is_meta() || !names.touches(&ch.path) {
+                    ch.old.clone()
+                } else {
+                    tree.and_then(|t| t.get(path.as_str())).cloned()
+                };
+                Change {
+                    path,
+                    old,
+                    new: ch.new.clone(),
+                }
+            })
+            .collect(),
+    )
 }
 
 /// The plan of the cycle that fills a fresh side from the other (the truth): the truth's

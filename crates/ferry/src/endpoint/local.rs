@@ -66,6 +66,9 @@ pub struct LocalEndpoint {
     /// Who gets what this side creates, when not this process (`sudo`, an agent writing for a
     /// container's user: see `fs::owner`).
     owner: Option<crate::fs::owner::Owner>,
+    /// How the root's filesystem compares names: probed before the first scan that finds
+    /// the root (see `fs::names`).
+    names: Option<ferry_core::NameRules>,
 }
 
 /// While a session runs, its backups are pruned at most this often (and at its start).
@@ -133,6 +136,9 @@ impl LocalEndpoint {
             .ok()
             .flatten()
             .unwrap_or_default();
+        // Probed now, before any watcher can see the probe; a root made later is probed at the
+        // first scan that finds it.
+        let names = crate::fs::names::probe(&root).ok();
         Ok(LocalEndpoint {
             side,
             root,
@@ -159,6 +165,7 @@ impl LocalEndpoint {
             link_way: LinkWay::EmptyPath,
             caps,
             caps_told: false,
+            names,
             swapped: Vec::new(),
             own: Vec::new(),
             retention: None,
@@ -217,6 +224,20 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn scan(&mut self, req: &ScanRequest) -> Result<ScanReport, EndpointError> {
+        if self.names.is_none() && self.root.is_dir() {
+            // A root ferry cannot write to receives nothing, so how it compares names does
+            // not matter: exact, and asked again at the next scan.
+            self.names = crate::fs::names::probe(&self.root).ok();
+        }
+        if let (ScanRequest::Paths(paths), Some(rules), Some(tree)) =
+            (req, self.names, self.state.tree.as_mut())
+        {
+            // What ferry placed is known under the spelling it used; a folding filesystem may
+            // report the same file under its own: one file, not two (see `fs::names`).
+            if !rules.is_exact() {
+                crate::fs::names::drop_stale_spellings(&self.root, tree, paths, rules);
+            }
+        }
         let mut nohook = NoHook;
         let hook: &mut dyn DirHook = match self.watch.as_mut() {
             Some(w) => w,
@@ -271,6 +292,10 @@ impl Endpoint for LocalEndpoint {
 
     fn tree(&self) -> Option<&Entry> {
         self.state.tree.as_ref()
+    }
+
+    fn name_rules(&self) -> ferry_core::NameRules {
+        self.names.unwrap_or(ferry_core::NameRules::EXACT)
     }
 
     fn read_small(&mut self, path: &RelPath, limit: u64) -> Result<Option<Vec<u8>>, EndpointError> {

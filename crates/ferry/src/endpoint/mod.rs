@@ -226,6 +226,14 @@ pub trait Endpoint: Send {
         false
     }
 
+    /// How this side's filesystem compares names (case, Unicode normalization), as learned
+    /// by its first scan. A remote side reports Linux's exact names: its agent runs on Linux,
+    /// whose own filesystems keep names as given (an exFAT or FUSE mount inside a container
+    /// would need the agent to probe; not done yet).
+    fn name_rules(&self) -> ferry_core::NameRules {
+        ferry_core::NameRules::EXACT
+    }
+
     /// An rsync signature of the file at `path` if it still holds `digest` (see [`delta`]);
     /// `None` when this side cannot or will not make one.
     fn signature(

@@ -376,6 +376,10 @@ impl Endpoint for Renamed {
         self.inner.is_remote()
     }
 
+    fn name_rules(&self) -> ferry_core::NameRules {
+        self.inner.name_rules()
+    }
+
     fn signature(
         &mut self,
         path: &RelPath,

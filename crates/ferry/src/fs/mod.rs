@@ -3,6 +3,7 @@
 pub mod beneath;
 pub mod ignore;
 pub mod meta;
+pub mod names;
 pub mod owner;
 pub mod scan;
 pub mod stage;

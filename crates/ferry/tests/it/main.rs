@@ -15,6 +15,7 @@ mod hostile;
 mod mcp;
 mod metadata;
 mod modes;
+mod names;
 mod once;
 mod options;
 mod placement;
