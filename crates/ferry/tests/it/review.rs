@@ -493,7 +493,16 @@ fn reincluding_ferry_staging_does_not_sync_ferrys_staging_files() {
     let end = Instant::now() + DEADLINE;
     let mut killed_mid_staging = false;
     while !s.exited() && Instant::now() < end {
-        if fs::read_dir(&staging).is_ok_and(|mut rd| rd.next().is_some()) {
+        // A staged file, not the filesystem probe each side runs in its staging directory
+        // when it opens (which makes the session's staging directory before any cycle).
+        let real = |e: &fs::DirEntry| !e.file_name().to_string_lossy().starts_with(".ferry-probe-");
+        let staged = fs::read_dir(&staging).is_ok_and(|rd| {
+            rd.flatten().filter(real).any(|e| {
+                !e.file_type().is_ok_and(|t| t.is_dir())
+                    || fs::read_dir(e.path()).is_ok_and(|inner| inner.flatten().any(|f| real(&f)))
+            })
+        });
+        if staged {
             s.kill9();
             killed_mid_staging = true;
             break;
