@@ -330,8 +330,9 @@ fn translate(patterns: &[String], root: &str) -> (Vec<String>, bool) {
     (out, negated)
 }
 
-/// A literal file name as a gitignore pattern component.
-fn escape(name: &str) -> String {
+/// A literal file name as a gitignore pattern component (`ferry::endpoint::renamed` reads
+/// `ferry up`'s patterns back with [`crate::scope::unescape`]).
+pub fn escape(name: &str) -> String {
     let mut s = String::new();
     for ch in name.chars() {
         if matches!(ch, '*' | '?' | '[' | ']' | '\\' | '!' | '#' | ' ') {

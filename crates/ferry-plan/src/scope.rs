@@ -95,7 +95,8 @@ pub(crate) fn go_glob(pattern: &str) -> Result<GlobMatcher, PatternError> {
         })
 }
 
-pub(crate) fn unescape(part: &str) -> String {
+/// A glob or gitignore component with its `\\` escapes removed: the literal name.
+pub fn unescape(part: &str) -> String {
     let mut out = String::new();
     let mut chars = part.chars();
     while let Some(c) = chars.next() {

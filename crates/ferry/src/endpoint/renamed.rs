@@ -102,6 +102,16 @@ impl Names {
         Self::map(&self.to_outer, path)
     }
 
+    /// A watch event of the disk as the session names its paths.
+    fn outer_event(&self, ev: WatchEvent) -> WatchEvent {
+        match ev {
+            WatchEvent::Paths(side, paths) => {
+                WatchEvent::Paths(side, paths.iter().map(|p| self.outer(p)).collect())
+            }
+            other => other,
+        }
+    }
+
     /// A root entry's children renamed by `table` (other entries are unchanged).
     fn entry(table: &BTreeMap<String, String>, path: &RelPath, e: &Entry) -> Entry {
         match e {
@@ -134,36 +144,11 @@ impl Names {
         if name.contains('/') || name.contains(['*', '?', '[']) {
             return p.to_owned();
         }
-        match self.to_inner.get(&unescape(name)) {
-            Some(to) => format!("{neg}/{}{slash}", escape(to)),
+        match self.to_inner.get(&ferry_plan::scope::unescape(name)) {
+            Some(to) => format!("{neg}/{}{slash}", ferry_plan::compose::escape(to)),
             None => p.to_owned(),
         }
     }
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            out.extend(chars.next());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A literal name as a gitignore pattern component.
-pub fn escape(name: &str) -> String {
-    let mut s = String::new();
-    for ch in name.chars() {
-        if matches!(ch, '*' | '?' | '[' | ']' | '\\' | '!' | '#' | ' ') {
-            s.push('\\');
-        }
-        s.push(ch);
-    }
-    s
 }
 
 impl Renamed {
@@ -334,13 +319,7 @@ impl Endpoint for Renamed {
             .spawn(move || {
                 // Ends when the wrapped watcher (the only sender) is dropped.
                 for ev in rx {
-                    let ev = match ev {
-                        WatchEvent::Paths(side, paths) => {
-                            WatchEvent::Paths(side, paths.iter().map(|p| names.outer(p)).collect())
-                        }
-                        other => other,
-                    };
-                    if tx.try_send(ev).is_err() {
+                    if tx.try_send(names.outer_event(ev)).is_err() {
                         overflow.store(true, Ordering::SeqCst);
                     }
                 }
@@ -351,12 +330,7 @@ impl Endpoint for Renamed {
 
     fn poll_watch(&mut self) -> Option<WatchEvent> {
         if let Some(ev) = self.inner.poll_watch() {
-            return Some(match ev {
-                WatchEvent::Paths(side, paths) => {
-                    WatchEvent::Paths(side, paths.iter().map(|p| self.names.outer(p)).collect())
-                }
-                other => other,
-            });
+            return Some(self.names.outer_event(ev));
         }
         if self.overflow.swap(false, Ordering::SeqCst) {
             return Some(WatchEvent::Rescan(self.side));

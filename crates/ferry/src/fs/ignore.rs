@@ -130,28 +130,23 @@ impl Ignorer {
     /// True if `path` or any of its parents is ignored (for watch events, which arrive for any
     /// depth).
     pub fn is_ignored_or_below(&self, path: &RelPath) -> bool {
-        let mut cur = String::new();
-        let parts: Vec<&str> = path.components().collect();
-        for (i, name) in parts.iter().enumerate() {
-            if !cur.is_empty() {
-                cur.push('/');
-            }
-            cur.push_str(name);
-            // Every component but the last is a directory; the last may be either.
-            let last = i + 1 == parts.len();
-            if self.is_ignored(&cur, !last) || (last && self.is_ignored(&cur, true)) {
-                return true;
-            }
-        }
-        false
+        // Every component but the last is a directory; the last may be either.
+        self.walk_ignored(path, |cur| {
+            self.is_ignored(cur, false) || self.is_ignored(cur, true)
+        })
     }
-}
 
-impl Ignorer {
     /// True if a watch event for `path`, whose kind the event does not say, can be dropped: a
     /// parent directory is ignored, or the path is ignored as a file and as a directory alike.
     /// (`/*/` leaves out directories only: an edit of a file at the top is not dropped.)
     pub fn event_ignored(&self, path: &RelPath) -> bool {
+        self.walk_ignored(path, |cur| {
+            self.is_ignored(cur, false) && self.is_ignored(cur, true)
+        })
+    }
+
+    /// True if a parent directory of `path` is ignored, or `last` says the path itself is.
+    fn walk_ignored(&self, path: &RelPath, last: impl Fn(&str) -> bool) -> bool {
         let parts: Vec<&str> = path.components().collect();
         let mut cur = String::new();
         for (i, name) in parts.iter().enumerate() {
@@ -160,7 +155,7 @@ impl Ignorer {
             }
             cur.push_str(name);
             let ignored = if i + 1 == parts.len() {
-                self.is_ignored(&cur, false) && self.is_ignored(&cur, true)
+                last(&cur)
             } else {
                 self.is_ignored(&cur, true)
             };
