@@ -277,6 +277,8 @@ struct Copied {
 struct CopyScope {
     sessions: Vec<Copied>,
     notes: Vec<String>,
+    /// Globs expanded against the context (context-relative, as written) with their lines.
+    live: Vec<(String, usize)>,
 }
 
 /// Rebases a `.dockerignore` pattern (moby-cleaned, context-relative, without its `!`) onto a
@@ -360,7 +362,7 @@ pub fn join(dir: &str, name: &str) -> String {
 }
 
 /// `rel` below `dir` (both `/`-separated, "" is the top): the rest, or `None`.
-fn below<'a>(dir: &str, rel: &'a str) -> Option<&'a str> {
+pub fn below<'a>(dir: &str, rel: &'a str) -> Option<&'a str> {
     if dir.is_empty() {
         return Some(rel);
     }
@@ -477,6 +479,8 @@ fn plan_sessions(
                     ));
                     continue;
                 };
+                // What it matches is decided now; `ferry up` plans again when that changes.
+                sp.live.push((glob.clone(), m.line));
                 let excludes = DockerIgnore::new(&m.excludes).ok();
                 let matches: Vec<(String, EntryKind)> = matches
                     .into_iter()
@@ -484,13 +488,13 @@ fn plan_sessions(
                     .collect();
                 if matches.is_empty() {
                     sp.notes.push(format!(
-                        "Dockerfile line {}: glob {glob} matches nothing: not synced",
+                        "Dockerfile line {}: glob {glob} matches nothing yet (watched for new matches)",
                         m.line
                     ));
                     continue;
                 }
                 sp.notes.push(format!(
-                    "Dockerfile line {}: glob {glob} matched {} at start (a new match is synced once ferry up restarts)",
+                    "Dockerfile line {}: glob {glob} matches {} (watched for new matches)",
                     m.line,
                     matches
                         .iter()
@@ -959,6 +963,105 @@ pub struct ServicePlan {
     pub rebuild: Vec<Rebuild>,
     /// What is not synced and why, for the start lines.
     pub notes: Vec<String>,
+    /// Dockerfile globs whose matches were listed to make this plan: when what they match
+    /// changes, the plan is made again.
+    pub live: Vec<LiveGlob>,
+}
+
+/// A COPY/ADD glob with wildcards above its last component (`COPY */package.json ./`). What it
+/// matches was listed when the plan was made, so a match made or removed later changes the
+/// plan: `ferry up` watches [`LiveGlob::dirs`] and plans the service again when a change
+/// [`LiveGlob::concerns`] it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveGlob {
+    /// The directory the glob starts from (absolute): the build context joined with the
+    /// glob's leading components that have no wildcards.
+    pub root: String,
+    /// The glob's other components (Go glob syntax), the first with a wildcard.
+    pub parts: Vec<String>,
+    /// The Dockerfile line.
+    pub line: usize,
+}
+
+impl LiveGlob {
+    fn new(base: &str, glob: &str, line: usize) -> LiveGlob {
+        let parts: Vec<&str> = glob.split('/').filter(|c| !c.is_empty()).collect();
+        let fixed = parts
+            .iter()
+            .take_while(|c| !crate::dockerfile::contains_wildcards(c))
+            .count();
+        let mut root = base.to_owned();
+        for c in &parts[..fixed] {
+            root = abs_join(&root, &crate::scope::unescape(c));
+        }
+        LiveGlob {
+            root,
+            parts: parts[fixed..].iter().map(|c| (*c).to_owned()).collect(),
+            line,
+        }
+    }
+
+    /// Whether component `i` of the glob matches `name`.
+    fn part_matches(&self, i: usize, name: &str) -> bool {
+        let Some(part) = self.parts.get(i) else {
+            return false;
+        };
+        if crate::dockerfile::contains_wildcards(part) {
+            crate::scope::go_glob(part).is_ok_and(|m| m.is_match(name))
+        } else {
+            crate::scope::unescape(part) == name
+        }
+    }
+
+    /// Whether a change at `path` (absolute) can change what the glob matches: `path` is below
+    /// [`LiveGlob::root`] and its components there match the glob's first ones (a directory on
+    /// the way to a match, or a match).
+    pub fn concerns(&self, path: &str) -> bool {
+        let Some(rest) = below(&self.root, path).filter(|r| !r.is_empty()) else {
+            return false;
+        };
+        let names: Vec<&str> = rest.split('/').collect();
+        names.len() <= self.parts.len()
+            && names
+                .iter()
+                .enumerate()
+                .all(|(i, name)| self.part_matches(i, name))
+    }
+
+    /// The directories (absolute) whose entries decide the matches: the root and every
+    /// directory matching a proper prefix of the glob, as `context` (absolute paths) has them.
+    pub fn dirs(&self, context: &dyn Context) -> Vec<String> {
+        self.walk(context).0
+    }
+
+    /// What the glob matches now (absolute paths, sorted), `.dockerignore` not applied: when
+    /// this changes, the plan may.
+    pub fn matches(&self, context: &dyn Context) -> Vec<String> {
+        self.walk(context).1
+    }
+
+    fn walk(&self, context: &dyn Context) -> (Vec<String>, Vec<String>) {
+        let mut dirs = Vec::new();
+        let mut level = vec![self.root.clone()];
+        for i in 0..self.parts.len() {
+            let mut next = Vec::new();
+            for dir in level {
+                if context.kind(&dir) != Some(EntryKind::Dir) {
+                    continue;
+                }
+                for (name, kind) in context.list(&dir).unwrap_or_default() {
+                    let last = i + 1 == self.parts.len();
+                    if (last || kind == EntryKind::Dir) && self.part_matches(i, &name) {
+                        next.push(abs_join(&dir, &name));
+                    }
+                }
+                dirs.push(dir);
+            }
+            level = next;
+        }
+        level.sort();
+        (dirs, level)
+    }
 }
 
 /// What [`plan_service`] needs besides the service.
@@ -1037,6 +1140,11 @@ pub fn plan_service(svc: &Service, input: &Input) -> Result<ServicePlan, ConfigE
             };
             let scope = plan_sessions(copies, input.dockerignore, &owned, &context);
             plan.notes.extend(scope.notes);
+            plan.live = scope
+                .live
+                .iter()
+                .map(|(glob, line)| LiveGlob::new(input.base, glob, *line))
+                .collect();
             for c in scope.sessions {
                 let mut s = blank(
                     abs_join(input.base, &c.host),
@@ -1328,6 +1436,25 @@ pub fn dependencies_of(file_name: &str) -> Option<&'static str> {
     })
 }
 
+impl Session {
+    /// The host path (absolute) of session-relative `rel`: its first component is the
+    /// container's name of a renamed file ([`Session::renames`]).
+    pub fn host_path(&self, rel: &str) -> String {
+        let (first, rest) = rel.split_once('/').unwrap_or((rel, ""));
+        let first = self
+            .renames
+            .iter()
+            .find(|(_, c)| c == first)
+            .map_or(first, |(h, _)| h.as_str());
+        let rel = if rest.is_empty() {
+            first.to_owned()
+        } else {
+            format!("{first}/{rest}")
+        };
+        abs_join(&self.host, &rel)
+    }
+}
+
 impl ServicePlan {
     /// The stale-dependency line for a change at root-relative `rel` in session `i`, unless a
     /// hook, a `sync+exec` or a rebuild rule covers it.
@@ -1345,10 +1472,7 @@ impl ServicePlan {
             || s.after
                 .iter()
                 .any(|a| matches!(a.action, Action::Exec(_)) && a.matches(rel))
-            || self
-                .rebuild
-                .iter()
-                .any(|r| r.matches(&abs_join(&s.host, rel)));
+            || self.rebuild.iter().any(|r| r.matches(&s.host_path(rel)));
         (!covered).then(|| {
             format!(
                 "{rel} changed: {deps} in {service} may be stale; add an on-change rule or rebuild"
@@ -1621,9 +1745,17 @@ mod tests {
         assert!(
             sp.notes
                 .iter()
-                .any(|n| n.contains("*/package.json matched api/package.json, web/package.json")),
+                .any(|n| n.contains("*/package.json matches api/package.json, web/package.json")),
             "{:?}",
             sp.notes
+        );
+        // Expanded now, so watched for new matches; `packages/*` (last component only) is not.
+        assert_eq!(
+            sp.live,
+            [
+                ("*/package.json".to_owned(), 2),
+                ("conf/*/app.yml".to_owned(), 4)
+            ]
         );
         let mut renamed = mapping(
             MappingSource::Glob("conf/*/app.yml".into()),
@@ -1661,6 +1793,93 @@ mod tests {
             "{:?}",
             sp.notes
         );
+    }
+
+    #[test]
+    fn live_globs_say_where_to_watch_and_which_changes_concern_them() {
+        let context: ContextList = [
+            "/ctx/api/package.json",
+            "/ctx/web/package.json",
+            "/ctx/web/src/x.js",
+            "/ctx/README.md",
+            "/ctx/packages/a/conf/app.yml",
+            "/ctx/packages/a/conf/app.txt",
+            "/ctx/packages/b/",
+            "/ctx/packages/c.yml",
+        ]
+        .into_iter()
+        .collect();
+        let g = LiveGlob::new("/ctx", "*/package.json", 2);
+        assert_eq!(g.root, "/ctx");
+        assert_eq!(g.parts, ["*", "package.json"]);
+        assert_eq!(
+            g.dirs(&context),
+            ["/ctx", "/ctx/api", "/ctx/packages", "/ctx/web"]
+        );
+        assert_eq!(
+            g.matches(&context),
+            ["/ctx/api/package.json", "/ctx/web/package.json"]
+        );
+        // A directory on the way to a match (any name at the first level may become one), or
+        // a match; nothing deeper, nothing elsewhere.
+        assert!(g.concerns("/ctx/zz"));
+        assert!(g.concerns("/ctx/zz/package.json"));
+        assert!(!g.concerns("/ctx/zz/other.json"));
+        assert!(!g.concerns("/ctx/web/src/x.js"));
+        assert!(!g.concerns("/ctx"));
+        assert!(!g.concerns("/ctxx/zz/package.json"));
+        assert!(!g.concerns("/elsewhere/zz/package.json"));
+
+        // Leading components without wildcards are the root; literals after a wildcard match
+        // exactly; an escaped `*` is a literal.
+        let deep = LiveGlob::new("/ctx", "packages/*/conf/*.yml", 3);
+        assert_eq!(deep.root, "/ctx/packages");
+        assert_eq!(deep.parts, ["*", "conf", "*.yml"]);
+        assert_eq!(
+            deep.dirs(&context),
+            [
+                "/ctx/packages",
+                "/ctx/packages/a",
+                "/ctx/packages/b",
+                "/ctx/packages/a/conf"
+            ]
+        );
+        assert_eq!(deep.matches(&context), ["/ctx/packages/a/conf/app.yml"]);
+        assert!(deep.concerns("/ctx/packages/new/conf/x.yml"));
+        assert!(!deep.concerns("/ctx/packages/new/other/x.yml"));
+        assert!(!deep.concerns("/ctx/packages/a/conf/app.txt"));
+        let escaped = LiveGlob::new("/ctx", "\\*/*/x", 4);
+        assert_eq!(escaped.root, "/ctx/*");
+        assert!(escaped.concerns("/ctx/*/a/x"));
+        assert!(!escaped.concerns("/ctx/b/a/x"));
+        // A root that does not exist has nothing to watch yet.
+        assert!(
+            LiveGlob::new("/ctx", "nope/*/x", 5)
+                .dirs(&context)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_renamed_files_session_path_is_its_host_name() {
+        let mut s = Session {
+            host: "/p/web".into(),
+            container: "/etc".into(),
+            mode: Mode::TwoWaySafe,
+            mirror: false,
+            ignores: Vec::new(),
+            left_out: Vec::new(),
+            origin: String::new(),
+            hooks: Vec::new(),
+            after: Vec::new(),
+            chown: None,
+            renames: vec![("site.conf".into(), "default.conf".into())],
+        };
+        assert_eq!(s.host_path("default.conf"), "/p/web/site.conf");
+        assert_eq!(s.host_path("other.conf"), "/p/web/other.conf");
+        assert_eq!(s.host_path("a/b"), "/p/web/a/b");
+        s.renames.clear();
+        assert_eq!(s.host_path("default.conf"), "/p/web/default.conf");
     }
 
     #[test]

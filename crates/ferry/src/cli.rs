@@ -676,6 +676,7 @@ impl SessionOptions {
             on_change: on_change(self.on_change.clone(), self.on_change_paths.clone())?,
             image_changes: None,
             alpha_names: Vec::new(),
+            superseded: Default::default(),
         };
         Ok((settings, retention))
     }

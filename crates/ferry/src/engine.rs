@@ -64,6 +64,12 @@ pub struct Settings {
     /// the session)` (`ferry up`: a file a Dockerfile copies under another name; see
     /// [`crate::endpoint::renamed`]).
     pub alpha_names: Vec<(String, String)>,
+    /// Beta's entries (leaves, by path) that another session synced from other alpha files
+    /// which a later mapping overrides (`ferry up`: a new match of a Dockerfile glob takes a
+    /// container path over). Nobody's edit: where the first full cycle finds one still as it
+    /// was and alpha has the path in another version, alpha's replaces it (the overwritten
+    /// content is kept in beta's backup area); it is never copied to alpha.
+    pub superseded: Held,
 }
 
 /// Asks beta's provider which paths, relative to beta's root, were added or changed since beta
@@ -1311,10 +1317,13 @@ impl Engine {
             }
             _ => None,
         };
-        let image_held: Held = match (&image_changed, fresh, b) {
+        let mut image_held: Held = match (&image_changed, fresh, b) {
             (Some(changed), None, Some(b)) => unchanged_leaves(b, changed),
             _ => Held::new(),
         };
+        if scope.is_none() && fresh.is_none() && self.resolving.is_none() {
+            image_held.extend(std::mem::take(&mut self.settings.superseded));
+        }
         let mut adopted = std::collections::BTreeMap::new();
         let mut plan = match (&scope, fresh, &self.resolving) {
             (_, _, Some(r)) => {
@@ -1699,6 +1708,18 @@ impl Engine {
     /// every deleted file is kept in the backup area, archived or not.
     fn bulk_deleting(&mut self) -> bool {
         self.settle_at.is_some() || self.settling
+    }
+
+    /// Forgets what the two sides agreed, as `--reset` would at the next start, and returns
+    /// it: the session no longer maps these two directories (`ferry up`: a later COPY took its
+    /// container paths over), so that agreement is stale by the time it maps them again.
+    pub fn retire(&mut self) -> Result<Option<Entry>, RunError> {
+        let agreed = self.archive.ancestor.take();
+        self.archive.epoch += 1;
+        self.in_flight.clear();
+        self.session.save_archive(&self.archive)?;
+        self.archive_dirty = false;
+        Ok(agreed)
     }
 
     fn save_archive(&mut self) -> Result<(), RunError> {

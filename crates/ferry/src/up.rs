@@ -23,8 +23,9 @@ use ferry::fs::watch::{DirWatcher, Seen};
 use ferry::output::{Event, Printer};
 use ferry::remote::Location;
 use ferry::state::Retention;
+use ferry_core::{Entry, Held};
 use ferry_plan::compose::{
-    self, Action, Project, Rebuild, Service, ServicePlan, Source, XFerry, join,
+    self, Action, LiveGlob, Project, Rebuild, Service, ServicePlan, Source, XFerry, join,
 };
 use ferry_plan::{BuildOptions, Context, DockerIgnore, EntryKind, ImageConfig};
 use serde_json::{Value, json};
@@ -665,12 +666,21 @@ enum Msg {
         service: String,
         why: String,
     },
+    /// Something changed where a Dockerfile glob of the service looks for matches.
+    Replan {
+        service: String,
+    },
 }
 
 /// Quiet time after a rebuild rule fired before the rebuild starts.
 const REBUILD_QUIET: Duration = Duration::from_millis(300);
 
-/// A session's tap: the paths each cycle changed (either way), sent when the cycle ends.
+/// Quiet time after a change where a Dockerfile glob looks before the service is planned
+/// again (a `git checkout` or an unpacked archive is one re-plan).
+const REPLAN_QUIET: Duration = Duration::from_millis(50);
+
+/// A session's tap: the paths each cycle changed (either way), sent when the cycle ends;
+/// `session` is its id.
 fn cycle_tap(service: &str, session: usize, tx: mpsc::Sender<Msg>) -> ferry::output::Sink {
     let changed = std::sync::Mutex::new(Vec::<String>::new());
     let tx = std::sync::Mutex::new(tx);
@@ -764,6 +774,181 @@ fn watch_rebuild(
         watcher.watch(root.parent().unwrap_or(Path::new("/")))?;
     }
     Ok(watcher)
+}
+
+/// Watches where a service's Dockerfile globs look for matches (see [`LiveGlob`]) and sends
+/// [`Msg::Replan`] when something changes there. `None` (with a note) when there is nothing
+/// to watch or the watch fails.
+fn watch_globs(
+    live: &[LiveGlob],
+    service: &str,
+    tx: mpsc::Sender<Msg>,
+    out: Out,
+) -> (Option<DirWatcher>, Vec<Vec<String>>) {
+    let disk = DiskContext(PathBuf::from("/"));
+    let matched = || live.iter().map(|g| g.matches(&disk)).collect();
+    if live.is_empty() {
+        return (None, Vec::new());
+    }
+    let globs = live.to_vec();
+    let name = service.to_owned();
+    let tx = std::sync::Mutex::new(tx);
+    let watched = DirWatcher::new(move |seen| {
+        let concerns = match &seen {
+            Seen::Path(p) => globs.iter().any(|g| g.concerns(&p.to_string_lossy())),
+            Seen::Overflow => true,
+            Seen::Failed(_) => false,
+        };
+        if concerns {
+            let _ = tx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(Msg::Replan {
+                    service: name.clone(),
+                });
+        }
+    })
+    .and_then(|mut w| {
+        for g in live {
+            for d in g.dirs(&disk) {
+                w.watch(Path::new(&d))?;
+            }
+        }
+        Ok(w)
+    });
+    // Listed once watched: a match made meanwhile is either listed or seen.
+    match watched {
+        Ok(w) => (Some(w), matched()),
+        Err(e) => {
+            let m = format!("cannot watch for new matches of the Dockerfile's globs: {e}");
+            out.event(service, &m, json!({"event": "up_note", "message": m}));
+            (None, matched())
+        }
+    }
+}
+
+/// Runs `service`'s new `plan` (what its Dockerfile globs match changed): sessions it has
+/// unchanged keep running; the others stop, their agreement forgotten (`Engine::retire`), and
+/// the new ones start, taking over what the stopped ones had synced to their container paths
+/// (the later COPY's file replaces the earlier one's, as a rebuild would). Returns how many
+/// sessions it started.
+#[allow(clippy::too_many_arguments)]
+fn replan(
+    st: &Starter,
+    service: &str,
+    c: &Running,
+    user: Option<String>,
+    plan: ServicePlan,
+    plans: &mut BTreeMap<String, ServicePlan>,
+    live: &mut BTreeMap<usize, (String, usize, LiveSession)>,
+    next_id: &mut usize,
+) -> Result<usize, Fail> {
+    let out = st.out;
+    let old_notes = plans
+        .get(service)
+        .map(|p| p.notes.clone())
+        .unwrap_or_default();
+    for n in plan.notes.iter().filter(|n| !old_notes.contains(n)) {
+        out.event(service, n, json!({"event": "up_note", "message": n}));
+    }
+    // Which running sessions the new plan keeps, at which index.
+    let mut kept = vec![false; plan.sessions.len()];
+    let mut stopped = Vec::new();
+    let ids: Vec<usize> = live
+        .iter()
+        .filter(|(_, (s, _, _))| s == service)
+        .map(|(id, _)| *id)
+        .collect();
+    let old = plans.get(service);
+    for id in ids {
+        let Some((_, index, _)) = live.get(&id) else {
+            continue;
+        };
+        let same = old.and_then(|o| o.sessions.get(*index)).and_then(|was| {
+            (0..plan.sessions.len()).find(|&j| !kept[j] && plan.sessions[j] == *was)
+        });
+        match same {
+            Some(j) => {
+                kept[j] = true;
+                if let Some(entry) = live.get_mut(&id) {
+                    entry.1 = j;
+                }
+            }
+            None => {
+                if let Some((_, _, l)) = live.remove(&id) {
+                    l.slot.stop(true);
+                    stopped.push(l);
+                }
+            }
+        }
+    }
+    if !stopped.is_empty() || kept.iter().any(|k| !k) {
+        let m = "what the Dockerfile's globs match changed: its sessions follow";
+        out.event(service, m, json!({"event": "up_replan", "message": m}));
+    }
+    // Stopped first: a new session may map the same directories (and takes their lock).
+    let mut retired: Vec<(String, Entry)> = Vec::new();
+    for l in stopped {
+        let _ = l.thread.join();
+        let m = format!("stopped: {}", l.human);
+        out.event(
+            service,
+            &m,
+            json!({"event": "up_session_stop", "message": m}),
+        );
+        let agreed = l
+            .slot
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .agreed
+            .take();
+        if let Some(tree) = agreed {
+            retired.push((l.container_dir, tree));
+        }
+    }
+    let mut started = 0;
+    for (index, p) in plan.sessions.iter().enumerate() {
+        if kept[index] {
+            continue;
+        }
+        let dir = container_dir(p, c);
+        let mut superseded = Held::new();
+        for (old_dir, tree) in &retired {
+            for (path, entry) in ferry_core::unchanged_leaves(tree, &BTreeSet::new()) {
+                let abs = join(old_dir, &path);
+                if let Some(rel) = compose::below(&dir, &abs).filter(|r| !r.is_empty()) {
+                    superseded.insert(rel.to_owned(), entry);
+                }
+            }
+        }
+        let id = *next_id;
+        *next_id += 1;
+        if let Some(l) = start_session(st, service, c, user.clone(), p, id, superseded)? {
+            live.insert(id, (service.to_owned(), index, l));
+            started += 1;
+        }
+    }
+    plans.insert(service.to_owned(), plan);
+    Ok(started)
+}
+
+/// A session's container directory (absolute).
+fn container_dir(p: &compose::Session, c: &Running) -> String {
+    if p.container.starts_with('/') {
+        p.container.clone()
+    } else {
+        join(&c.working_dir, &p.container)
+    }
+}
+
+/// Who owns what ferry creates in the service's container: compose's `user:`, else the
+/// image's USER (both in the container's config); `None`: the mapping's `--chown` decides.
+fn service_user(svc: &Service, c: &Running) -> Option<String> {
+    svc.user
+        .clone()
+        .filter(|u| !u.is_empty())
+        .or_else(|| Some(c.user.clone()).filter(|u| !u.is_empty()))
 }
 
 /// Watches `root` and every directory below it.
@@ -915,6 +1100,262 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// What every session thread of `ferry up` shares.
+struct Starter {
+    out: Out,
+    tx: mpsc::Sender<Msg>,
+    /// Set at Ctrl-C: a session that opens after it stops at once.
+    stopping: Arc<AtomicBool>,
+}
+
+/// What stops one session; filled by its thread once the session is open.
+#[derive(Default)]
+struct Slot {
+    state: std::sync::Mutex<SlotState>,
+    /// Notified when `state.stop` is set.
+    stopped: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    handle: Option<(Arc<AtomicBool>, mpsc::SyncSender<WatchEvent>)>,
+    /// Asked to stop (Ctrl-C, or a new plan without it).
+    stop: bool,
+    /// Stopped because the plan no longer has it: its agreement is forgotten and kept here
+    /// ([`Engine::retire`](ferry::engine::Engine::retire)).
+    retire: bool,
+    agreed: Option<Entry>,
+}
+
+impl Slot {
+    fn stop(&self, retire: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.stop = true;
+        s.retire |= retire;
+        if let Some((stop, wake)) = &s.handle {
+            stop.store(true, Ordering::SeqCst);
+            let _ = wake.try_send(WatchEvent::Stop);
+        }
+        self.stopped.notify_all();
+    }
+}
+
+/// A session `ferry up` runs.
+struct LiveSession {
+    slot: Arc<Slot>,
+    thread: std::thread::JoinHandle<()>,
+    /// The container directory (absolute).
+    container_dir: String,
+    /// Its start line.
+    human: String,
+}
+
+/// Prints a session's start line and starts it on a thread of its own; `None` when its host
+/// directory does not exist. `superseded`: what the container has at the session's paths
+/// from sessions a new plan replaced (see [`Settings::superseded`]).
+fn start_session(
+    st: &Starter,
+    service: &str,
+    c: &Running,
+    user: Option<String>,
+    p: &compose::Session,
+    id: usize,
+    superseded: Held,
+) -> Result<Option<LiveSession>, Fail> {
+    let out = st.out;
+    let host = if p.mirror {
+        creatable(Path::new(&p.host))
+    } else {
+        Path::new(&p.host).canonicalize().ok()
+    };
+    let Some(host) = host else {
+        let m = format!("{} does not exist: not synced", p.host);
+        out.event(service, &m, json!({"event": "up_note", "message": m}));
+        return Ok(None);
+    };
+    let Some(host_str) = host.to_str().map(str::to_owned) else {
+        return Ok(None);
+    };
+    let container_dir = container_dir(p, c);
+    let left_out = if p.left_out.is_empty() {
+        String::new()
+    } else {
+        format!(" (left out: {})", p.left_out.join("; "))
+    };
+    let human = if p.mirror {
+        format!(
+            "{}:{container_dir} -> {host_str} (mirror: one way, container to host)",
+            c.name
+        )
+    } else {
+        let mut then: Vec<String> = p
+            .hooks
+            .iter()
+            .map(|h| {
+                format!(
+                    "run {}{}",
+                    ferry::output::shell_word(&h.run),
+                    if h.restart { " and restart" } else { "" }
+                )
+            })
+            .collect();
+        for a in &p.after {
+            then.push(match &a.action {
+                Action::Restart => "restart".to_owned(),
+                Action::Exec(e) => {
+                    format!("exec {}", e.command.clone().unwrap_or_default().join(" "))
+                }
+            });
+        }
+        let then = if then.is_empty() {
+            String::new()
+        } else {
+            format!(" (on change: {})", then.join("; "))
+        };
+        format!("{host_str} -> {}:{container_dir}{left_out}{then}", c.name)
+    };
+    out.event(
+        service,
+        &human,
+        json!({"event": "up_session", "host": host_str, "container": c.name,
+                   "path": container_dir, "left_out": p.left_out, "origin": p.origin,
+                   "mode": p.mode.as_str(), "mirror": p.mirror,
+                   "hooks": p.hooks.iter().map(|h| &h.run).collect::<Vec<_>>()}),
+    );
+    // Who owns what ferry creates in the container: compose's `user:`, else the
+    // image's USER (both in the container's config), else the mapping's --chown;
+    // the agent runs as root and hands its files over.
+    let loc = Location::Docker {
+        user: None,
+        owner: user.or_else(|| p.chown.clone()),
+        container: c.name.clone(),
+        path: container_dir.clone(),
+    };
+    let (alpha, beta) = if p.mirror {
+        (
+            Place::Remote(loc),
+            Place::Local {
+                root: host,
+                create: true,
+            },
+        )
+    } else {
+        (
+            Place::Local {
+                root: host,
+                create: false,
+            },
+            Place::Remote(loc),
+        )
+    };
+    let settings = Settings {
+        mode: p.mode,
+        ignore_vcs: true,
+        default_ignores: true,
+        ignores: p.ignores.clone(),
+        meta: Default::default(),
+        once: false,
+        accept_wipe: false,
+        reset: false,
+        debounce: Duration::from_millis(4),
+        rescan_interval: Some(Duration::from_secs(300)),
+        // No one to ask: the first sync merges both ways, as `ferry sync --yes`.
+        yes: true,
+        on_change: p
+            .hooks
+            .iter()
+            .map(|h| OnChange {
+                run: h.run.clone(),
+                paths: h.paths.clone(),
+            })
+            .collect(),
+        // A mirror's alpha is the container: what the image built there is what
+        // it copies; elsewhere the image's own files stay in the container.
+        image_changes: (!p.mirror).then(|| image_changes(c.name.clone(), container_dir.clone())),
+        alpha_names: p.renames.clone(),
+        superseded,
+        ..Default::default()
+    };
+    let mut printer = Printer::new(out.json);
+    printer.set_service(service);
+    if !p.mirror {
+        printer.set_tap(cycle_tap(service, id, st.tx.clone()));
+    }
+    let tx = st.tx.clone();
+    let service = service.to_owned();
+    let what = human.clone();
+    let slot = Arc::new(Slot::default());
+    let mine = slot.clone();
+    let stopping = st.stopping.clone();
+    let spawned = std::thread::Builder::new()
+        .stack_size(STACK)
+        .name(format!("ferry-up-{service}"))
+        .spawn(move || {
+            let tag = format!("{service} | ");
+            let ended = |code| {
+                let _ = tx.send(Msg::Ended {
+                    service: service.clone(),
+                    what: what.clone(),
+                    code,
+                });
+            };
+            let (mut engine, wake, stop) = match open(
+                &alpha,
+                &beta,
+                settings,
+                Retention::default(),
+                printer,
+                false,
+                false,
+            ) {
+                Err(code) => return ended(code),
+                Ok(opened) => opened,
+            };
+            {
+                // Registered, then checked, under the lock the main thread takes to stop
+                // it: no session misses a Ctrl-C or a new plan.
+                let mut s = mine.state.lock().unwrap_or_else(|e| e.into_inner());
+                s.handle = Some((stop.clone(), wake.0.clone()));
+                if s.stop || stopping.load(Ordering::SeqCst) {
+                    stop.store(true, Ordering::SeqCst);
+                    let _ = wake.0.try_send(WatchEvent::Stop);
+                }
+            }
+            let code = match engine.run(Some(wake)) {
+                Ok(f) => finish_code(f),
+                Err(e) => report_as(&tag, e),
+            };
+            ended(code);
+            // A session that ended by itself (its host directory removed) is kept until
+            // stopped: a new plan without it still retires it.
+            let mut s = mine.state.lock().unwrap_or_else(|e| e.into_inner());
+            while !s.stop {
+                s = mine.stopped.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            if s.retire {
+                match engine.retire() {
+                    Ok(agreed) => s.agreed = agreed,
+                    Err(e) => {
+                        report_as(&tag, e);
+                    }
+                }
+            }
+            drop(s);
+            // Dropped here, not left to the exit: its lock is released for a session that
+            // maps the same directories again.
+            drop(engine);
+        });
+    match spawned {
+        Ok(thread) => Ok(Some(LiveSession {
+            slot,
+            thread,
+            container_dir,
+            human,
+        })),
+        Err(e) => Err(failed(format!("cannot start a session thread: {e}"))),
+    }
+}
+
 /// `ferry up`.
 pub fn run(flags: UpFlags) -> Exit {
     let out = Out { json: flags.json };
@@ -1016,11 +1457,19 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
         docker.follow_logs(service, &c.name, since, out);
     }
 
-    type Registry = Vec<(Arc<AtomicBool>, std::sync::mpsc::SyncSender<WatchEvent>)>;
-    let registry: Arc<std::sync::Mutex<Registry>> = Arc::default();
-    let mut threads = Vec::new();
+    let starter = Starter {
+        out,
+        tx: tx.clone(),
+        stopping: stopping.clone(),
+    };
+    // Every session by id: its service, its index in the service's plan, what stops it.
+    let mut live: BTreeMap<usize, (String, usize, LiveSession)> = BTreeMap::new();
+    let mut next_id = 0;
     let mut plans: BTreeMap<String, ServicePlan> = BTreeMap::new();
     let mut watchers = Vec::new();
+    // Per service: the watcher of its Dockerfile's globs expanded at start, and what they
+    // matched then.
+    let mut globs: BTreeMap<String, (Option<DirWatcher>, Vec<Vec<String>>)> = BTreeMap::new();
     if !flags.no_sync {
         for (service, c) in &containers {
             let Some(svc) = project.services.get(service) else {
@@ -1054,191 +1503,29 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                     }
                 }
             }
-            let user = svc
-                .user
-                .clone()
-                .filter(|u| !u.is_empty())
-                .or_else(|| Some(c.user.clone()).filter(|u| !u.is_empty()));
+            let user = service_user(svc, c);
             for (index, p) in plan.sessions.iter().enumerate() {
-                let host = if p.mirror {
-                    creatable(Path::new(&p.host))
-                } else {
-                    Path::new(&p.host).canonicalize().ok()
-                };
-                let Some(host) = host else {
-                    let m = format!("{} does not exist: not synced", p.host);
-                    out.event(service, &m, json!({"event": "up_note", "message": m}));
-                    continue;
-                };
-                let Some(host_str) = host.to_str().map(str::to_owned) else {
-                    continue;
-                };
-                let container_dir = if p.container.starts_with('/') {
-                    p.container.clone()
-                } else {
-                    join(&c.working_dir, &p.container)
-                };
-                let left_out = if p.left_out.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (left out: {})", p.left_out.join("; "))
-                };
-                let human = if p.mirror {
-                    format!(
-                        "{}:{container_dir} -> {host_str} (mirror: one way, container to host)",
-                        c.name
-                    )
-                } else {
-                    let mut then: Vec<String> = p
-                        .hooks
-                        .iter()
-                        .map(|h| {
-                            format!(
-                                "run {}{}",
-                                ferry::output::shell_word(&h.run),
-                                if h.restart { " and restart" } else { "" }
-                            )
-                        })
-                        .collect();
-                    for a in &p.after {
-                        then.push(match &a.action {
-                            Action::Restart => "restart".to_owned(),
-                            Action::Exec(e) => {
-                                format!("exec {}", e.command.clone().unwrap_or_default().join(" "))
-                            }
-                        });
-                    }
-                    let then = if then.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (on change: {})", then.join("; "))
-                    };
-                    format!("{host_str} -> {}:{container_dir}{left_out}{then}", c.name)
-                };
-                out.event(
-                    service,
-                    &human,
-                    json!({"event": "up_session", "host": host_str, "container": c.name,
-                           "path": container_dir, "left_out": p.left_out, "origin": p.origin,
-                           "mode": p.mode.as_str(), "mirror": p.mirror,
-                           "hooks": p.hooks.iter().map(|h| &h.run).collect::<Vec<_>>()}),
-                );
-                // Who owns what ferry creates in the container: compose's `user:`, else the
-                // image's USER (both in the container's config), else the mapping's --chown;
-                // the agent runs as root and hands its files over.
-                let loc = Location::Docker {
-                    user: None,
-                    owner: user.clone().or_else(|| p.chown.clone()),
-                    container: c.name.clone(),
-                    path: container_dir.clone(),
-                };
-                let (alpha, beta) = if p.mirror {
-                    (
-                        Place::Remote(loc),
-                        Place::Local {
-                            root: host,
-                            create: true,
-                        },
-                    )
-                } else {
-                    (
-                        Place::Local {
-                            root: host,
-                            create: false,
-                        },
-                        Place::Remote(loc),
-                    )
-                };
-                let settings = Settings {
-                    mode: p.mode,
-                    ignore_vcs: true,
-                    default_ignores: true,
-                    ignores: p.ignores.clone(),
-                    meta: Default::default(),
-                    once: false,
-                    accept_wipe: false,
-                    reset: false,
-                    debounce: Duration::from_millis(4),
-                    rescan_interval: Some(Duration::from_secs(300)),
-                    // No one to ask: the first sync merges both ways, as `ferry sync --yes`.
-                    yes: true,
-                    on_change: p
-                        .hooks
-                        .iter()
-                        .map(|h| OnChange {
-                            run: h.run.clone(),
-                            paths: h.paths.clone(),
-                        })
-                        .collect(),
-                    // A mirror's alpha is the container: what the image built there is what
-                    // it copies; elsewhere the image's own files stay in the container.
-                    image_changes: (!p.mirror)
-                        .then(|| image_changes(c.name.clone(), container_dir.clone())),
-                    alpha_names: p.renames.clone(),
-                    ..Default::default()
-                };
-                let mut printer = Printer::new(out.json);
-                printer.set_service(service);
-                if !p.mirror {
-                    printer.set_tap(cycle_tap(service, index, tx.clone()));
-                }
-                let tx = tx.clone();
-                let service = service.clone();
-                let what = human.clone();
-                let registry = registry.clone();
-                let stopping = stopping.clone();
-                let spawned = std::thread::Builder::new()
-                    .stack_size(STACK)
-                    .name(format!("ferry-up-{service}"))
-                    .spawn(move || {
-                        let tag = format!("{service} | ");
-                        let code = match open(
-                            &alpha,
-                            &beta,
-                            settings,
-                            Retention::default(),
-                            printer,
-                            false,
-                            false,
-                        ) {
-                            Err(code) => code,
-                            Ok((mut engine, wake, stop)) => {
-                                {
-                                    // Registered, then checked, under the lock the main thread
-                                    // takes to stop everyone: no session misses a Ctrl-C.
-                                    let mut r = registry.lock().unwrap_or_else(|e| e.into_inner());
-                                    r.push((stop.clone(), wake.0.clone()));
-                                    if stopping.load(Ordering::SeqCst) {
-                                        stop.store(true, Ordering::SeqCst);
-                                        let _ = wake.0.try_send(WatchEvent::Stop);
-                                    }
-                                }
-                                let code = match engine.run(Some(wake)) {
-                                    Ok(f) => finish_code(f),
-                                    Err(e) => report_as(&tag, e),
-                                };
-                                std::mem::forget(engine);
-                                code
-                            }
-                        };
-                        let _ = tx.send(Msg::Ended {
-                            service,
-                            what,
-                            code,
-                        });
-                    });
-                match spawned {
-                    Ok(h) => threads.push(h),
-                    Err(e) => return Err(failed(format!("cannot start a session thread: {e}"))),
+                let id = next_id;
+                next_id += 1;
+                if let Some(l) =
+                    start_session(&starter, service, c, user.clone(), p, id, Held::new())?
+                {
+                    live.insert(id, (service.clone(), index, l));
                 }
             }
+            globs.insert(
+                service.clone(),
+                watch_globs(&plan.live, service, tx.clone(), out),
+            );
             plans.insert(service.clone(), plan);
         }
     }
     drop(tx);
 
     let mut code = Exit::Ok;
-    let mut running = threads.len();
+    let mut running = live.len();
+    // Services whose Dockerfile globs may match other files now, waiting for quiet.
+    let mut replans: BTreeSet<String> = BTreeSet::new();
     // Services whose rebuild rules fired, waiting for quiet (compose waits 500 ms; a build
     // takes seconds, so a burst of saves is one rebuild).
     let mut rebuilds: BTreeMap<String, String> = BTreeMap::new();
@@ -1246,12 +1533,66 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
     // the container the rebuild replaced.
     let mut rebuilt: BTreeMap<String, Instant> = BTreeMap::new();
     loop {
-        let msg = if rebuilds.is_empty() {
-            rx.recv().map_err(|_| ())
+        let quiet = if !rebuilds.is_empty() {
+            Some(REBUILD_QUIET)
+        } else if !replans.is_empty() {
+            Some(REPLAN_QUIET)
         } else {
-            match rx.recv_timeout(REBUILD_QUIET) {
+            None
+        };
+        let msg = match quiet {
+            None => rx.recv().map_err(|_| ()),
+            Some(quiet) => match rx.recv_timeout(quiet) {
                 Ok(m) => Ok(m),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    for service in std::mem::take(&mut replans) {
+                        let (Some(svc), Some(c)) =
+                            (project.services.get(&service), containers.get(&service))
+                        else {
+                            continue;
+                        };
+                        let Some((_, before)) = globs.get(&service) else {
+                            continue;
+                        };
+                        let now: Vec<Vec<String>> = plans.get(&service).map_or(Vec::new(), |p| {
+                            p.live
+                                .iter()
+                                .map(|g| g.matches(&DiskContext(PathBuf::from("/"))))
+                                .collect()
+                        });
+                        if now == *before {
+                            // Directories on the way may be new: watched too.
+                            let live = plans.get(&service).map_or(Vec::new(), |p| p.live.clone());
+                            let w = watch_globs(&live, &service, starter.tx.clone(), out);
+                            globs.insert(service.clone(), w);
+                            continue;
+                        }
+                        let cfg = settings.get(&service).cloned().unwrap_or_default();
+                        let plan = match plan_service(&docker, svc, &cfg, &project_dir) {
+                            Ok(plan) => plan,
+                            Err(why) => {
+                                let m = format!("cannot plan again: {why}");
+                                out.event(&service, &m, json!({"event": "up_note", "message": m}));
+                                continue;
+                            }
+                        };
+                        running += replan(
+                            &starter,
+                            &service,
+                            c,
+                            service_user(svc, c),
+                            plan,
+                            &mut plans,
+                            &mut live,
+                            &mut next_id,
+                        )?;
+                        if let Some(plan) = plans.get(&service) {
+                            globs.insert(
+                                service.clone(),
+                                watch_globs(&plan.live, &service, starter.tx.clone(), out),
+                            );
+                        }
+                    }
                     for (service, why) in std::mem::take(&mut rebuilds) {
                         rebuild(&compose, &docker, &project.name, &service, &why, out);
                         rebuilt.insert(service, Instant::now());
@@ -1259,7 +1600,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
-            }
+            },
         };
         match msg {
             Ok(Msg::Signal) | Err(()) => break,
@@ -1285,9 +1626,12 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                 session,
                 command,
             }) => {
+                let Some((_, index, _)) = live.get(&session) else {
+                    continue;
+                };
                 let restart = plans
                     .get(&service)
-                    .and_then(|p| p.sessions.get(session))
+                    .and_then(|p| p.sessions.get(*index))
                     .is_some_and(|s| s.hooks.iter().any(|h| h.restart && h.run == command));
                 if let (true, Some(c)) = (restart, containers.get(&service)) {
                     restart_service(&docker, &service, c, out);
@@ -1295,6 +1639,9 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
             }
             Ok(Msg::Rebuild { service, why }) => {
                 rebuilds.entry(service).or_insert(why);
+            }
+            Ok(Msg::Replan { service }) => {
+                replans.insert(service);
             }
             Ok(Msg::WatchDir { index, dir }) => {
                 if let Some(w) = watchers.get_mut(index) {
@@ -1310,13 +1657,17 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                 let (Some(plan), Some(c)) = (plans.get(&service), containers.get(&service)) else {
                     continue;
                 };
+                // A session stopped for a new plan has no index in it.
+                let Some(&(_, session, _)) = live.get(&session) else {
+                    continue;
+                };
                 // Compose's order within a batch: rebuild, sync, restart, exec. A cycle that
                 // changed a rebuild rule's path, or that comes while a rebuild waits or ran
                 // meanwhile, is the rebuild's: no restart or exec of a container it replaces.
                 let trigger = plan.sessions.get(session).and_then(|s| {
                     changed
                         .iter()
-                        .map(|p| join(&s.host, p))
+                        .map(|p| s.host_path(p))
                         .find(|abs| plan.rebuild.iter().any(|r| r.matches(abs)))
                 });
                 let superseded = match trigger {
@@ -1340,9 +1691,10 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
         }
     }
     drop(watchers);
-    for (stop, wake) in registry.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        stop.store(true, Ordering::SeqCst);
-        let _ = wake.try_send(WatchEvent::Stop);
+    drop(globs);
+    stopping.store(true, Ordering::SeqCst);
+    for (_, _, l) in live.values() {
+        l.slot.stop(false);
     }
     while running > 0 {
         match rx.recv_timeout(Duration::from_secs(30)) {

@@ -1121,7 +1121,7 @@ fn up_syncs_files_a_dockerfile_copies_under_other_names() {
     assert!(
         s.log.iter().any(|e| is(e, "up_note")
             && e["message"].as_str().is_some_and(
-                |m| m.contains("*/package.json matched api/package.json, ui/package.json")
+                |m| m.contains("*/package.json matches api/package.json, ui/package.json")
             )),
         "no note on the glob's matches: {:?}",
         s.log
@@ -1209,6 +1209,89 @@ fn up_syncs_files_a_dockerfile_copies_under_other_names() {
                 .as_str()
                 .is_some_and(|m| m.contains("/srv/package.json is overwritten by line 15"))),
         "no note on the overwritten placement"
+    );
+    s.stop();
+}
+
+/// A glob with a wildcard above its last component (`COPY */package.json ./`) follows the tree
+/// while `ferry up` runs: a new match that a rebuild would copy last takes the container path
+/// over (the earlier match's host file untouched), the container's edits go back to it, a new
+/// match a rebuild would overwrite changes nothing, and once the last match is gone the path
+/// is the earlier match's again, as a rebuild would make it.
+#[test]
+fn up_follows_new_matches_of_a_dockerfile_glob() {
+    let p = Project::new("copies");
+    let mut s = p.up(&[]);
+    wait_boot(&mut s, "web started", |e| log_line(e, "web", "web started"));
+    wait_boot_n(&mut s, 3, "web's sessions watching", |e| {
+        is(e, "watching") && e["service"] == "web"
+    });
+    let web = p.dir.join("web");
+    let ui = web.join("ui/package.json");
+    let api = web.join("api/package.json");
+    let ui_was = read(&ui);
+    let api_was = read(&api);
+    let app = |p: &Project| p.cat("web", "/app/package.json");
+
+    // zz/ sorts after ui/: a rebuild would copy its package.json last.
+    fs::create_dir(web.join("zz")).expect("mkdir zz");
+    write(&web.join("zz/package.json"), "{\"name\": \"zz\"}\n");
+    s.wait_until("zz/package.json is /app/package.json", || {
+        app(&p).as_deref() == Some("{\"name\": \"zz\"}\n")
+    });
+    s.wait_event(0, "the re-plan event", |e| is(e, "up_replan"));
+    p.sh(
+        "web",
+        "echo '{\"name\": \"zz\", \"v\": 2}' > /app/package.json",
+    );
+    let zz = web.join("zz/package.json");
+    s.wait_until(
+        "the container's edit is zz/package.json on the host",
+        || fs::read(&zz).is_ok_and(|d| d == b"{\"name\": \"zz\", \"v\": 2}\n"),
+    );
+    assert_eq!(read(&ui), ui_was, "ui/package.json was changed");
+
+    // aa/ sorts first: a rebuild would overwrite its package.json; nothing changes.
+    fs::create_dir(web.join("aa")).expect("mkdir aa");
+    write(&web.join("aa/package.json"), "{\"name\": \"aa\"}\n");
+    // A later edit of zz's shows aa's never went (both would land at the same path).
+    std::thread::sleep(Duration::from_millis(300));
+    write(&zz, "{\"name\": \"zz\", \"v\": 3}\n");
+    s.wait_until("zz's later edit is in the container", || {
+        app(&p).as_deref() == Some("{\"name\": \"zz\", \"v\": 3}\n")
+    });
+
+    // zz/ removed: ui's is the last match again.
+    fs::remove_dir_all(web.join("zz")).expect("rm zz");
+    s.wait_until("ui/package.json is /app/package.json again", || {
+        app(&p).as_deref().map(str::as_bytes) == Some(&ui_was[..])
+    });
+    assert_eq!(read(&ui), ui_was, "ui/package.json was changed");
+    assert_eq!(read(&api), api_was, "api/package.json was changed");
+    assert_eq!(read(&web.join("aa/package.json")), b"{\"name\": \"aa\"}\n");
+    // And syncing goes on with it, both ways.
+    write(&ui, "{\"name\": \"ui\", \"v\": 5}\n");
+    s.wait_until("ui's edit is in the container", || {
+        app(&p).as_deref() == Some("{\"name\": \"ui\", \"v\": 5}\n")
+    });
+    p.sh(
+        "web",
+        "echo '{\"name\": \"ui\", \"v\": 6}' > /app/package.json",
+    );
+    s.wait_until(
+        "the container's edit is ui/package.json on the host",
+        || fs::read(&ui).is_ok_and(|d| d == b"{\"name\": \"ui\", \"v\": 6}\n"),
+    );
+    assert_eq!(read(&web.join("aa/package.json")), b"{\"name\": \"aa\"}\n");
+    assert_eq!(read(&api), api_was, "api/package.json was changed");
+    // Nothing was a conflict; the sessions that no longer mapped a match were stopped.
+    s.drain();
+    let conflicts: Vec<&Value> = s.log.iter().filter(|e| is(e, "conflict")).collect();
+    assert!(conflicts.is_empty(), "conflicts: {conflicts:?}");
+    assert!(
+        s.log.iter().filter(|e| is(e, "up_session_stop")).count() >= 2,
+        "ui's session stopped for zz's, then zz's for ui's: {:?}",
+        s.log
     );
     s.stop();
 }
