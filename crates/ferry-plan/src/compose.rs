@@ -686,7 +686,11 @@ fn plan_sessions(
         }
         ignores.extend(exi);
         let (owned_ignores, owned_here, all_owned) = owned_below(owned, &p.host);
-        ignores.extend(owned_ignores);
+        // (A session of single files leaves every directory out anyway: its ignores do not
+        // change when a new manifest makes a directory container-owned.)
+        if p.only.is_none() {
+            ignores.extend(owned_ignores);
+        }
         if all_owned {
             sp.notes.push(format!(
                 "Dockerfile line {}: {} is container-owned: not synced",
@@ -695,7 +699,6 @@ fn plan_sessions(
             ));
             continue;
         }
-        // (A session of single files leaves every directory out anyway.)
         if !owned_here.is_empty() && p.only.is_none() {
             left_out.push(format!("container-owned: {}", owned_here.join(", ")));
         }

@@ -66,9 +66,10 @@ pub struct Settings {
     pub alpha_names: Vec<(String, String)>,
     /// Beta's entries (leaves, by path) that another session synced from other alpha files
     /// which a later mapping overrides (`ferry up`: a new match of a Dockerfile glob takes a
-    /// container path over). Nobody's edit: where the first full cycle finds one still as it
-    /// was and alpha has the path in another version, alpha's replaces it (the overwritten
-    /// content is kept in beta's backup area); it is never copied to alpha.
+    /// container path over). Nobody's edit: until the two sides agree on the path, where a
+    /// cycle finds one still as it was and alpha has the path in another version, alpha's
+    /// replaces it (the overwritten content is kept in beta's backup area); it is never copied
+    /// to alpha.
     pub superseded: Held,
 }
 
@@ -1321,8 +1322,14 @@ impl Engine {
             (Some(changed), None, Some(b)) => unchanged_leaves(b, changed),
             _ => Held::new(),
         };
-        if scope.is_none() && fresh.is_none() && self.resolving.is_none() {
-            image_held.extend(std::mem::take(&mut self.settings.superseded));
+        if fresh.is_none() && self.resolving.is_none() && !self.settings.superseded.is_empty() {
+            // Until agreed: a file rewritten while the first cycle copied it is settled by a
+            // later one.
+            let agreed = self.archive.ancestor.as_ref();
+            self.settings
+                .superseded
+                .retain(|p, _| agreed.and_then(|t| t.get(p)).is_none());
+            image_held.extend(self.settings.superseded.clone());
         }
         let mut adopted = std::collections::BTreeMap::new();
         let mut plan = match (&scope, fresh, &self.resolving) {

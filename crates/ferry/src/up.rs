@@ -777,18 +777,17 @@ fn watch_rebuild(
 }
 
 /// Watches where a service's Dockerfile globs look for matches (see [`LiveGlob`]) and sends
-/// [`Msg::Replan`] when something changes there. `None` (with a note) when there is nothing
-/// to watch or the watch fails.
-fn watch_globs(
-    live: &[LiveGlob],
-    service: &str,
-    tx: mpsc::Sender<Msg>,
-    out: Out,
-) -> (Option<DirWatcher>, Vec<Vec<String>>) {
+/// [`Msg::Replan`] when something changes there. No watcher when there is nothing to watch,
+/// or when the watch fails (said in a note).
+fn watch_globs(live: &[LiveGlob], service: &str, tx: mpsc::Sender<Msg>, out: Out) -> GlobWatch {
     let disk = DiskContext(PathBuf::from("/"));
-    let matched = || live.iter().map(|g| g.matches(&disk)).collect();
+    let dirs = glob_dirs(live);
+    let watch = |watcher| GlobWatch {
+        watcher,
+        matched: live.iter().map(|g| g.matches(&disk)).collect(),
+    };
     if live.is_empty() {
-        return (None, Vec::new());
+        return watch(None);
     }
     let globs = live.to_vec();
     let name = service.to_owned();
@@ -809,22 +808,36 @@ fn watch_globs(
         }
     })
     .and_then(|mut w| {
-        for g in live {
-            for d in g.dirs(&disk) {
-                w.watch(Path::new(&d))?;
-            }
+        for d in &dirs {
+            w.watch(Path::new(d))?;
         }
         Ok(w)
     });
     // Listed once watched: a match made meanwhile is either listed or seen.
     match watched {
-        Ok(w) => (Some(w), matched()),
+        Ok(w) => watch(Some(w)),
         Err(e) => {
             let m = format!("cannot watch for new matches of the Dockerfile's globs: {e}");
             out.event(service, &m, json!({"event": "up_note", "message": m}));
-            (None, matched())
+            watch(None)
         }
     }
+}
+
+/// A service's [`watch_globs`].
+struct GlobWatch {
+    watcher: Option<DirWatcher>,
+    /// What each glob matched once they were watched.
+    matched: Vec<Vec<String>>,
+}
+
+/// Where `live` globs look for matches now.
+fn glob_dirs(live: &[LiveGlob]) -> Vec<String> {
+    let disk = DiskContext(PathBuf::from("/"));
+    let mut dirs: Vec<String> = live.iter().flat_map(|g| g.dirs(&disk)).collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 /// Runs `service`'s new `plan` (what its Dockerfile globs match changed): sessions it has
@@ -861,12 +874,18 @@ fn replan(
         .collect();
     let old = plans.get(service);
     for id in ids {
-        let Some((_, index, _)) = live.get(&id) else {
+        let Some((_, index, l)) = live.get(&id) else {
             continue;
         };
-        let same = old.and_then(|o| o.sessions.get(*index)).and_then(|was| {
+        // One that ended by itself is started again.
+        let ended = l.slot.state.lock().unwrap_or_else(|e| e.into_inner()).ended;
+        let was = old.and_then(|o| o.sessions.get(*index));
+        let same = was.filter(|_| !ended).and_then(|was| {
             (0..plan.sessions.len()).find(|&j| !kept[j] && plan.sessions[j] == *was)
         });
+        // Its agreement is kept when the new plan still maps the same two directories (only
+        // what it leaves out changed: a new manifest's container-owned directory).
+        let retire = !was.is_some_and(|was| plan.sessions.iter().any(|n| same_mapping(n, was)));
         match same {
             Some(j) => {
                 kept[j] = true;
@@ -876,7 +895,7 @@ fn replan(
             }
             None => {
                 if let Some((_, _, l)) = live.remove(&id) {
-                    l.slot.stop(true);
+                    l.slot.stop(retire);
                     stopped.push(l);
                 }
             }
@@ -931,6 +950,11 @@ fn replan(
     }
     plans.insert(service.to_owned(), plan);
     Ok(started)
+}
+
+/// Whether two sessions map the same host and container directories, the same way.
+fn same_mapping(a: &compose::Session, b: &compose::Session) -> bool {
+    a.host == b.host && a.container == b.container && a.mirror == b.mirror && a.renames == b.renames
 }
 
 /// A session's container directory (absolute).
@@ -1121,6 +1145,8 @@ struct SlotState {
     handle: Option<(Arc<AtomicBool>, mpsc::SyncSender<WatchEvent>)>,
     /// Asked to stop (Ctrl-C, or a new plan without it).
     stop: bool,
+    /// Its engine ended (stopped, or by itself: its host directory removed).
+    ended: bool,
     /// Stopped because the plan no longer has it: its agreement is forgotten and kept here
     /// ([`Engine::retire`](ferry::engine::Engine::retire)).
     retire: bool,
@@ -1325,6 +1351,7 @@ fn start_session(
                 Ok(f) => finish_code(f),
                 Err(e) => report_as(&tag, e),
             };
+            mine.state.lock().unwrap_or_else(|e| e.into_inner()).ended = true;
             ended(code);
             // A session that ended by itself (its host directory removed) is kept until
             // stopped: a new plan without it still retires it.
@@ -1469,7 +1496,7 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
     let mut watchers = Vec::new();
     // Per service: the watcher of its Dockerfile's globs expanded at start, and what they
     // matched then.
-    let mut globs: BTreeMap<String, (Option<DirWatcher>, Vec<Vec<String>>)> = BTreeMap::new();
+    let mut globs: BTreeMap<String, GlobWatch> = BTreeMap::new();
     if !flags.no_sync {
         for (service, c) in &containers {
             let Some(svc) = project.services.get(service) else {
@@ -1551,19 +1578,23 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                         else {
                             continue;
                         };
-                        let Some((_, before)) = globs.get(&service) else {
+                        let Some(before) = globs.get(&service) else {
                             continue;
                         };
-                        let now: Vec<Vec<String>> = plans.get(&service).map_or(Vec::new(), |p| {
-                            p.live
-                                .iter()
-                                .map(|g| g.matches(&DiskContext(PathBuf::from("/"))))
-                                .collect()
+                        let looking = plans.get(&service).map_or(Vec::new(), |p| p.live.clone());
+                        let disk = DiskContext(PathBuf::from("/"));
+                        let now: Vec<Vec<String>> =
+                            looking.iter().map(|g| g.matches(&disk)).collect();
+                        // A session whose host directory was removed and made again between
+                        // two looks ended by itself: started again as if the match were new.
+                        let ended = live.values().any(|(s, _, l)| {
+                            *s == service
+                                && l.slot.state.lock().unwrap_or_else(|e| e.into_inner()).ended
                         });
-                        if now == *before {
-                            // Directories on the way may be new: watched too.
-                            let live = plans.get(&service).map_or(Vec::new(), |p| p.live.clone());
-                            let w = watch_globs(&live, &service, starter.tx.clone(), out);
+                        if now == before.matched && !ended {
+                            // A directory on the way to a match may be new (or made again):
+                            // watched anew.
+                            let w = watch_globs(&looking, &service, starter.tx.clone(), out);
                             globs.insert(service.clone(), w);
                             continue;
                         }
@@ -1610,6 +1641,11 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                 code: c,
             }) => {
                 running -= 1;
+                // One of a glob's sessions that ended by itself (its host directory removed,
+                // perhaps made again) is looked at again.
+                if globs.get(&service).is_some_and(|g| g.watcher.is_some()) {
+                    replans.insert(service.clone());
+                }
                 // Reported now; the exit code is Ctrl-C's (a session that ended is not running
                 // when the user stops the loop).
                 if c != Exit::Ok {
