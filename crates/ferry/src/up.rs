@@ -884,8 +884,11 @@ fn replan(
             (0..plan.sessions.len()).find(|&j| !kept[j] && plan.sessions[j] == *was)
         });
         // Its agreement is kept when the new plan still maps the same two directories (only
-        // what it leaves out changed: a new manifest's container-owned directory).
-        let retire = !was.is_some_and(|was| plan.sessions.iter().any(|n| same_mapping(n, was)));
+        // what it leaves out changed: a new manifest's container-owned directory), unless it
+        // ended by itself: its host directory may be another one now, whose content wins
+        // where the container still has what was agreed (see `Settings::superseded`).
+        let retire =
+            ended || !was.is_some_and(|was| plan.sessions.iter().any(|n| same_mapping(n, was)));
         match same {
             Some(j) => {
                 kept[j] = true;
