@@ -878,7 +878,7 @@ fn replan(
             continue;
         };
         // One that ended by itself is started again.
-        let ended = l.slot.state.lock().unwrap_or_else(|e| e.into_inner()).ended;
+        let ended = l.slot.ended();
         let was = old.and_then(|o| o.sessions.get(*index));
         let same = was.filter(|_| !ended).and_then(|was| {
             (0..plan.sessions.len()).find(|&j| !kept[j] && plan.sessions[j] == *was)
@@ -1157,6 +1157,11 @@ struct SlotState {
 }
 
 impl Slot {
+    /// Whether its engine ended.
+    fn ended(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).ended
+    }
+
     fn stop(&self, retire: bool) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.stop = true;
@@ -1584,48 +1589,45 @@ fn up(flags: UpFlags, out: Out) -> Result<Exit, Fail> {
                         let Some(before) = globs.get(&service) else {
                             continue;
                         };
-                        let looking = plans.get(&service).map_or(Vec::new(), |p| p.live.clone());
                         let disk = DiskContext(PathBuf::from("/"));
+                        let looking = plans.get(&service).map_or(&[][..], |p| &p.live[..]);
                         let now: Vec<Vec<String>> =
                             looking.iter().map(|g| g.matches(&disk)).collect();
                         // A session whose host directory was removed and made again between
                         // two looks ended by itself: started again as if the match were new.
-                        let ended = live.values().any(|(s, _, l)| {
-                            *s == service
-                                && l.slot.state.lock().unwrap_or_else(|e| e.into_inner()).ended
-                        });
-                        if now == before.matched && !ended {
-                            // A directory on the way to a match may be new (or made again):
-                            // watched anew.
-                            let w = watch_globs(&looking, &service, starter.tx.clone(), out);
-                            globs.insert(service.clone(), w);
-                            continue;
-                        }
-                        let cfg = settings.get(&service).cloned().unwrap_or_default();
-                        let plan = match plan_service(&docker, svc, &cfg, &project_dir) {
-                            Ok(plan) => plan,
-                            Err(why) => {
-                                let m = format!("cannot plan again: {why}");
-                                out.event(&service, &m, json!({"event": "up_note", "message": m}));
-                                continue;
+                        let ended = live
+                            .values()
+                            .any(|(s, _, l)| *s == service && l.slot.ended());
+                        if now != before.matched || ended {
+                            let cfg = settings.get(&service).cloned().unwrap_or_default();
+                            match plan_service(&docker, svc, &cfg, &project_dir) {
+                                Ok(plan) => {
+                                    running += replan(
+                                        &starter,
+                                        &service,
+                                        c,
+                                        service_user(svc, c),
+                                        plan,
+                                        &mut plans,
+                                        &mut live,
+                                        &mut next_id,
+                                    )?;
+                                }
+                                Err(why) => {
+                                    let m = format!("cannot plan again: {why}");
+                                    out.event(
+                                        &service,
+                                        &m,
+                                        json!({"event": "up_note", "message": m}),
+                                    );
+                                }
                             }
-                        };
-                        running += replan(
-                            &starter,
-                            &service,
-                            c,
-                            service_user(svc, c),
-                            plan,
-                            &mut plans,
-                            &mut live,
-                            &mut next_id,
-                        )?;
-                        if let Some(plan) = plans.get(&service) {
-                            globs.insert(
-                                service.clone(),
-                                watch_globs(&plan.live, &service, starter.tx.clone(), out),
-                            );
                         }
+                        // Watched anew: a directory on the way to a match may be new (or made
+                        // again).
+                        let looking = plans.get(&service).map_or(&[][..], |p| &p.live[..]);
+                        let w = watch_globs(looking, &service, starter.tx.clone(), out);
+                        globs.insert(service.clone(), w);
                     }
                     for (service, why) in std::mem::take(&mut rebuilds) {
                         rebuild(&compose, &docker, &project.name, &service, &why, out);

@@ -1088,17 +1088,24 @@ fn files_ferry_creates_under_sudo_belong_to_the_invoking_user() {
     assert_eq!((m.uid(), m.gid()), (0, 0));
 }
 
-/// COPY forms that place host files under other paths: a file under another name
-/// (`COPY site.conf /etc/web/default.conf`) and a glob with a wildcard above its last component
-/// (`COPY */package.json ./`, where the last match wins), both ways.
-#[test]
-fn up_syncs_files_a_dockerfile_copies_under_other_names() {
+/// `ferry up` on the `copies` project, once its web service started and three of its sessions
+/// watch.
+fn up_copies() -> (Project, Session) {
     let p = Project::new("copies");
     let mut s = p.up(&[]);
     wait_boot(&mut s, "web started", |e| log_line(e, "web", "web started"));
     wait_boot_n(&mut s, 3, "web's sessions watching", |e| {
         is(e, "watching") && e["service"] == "web"
     });
+    (p, s)
+}
+
+/// COPY forms that place host files under other paths: a file under another name
+/// (`COPY site.conf /etc/web/default.conf`) and a glob with a wildcard above its last component
+/// (`COPY */package.json ./`, where the last match wins), both ways.
+#[test]
+fn up_syncs_files_a_dockerfile_copies_under_other_names() {
+    let (p, mut s) = up_copies();
     let sessions: Vec<&Value> = s.log.iter().filter(|e| is(e, "up_session")).collect();
     let etc = sessions
         .iter()
@@ -1220,12 +1227,7 @@ fn up_syncs_files_a_dockerfile_copies_under_other_names() {
 /// is the earlier match's again, as a rebuild would make it.
 #[test]
 fn up_follows_new_matches_of_a_dockerfile_glob() {
-    let p = Project::new("copies");
-    let mut s = p.up(&[]);
-    wait_boot(&mut s, "web started", |e| log_line(e, "web", "web started"));
-    wait_boot_n(&mut s, 3, "web's sessions watching", |e| {
-        is(e, "watching") && e["service"] == "web"
-    });
+    let (p, mut s) = up_copies();
     let web = p.dir.join("web");
     let ui = web.join("ui/package.json");
     let api = web.join("api/package.json");
